@@ -1,0 +1,54 @@
+"""The one CLI (`convcg ...`) that fronts every component.
+
+Each component owns a `cli` module exposing click commands; their heavy imports (Faust, Feast,
+torch, FAISS) happen inside the commands, so `convcg --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+#: component module -> names of the click commands it exports
+COMPONENT_COMMANDS: dict[str, tuple[str, ...]] = {
+    "convcg.broker_cli": ("broker",),
+    "streams.cli": ("replay", "worker", "labels"),
+    "features.cli": ("features", "dataset"),
+    "training.cli": ("train", "finetune", "trainer", "registry"),
+    "index_refresher.cli": ("refresher", "retrieval", "index"),
+    "convcg.loop": ("up",),
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """convcg: conversion candidate generation, streaming features and labels."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kafka", "aiokafka", "faust", "mode", "urllib3", "feast", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _register() -> None:
+    for module_name, names in COMPONENT_COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # component not built yet
+                continue
+            raise
+        for name in names:
+            cmd = getattr(module, f"{name}_command", None) or getattr(module, name, None)
+            if isinstance(cmd, click.Command):
+                main.add_command(cmd, name=name)
+
+
+_register()
+
+if __name__ == "__main__":
+    main()

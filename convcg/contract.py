@@ -1,0 +1,220 @@
+"""The wire contract between components (see ../shared/DESIGN.md).
+
+Components meet only at Kafka topics, the Feast store and the model registry. This module
+names the topics and fixes the shape of what travels on them, so that every component reads
+and writes the same thing. It is deliberately free of I/O and heavy imports.
+
+Wire format: UTF-8 JSON objects. Every event and label message is keyed by ``user_id`` so the
+three event topics and the label topic are co-partitioned: all of a user's events land in the
+same partition number of every topic, which keeps the label join local to one partition.
+Timestamps (``ts``, ``impression_ts``, ``label_ts``, ``event_ts``) are event time in float
+seconds since the Unix epoch (UTC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+# --- topics -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names; one instance per deployment (a prefix isolates test runs)."""
+
+    prefix: str = ""
+
+    def _t(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    @property
+    def impressions(self) -> str:
+        return self._t("impressions")
+
+    @property
+    def engagements(self) -> str:
+        return self._t("engagements")
+
+    @property
+    def conversions(self) -> str:
+        return self._t("conversions")
+
+    @property
+    def labels(self) -> str:
+        return self._t("labels")
+
+    @property
+    def feature_updates(self) -> str:
+        return self._t("feature-updates")
+
+    @property
+    def dead_letters(self) -> str:
+        return self._t("dead-letters")
+
+    @property
+    def unattributed(self) -> str:
+        """Conversions that could not be attributed (late, unknown impression...), with reason."""
+        return self._t("unattributed-conversions")
+
+    @property
+    def events(self) -> tuple[str, str, str]:
+        return (self.impressions, self.engagements, self.conversions)
+
+    def all(self) -> tuple[str, ...]:
+        return (*self.events, self.labels, self.feature_updates, self.dead_letters, self.unattributed)
+
+
+EVENT_TYPES = ("impression", "engagement", "conversion")
+EventType = Literal["impression", "engagement", "conversion"]
+
+SURFACES = ("home", "search", "related")
+ENGAGEMENT_TYPES = ("click", "save", "closeup", "add_to_cart")
+CONVERSION_TYPES = ("checkout", "add_to_cart")
+
+# --- events ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Impression:
+    event_id: str
+    impression_id: str
+    ts: float
+    user_id: str
+    item_id: str
+    advertiser_id: str
+    surface: str
+    position: int
+
+
+@dataclass(slots=True)
+class Engagement:
+    event_id: str
+    impression_id: str
+    ts: float
+    user_id: str
+    item_id: str
+    type: str
+    dwell_ms: int
+
+
+@dataclass(slots=True)
+class Conversion:
+    event_id: str
+    ts: float
+    user_id: str
+    item_id: str
+    advertiser_id: str
+    type: str
+    value: float
+    impression_id: str | None = None
+
+
+Event = Impression | Engagement | Conversion
+
+EVENT_CLASSES: dict[str, type] = {
+    "impression": Impression,
+    "engagement": Engagement,
+    "conversion": Conversion,
+}
+
+
+def event_type_of(event: Event) -> EventType:
+    if isinstance(event, Impression):
+        return "impression"
+    if isinstance(event, Engagement):
+        return "engagement"
+    return "conversion"
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    d = asdict(event)
+    if isinstance(event, Conversion) and d.get("impression_id") is None:
+        d.pop("impression_id")
+    return d
+
+
+# --- labels ---------------------------------------------------------------------------------
+
+LabelKind = Literal["engagement", "conversion", "negative", "correction"]
+LABEL_KINDS: tuple[str, ...] = ("engagement", "conversion", "negative", "correction")
+
+
+@dataclass(slots=True)
+class Label:
+    """One labelling decision (append-only). ``label_id`` is deterministic, so a label
+    re-emitted after a crash has the same id and consumers deduplicate on it."""
+
+    label_id: str
+    impression_id: str
+    user_id: str
+    item_id: str
+    advertiser_id: str
+    surface: str
+    impression_ts: float
+    label_ts: float
+    kind: str
+    conversion: int = 0
+    conversion_value: float = 0.0
+    engagement: int = 0
+    engagement_weight: float = 0.0
+    position: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Label":
+        return cls(**{k: d[k] for k in LABEL_FIELDS if k in d})
+
+
+LABEL_FIELDS: tuple[str, ...] = tuple(Label.__dataclass_fields__)
+
+
+def label_id(impression_id: str, kind: str, cause_event_id: str | None = None) -> str:
+    """Deterministic id of a label: at most one engagement / negative per impression, one
+    conversion or correction per (impression, conversion event)."""
+    return f"{impression_id}:{kind}" if cause_event_id is None else f"{impression_id}:{kind}:{cause_event_id}"
+
+
+# --- feature updates ------------------------------------------------------------------------
+
+Entity = Literal["user", "item", "advertiser"]
+ENTITIES: tuple[str, ...] = ("user", "item", "advertiser")
+
+WINDOWS: tuple[str, ...] = ("1h", "1d", "7d")
+WINDOW_SECONDS: dict[str, int] = {"1h": 3600, "1d": 86400, "7d": 7 * 86400}
+COUNTED: tuple[str, ...] = ("impressions", "engagements", "conversions")
+
+
+def count_feature_names() -> list[str]:
+    return [f"{what}_{w}" for what in COUNTED for w in WINDOWS]
+
+
+#: Streaming aggregate features per entity, as written into Feast (see features/).
+#: ``ctr_7d`` and ``cvr_7d`` are Beta-smoothed rates over the 7-day window.
+#: ``last_engaged_items`` (user only) is the user's most recent engaged item ids, newest first.
+STREAM_FEATURES: dict[str, list[str]] = {
+    "user": count_feature_names() + ["ctr_7d", "cvr_7d", "last_engaged_items"],
+    "item": count_feature_names() + ["ctr_7d", "cvr_7d"],
+    "advertiser": count_feature_names() + ["ctr_7d", "cvr_7d"],
+}
+
+
+@dataclass(slots=True)
+class FeatureUpdate:
+    """The newest value of one entity's streaming aggregates.
+
+    ``event_ts``: event time the values are as of (the latest event that changed them).
+    ``ingest_ms``: Kafka timestamp (ms) of the newest event that went into this update, so the
+    store can measure event-entered-Kafka to visible-online freshness.
+    """
+
+    entity: str
+    entity_id: str
+    event_ts: float
+    ingest_ms: int
+    features: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

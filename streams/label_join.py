@@ -1,0 +1,290 @@
+"""`LabelJoiner`: the event-time join of impressions, engagements and conversions into labels.
+
+One joiner serves one partition (all three event topics are keyed by user, so a partition
+holds every event of its users). It is pure: events go in with `add`, the watermark is moved
+with `advance`, and `drain` hands back labels, dropped events (with a reason), the opaque
+tokens of events whose effects are now complete (the worker acks their offsets), and the
+impression states that changed (the worker persists them).
+
+Determinism: events are held in a reorder buffer and applied in (event time, kind, event id)
+order once the watermark passes them, interleaved with the negative / expiry timers of pending
+impressions. So the labels depend only on the events and the watermark, never on arrival
+order within the allowed lateness or on the wall clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from convcg.contract import Conversion, Engagement, Event, Impression, Label, label_id
+from streams.label_rules import (
+    RANK_CONVERSION,
+    RANK_ENGAGEMENT,
+    RANK_IMPRESSION,
+    RANK_TIMER,
+    LabelRules,
+    attribution_deadline,
+    conversion_kind,
+    engagement_weight,
+    last_touch,
+    negative_deadline,
+    within_attribution_window,
+)
+
+_TIMER_NEGATIVE, _TIMER_EXPIRE, _TIMER_ORPHAN = 0, 1, 2
+_RANK = {Impression: RANK_IMPRESSION, Engagement: RANK_ENGAGEMENT, Conversion: RANK_CONVERSION}
+
+
+@dataclass(slots=True)
+class ImpressionState:
+    """What the join remembers about one served impression until its attribution window ends."""
+
+    imp: Impression
+    engagement_ts: float | None = None
+    negative_emitted: bool = False
+    converted: bool = False
+    conversion_ids: list[str] = field(default_factory=list)
+
+    @property
+    def engaged(self) -> bool:
+        return self.engagement_ts is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        i = self.imp
+        return {"event_id": i.event_id, "impression_id": i.impression_id, "ts": i.ts, "user_id": i.user_id,
+                "item_id": i.item_id, "advertiser_id": i.advertiser_id, "surface": i.surface,
+                "position": i.position, "engagement_ts": self.engagement_ts,
+                "negative_emitted": self.negative_emitted, "converted": self.converted,
+                "conversion_ids": self.conversion_ids}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ImpressionState":
+        imp = Impression(d["event_id"], d["impression_id"], d["ts"], d["user_id"], d["item_id"],
+                         d["advertiser_id"], d["surface"], d["position"])
+        return cls(imp, d.get("engagement_ts"), d.get("negative_emitted", False),
+                   d.get("converted", False), list(d.get("conversion_ids", [])))
+
+
+@dataclass
+class JoinOutput:
+    labels: list[Label] = field(default_factory=list)
+    dropped: list[tuple[Event, str]] = field(default_factory=list)
+    released: list[Any] = field(default_factory=list)
+    changed: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # impression_id -> state, None = deleted
+
+
+class LabelJoiner:
+    """Event-time label join for one partition. See the module docstring."""
+
+    def __init__(self, rules: LabelRules | None = None) -> None:
+        self.rules = rules or LabelRules()
+        self.watermark = -math.inf
+        self.impressions: dict[str, ImpressionState] = {}
+        self._touches: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
+        self._buffer: list[tuple] = []  # (ts, rank, event_id, seq, event, token)
+        self._buffered_ids: set[str] = set()
+        self._timers: list[tuple] = []  # (time, RANK_TIMER, kind, impression_id)
+        self._orphans: dict[str, list[tuple[Engagement, Any]]] = {}
+        self._seq = 0
+        self._out = JoinOutput()
+        self.counters: Counter[str] = Counter()
+
+    # --- input -----------------------------------------------------------------------------
+
+    def add(self, event: Event, token: Any = None) -> bool:
+        """Buffer one validated event. Returns False for a duplicate still in the buffer
+        (its token is released at once: the first copy carries the effect)."""
+        if event.event_id in self._buffered_ids:
+            self.counters["duplicate_events"] += 1
+            if token is not None:
+                self._out.released.append(token)
+            return False
+        if event.ts <= self.watermark:
+            self.counters["late_events"] += 1
+        self._buffered_ids.add(event.event_id)
+        self._seq += 1
+        heapq.heappush(self._buffer, (event.ts, _RANK[type(event)], event.event_id, self._seq, event, token))
+        return True
+
+    def advance(self, watermark: float) -> None:
+        """Move the watermark (never backwards) and apply everything at or before it."""
+        if watermark > self.watermark:
+            self.watermark = watermark
+        wm = self.watermark
+        buffer, timers = self._buffer, self._timers
+        while True:
+            next_event = buffer[0] if buffer and buffer[0][0] <= wm else None
+            next_timer = timers[0] if timers and timers[0][0] <= wm else None
+            if next_event is None and next_timer is None:
+                return
+            if next_timer is None or (next_event is not None and next_event[:2] <= next_timer[:2]):
+                _, _, event_id, _, event, token = heapq.heappop(buffer)
+                self._buffered_ids.discard(event_id)
+                self._apply(event, token)
+            else:
+                _, _, kind, key = heapq.heappop(timers)
+                self._fire(kind, key)
+
+    def drain(self) -> JoinOutput:
+        out, self._out = self._out, JoinOutput()
+        return out
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    # --- persistence -----------------------------------------------------------------------
+
+    def restore(self, states: Iterable[dict[str, Any]], watermark: float = -math.inf) -> None:
+        """Rebuild from persisted impression states (timers and the touch index are derived)."""
+        for d in states:
+            st = ImpressionState.from_dict(d)
+            self._install(st)
+            if st.engaged:
+                self._touch(st)
+        self.watermark = max(self.watermark, watermark)
+
+    # --- rules -----------------------------------------------------------------------------
+
+    def _apply(self, event: Event, token: Any) -> None:
+        if isinstance(event, Impression):
+            self._on_impression(event)
+        elif isinstance(event, Engagement):
+            if not self._on_engagement(event, token):
+                return  # parked as an orphan: its token is released when resolved
+        else:
+            self._on_conversion(event)
+        if token is not None:
+            self._out.released.append(token)
+
+    def _install(self, st: ImpressionState) -> None:
+        imp = st.imp
+        self.impressions[imp.impression_id] = st
+        if not (st.engaged or st.converted or st.negative_emitted):
+            heapq.heappush(self._timers, (negative_deadline(imp.ts, self.rules), RANK_TIMER, _TIMER_NEGATIVE, imp.impression_id))
+        heapq.heappush(self._timers, (attribution_deadline(imp.ts, self.rules), RANK_TIMER, _TIMER_EXPIRE, imp.impression_id))
+
+    def _changed(self, st: ImpressionState) -> None:
+        self._out.changed[st.imp.impression_id] = st.to_dict()
+
+    def _on_impression(self, imp: Impression) -> None:
+        if imp.impression_id in self.impressions:
+            self.counters["duplicate_impressions"] += 1
+            return
+        st = ImpressionState(imp)
+        self._install(st)
+        self._changed(st)
+        for engagement, token in self._orphans.pop(imp.impression_id, ()):  # engagements that came first
+            self._on_engagement(engagement, None)
+            if token is not None:
+                self._out.released.append(token)
+
+    def _on_engagement(self, e: Engagement, token: Any) -> bool:
+        st = self.impressions.get(e.impression_id)
+        if st is None:
+            self._orphans.setdefault(e.impression_id, []).append((e, token))
+            heapq.heappush(self._timers, (e.ts + self.rules.orphan_ttl_s, RANK_TIMER, _TIMER_ORPHAN, e.impression_id))
+            return False
+        if (e.user_id, e.item_id) != (st.imp.user_id, st.imp.item_id):
+            self._drop(e, "engagement_does_not_match_impression")
+            return True
+        if st.engaged:
+            return True  # only the first engagement labels; later ones are idempotent
+        if e.ts < st.imp.ts:
+            self._drop(e, "engagement_before_impression")
+            return True
+        st.engagement_ts = e.ts
+        if st.negative_emitted:
+            self.counters["engagement_after_negative"] += 1
+        self._touch(st)
+        self._changed(st)
+        self._emit(st, "engagement", e.ts, engagement=1,
+                   weight=engagement_weight(e.dwell_ms, self.rules.engagement_weight_cap))
+        return True
+
+    def _touch(self, st: ImpressionState) -> None:
+        imp = st.imp
+        self._touches.setdefault((imp.user_id, imp.item_id), []).append(
+            (st.engagement_ts, imp.ts, imp.impression_id))
+
+    def _on_conversion(self, c: Conversion) -> None:
+        if c.impression_id:
+            st = self.impressions.get(c.impression_id)
+            if st is None:
+                self._drop(c, "impression_unknown_or_past_attribution_window")
+                return
+            if (c.user_id, c.item_id) != (st.imp.user_id, st.imp.item_id):
+                self._drop(c, "conversion_does_not_match_impression")
+                return
+            if not within_attribution_window(st.imp.ts, c.ts, self.rules):
+                self._drop(c, "outside_attribution_window")
+                return
+        else:
+            imp_id = last_touch(self._touches.get((c.user_id, c.item_id), []), c.ts, self.rules)
+            if imp_id is None:
+                self._drop(c, "no_engaged_impression_in_attribution_window")
+                return
+            st = self.impressions[imp_id]
+        if c.event_id in st.conversion_ids:
+            self.counters["duplicate_conversions"] += 1
+            return
+        st.conversion_ids.append(c.event_id)
+        st.converted = True
+        self._changed(st)
+        self._emit(st, conversion_kind(st.negative_emitted), c.ts, cause=c.event_id, conversion=1,
+                   value=c.value, engagement=int(st.engaged))
+
+    def _fire(self, kind: int, key: str) -> None:
+        if kind == _TIMER_ORPHAN:
+            if self.impressions.get(key) is None:
+                for engagement, token in self._orphans.pop(key, ()):
+                    self._drop(engagement, "engagement_for_unknown_impression")
+                    if token is not None:
+                        self._out.released.append(token)
+            return
+        st = self.impressions.get(key)
+        if st is None:
+            return
+        if kind == _TIMER_NEGATIVE:
+            if not (st.engaged or st.converted or st.negative_emitted):
+                st.negative_emitted = True
+                self._changed(st)
+                self._emit(st, "negative", negative_deadline(st.imp.ts, self.rules))
+        else:  # expiry: the attribution window is over, forget the impression
+            del self.impressions[key]
+            self._out.changed[key] = None
+            if st.engaged:
+                touches = self._touches.get((st.imp.user_id, st.imp.item_id))
+                if touches is not None:
+                    touches[:] = [t for t in touches if t[2] != key]
+                    if not touches:
+                        del self._touches[(st.imp.user_id, st.imp.item_id)]
+
+    def _drop(self, event: Event, reason: str) -> None:
+        self.counters[f"dropped:{reason}"] += 1
+        self._out.dropped.append((event, reason))
+
+    def _emit(self, st: ImpressionState, kind: str, label_ts: float, cause: str | None = None,
+              conversion: int = 0, value: float = 0.0, engagement: int = 0, weight: float = 0.0) -> None:
+        imp = st.imp
+        self._out.labels.append(Label(
+            label_id(imp.impression_id, kind, cause), imp.impression_id, imp.user_id, imp.item_id,
+            imp.advertiser_id, imp.surface, imp.ts, label_ts, kind, conversion, value, engagement,
+            weight, imp.position))
+
+
+def compute_labels(events: Iterable[Event], rules: LabelRules | None = None) -> list[Label]:
+    """Run the streaming rules offline over a whole log, closing every window at the end.
+
+    The reference for tests and for building training data without a broker. Partitioning
+    does not matter: every rule is local to one user.
+    """
+    joiner = LabelJoiner(rules)
+    for ev in events:
+        joiner.add(ev)
+    joiner.advance(math.inf)
+    return joiner.drain().labels

@@ -1,0 +1,137 @@
+"""Validation at the edge: raw Kafka bytes -> typed event, or a reason it is rejected.
+
+Rejected input never crashes the worker: it goes to the dead-letter topic with the original
+bytes and the reason (see `dead_letter`). A record ``{"watermark": <ts>}`` on an event topic
+is a producer watermark (a promise that no earlier event follows on that partition).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from convcg.contract import (
+    CONVERSION_TYPES,
+    ENGAGEMENT_TYPES,
+    SURFACES,
+    Conversion,
+    Engagement,
+    Event,
+    Impression,
+)
+
+#: event time outside [MIN_TS, now + max_future_s] is rejected
+MIN_TS = 946684800.0  # 2000-01-01: older stamps are unit mistakes (ms vs s) or garbage
+
+
+class InvalidEvent(ValueError):
+    """An input record that cannot become an event; ``reason`` is a short machine tag."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class Watermark:
+    ts: float
+
+
+def _str(d: dict, name: str) -> str:
+    v = d.get(name)
+    if v is None:
+        raise InvalidEvent("missing_field", name)
+    if not isinstance(v, str) or not v:
+        raise InvalidEvent("wrong_type", f"{name} must be a non-empty string")
+    return v
+
+
+def _num(d: dict, name: str) -> float:
+    v = d.get(name)
+    if v is None:
+        raise InvalidEvent("missing_field", name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise InvalidEvent("wrong_type", f"{name} must be a finite number")
+    return float(v)
+
+
+def _int(d: dict, name: str) -> int:
+    v = d.get(name)
+    if v is None:
+        raise InvalidEvent("missing_field", name)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise InvalidEvent("wrong_type", f"{name} must be an integer")
+    return v
+
+
+def _ts(d: dict, now: float, max_future_s: float) -> float:
+    ts = _num(d, "ts")
+    if ts < MIN_TS:
+        raise InvalidEvent("timestamp_out_of_range", f"ts={ts} is before 2000 (seconds expected)")
+    if ts > now + max_future_s:
+        raise InvalidEvent("timestamp_in_future", f"ts={ts} is more than {max_future_s:.0f}s ahead of now")
+    return ts
+
+
+def parse_event(event_type: str, raw: bytes | None, now: float, max_future_s: float) -> Event | Watermark:
+    """Parse and validate one record from the topic of ``event_type``."""
+    if not raw:
+        raise InvalidEvent("empty_record")
+    try:
+        d: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("malformed_json", str(exc)[:200]) from None
+    if not isinstance(d, dict):
+        raise InvalidEvent("not_an_object", type(d).__name__)
+    declared = d.get("event_type")
+    if declared is not None and declared != event_type:
+        raise InvalidEvent("unknown_event_type" if declared not in ("impression", "engagement", "conversion")
+                           else "event_type_mismatch", f"{declared!r} on the {event_type} topic")
+    if "watermark" in d and len(d) == 1:
+        return Watermark(_num(d, "watermark"))
+    if event_type == "impression":
+        surface = _str(d, "surface")
+        if surface not in SURFACES:
+            raise InvalidEvent("unknown_surface", surface)
+        position = _int(d, "position")
+        if position < 0:
+            raise InvalidEvent("invalid_value", "position must be >= 0")
+        return Impression(_str(d, "event_id"), _str(d, "impression_id"), _ts(d, now, max_future_s),
+                          _str(d, "user_id"), _str(d, "item_id"), _str(d, "advertiser_id"), surface, position)
+    if event_type == "engagement":
+        etype = _str(d, "type")
+        if etype not in ENGAGEMENT_TYPES:
+            raise InvalidEvent("unknown_engagement_type", etype)
+        dwell = _int(d, "dwell_ms")
+        if dwell < 0:
+            raise InvalidEvent("invalid_value", "dwell_ms must be >= 0")
+        return Engagement(_str(d, "event_id"), _str(d, "impression_id"), _ts(d, now, max_future_s),
+                          _str(d, "user_id"), _str(d, "item_id"), etype, dwell)
+    if event_type == "conversion":
+        ctype = _str(d, "type")
+        if ctype not in CONVERSION_TYPES:
+            raise InvalidEvent("unknown_conversion_type", ctype)
+        value = _num(d, "value")
+        if value < 0:
+            raise InvalidEvent("invalid_value", "value must be >= 0")
+        imp_id = d.get("impression_id")
+        if imp_id is not None and (not isinstance(imp_id, str) or not imp_id):
+            raise InvalidEvent("wrong_type", "impression_id must be a non-empty string when present")
+        return Conversion(_str(d, "event_id"), _ts(d, now, max_future_s), _str(d, "user_id"),
+                          _str(d, "item_id"), _str(d, "advertiser_id"), ctype, value, imp_id)
+    raise InvalidEvent("unknown_event_type", event_type)
+
+
+def dead_letter(source_topic: str, partition: int, offset: int, raw: bytes | None, reason: str,
+                detail: str, now: float) -> bytes:
+    """The dead-letter record: where it came from, why, and the original bytes (base64)."""
+    return orjson.dumps({
+        "source_topic": source_topic, "partition": partition, "offset": offset,
+        "reason": reason, "detail": detail, "rejected_at": now,
+        "original_b64": base64.b64encode(raw or b"").decode(),
+    })

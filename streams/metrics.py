@@ -1,0 +1,16 @@
+"""Prometheus metrics of the streams worker."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+EVENTS_IN = Counter("convcg_stream_events_total", "Valid events consumed, by type", ["type"])
+LABELS_OUT = Counter("convcg_stream_labels_total", "Labels emitted, by kind", ["kind"])
+DEAD_LETTERS = Counter("convcg_stream_dead_letters_total", "Records sent to the dead-letter topic, by reason", ["reason"])
+DROPPED = Counter("convcg_stream_dropped_total", "Valid events dropped by the join with a reason (late / unattributable)", ["reason"])
+FEATURE_UPDATES = Counter("convcg_stream_feature_updates_total", "Feature updates emitted, by entity", ["entity"])
+WATERMARK = Gauge("convcg_stream_watermark_seconds", "Event-time watermark per partition", ["partition"])
+WATERMARK_LAG = Gauge("convcg_stream_watermark_lag_seconds", "Newest event time seen minus watermark, per partition", ["partition"])
+CONSUMER_LAG = Gauge("convcg_stream_consumer_lag", "Highwater minus next offset, per source topic-partition", ["topic", "partition"])
+BUFFERED = Gauge("convcg_stream_buffered_events", "Events held in the reorder buffer, per partition", ["partition"])
+PENDING = Gauge("convcg_stream_pending_impressions", "Impressions inside their attribution window, per partition", ["partition"])

@@ -1,0 +1,24 @@
+"""Typed settings of the streams component (env prefix ``CONVCG_STREAMS_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.label_rules import LabelRules
+
+
+class StreamSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONVCG_STREAMS_", env_nested_delimiter="__")
+
+    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    topic_prefix: str = ""
+    partitions: int = Field(3, ge=1, description="partitions of every topic (all co-partitioned by user)")
+    app_id: str = Field("convcg-streams", description="Faust app id = consumer group")
+    batch_max: int = Field(5000, ge=1, description="events per processing batch (stream.take)")
+    batch_within_s: float = Field(0.2, gt=0, description="max wait to fill a batch")
+    commit_interval_s: float = Field(1.0, gt=0)
+    max_future_s: float = Field(86400.0, gt=0, description="reject events stamped further ahead of now")
+    metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 = off")
+    rules: LabelRules = Field(default_factory=LabelRules)
+    aggregates: bool = Field(True, description="also compute streaming feature aggregates")

@@ -1,0 +1,59 @@
+"""`PartitionWatermark`: the event-time watermark of one join partition.
+
+A join partition p reads partition p of the impressions, engagements and conversions topics.
+Each source advances with the newest event time seen on it (or a producer watermark record).
+The partition's watermark is the minimum over its *active* sources minus the allowed
+lateness, where a source that is fully caught up (nothing more to fetch) does not hold the
+others back (Flink-style idleness). So a fast topic cannot push decisions past events still
+waiting in a slower topic, and a quiet topic (few conversions) does not stall the join.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SourceProgress:
+    max_ts: float = -math.inf
+    next_offset: int = 0
+
+
+@dataclass
+class PartitionWatermark:
+    allowed_lateness_s: float
+    sources: dict[str, SourceProgress] = field(default_factory=dict)
+    value: float = -math.inf
+
+    def observe(self, topic: str, ts: float, offset: int) -> None:
+        src = self.sources.get(topic)
+        if src is None:
+            src = self.sources[topic] = SourceProgress()
+        if ts > src.max_ts:
+            src.max_ts = ts
+        if offset + 1 > src.next_offset:
+            src.next_offset = offset + 1
+
+    @property
+    def newest(self) -> float:
+        return max((s.max_ts for s in self.sources.values()), default=-math.inf)
+
+    def compute(self, highwaters: dict[str, int | None], topics: tuple[str, ...]) -> float:
+        """Advance (never backwards) given each source topic's highwater (None = unknown)."""
+        active: list[float] = []
+        for topic in topics:
+            src = self.sources.get(topic)
+            hw = highwaters.get(topic)
+            caught_up = hw is None or (src.next_offset if src else 0) >= hw
+            if caught_up:
+                continue
+            active.append(src.max_ts if src else -math.inf)
+        if active:
+            frontier = min(active)
+        else:
+            frontier = self.newest
+        candidate = frontier - self.allowed_lateness_s
+        if candidate > self.value:
+            self.value = candidate
+        return self.value

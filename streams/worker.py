@@ -1,0 +1,263 @@
+"""The Faust worker: validation, the label join and the streaming aggregates.
+
+One agent reads the three co-partitioned event topics in batches (`stream.take_events`),
+validates each record (bad ones go to the dead-letter topic), feeds a `LabelJoiner` per
+partition, and once per batch:
+
+- moves each partition's event-time watermark and applies what it passed;
+- sends labels (key user_id, same partition number), dropped events with their reason, and
+  feature updates;
+- writes the impression states that changed to a changelogged Faust table, explicitly to the
+  partition they belong to (one write per changed impression per batch, not per event);
+- acks the offsets of events whose effects are complete. Events still in the reorder buffer
+  hold an extra reference, so their offsets are not committed before they are applied: a
+  crash redelivers them instead of losing them.
+
+Delivery is at-least-once (Faust flushes the producer before it commits offsets). Every
+effect is idempotent: impression states dedupe redelivered events, and label ids are
+deterministic, so a label re-sent after a crash carries the same `label_id` and consumers keep
+one (see `streams.labels.dedupe`). Faust's `exactly_once` and `on_window_close` are not used
+(open reports of duplicates/hangs; windows closing only on a later event for the same key).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import orjson
+
+from convcg.contract import Conversion, Topics
+from streams import metrics
+from streams.label_join import LabelJoiner
+from streams.settings import StreamSettings
+from streams.validation import InvalidEvent, Watermark, dead_letter, parse_event
+from streams.watermark import PartitionWatermark
+
+log = logging.getLogger("convcg.streams.worker")
+
+STATE_TABLE = "join-state"
+_WM_KEY = b"__watermark__:%d"
+
+
+class JoinProcessor:
+    """Everything the agent does with one batch, kept apart from Faust's wiring."""
+
+    def __init__(self, settings: StreamSettings, app: Any, state_table: Any, out_topics: dict[str, Any]) -> None:
+        self.settings = settings
+        self.app = app
+        self.table = state_table
+        self.out = out_topics
+        t = Topics(settings.topic_prefix)
+        self.source_topics = t.events
+        self.type_of_topic = {t.impressions: "impression", t.engagements: "engagement", t.conversions: "conversion"}
+        self.joiners: dict[int, LabelJoiner] = {}
+        self.watermarks: dict[int, PartitionWatermark] = {}
+        self.aggregator = _make_aggregator(settings)
+        self.batches = 0
+
+    # --- state ---------------------------------------------------------------------------
+
+    def joiner(self, partition: int) -> LabelJoiner:
+        j = self.joiners.get(partition)
+        if j is None:
+            j = self.joiners[partition] = LabelJoiner(self.settings.rules)
+            self.watermarks[partition] = PartitionWatermark(self.settings.rules.allowed_lateness_s)
+            states, wm = [], -math.inf
+            for key, raw in self.table.data.items():
+                if raw is None:
+                    continue
+                value = orjson.loads(raw)
+                if value.get("p") != partition:
+                    continue
+                if key == _WM_KEY % partition:
+                    wm = value["wm"]
+                else:
+                    states.append(value["s"])
+            j.restore(states, wm)
+            self.watermarks[partition].value = wm
+            log.info("partition %d: restored %d pending impressions, watermark %s", partition, len(states), wm)
+        return j
+
+    def forget_revoked(self, assigned: set[int]) -> None:
+        for p in list(self.joiners):
+            if p not in assigned:
+                log.info("partition %d revoked: dropping its in-memory join (state stays in the table)", p)
+                del self.joiners[p]
+                del self.watermarks[p]
+
+    def _persist(self, partition: int, key: bytes, value: dict | None) -> None:
+        raw = None if value is None else orjson.dumps(value)
+        if raw is None:
+            self.table.data.pop(key, None)
+        else:
+            self.table.data[key] = raw
+        self.table.send_changelog(partition, key, raw)
+
+    # --- one batch -----------------------------------------------------------------------
+
+    async def process(self, events: list[Any]) -> None:
+        now = time.time()
+        touched: set[int] = set()
+        dead = self.out["dead_letters"]
+        for ev in events:
+            msg = ev.message
+            partition = msg.partition
+            etype = self.type_of_topic.get(msg.topic)
+            try:
+                if etype is None:
+                    raise InvalidEvent("unknown_event_type", f"topic {msg.topic}")
+                parsed = parse_event(etype, msg.value, now, self.settings.max_future_s)
+            except InvalidEvent as exc:
+                metrics.DEAD_LETTERS.labels(exc.reason).inc()
+                dead.send_soon(key=msg.key, value=dead_letter(msg.topic, partition, msg.offset, msg.value,
+                                                              exc.reason, exc.detail, now))
+                continue
+            joiner = self.joiner(partition)
+            touched.add(partition)
+            if isinstance(parsed, Watermark):
+                self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset)
+                continue
+            self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset)
+            metrics.EVENTS_IN.labels(etype).inc()
+            msg.incref()  # held until the joiner has applied it
+            joiner.add(parsed, (ev, parsed))
+        for partition in touched:
+            self._advance(partition)
+        if self.aggregator is not None:
+            for update in self.aggregator.drain():
+                metrics.FEATURE_UPDATES.labels(update.entity).inc()
+                self.out["feature_updates"].send_soon(key=update.entity_id.encode(), value=orjson.dumps(update.to_dict()))
+        self.batches += 1
+
+    def _advance(self, partition: int) -> None:
+        joiner = self.joiners[partition]
+        wm = self.watermarks[partition]
+        highwaters = {t: self._highwater(t, partition) for t in self.source_topics}
+        joiner.advance(wm.compute(highwaters, self.source_topics))
+        out = joiner.drain()
+        labels_topic = self.out["labels"]
+        for label in out.labels:
+            metrics.LABELS_OUT.labels(label.kind).inc()
+            labels_topic.send_soon(key=label.user_id.encode(), value=orjson.dumps(label.to_dict()), partition=partition)
+        for event, reason in out.dropped:
+            metrics.DROPPED.labels(reason).inc()
+            body = orjson.dumps({"reason": reason, "event": _event_dict(event)})
+            topic = self.out["unattributed"] if isinstance(event, Conversion) else self.out["dead_letters"]
+            topic.send_soon(key=event.user_id.encode(), value=body, partition=partition)
+        for imp_id, state in out.changed.items():
+            self._persist(partition, imp_id.encode(), None if state is None else {"p": partition, "s": state})
+        self._persist(partition, _WM_KEY % partition, {"p": partition, "wm": joiner.watermark})
+        aggregator = self.aggregator
+        for faust_event, parsed in out.released:
+            if aggregator is not None:
+                aggregator.apply(parsed, faust_event.message.timestamp_ms or 0)
+            faust_event.ack()
+        metrics.WATERMARK.labels(str(partition)).set(joiner.watermark if math.isfinite(joiner.watermark) else 0)
+        lag = wm.newest - joiner.watermark
+        metrics.WATERMARK_LAG.labels(str(partition)).set(lag if math.isfinite(lag) else 0)
+        metrics.BUFFERED.labels(str(partition)).set(joiner.buffered)
+        metrics.PENDING.labels(str(partition)).set(len(joiner.impressions))
+
+    def _highwater(self, topic: str, partition: int) -> int | None:
+        from faust.types import TP
+
+        try:
+            hw = self.app.consumer.highwater(TP(topic, partition))
+        except Exception:
+            return None
+        if hw is not None:
+            src = self.watermarks[partition].sources.get(topic)
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(max(0, hw - (src.next_offset if src else 0)))
+        return hw
+
+
+def _event_dict(event: Any) -> dict:
+    from convcg.contract import event_to_dict
+
+    return event_to_dict(event)
+
+
+def _make_aggregator(settings: StreamSettings):
+    if not settings.aggregates:
+        return None
+    try:
+        from streams.aggregates import StreamingAggregator
+    except ImportError:  # pragma: no cover - aggregates module missing
+        log.warning("streams.aggregates not available: feature aggregates disabled")
+        return None
+    return StreamingAggregator()
+
+
+def build_app(settings: StreamSettings):
+    """The Faust app of one worker (one consumer group = ``settings.app_id``)."""
+    import faust
+
+    topics = Topics(settings.topic_prefix)
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        store="memory://",
+        autodiscover=False,
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        processing_guarantee="at_least_once",
+        broker_commit_interval=settings.commit_interval_s,
+        broker_commit_every=max(settings.batch_max, 10_000),
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=max(4 * settings.batch_max, 20_000),
+        stream_wait_empty=False,
+        web_enabled=False,
+        producer_linger_ms=5,
+        producer_max_batch_size=512 * 1024,
+        consumer_max_fetch_size=8 * 1024 * 1024,
+    )
+    raw = dict(key_serializer="raw", value_serializer="raw")
+    source = app.topic(*topics.events, **raw)
+    out = {
+        "labels": app.topic(topics.labels, partitions=settings.partitions, **raw),
+        "dead_letters": app.topic(topics.dead_letters, partitions=settings.partitions, **raw),
+        "unattributed": app.topic(topics.unattributed, partitions=settings.partitions, **raw),
+        "feature_updates": app.topic(topics.feature_updates, partitions=settings.partitions, **raw),
+    }
+    table = app.Table(STATE_TABLE, partitions=settings.partitions)
+    table.key_serializer = table.value_serializer = "raw"  # JSON bytes we encode ourselves
+    processor = JoinProcessor(settings, app, table, out)
+    app.join_processor = processor  # for introspection in tests / operators
+
+    @app.agent(source, name="label-join")
+    async def label_join(stream):
+        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic in topics.events}
+            processor.forget_revoked(assigned)
+            await processor.process(batch)
+
+    @app.timer(interval=10.0)
+    async def report() -> None:
+        if processor.joiners:
+            log.info("batches=%d partitions=%s watermark=%s pending=%d buffered=%d",
+                     processor.batches, sorted(processor.joiners),
+                     {p: round(j.watermark, 1) for p, j in processor.joiners.items()},
+                     sum(len(j.impressions) for j in processor.joiners.values()),
+                     sum(j.buffered for j in processor.joiners.values()))
+
+    return app
+
+
+def run_worker(settings: StreamSettings, loglevel: str = "warning") -> None:
+    """Run the worker in the foreground until SIGINT/SIGTERM."""
+    from faust.worker import Worker
+
+    from convcg.broker import create_topics
+
+    create_topics(settings.bootstrap, Topics(settings.topic_prefix).all(), settings.partitions)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+    app = build_app(settings)
+    log.info("streams worker %s on %s (topics prefix %r, %d partitions)", settings.app_id,
+             settings.bootstrap, settings.topic_prefix, settings.partitions)
+    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

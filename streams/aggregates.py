@@ -16,26 +16,94 @@ Routing: impressions and conversions count for their user, item and advertiser; 
 carry no advertiser, so they count for the advertiser remembered for the item (from its
 impressions or conversions, or seeded by ``remember_item_advertiser``).
 
-Idempotent: an ``event_id`` seen before is ignored. The seen-set keeps ids for
-``dedupe_horizon_seconds`` of event time behind the newest event (and at most ``max_seen``
-ids); an event older than that horizon is refused (counted in ``stats['too_late']``), so a
-late redelivery can never be counted twice.
+Idempotent: an ``event_id`` seen before is ignored. The seen-set keeps ids for at least
+``dedupe_horizon_seconds`` of event time behind the newest event (pruned at drains, and cut
+to the latest ``max_seen`` ids); an event older than that horizon is refused (counted in
+``stats['too_late']``), so a late redelivery is never counted twice while the set holds
+the horizon (size ``max_seen`` to the events of one horizon).
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from bisect import bisect_right, insort
+from itertools import islice
 from typing import Any
 
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from convcg.contract import COUNTED, ENTITIES, WINDOW_SECONDS, WINDOWS, Conversion, Engagement, FeatureUpdate, Impression
+from convcg.contract import (COUNTED, ENTITIES, WINDOW_SECONDS, WINDOWS, Conversion, Engagement, FeatureUpdate,
+                             Impression, count_feature_names)
 
 STATE_VERSION = 1
+SEEN_PRUNE_MIN = 10_000  # the seen-set is not pruned below this size
 _KIND_OF = {Impression: 0, Engagement: 1, Conversion: 2}
-_NOT_SEEN = object()
+_N_KINDS = len(COUNTED)
+_N_WINDOWS = len(WINDOWS)
+_COUNT_NAMES = count_feature_names()  # kind-major: impressions_1h, impressions_1d, ...
+if (_N_KINDS, _N_WINDOWS) != (3, 3):  # apply() is unrolled for the contract's 3 kinds x 3 windows
+    raise ImportError(f"streams.aggregates expects 3 counted kinds x 3 windows, got {COUNTED} x {WINDOWS}")
+
+
+class _EntityWindows:
+    """One entity's bucketed counts and their running window sums.
+
+    ``sums[kind * 3 + w]`` (kind-major, the order of ``count_feature_names()``) always equals
+    the sum of ``counts[b][kind]`` over buckets ``b > bucket - width[w]``. ``bucket`` is where
+    the windows were last settled; events may land in newer buckets meanwhile (they are inside
+    every window). Settling (``advance``) happens once per drain, not per event: it subtracts
+    what left each window and drops buckets that left the longest one.
+    """
+
+    __slots__ = ("newest", "bucket", "counts", "keys", "sums", "ingest_ms")
+
+    def __init__(self, ts: float, bucket: int, ingest_ms: int) -> None:
+        self.newest = ts
+        self.bucket = bucket
+        self.counts: dict[int, list[int]] = {}
+        self.keys: list[int] = []  # the buckets of ``counts``, ascending
+        self.sums = [0] * (_N_KINDS * _N_WINDOWS)
+        self.ingest_ms = ingest_ms
+
+    def new_row(self, bucket: int) -> list[int]:
+        row = self.counts[bucket] = [0] * _N_KINDS
+        keys = self.keys
+        if not keys or bucket > keys[-1]:
+            keys.append(bucket)
+        else:
+            insort(keys, bucket)
+        return row
+
+    def advance(self, new_bucket: int, widths: list[int]) -> None:
+        """Settle the windows at ``new_bucket``: subtract the buckets that left each window
+        (found by bisection, so each bucket costs O(1) per window over its life) and drop those
+        that left the longest one."""
+        old, counts, keys, sums = self.bucket, self.counts, self.keys, self.sums
+        for w, width in enumerate(widths):  # buckets in (old - width, new - width] leave window w
+            lo = bisect_right(keys, old - width)
+            hi = bisect_right(keys, new_bucket - width, lo)
+            for b in keys[lo:hi]:
+                imps, engs, convs = counts[b]
+                sums[w] -= imps
+                sums[_N_WINDOWS + w] -= engs
+                sums[2 * _N_WINDOWS + w] -= convs
+        expired = bisect_right(keys, new_bucket - widths[-1])
+        if expired:
+            for b in keys[:expired]:
+                del counts[b]
+            del keys[:expired]
+        self.bucket = new_bucket
+
+    def rebuild_sums(self, widths: list[int]) -> None:
+        self.keys = sorted(self.counts)
+        self.sums = sums = [0] * (_N_KINDS * _N_WINDOWS)
+        for b, row in self.counts.items():
+            age = self.bucket - b
+            for w, width in enumerate(widths):
+                if age < width:
+                    for k in range(_N_KINDS):
+                        sums[k * _N_WINDOWS + w] += row[k]
 
 
 class AggregateSettings(BaseSettings):
@@ -88,17 +156,24 @@ class StreamingAggregator:
 
     def __init__(self, settings: AggregateSettings | None = None) -> None:
         self.settings = s = settings or AggregateSettings()
-        self._bucket = s.bucket_seconds
-        self._window_buckets = [WINDOW_SECONDS[w] // s.bucket_seconds for w in WINDOWS]
-        # entity -> id -> [newest_ts, {bucket: [impressions, engagements, conversions]}, max ingest_ms]
-        self._state: dict[str, dict[str, list]] = {e: {} for e in ENTITIES}
-        self._dirty: dict[str, set[str]] = {e: set() for e in ENTITIES}
+        self._bucket_seconds = s.bucket_seconds
+        self._widths = [WINDOW_SECONDS[w] // s.bucket_seconds for w in WINDOWS]
+        self._horizon = s.dedupe_horizon_seconds
+        self._last_n = s.last_n
+        self._max_seen = s.max_seen
+        self._state: dict[str, dict[str, _EntityWindows]] = {e: {} for e in ENTITIES}
+        self._dirty: dict[str, dict[str, _EntityWindows]] = {e: {} for e in ENTITIES}  # since the last drain
+        self._bind_tables()
         self._recent: dict[str, list[list]] = {}  # user -> [[ts, item], ...] newest first
         self._item_advertiser: dict[str, str] = {}
-        self._seen: set[str] = set()
-        self._seen_order: deque[tuple[float, str]] = deque()
+        self._seen: dict[str, float] = {}  # event_id -> ts, in arrival order
+        self._seen_prune_at = SEEN_PRUNE_MIN
         self._newest = -math.inf
-        self.stats = {"applied": 0, "duplicates": 0, "too_late": 0, "no_advertiser": 0}
+        self.stats = {"duplicates": 0, "too_late": 0, "no_advertiser": 0}
+
+    def _bind_tables(self) -> None:
+        """(state table, dirty table) per entity, in the order apply() passes the keys."""
+        self._tables = [(self._state[e], self._dirty[e]) for e in ENTITIES]
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -107,82 +182,76 @@ class StreamingAggregator:
 
     def apply(self, event: Impression | Engagement | Conversion, ingest_ms: int) -> None:
         event_id = event.event_id
-        if event_id in self._seen:
+        seen = self._seen
+        if event_id in seen:
             self.stats["duplicates"] += 1
             return
         ts = event.ts
         if ts > self._newest:
             self._newest = ts
-        elif ts < self._newest - self.settings.dedupe_horizon_seconds:
+        elif ts < self._newest - self._horizon:
             self.stats["too_late"] += 1
             return
-        self._seen.add(event_id)
-        self._seen_order.append((ts, event_id))
-        if len(self._seen_order) > self.settings.max_seen:
-            self._seen.discard(self._seen_order.popleft()[1])
+        seen[event_id] = ts
 
         kind = _KIND_OF[type(event)]
         item_id = event.item_id
+        user_id = event.user_id
         if kind == 1:
             advertiser_id = self._item_advertiser.get(item_id)
-            recent = self._recent.get(event.user_id)
+            recent = self._recent.get(user_id)
             if recent is None:
-                recent = self._recent[event.user_id] = []
-            insert_recent(recent, ts, item_id, self.settings.last_n)
+                recent = self._recent[user_id] = []
+            insert_recent(recent, ts, item_id, self._last_n)
         else:
-            advertiser_id = event.advertiser_id
+            advertiser_id = event.advertiser_id  # type: ignore[union-attr]  # not an engagement
             if kind == 0 or item_id not in self._item_advertiser:
                 self._item_advertiser[item_id] = advertiser_id
-        bucket = int(ts // self._bucket)
-        self._bump("user", event.user_id, bucket, kind, ts, ingest_ms)
-        self._bump("item", item_id, bucket, kind, ts, ingest_ms)
-        if advertiser_id:
-            self._bump("advertiser", advertiser_id, bucket, kind, ts, ingest_ms)
-        else:
+        bucket = int(ts // self._bucket_seconds)
+        w1h, w1d, w7d = self._widths
+        base = kind * _N_WINDOWS
+        if not advertiser_id:
             self.stats["no_advertiser"] += 1
-        self.stats["applied"] += 1
+        for (table, dirty), key in zip(self._tables, (user_id, item_id, advertiser_id)):
+            if not key:
+                continue
+            st = table.get(key)
+            if st is None:
+                st = table[key] = _EntityWindows(ts, bucket, ingest_ms)
+            else:
+                if ts > st.newest:
+                    st.newest = ts
+                if ingest_ms > st.ingest_ms:
+                    st.ingest_ms = ingest_ms
+            dirty[key] = st
+            age = st.bucket - bucket  # < 0 for buckets newer than the last settling
+            if age >= w7d:
+                continue  # already outside every window of this entity
+            row = st.counts.get(bucket)
+            if row is None:
+                row = st.new_row(bucket)
+            row[kind] += 1
+            sums = st.sums
+            sums[base + 2] += 1
+            if age < w1d:
+                sums[base + 1] += 1
+                if age < w1h:
+                    sums[base] += 1
 
-    def _bump(self, entity: str, key: str, bucket: int, kind: int, ts: float, ingest_ms: int) -> None:
-        st = self._state[entity].get(key)
-        if st is None:
-            st = self._state[entity][key] = [ts, {}, ingest_ms]
-        else:
-            if ts > st[0]:
-                st[0] = ts
-            if ingest_ms > st[2]:
-                st[2] = ingest_ms
-        row = st[1].get(bucket)
-        if row is None:
-            row = st[1][bucket] = [0, 0, 0]
-        row[kind] += 1
-        self._dirty[entity].add(key)
+    def _settle(self, st: _EntityWindows) -> None:
+        newest_bucket = int(st.newest // self._bucket_seconds)
+        if newest_bucket > st.bucket:
+            st.advance(newest_bucket, self._widths)
 
     # --- output --------------------------------------------------------------------------------
 
     def window_counts(self, entity: str, key: str) -> dict[str, int]:
-        """``{impressions_1h: n, ...}`` as of the entity's newest event time (prunes expired
-        buckets)."""
+        """``{impressions_1h: n, ...}`` as of the entity's newest event time."""
         st = self._state[entity].get(key)
-        sums = [[0, 0, 0] for _ in WINDOWS]
-        if st is not None:
-            newest_bucket = int(st[0] // self._bucket)
-            widths = self._window_buckets
-            longest = widths[-1]
-            expired = []
-            for bucket, row in st[1].items():
-                age = newest_bucket - bucket
-                if age >= longest:
-                    expired.append(bucket)
-                    continue
-                for w, width in enumerate(widths):
-                    if age < width:
-                        acc = sums[w]
-                        acc[0] += row[0]
-                        acc[1] += row[1]
-                        acc[2] += row[2]
-            for bucket in expired:
-                del st[1][bucket]
-        return {f"{what}_{w}": sums[k][c] for c, what in enumerate(COUNTED) for k, w in enumerate(WINDOWS)}
+        if st is None:
+            return dict.fromkeys(_COUNT_NAMES, 0)
+        self._settle(st)
+        return dict(zip(_COUNT_NAMES, st.sums))
 
     def features(self, entity: str, key: str) -> dict[str, Any]:
         s = self.settings
@@ -194,35 +263,57 @@ class StreamingAggregator:
         return out
 
     def drain(self) -> list[FeatureUpdate]:
-        """One update per entity touched since the last drain, as of its newest event time."""
+        """One update per entity touched since the last drain (in first-touch order), as of
+        its newest event time. Same values as ``features()``, inlined for speed."""
+        s = self.settings
+        ctr_a, ctr_ab = s.ctr_prior_alpha, s.ctr_prior_alpha + s.ctr_prior_beta
+        cvr_a, cvr_ab = s.cvr_prior_alpha, s.cvr_prior_alpha + s.cvr_prior_beta
+        seconds, widths, recent, names = self._bucket_seconds, self._widths, self._recent, _COUNT_NAMES
         updates: list[FeatureUpdate] = []
+        append = updates.append
         for entity in ENTITIES:
             dirty = self._dirty[entity]
-            table = self._state[entity]
-            for key in sorted(dirty):
-                st = table[key]
-                updates.append(FeatureUpdate(entity, key, st[0], st[2], self.features(entity, key)))
-                st[2] = 0
+            is_user = entity == "user"
+            for key, st in dirty.items():
+                newest_bucket = int(st.newest // seconds)
+                if newest_bucket > st.bucket:
+                    st.advance(newest_bucket, widths)
+                sums = st.sums
+                features: dict[str, Any] = dict(zip(names, sums))
+                impressions_7d, engagements_7d, conversions_7d = sums[2], sums[5], sums[8]
+                features["ctr_7d"] = min(1.0, (engagements_7d + ctr_a) / (impressions_7d + ctr_ab))
+                features["cvr_7d"] = min(1.0, (conversions_7d + cvr_a) / (engagements_7d + cvr_ab))
+                if is_user:
+                    features["last_engaged_items"] = [item for _, item in recent.get(key, ())]
+                append(FeatureUpdate(entity, key, st.newest, st.ingest_ms, features))
+                st.ingest_ms = 0
             dirty.clear()
         self._prune_seen()
         return updates
 
     def _prune_seen(self) -> None:
-        cutoff = self._newest - self.settings.dedupe_horizon_seconds
-        order, seen = self._seen_order, self._seen
-        while order and order[0][0] < cutoff:
-            seen.discard(order.popleft()[1])
+        """Forget ids behind the dedupe horizon, then keep at most ``max_seen`` (the latest
+        arrivals). Runs when the set has doubled since the last pruning: amortised O(1)."""
+        seen = self._seen
+        if len(seen) < self._seen_prune_at:
+            return
+        cutoff = self._newest - self._horizon
+        kept = {eid: ts for eid, ts in seen.items() if ts >= cutoff}
+        if len(kept) > self._max_seen:
+            kept = dict(islice(kept.items(), len(kept) - self._max_seen, None))
+        self._seen = kept
+        self._seen_prune_at = max(SEEN_PRUNE_MIN, 2 * len(kept))
 
     def evict_inactive(self) -> int:
-        """Drop the window buckets of entities whose newest event is older than the dedupe
+        """Drop the window state of entities whose newest event is older than the dedupe
         horizon plus the longest window behind the newest event time: any event still accepted
-        is so much newer that those buckets could only ever count 0 again. Bounds memory. Users' last-engaged lists and item advertisers are kept. Returns the
-        number of entities evicted."""
-        cutoff = self._newest - self.settings.dedupe_horizon_seconds - max(WINDOW_SECONDS.values())
+        is so much newer that their buckets could only ever count 0 again. Bounds memory.
+        Users' last-engaged lists and item advertisers are kept. Returns how many were dropped."""
+        cutoff = self._newest - self._horizon - max(WINDOW_SECONDS.values())
         evicted = 0
         for entity, table in self._state.items():
             dirty = self._dirty[entity]
-            stale = [k for k, st in table.items() if st[0] < cutoff and k not in dirty]
+            stale = [k for k, st in table.items() if st.newest < cutoff and k not in dirty]
             for k in stale:
                 del table[k]
             evicted += len(stale)
@@ -239,14 +330,15 @@ class StreamingAggregator:
         """A JSON-serialisable snapshot (restore with ``from_state``)."""
         return {
             "version": STATE_VERSION,
-            "bucket_seconds": self._bucket,
+            "bucket_seconds": self._bucket_seconds,
             "newest": self._newest if math.isfinite(self._newest) else None,
-            "entities": {e: {k: [st[0], [[b, *row] for b, row in st[1].items()], st[2]] for k, st in table.items()}
+            "entities": {e: {k: [st.newest, st.bucket, [[b, *row] for b, row in st.counts.items()], st.ingest_ms]
+                             for k, st in table.items()}
                          for e, table in self._state.items()},
-            "dirty": {e: sorted(d) for e, d in self._dirty.items()},
+            "dirty": {e: list(d) for e, d in self._dirty.items()},
             "recent": self._recent,
             "item_advertiser": self._item_advertiser,
-            "seen": [[ts, eid] for ts, eid in self._seen_order],
+            "seen": [[ts, eid] for eid, ts in self._seen.items()],
             "stats": dict(self.stats),
         }
 
@@ -255,17 +347,20 @@ class StreamingAggregator:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"aggregator state version {state.get('version')!r}, expected {STATE_VERSION}")
         agg = cls(settings)
-        if state["bucket_seconds"] != agg.settings.bucket_seconds:
+        if state["bucket_seconds"] != agg._bucket_seconds:
             raise ValueError(f"state was built with {state['bucket_seconds']}s buckets, settings say "
-                             f"{agg.settings.bucket_seconds}s")
+                             f"{agg._bucket_seconds}s")
         agg._newest = -math.inf if state["newest"] is None else float(state["newest"])
         for entity, table in state["entities"].items():
-            agg._state[entity] = {k: [ts, {int(r[0]): list(r[1:4]) for r in rows}, ingest]
-                                  for k, (ts, rows, ingest) in table.items()}
-        agg._dirty = {e: set(state["dirty"].get(e, ())) for e in ENTITIES}
+            restored = agg._state[entity]
+            for key, (newest, bucket, rows, ingest_ms) in table.items():
+                st = restored[key] = _EntityWindows(newest, bucket, ingest_ms)
+                st.counts = {int(r[0]): list(r[1:1 + _N_KINDS]) for r in rows}
+                st.rebuild_sums(agg._widths)
+        agg._dirty = {e: {k: agg._state[e][k] for k in state["dirty"].get(e, ())} for e in ENTITIES}
+        agg._bind_tables()
         agg._recent = {u: [list(x) for x in rec] for u, rec in state["recent"].items()}
         agg._item_advertiser = dict(state["item_advertiser"])
-        agg._seen_order = deque((float(ts), eid) for ts, eid in state["seen"])
-        agg._seen = {eid for _, eid in agg._seen_order}
+        agg._seen = {eid: float(ts) for ts, eid in state["seen"]}
         agg.stats.update(state.get("stats", {}))
         return agg

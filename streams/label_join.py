@@ -74,7 +74,7 @@ class JoinOutput:
     labels: list[Label] = field(default_factory=list)
     dropped: list[tuple[Event, str]] = field(default_factory=list)
     released: list[Any] = field(default_factory=list)
-    changed: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # impression_id -> state, None = deleted
+    changed: dict[str, "ImpressionState | None"] = field(default_factory=dict)  # impression_id -> state, None = deleted
 
 
 class LabelJoiner:
@@ -169,7 +169,7 @@ class LabelJoiner:
         heapq.heappush(self._timers, (attribution_deadline(imp.ts, self.rules), RANK_TIMER, _TIMER_EXPIRE, imp.impression_id))
 
     def _changed(self, st: ImpressionState) -> None:
-        self._out.changed[st.imp.impression_id] = st.to_dict()
+        self._out.changed[st.imp.impression_id] = st  # serialised once per drain by the caller
 
     def _on_impression(self, imp: Impression) -> None:
         if imp.impression_id in self.impressions:

@@ -22,3 +22,4 @@ class StreamSettings(BaseSettings):
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 = off")
     rules: LabelRules = Field(default_factory=LabelRules)
     aggregates: bool = Field(True, description="also compute streaming feature aggregates")
+    feature_flush_interval_s: float = Field(0.5, ge=0, description="emit coalesced feature updates at most this often")

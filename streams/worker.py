@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ import orjson
 from convcg.contract import Conversion, Topics
 from streams import metrics
 from streams.label_join import LabelJoiner
+from streams.output import OutputProducer
 from streams.settings import StreamSettings
 from streams.validation import InvalidEvent, Watermark, dead_letter, parse_event
 from streams.watermark import PartitionWatermark
@@ -45,17 +47,20 @@ _WM_KEY = b"__watermark__:%d"
 class JoinProcessor:
     """Everything the agent does with one batch, kept apart from Faust's wiring."""
 
-    def __init__(self, settings: StreamSettings, app: Any, state_table: Any, out_topics: dict[str, Any]) -> None:
+    def __init__(self, settings: StreamSettings, app: Any, state_table: Any, output: OutputProducer) -> None:
         self.settings = settings
         self.app = app
         self.table = state_table
-        self.out = out_topics
+        self.output = output
         t = Topics(settings.topic_prefix)
+        self.topics = t
+        self._changelog: str | None = None
         self.source_topics = t.events
         self.type_of_topic = {t.impressions: "impression", t.engagements: "engagement", t.conversions: "conversion"}
         self.joiners: dict[int, LabelJoiner] = {}
         self.watermarks: dict[int, PartitionWatermark] = {}
         self.aggregator = _make_aggregator(settings)
+        self._last_feature_flush = 0.0
         self.batches = 0
 
     # --- state ---------------------------------------------------------------------------
@@ -94,14 +99,17 @@ class JoinProcessor:
             self.table.data.pop(key, None)
         else:
             self.table.data[key] = raw
-        self.table.send_changelog(partition, key, raw)
+        if self._changelog is None:
+            self._changelog = self.table.changelog_topic.get_topic_name()
+        self.output.send(self._changelog, raw, key, partition)
 
     # --- one batch -----------------------------------------------------------------------
 
     async def process(self, events: list[Any]) -> None:
         now = time.time()
         touched: set[int] = set()
-        dead = self.out["dead_letters"]
+        send = self.output.send
+        events_in: Counter[str] = Counter()
         for ev in events:
             msg = ev.message
             partition = msg.partition
@@ -112,8 +120,8 @@ class JoinProcessor:
                 parsed = parse_event(etype, msg.value, now, self.settings.max_future_s)
             except InvalidEvent as exc:
                 metrics.DEAD_LETTERS.labels(exc.reason).inc()
-                dead.send_soon(key=msg.key, value=dead_letter(msg.topic, partition, msg.offset, msg.value,
-                                                              exc.reason, exc.detail, now))
+                send(self.topics.dead_letters, dead_letter(msg.topic, partition, msg.offset, msg.value,
+                                                           exc.reason, exc.detail, now), msg.key, partition)
                 continue
             joiner = self.joiner(partition)
             touched.add(partition)
@@ -121,45 +129,66 @@ class JoinProcessor:
                 self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset)
                 continue
             self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset)
-            metrics.EVENTS_IN.labels(etype).inc()
+            events_in[etype] += 1
             msg.incref()  # held until the joiner has applied it
             joiner.add(parsed, (ev, parsed))
+        released = []
         for partition in touched:
-            self._advance(partition)
-        if self.aggregator is not None:
-            for update in self.aggregator.drain():
-                metrics.FEATURE_UPDATES.labels(update.entity).inc()
-                self.out["feature_updates"].send_soon(key=update.entity_id.encode(), value=orjson.dumps(update.to_dict()))
+            released.extend(self._advance(partition))
+        aggregator = self.aggregator
+        if aggregator is not None:
+            for faust_event, parsed in released:
+                aggregator.apply(parsed, int((faust_event.message.timestamp or 0) * 1000))
+            if now - self._last_feature_flush >= self.settings.feature_flush_interval_s:
+                self.send_feature_updates(now)
+        for etype, n in events_in.items():
+            metrics.EVENTS_IN.labels(etype).inc(n)
+        # everything this batch produced is on the broker before any of its offsets is acked
+        await self.output.flush()
+        for faust_event, _ in released:
+            faust_event.ack()
         self.batches += 1
 
-    def _advance(self, partition: int) -> None:
+    def send_feature_updates(self, now: float) -> int:
+        """Send one coalesced update per entity touched since the last call."""
+        self._last_feature_flush = now
+        if self.aggregator is None:
+            return 0
+        updates: Counter[str] = Counter()
+        for update in self.aggregator.drain():
+            updates[update.entity] += 1
+            self.output.send(self.topics.feature_updates, orjson.dumps(update), update.entity_id.encode())
+        for entity, n in updates.items():
+            metrics.FEATURE_UPDATES.labels(entity).inc(n)
+        return sum(updates.values())
+
+    def _advance(self, partition: int) -> list:
         joiner = self.joiners[partition]
         wm = self.watermarks[partition]
         highwaters = {t: self._highwater(t, partition) for t in self.source_topics}
         joiner.advance(wm.compute(highwaters, self.source_topics))
         out = joiner.drain()
-        labels_topic = self.out["labels"]
+        send, topics = self.output.send, self.topics
+        kinds: Counter[str] = Counter()
         for label in out.labels:
-            metrics.LABELS_OUT.labels(label.kind).inc()
-            labels_topic.send_soon(key=label.user_id.encode(), value=orjson.dumps(label.to_dict()), partition=partition)
+            kinds[label.kind] += 1
+            send(topics.labels, orjson.dumps(label), label.user_id.encode(), partition)
+        for kind, n in kinds.items():
+            metrics.LABELS_OUT.labels(kind).inc(n)
         for event, reason in out.dropped:
             metrics.DROPPED.labels(reason).inc()
             body = orjson.dumps({"reason": reason, "event": _event_dict(event)})
-            topic = self.out["unattributed"] if isinstance(event, Conversion) else self.out["dead_letters"]
-            topic.send_soon(key=event.user_id.encode(), value=body, partition=partition)
+            topic = topics.unattributed if isinstance(event, Conversion) else topics.dead_letters
+            send(topic, body, event.user_id.encode(), partition)
         for imp_id, state in out.changed.items():
-            self._persist(partition, imp_id.encode(), None if state is None else {"p": partition, "s": state})
+            self._persist(partition, imp_id.encode(), None if state is None else {"p": partition, "s": state.to_dict()})
         self._persist(partition, _WM_KEY % partition, {"p": partition, "wm": joiner.watermark})
-        aggregator = self.aggregator
-        for faust_event, parsed in out.released:
-            if aggregator is not None:
-                aggregator.apply(parsed, faust_event.message.timestamp_ms or 0)
-            faust_event.ack()
         metrics.WATERMARK.labels(str(partition)).set(joiner.watermark if math.isfinite(joiner.watermark) else 0)
         lag = wm.newest - joiner.watermark
         metrics.WATERMARK_LAG.labels(str(partition)).set(lag if math.isfinite(lag) else 0)
         metrics.BUFFERED.labels(str(partition)).set(joiner.buffered)
         metrics.PENDING.labels(str(partition)).set(len(joiner.impressions))
+        return out.released
 
     def _highwater(self, topic: str, partition: int) -> int | None:
         from faust.types import TP
@@ -214,25 +243,29 @@ def build_app(settings: StreamSettings):
         producer_max_batch_size=512 * 1024,
         consumer_max_fetch_size=8 * 1024 * 1024,
     )
-    raw = dict(key_serializer="raw", value_serializer="raw")
-    source = app.topic(*topics.events, **raw)
-    out = {
-        "labels": app.topic(topics.labels, partitions=settings.partitions, **raw),
-        "dead_letters": app.topic(topics.dead_letters, partitions=settings.partitions, **raw),
-        "unattributed": app.topic(topics.unattributed, partitions=settings.partitions, **raw),
-        "feature_updates": app.topic(topics.feature_updates, partitions=settings.partitions, **raw),
-    }
+    source = app.topic(*topics.events, key_serializer="raw", value_serializer="raw")
     table = app.Table(STATE_TABLE, partitions=settings.partitions)
     table.key_serializer = table.value_serializer = "raw"  # JSON bytes we encode ourselves
-    processor = JoinProcessor(settings, app, table, out)
+    processor = JoinProcessor(settings, app, table, OutputProducer(settings.bootstrap))
     app.join_processor = processor  # for introspection in tests / operators
 
     @app.agent(source, name="label-join")
     async def label_join(stream):
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic in topics.events}
-            processor.forget_revoked(assigned)
-            await processor.process(batch)
+        try:
+            async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+                assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic in topics.events}
+                processor.forget_revoked(assigned)
+                await processor.process(batch)
+        except Exception as exc:  # a bug, not bad input (that goes to the DLQ): stop the worker
+            log.exception("label join crashed; stopping the worker so it restarts from committed offsets")
+            await app.crash(exc)
+            raise
+
+    @app.timer(interval=settings.feature_flush_interval_s or 1.0)
+    async def flush_features() -> None:  # the stream may go quiet: don't sit on updates
+        if time.time() - processor._last_feature_flush >= settings.feature_flush_interval_s:
+            if processor.send_feature_updates(time.time()):
+                await processor.output.flush()
 
     @app.timer(interval=10.0)
     async def report() -> None:

@@ -69,9 +69,9 @@ def production_company_advertisers(kg: pd.DataFrame, link: pd.DataFrame) -> dict
 
 
 def _sample_negatives(rng: np.random.Generator, users: np.ndarray, n_items: int,
-                      popularity: np.ndarray, rated_codes: np.ndarray, k: int) -> np.ndarray:
-    """(n_ratings, k) item indices, popularity-sampled, never rated by that user and distinct
-    within a slate. Rejection sampling, vectorised."""
+                      popularity: np.ndarray, rated: np.ndarray, k: int) -> np.ndarray:
+    """(n_ratings, k) item indices, popularity-sampled, never rated by that user (``rated`` is a
+    users x items boolean matrix) and distinct within a slate. Rejection sampling, vectorised."""
     n = len(users)
     out = np.zeros((n, k), dtype=np.int64)
     p = popularity / popularity.sum()
@@ -79,7 +79,7 @@ def _sample_negatives(rng: np.random.Generator, users: np.ndarray, n_items: int,
         todo = np.arange(n)
         while len(todo):
             draw = rng.choice(n_items, size=len(todo), p=p)
-            bad = np.isin(users[todo] * n_items + draw, rated_codes)
+            bad = rated[users[todo], draw]
             for prev in range(j):
                 bad |= out[todo, prev] == draw
             out[todo[~bad], j] = draw[~bad]
@@ -125,8 +125,9 @@ def movielens_100k(seed: int = 0, negatives_per_rating: int = 2,
     conv_value = np.round(rng.lognormal(CHECKOUT_VALUE_LOG_MEAN, CHECKOUT_VALUE_LOG_SD, size=n_conv), 2)
 
     popularity = np.bincount(rated_item, minlength=len(item_ids)).astype(float)
-    rated_codes = np.unique(user_idx * len(item_ids) + rated_item)
-    neg_items = _sample_negatives(rng, user_idx, len(item_ids), popularity, rated_codes,
+    rated = np.zeros((len(user_codes), len(item_ids)), dtype=bool)
+    rated[user_idx, rated_item] = True
+    neg_items = _sample_negatives(rng, user_idx, len(item_ids), popularity, rated,
                                   negatives_per_rating)
     neg_ts = imp_ts[:, None] + rng.uniform(0, SLATE_JITTER_SECONDS, size=neg_items.shape)
     neg_pos = rng.integers(1, MAX_POSITION + 1, size=neg_items.shape)
@@ -147,7 +148,7 @@ def movielens_100k(seed: int = 0, negatives_per_rating: int = 2,
             ni = int(neg_items[r, j])
             events.append(Impression(f"ml-imp-{key}-n{j}", f"imp-{key}-n{j}", float(neg_ts[r, j]), u,
                                      item_str[ni], adv_str[ni], SURFACES[neg_surface[r, j]], int(neg_pos[r, j])))
-    for c, r in enumerate(np.flatnonzero(converts)):
+    for c, r in enumerate(np.flatnonzero(converts).tolist()):
         key, it = keys[r], int(rated_item[r])
         events.append(Conversion(f"ml-cnv-{key}", float(conv_ts[c]), f"u{users[r]}", item_str[it], adv_str[it],
                                  "checkout", float(conv_value[c]),

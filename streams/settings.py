@@ -18,6 +18,7 @@ class StreamSettings(BaseSettings):
     batch_max: int = Field(5000, ge=1, description="events per processing batch (stream.take)")
     batch_within_s: float = Field(0.2, gt=0, description="max wait to fill a batch")
     commit_interval_s: float = Field(1.0, gt=0)
+    session_timeout_s: float = Field(10.0, gt=0, description="a dead worker's partitions move after this")
     max_future_s: float = Field(86400.0, gt=0, description="reject events stamped further ahead of now")
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 = off")
     rules: LabelRules = Field(default_factory=LabelRules)

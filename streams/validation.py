@@ -24,8 +24,8 @@ from convcg.contract import (
     Impression,
 )
 
-#: event time outside [MIN_TS, now + max_future_s] is rejected
-MIN_TS = 946684800.0  # 2000-01-01: older stamps are unit mistakes (ms vs s) or garbage
+#: event time outside (MIN_TS, now + max_future_s] is rejected (MovieLens-100k is from 1997)
+MIN_TS = 0.0
 
 
 class InvalidEvent(ValueError):
@@ -71,8 +71,8 @@ def _int(d: dict, name: str) -> int:
 
 def _ts(d: dict, now: float, max_future_s: float) -> float:
     ts = _num(d, "ts")
-    if ts < MIN_TS:
-        raise InvalidEvent("timestamp_out_of_range", f"ts={ts} is before 2000 (seconds expected)")
+    if ts <= MIN_TS:
+        raise InvalidEvent("timestamp_out_of_range", f"ts={ts} is not after the Unix epoch (seconds expected)")
     if ts > now + max_future_s:
         raise InvalidEvent("timestamp_in_future", f"ts={ts} is more than {max_future_s:.0f}s ahead of now")
     return ts

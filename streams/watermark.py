@@ -39,13 +39,17 @@ class PartitionWatermark:
     def newest(self) -> float:
         return max((s.max_ts for s in self.sources.values()), default=-math.inf)
 
-    def compute(self, highwaters: dict[str, int | None], topics: tuple[str, ...]) -> float:
-        """Advance (never backwards) given each source topic's highwater (None = unknown)."""
+    def compute(self, highwaters: dict[str, int | None], topics: tuple[str, ...],
+                committed: dict[str, int | None] | None = None) -> float:
+        """Advance (never backwards) given each source topic's highwater (None = unknown) and
+        committed offset (a source restarted at its end has nothing to wait for)."""
         active: list[float] = []
+        committed = committed or {}
         for topic in topics:
             src = self.sources.get(topic)
             hw = highwaters.get(topic)
-            caught_up = hw is None or (src.next_offset if src else 0) >= hw
+            consumed = max(src.next_offset if src else 0, committed.get(topic) or 0)
+            caught_up = hw is None or consumed >= hw
             if caught_up:
                 continue
             active.append(src.max_ts if src else -math.inf)

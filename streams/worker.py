@@ -41,7 +41,7 @@ from streams.watermark import PartitionWatermark
 log = logging.getLogger("convcg.streams.worker")
 
 STATE_TABLE = "join-state"
-_WM_KEY = b"__watermark__:%d"
+_WM_KEY = "__watermark__:%d"
 
 
 class JoinProcessor:
@@ -71,11 +71,8 @@ class JoinProcessor:
             j = self.joiners[partition] = LabelJoiner(self.settings.rules)
             self.watermarks[partition] = PartitionWatermark(self.settings.rules.allowed_lateness_s)
             states, wm = [], -math.inf
-            for key, raw in self.table.data.items():
-                if raw is None:
-                    continue
-                value = orjson.loads(raw)
-                if value.get("p") != partition:
+            for key, value in self.table.data.items():
+                if not value or value.get("p") != partition:
                     continue
                 if key == _WM_KEY % partition:
                     wm = value["wm"]
@@ -93,15 +90,16 @@ class JoinProcessor:
                 del self.joiners[p]
                 del self.watermarks[p]
 
-    def _persist(self, partition: int, key: bytes, value: dict | None) -> None:
-        raw = None if value is None else orjson.dumps(value)
-        if raw is None:
+    def _persist(self, partition: int, key: str, value: dict | None) -> None:
+        """Write one state entry to the table and its changelog (JSON key and value, as
+        Faust's recovery decodes them); ``None`` is a tombstone."""
+        if value is None:
             self.table.data.pop(key, None)
         else:
-            self.table.data[key] = raw
+            self.table.data[key] = value
         if self._changelog is None:
             self._changelog = self.table.changelog_topic.get_topic_name()
-        self.output.send(self._changelog, raw, key, partition)
+        self.output.send(self._changelog, None if value is None else orjson.dumps(value), orjson.dumps(key), partition)
 
     # --- one batch -----------------------------------------------------------------------
 
@@ -166,7 +164,7 @@ class JoinProcessor:
         joiner = self.joiners[partition]
         wm = self.watermarks[partition]
         highwaters = {t: self._highwater(t, partition) for t in self.source_topics}
-        joiner.advance(wm.compute(highwaters, self.source_topics))
+        joiner.advance(wm.compute(highwaters, self.source_topics, self._committed(partition)))
         out = joiner.drain()
         send, topics = self.output.send, self.topics
         kinds: Counter[str] = Counter()
@@ -181,7 +179,7 @@ class JoinProcessor:
             topic = topics.unattributed if isinstance(event, Conversion) else topics.dead_letters
             send(topic, body, event.user_id.encode(), partition)
         for imp_id, state in out.changed.items():
-            self._persist(partition, imp_id.encode(), None if state is None else {"p": partition, "s": state.to_dict()})
+            self._persist(partition, imp_id, None if state is None else {"p": partition, "s": state.to_dict()})
         self._persist(partition, _WM_KEY % partition, {"p": partition, "wm": joiner.watermark})
         metrics.WATERMARK.labels(str(partition)).set(joiner.watermark if math.isfinite(joiner.watermark) else 0)
         lag = wm.newest - joiner.watermark
@@ -189,6 +187,13 @@ class JoinProcessor:
         metrics.BUFFERED.labels(str(partition)).set(joiner.buffered)
         metrics.PENDING.labels(str(partition)).set(len(joiner.impressions))
         return out.released
+
+    def _committed(self, partition: int) -> dict[str, int | None]:
+        """Committed offsets of this partition's sources (Faust keeps them; no public getter)."""
+        from faust.types import TP
+
+        known = getattr(self.app.consumer, "_committed_offset", {})
+        return {t: known.get(TP(t, partition)) for t in self.source_topics}
 
     def _highwater(self, topic: str, partition: int) -> int | None:
         from faust.types import TP
@@ -236,6 +241,8 @@ def build_app(settings: StreamSettings):
         broker_commit_interval=settings.commit_interval_s,
         broker_commit_every=max(settings.batch_max, 10_000),
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 4,
         stream_buffer_maxsize=max(4 * settings.batch_max, 20_000),
         stream_wait_empty=False,
         web_enabled=False,
@@ -244,8 +251,7 @@ def build_app(settings: StreamSettings):
         consumer_max_fetch_size=8 * 1024 * 1024,
     )
     source = app.topic(*topics.events, key_serializer="raw", value_serializer="raw")
-    table = app.Table(STATE_TABLE, partitions=settings.partitions)
-    table.key_serializer = table.value_serializer = "raw"  # JSON bytes we encode ourselves
+    table = app.Table(STATE_TABLE, partitions=settings.partitions)  # JSON keys and values
     processor = JoinProcessor(settings, app, table, OutputProducer(settings.bootstrap))
     app.join_processor = processor  # for introspection in tests / operators
 
@@ -270,7 +276,7 @@ def build_app(settings: StreamSettings):
     @app.timer(interval=10.0)
     async def report() -> None:
         if processor.joiners:
-            log.info("batches=%d partitions=%s watermark=%s pending=%d buffered=%d",
+            log.warning("batches=%d partitions=%s watermark=%s pending=%d buffered=%d",
                      processor.batches, sorted(processor.joiners),
                      {p: round(j.watermark, 1) for p, j in processor.joiners.items()},
                      sum(len(j.impressions) for j in processor.joiners.values()),

@@ -212,7 +212,7 @@ def test_restore_from_persisted_states_continues_identically():
         j.add(e)
     j.advance(T0 + 30)
     out = j.drain()
-    saved = {k: v for k, v in out.changed.items()}
+    saved = {k: (None if v is None else v.to_dict()) for k, v in out.changed.items()}
     j2 = LabelJoiner(RULES)
     j2.restore([v for v in saved.values() if v is not None], watermark=j.watermark)
     for e in events[4:]:

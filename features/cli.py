@@ -1,0 +1,108 @@
+"""Click commands of the features component: ``convcg features apply|sink|serve`` and
+``convcg dataset``. Feast, aiokafka and uvicorn are imported inside the commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("convcg.features.cli")
+
+
+def _settings(**overrides):
+    from features.settings import FeaturesSettings
+
+    return FeaturesSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@click.group("features")
+def features_command() -> None:
+    """Feast feature store: apply the repo, run the Kafka sink, serve online lookups."""
+
+
+@features_command.command("apply")
+@click.option("--online-store", type=click.Choice(["sqlite", "redis"]), default=None)
+def apply_cmd(online_store: str | None) -> None:
+    """Register entities, push sources and feature views (idempotent)."""
+    from features.store import apply_repo
+
+    s = _settings(online_store=online_store)
+    apply_repo(s)
+    click.echo(f"applied Feast project {s.project} (online store {s.online_store}, registry {s.registry_file})")
+
+
+@features_command.command("sink")
+@click.option("--bootstrap", envvar="KAFKA_BOOTSTRAP", default=None, help="Kafka bootstrap servers.")
+@click.option("--topic-prefix", default=None)
+@click.option("--online-store", type=click.Choice(["sqlite", "redis"]), default=None)
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics on this port.")
+def sink_cmd(bootstrap: str | None, topic_prefix: str | None, online_store: str | None,
+             metrics_port: int | None) -> None:
+    """Consume feature updates and labels; write them to Feast (online + offline) and the label table."""
+    import asyncio
+    import signal
+
+    from features.sink import FeatureSink
+
+    s = _settings(topic_prefix=topic_prefix, online_store=online_store, metrics_port=metrics_port)
+    bootstrap = bootstrap or s.bootstrap
+    if not bootstrap:
+        raise click.UsageError("no broker: pass --bootstrap or set KAFKA_BOOTSTRAP")
+    if s.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(s.metrics_port, addr=s.host)
+        log.info("sink metrics on http://%s:%d/metrics", s.host, s.metrics_port)
+    sink = FeatureSink(s, bootstrap)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, sink.stop_requested.set)
+        await sink.run()
+
+    asyncio.run(main())
+
+
+@features_command.command("serve")
+@click.option("--host", default=None)
+@click.option("--port", type=int, default=None)
+@click.option("--online-store", type=click.Choice(["sqlite", "redis"]), default=None)
+@click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes.")
+def serve_cmd(host: str | None, port: int | None, online_store: str | None, workers: int) -> None:
+    """HTTP lookups of online features (POST /online-features, /health, /metrics)."""
+    import uvicorn
+
+    s = _settings(host=host, port=port, online_store=online_store)
+    if workers > 1:  # each worker builds its settings from the environment
+        if online_store:
+            os.environ["CONVCG_FEATURES_ONLINE_STORE"] = online_store
+        uvicorn.run("features.service:app_from_env", factory=True, host=s.host, port=s.port,
+                    workers=workers, log_level="warning", access_log=False)
+        return
+    from features.service import create_service
+
+    log.info("serving online features on http://%s:%d (store %s)", s.host, s.port, s.online_store)
+    uvicorn.run(create_service(s), host=s.host, port=s.port, log_level="warning", access_log=False)
+
+
+@click.command("dataset")
+@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]), default=None,
+              help="Snapshot time (UTC): only labels and feature rows ingested by then. "
+              "Default: now minus dataset_as_of_lag_seconds (60 s).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Output parquet (default under var/datasets/).")
+@click.option("--engine", type=click.Choice(["auto", "feast", "asof"]), default=None,
+              help="Join engine (default: settings.dataset_engine = auto: Feast's historical "
+                   "retrieval up to dataset_feast_max_labels labels, merge_asof above).")
+def dataset_command(as_of: datetime | None, out: Path | None, engine: str | None) -> None:
+    """Build a point-in-time-correct training set (labels + features as of impression time)."""
+    from features.dataset import build_training_set
+
+    result = build_training_set(_settings(), as_of=as_of, out_path=out, engine=engine)
+    click.echo(f"{len(result.frame)} rows x {result.frame.shape[1]} columns as of "
+               f"{result.as_of.isoformat()} in {result.seconds:.1f}s -> {result.path}")

@@ -1,0 +1,244 @@
+"""The Kafka -> Feast sink: feature updates to the online + offline stores, labels to the
+offline label table.
+
+Why a plain aiokafka consumer loop and not a Faust agent: the sink's one hard rule is "never
+commit an offset past data that is not written". That needs (a) explicit batches, so a whole
+poll is written with one online push per entity and one part file, (b) blocking the stream while
+a store is down (retrying the *same* batch with backoff) and (c) committing only after the
+write. Faust acks each event when the agent moves on and commits in the background on a timer,
+and an agent that blocks for minutes stalls its whole worker and its rebalance handling; with a
+consumer loop the three rules are a dozen visible lines. The rest of the product (streams/)
+uses Faust; the sink only reads the topics Faust writes.
+
+Delivery: at-least-once. Online writes are idempotent (same value, newest event time wins);
+a redelivered label is dropped by ``label_id`` (ids already on disk are loaded at start);
+a redelivered feature row may be appended offline twice with the same values, which the
+point-in-time join resolves to the same value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import orjson
+
+from convcg.contract import FeatureUpdate, Label, Topics
+from features import metrics
+from features.definitions import stream_view_name
+from features.online import OnlineWriter
+from features.offline import read_parts, write_part
+from features.settings import FeaturesSettings
+from features.updates import (LABEL_SCHEMA, InvalidMessage, group_by_entity, labels_table,
+                              latest_per_entity, new_labels, parse_feature_update, parse_label,
+                              updates_table)
+
+log = logging.getLogger("convcg.features.sink")
+
+DEAD_LETTER_SOURCE = "features-sink"
+
+
+class SinkStopped(Exception):
+    """Stop was requested while a batch was still unwritten (its offsets stay uncommitted)."""
+
+
+@dataclass
+class Batch:
+    """Valid messages of one poll (online write) or of one flush interval (offline write), plus
+    the write stages already done, so a retry after a partial failure repeats none of them."""
+
+    updates: list[FeatureUpdate] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    done: set[str] = field(default_factory=set)
+    created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+def dead_letter(record, reason: str) -> dict[str, Any]:
+    value = record.value
+    return {"source": DEAD_LETTER_SOURCE, "topic": record.topic, "partition": record.partition,
+            "offset": record.offset, "reason": reason,
+            "key": record.key.decode("utf-8", "replace") if record.key else None,
+            "value": value.decode("utf-8", "replace") if isinstance(value, bytes) else value}
+
+
+def decode_records(records: list, topics: Topics) -> Batch:
+    """Pure: turn consumer records into a Batch of valid updates/labels and dead letters."""
+    batch = Batch()
+    for rec in records:
+        try:
+            obj = orjson.loads(rec.value)
+            if rec.topic == topics.feature_updates:
+                batch.updates.append(parse_feature_update(obj))
+            else:
+                batch.labels.append(parse_label(obj))
+        except orjson.JSONDecodeError as exc:
+            batch.dead_letters.append(dead_letter(rec, f"not valid JSON: {exc}"))
+        except (InvalidMessage, TypeError) as exc:
+            batch.dead_letters.append(dead_letter(rec, str(exc)))
+    return batch
+
+
+class FeastWriter:
+    """Writes batches to Feast's online store, the offline part files and the label table."""
+
+    def __init__(self, settings: FeaturesSettings, store=None):
+        from features.store import apply_repo
+
+        self.settings = settings
+        self.store = store if store is not None else apply_repo(settings)
+        self.online = OnlineWriter(self.store)
+        self.seen_label_ids: set[str] = set(
+            read_parts(settings.labels_dir, LABEL_SCHEMA, columns=["label_id"])
+            .column("label_id").to_pylist())
+        log.info("sink writer ready: %d label ids already stored in %s",
+                 len(self.seen_label_ids), settings.labels_dir)
+
+    def write_online(self, batch: Batch) -> None:
+        for entity, ups in group_by_entity(latest_per_entity(batch.updates)).items():
+            self.online.write(entity, ups, batch.created)
+            metrics.SINK_ONLINE_ROWS.labels(entity).inc(len(ups))
+        now = time.time()
+        for u in batch.updates:
+            if u.ingest_ms > 0:  # 0: the producer did not know when the event entered Kafka
+                metrics.FRESHNESS.labels(u.entity).observe(max(0.0, now - u.ingest_ms / 1000.0))
+
+    def write_offline(self, batch: Batch) -> None:
+        for entity, ups in group_by_entity(batch.updates).items():
+            write_part(self.settings.offline_root / stream_view_name(entity),
+                       updates_table(entity, ups, batch.created))
+            metrics.SINK_UPDATES.labels(entity).inc(len(ups))
+
+    def write_labels(self, batch: Batch) -> None:
+        fresh = new_labels(batch.labels, self.seen_label_ids)
+        if fresh:
+            write_part(self.settings.labels_dir, labels_table(fresh, batch.created))
+            self.seen_label_ids.update(lab.label_id for lab in fresh)
+        metrics.SINK_LABELS.labels("written").inc(len(fresh))
+        metrics.SINK_LABELS.labels("duplicate").inc(len(batch.labels) - len(fresh))
+
+
+class FeatureSink:
+    def __init__(self, settings: FeaturesSettings, bootstrap: str, writer: FeastWriter | None = None):
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.topics = Topics(settings.topic_prefix)
+        self.writer = writer or FeastWriter(settings)
+        self.stop_requested = asyncio.Event()
+        self.batches_written = 0
+
+    async def _write_with_retry(self, stage: str, fn: Callable[[Batch], None], batch: Batch) -> None:
+        """Run one write stage until it succeeds; a stop request while failing raises
+        ``SinkStopped`` (so the caller never commits past unwritten data)."""
+        delay = self.settings.retry_initial_seconds
+        while stage not in batch.done:
+            try:
+                await asyncio.to_thread(fn, batch)
+                batch.done.add(stage)
+            except Exception as exc:  # store down, disk full...: keep the batch, retry
+                metrics.SINK_WRITE_FAILURES.labels(stage).inc()
+                log.warning("%s write failed (%s: %s); retrying the same batch in %.1fs, "
+                            "offsets not committed", stage, type(exc).__name__, exc, delay)
+                try:
+                    await asyncio.wait_for(self.stop_requested.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                if self.stop_requested.is_set():
+                    raise SinkStopped(f"stopped while the {stage} write was failing") from exc
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+
+    def _flush_due(self, pending: Batch, since: float | None, stopping: bool) -> bool:
+        if since is None:
+            return False
+        size = len(pending.updates) + len(pending.labels)
+        return (stopping or size >= self.settings.offline_flush_rows
+                or time.monotonic() - since >= self.settings.offline_flush_seconds)
+
+    async def run(self) -> None:
+        """Poll -> write online at once (freshness) -> accumulate -> every
+        ``offline_flush_seconds`` / ``offline_flush_rows`` append one part file per entity and
+        the new labels -> commit. Offsets are committed only after both writes of everything
+        polled so far, so a crash anywhere redelivers instead of dropping."""
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        consumer = AIOKafkaConsumer(
+            self.topics.feature_updates, self.topics.labels, bootstrap_servers=self.bootstrap,
+            group_id=self.settings.consumer_group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_interval_ms=30 * 60 * 1000)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        await producer.start()
+        log.info("sink consuming %s and %s from %s (group %s)", self.topics.feature_updates,
+                 self.topics.labels, self.bootstrap, self.settings.consumer_group)
+        pending, pending_since = Batch(), None  # written online, not yet offline / committed
+        try:
+            while True:
+                stopping = self.stop_requested.is_set()
+                if not stopping:
+                    polled = await consumer.getmany(timeout_ms=self.settings.batch_max_wait_ms,
+                                                    max_records=self.settings.batch_max_records)
+                    records = [r for rs in polled.values() for r in rs]
+                    if records:
+                        t0 = time.perf_counter()
+                        batch = decode_records(records, self.topics)
+                        await self._write_with_retry("online", self.writer.write_online, batch)
+                        for dl in batch.dead_letters:
+                            await producer.send_and_wait(self.topics.dead_letters, orjson.dumps(dl))
+                            metrics.SINK_DEAD_LETTERS.labels(dl["topic"]).inc()
+                            log.warning("dead-lettered %s[%s]@%s: %s", dl["topic"], dl["partition"],
+                                        dl["offset"], dl["reason"])
+                        pending.updates += batch.updates
+                        pending.labels += batch.labels
+                        pending_since = pending_since or time.monotonic()
+                        self.batches_written += 1
+                        metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - t0)
+                if self._flush_due(pending, pending_since, stopping):
+                    pending.created = datetime.now(timezone.utc)
+                    await self._write_with_retry("offline", self.writer.write_offline, pending)
+                    await self._write_with_retry("labels", self.writer.write_labels, pending)
+                    await consumer.commit()
+                    log.debug("flushed %d updates and %d labels offline; offsets committed",
+                              len(pending.updates), len(pending.labels))
+                    pending, pending_since = Batch(), None
+                if stopping:
+                    break
+        except SinkStopped as exc:
+            log.warning("%s; uncommitted records will be redelivered on restart", exc)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            log.info("sink stopped after %d batches", self.batches_written)
+
+
+class BackgroundSink:
+    """Runs a ``FeatureSink`` on its own event loop in a thread (tests, benches, ``serve``)."""
+
+    def __init__(self, sink: FeatureSink):
+        self.sink = sink
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._main, name="features-sink", daemon=True)
+        self.error: BaseException | None = None
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.sink.stop_requested = asyncio.Event()
+        try:
+            self.loop.run_until_complete(self.sink.run())
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def start(self) -> "BackgroundSink":
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.sink.stop_requested.set)
+            self.thread.join(timeout)
+        if self.error:
+            raise self.error

@@ -1,0 +1,208 @@
+"""Click commands of the index_refresher component: ``refresher``, ``retrieval``, ``index``.
+
+Heavy imports (FAISS, torch, uvicorn) happen inside the commands so ``convcg --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+log = logging.getLogger("convcg.index.cli")
+
+
+def _settings(**overrides):
+    from index_refresher.settings import IndexSettings
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per admin call otherwise
+    return IndexSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _print(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _set_threads(n: int) -> None:
+    """Per-query thread budget of the serving process (FAISS per search thread, torch)."""
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def _lower_priority(niceness: int) -> None:
+    import os
+
+    if niceness > 0:
+        try:
+            os.nice(niceness)
+            log.info("refresher runs at niceness +%d (builds yield the CPU to serving)", niceness)
+        except OSError as exc:
+            log.warning("could not lower the refresher's CPU priority: %s", exc)
+
+
+@click.group("retrieval")
+def retrieval_command() -> None:
+    """The retrieval HTTP service (user -> top-k items)."""
+
+
+@retrieval_command.command("serve")
+@click.option("--host", default=None, help="Bind address (CONVCG_INDEX_HOST).")
+@click.option("--port", type=int, default=None, help="Port (CONVCG_INDEX_PORT).")
+@click.option("--load/--no-load", default=True, show_default=True,
+              help="Load the registry's current version (latest index artifact) at start.")
+def serve(host: str | None, port: int | None, load: bool) -> None:
+    """Serve /retrieve, /health, /metrics and /admin/* ."""
+    import uvicorn
+
+    from index_refresher.service import build_service, create_app
+
+    settings = _settings(host=host, port=port)
+    _set_threads(settings.search_threads)
+    service = build_service(settings)
+    if load:
+        service.loader.load_in_background(None)  # registry's current version, newest artifact
+    log.info("retrieval service on http://%s:%d", settings.host, settings.port)
+    uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_level="warning")
+
+
+@click.group("index")
+def index_command() -> None:
+    """Build index artifacts; inspect and roll back the serving index."""
+
+
+@index_command.command("build")
+@click.option("--model-version", default=None, help="Model version (default: the registry's current).")
+@click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False), default=None,
+              help="Catalog parquet (CONVCG_INDEX_CATALOG_PATH).")
+@click.option("--load", "push", is_flag=True, help="Then ask the retrieval service to load it.")
+def build(model_version: str | None, catalog_path: str | None, push: bool) -> None:
+    """Embed the catalog with a model version and write a versioned index artifact."""
+    from index_refresher.artifact import read_manifest
+    from index_refresher.builder import BuildError, build_artifact
+    from index_refresher.loader import registry_model_loader
+    from index_refresher.refresher import AdminError, RetrievalAdminClient
+
+    settings = _settings(catalog_path=catalog_path)
+    try:
+        model = registry_model_loader(settings.registry_root)(model_version)
+        path = build_artifact(model, settings)
+    except BuildError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        if type(exc).__name__ == "RegistryError":
+            raise click.ClickException(f"model registry: {exc}") from exc
+        raise
+    manifest = read_manifest(path)
+    _print({"path": str(path), **{k: v for k, v in manifest.items() if k != "files"}})
+    if push:
+        try:
+            _print(RetrievalAdminClient(settings.retrieval_url).load(manifest["model_version"],
+                                                                    manifest["index_version"]))
+        except AdminError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@index_command.command("rollback")
+@click.option("--url", default=None, help="Retrieval service URL (CONVCG_INDEX_RETRIEVAL_URL).")
+def rollback(url: str | None) -> None:
+    """Serve the previous (model, index) pair again."""
+    from index_refresher.refresher import AdminError, RetrievalAdminClient
+
+    settings = _settings(retrieval_url=url)
+    try:
+        _print(RetrievalAdminClient(settings.retrieval_url, timeout_s=30).rollback())
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@index_command.command("load")
+@click.option("--model-version", default=None, help="Model version (default: the registry's current).")
+@click.option("--index-version", default=None, help="Index version (default: newest for the model).")
+@click.option("--url", default=None, help="Retrieval service URL (CONVCG_INDEX_RETRIEVAL_URL).")
+def load_cmd(model_version: str | None, index_version: str | None, url: str | None) -> None:
+    """Ask the retrieval service to load and swap in a (model, index) pair."""
+    from index_refresher.refresher import AdminError, RetrievalAdminClient
+
+    settings = _settings(retrieval_url=url)
+    try:
+        _print(RetrievalAdminClient(settings.retrieval_url, settings.admin_timeout_s).load(model_version, index_version))
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@index_command.command("status")
+@click.option("--url", default=None, help="Retrieval service URL (CONVCG_INDEX_RETRIEVAL_URL).")
+def status(url: str | None) -> None:
+    """What the retrieval service serves, and the index artifacts on disk."""
+    from index_refresher.artifact import list_artifacts, read_manifest
+    from index_refresher.refresher import AdminError, RetrievalAdminClient
+
+    settings = _settings(retrieval_url=url)
+    try:
+        service = RetrievalAdminClient(settings.retrieval_url, timeout_s=5).status()
+    except AdminError as exc:
+        service = {"error": str(exc)}
+    artifacts = []
+    root = settings.index_root
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        for path in list_artifacts(root, model_dir.name):
+            m = read_manifest(path)
+            artifacts.append({k: m.get(k) for k in ("model_version", "index_version", "kind", "count",
+                                                    "dim", "recall", "build_seconds")})
+    _print({"service": service, "artifacts": artifacts})
+
+
+@click.command("refresher")
+@click.option("--once", is_flag=True, help="One registry check (build + push if needed), then exit.")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap for new items (CONVCG_INDEX_BOOTSTRAP; "
+              "empty: no new-item watching).")
+@click.option("--topic-prefix", default=None, help="Topic prefix (CONVCG_INDEX_TOPIC_PREFIX).")
+@click.option("--from-beginning", is_flag=True, help="Scan the impressions topic from its start.")
+def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | None, from_beginning: bool) -> None:
+    """Watch the registry (and impressions) and keep the retrieval index current."""
+    import threading
+
+    from convcg.contract import Topics
+    from index_refresher.loader import registry_model_loader
+    from index_refresher.refresher import (NewItemWatcher, RegistryRefresher, RetrievalAdminClient,
+                                           known_item_ids)
+
+    settings = _settings(bootstrap=bootstrap, topic_prefix=topic_prefix)
+    _lower_priority(settings.build_niceness)
+
+    def current_version():
+        from training.registry import ModelRegistry
+
+        return ModelRegistry(settings.registry_root).current_version()
+
+    admin = RetrievalAdminClient(settings.retrieval_url, settings.admin_timeout_s)
+    refresher = RegistryRefresher(settings, registry_model_loader(settings.registry_root), current_version, admin)
+    if once:
+        pushed = refresher.refresh_once()
+        _print({"pushed": pushed, "failed": refresher.failed})
+        sys.exit(1 if refresher.failed else 0)
+    stop = threading.Event()
+    threads = []
+    if settings.bootstrap:
+        watcher = NewItemWatcher(settings.bootstrap, Topics(settings.topic_prefix).impressions, admin,
+                                 known_item_ids(settings), settings.new_items_path,
+                                 settings.new_item_flush_s, settings.new_item_batch, from_beginning)
+        threads.append(threading.Thread(target=watcher.run, args=(stop,), name="new-items", daemon=True))
+    else:
+        log.info("no bootstrap configured: not watching impressions for new items")
+    for t in threads:
+        t.start()
+    try:
+        refresher.run(stop)
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)

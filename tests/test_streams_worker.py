@@ -1,0 +1,157 @@
+"""The streams worker against the real broker: replay of a real log, crash and restart, and a
+fuzzed stream of bad events. The worker runs as its own process (`convcg worker`)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import orjson
+import pytest
+
+from convcg.contract import Topics
+from convcg.kafka_io import json_producer, read_topic
+from streams.control import closing_watermark, send_watermark
+from streams.datasets import load_log
+from streams.label_join import compute_labels
+from streams.label_rules import LabelRules
+from streams.labels import dedupe
+from tests.label_reference import counts, reference_label_ids
+from tests.streams_harness import produce_events, start_worker, stop
+
+pytestmark = pytest.mark.broker
+RULES = LabelRules()
+PARTITIONS = 3
+
+
+def wait_for_labels(bootstrap: str, topics: Topics, expected: int, timeout: float = 240.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    got: list[dict] = []
+    while time.monotonic() < deadline:
+        got = read_topic(bootstrap, topics.labels, timeout=5, idle=0.5)
+        if len(dedupe(got)) >= expected:
+            time.sleep(1.0)  # let any redelivered copies land before we count them
+            return read_topic(bootstrap, topics.labels, timeout=5, idle=0.5)
+        time.sleep(1.0)
+    return got
+
+
+def test_replay_of_movielens_slice_gives_exactly_the_reference_labels(broker, topics, tmp_path):
+    log = load_log("movielens-100k").head(6000)
+    expected = reference_label_ids(log.events, RULES)
+    assert {"engagement", "negative", "conversion"} <= set(counts(expected))
+    produce_events(broker.bootstrap, topics, log.events, PARTITIONS)
+    worker = start_worker(broker.bootstrap, topics, f"{topics.prefix}app", tmp_path / "worker.log")
+    try:
+        got = wait_for_labels(broker.bootstrap, topics, len(expected))
+    finally:
+        stop(worker)
+    labels = dedupe(got)
+    assert {l["label_id"]: l["kind"] for l in labels} == expected
+    assert len(got) == len(labels)  # an undisturbed run re-sends nothing
+    # each label sits on the partition of its user (co-partitioned with the events)
+    assert all(l["user_id"] and l["impression_ts"] <= l["label_ts"] for l in labels)
+    updates = read_topic(broker.bootstrap, topics.feature_updates, idle=0.5)
+    assert {u["entity"] for u in updates} == {"user", "item", "advertiser"}
+
+
+def test_worker_killed_mid_stream_loses_and_duplicates_nothing(broker, topics, tmp_path):
+    import threading
+
+    log = load_log("synthetic", n_users=500, n_items=400, n_advertisers=20, n_impressions=30_000, seed=3)
+    expected = {l.label_id: l.kind for l in compute_labels(log.events, RULES)}
+    assert expected == reference_label_ids(log.events, RULES)
+    events = log.events
+    chunk = 1000
+
+    def produce_slowly():  # a live stream: the kill lands while events keep arriving
+        for i in range(0, len(events), chunk):
+            produce_events(broker.bootstrap, topics, events[i:i + chunk], PARTITIONS, close=False)
+            time.sleep(0.4)
+        produce_events(broker.bootstrap, topics, events[-1:], PARTITIONS, close=True)  # + closing watermark
+
+    app_id = f"{topics.prefix}app"
+    worker = start_worker(broker.bootstrap, topics, app_id, tmp_path / "w1.log", CONVCG_STREAMS_BATCH_MAX=500)
+    producer = threading.Thread(target=produce_slowly)
+    producer.start()
+    try:
+        deadline = time.monotonic() + 180
+        n = 0
+        while time.monotonic() < deadline:
+            n = len(read_topic(broker.bootstrap, topics.labels, timeout=3, idle=0.2))
+            if n >= len(expected) // 5:
+                break
+            time.sleep(0.2)
+        assert 0 < n < len(expected), "the worker must be killed mid-stream"
+    finally:
+        stop(worker, kill=True)  # SIGKILL: no clean shutdown, no final commit
+    restarted = start_worker(broker.bootstrap, topics, app_id, tmp_path / "w2.log", CONVCG_STREAMS_BATCH_MAX=500)
+    try:
+        producer.join()
+        got = wait_for_labels(broker.bootstrap, topics, len(expected))
+    finally:
+        stop(restarted)
+    labels = dedupe(got)
+    assert {l["label_id"]: l["kind"] for l in labels} == expected  # nothing lost, nothing invented
+    by_id = {}
+    for l in got:  # a redelivered label is byte-for-byte the same decision
+        assert by_id.setdefault(l["label_id"], l) == l
+
+
+BAD_RECORDS = [
+    (b"{not json", "malformed_json"),
+    (b"", "empty_record"),
+    (b"[1, 2, 3]", "not_an_object"),
+    (b'{"event_id": "x"}', "missing_field"),
+    (b'{"event_type": "purchase", "event_id": "x"}', "unknown_event_type"),
+]
+
+
+def _fuzzed_bad(rng: random.Random, good: dict, topic_kind: str) -> tuple[bytes, str]:
+    choice = rng.randrange(8)
+    if choice < len(BAD_RECORDS):
+        return BAD_RECORDS[choice]
+    bad = dict(good)
+    bad["event_id"] = f"bad-{rng.random()}"
+    if choice == 5:
+        bad["ts"] = time.time() + 30 * 86400
+        return orjson.dumps(bad), "timestamp_in_future"
+    if choice == 6:
+        bad["user_id"] = 12345
+        return orjson.dumps(bad), "wrong_type"
+    field = {"impressions": "surface", "engagements": "type", "conversions": "type"}[topic_kind]
+    bad[field] = "teleport"
+    return orjson.dumps(bad), {"impressions": "unknown_surface", "engagements": "unknown_engagement_type",
+                               "conversions": "unknown_conversion_type"}[topic_kind]
+
+
+def test_fuzzed_bad_events_land_in_dead_letters_and_good_ones_still_label(broker, topics, tmp_path):
+    from convcg.contract import event_to_dict
+    from tests.streams_harness import TOPIC_OF
+
+    log = load_log("synthetic", n_users=300, n_items=300, n_advertisers=10, n_impressions=5_000, seed=5)
+    rng = random.Random(11)
+    producer = json_producer(broker.bootstrap)
+    sent_bad: list[str] = []
+    for event in log.events:
+        kind = TOPIC_OF[type(event)]
+        body = event_to_dict(event)
+        producer.send(getattr(topics, kind), key=event.user_id.encode(), value=orjson.dumps(body))
+        if rng.random() < 0.2:
+            raw, reason = _fuzzed_bad(rng, body, kind)
+            producer.send(getattr(topics, kind), key=b"fuzz", value=raw)
+            sent_bad.append(reason)
+    producer.flush()
+    send_watermark(producer, topics, PARTITIONS, closing_watermark(log.events[-1].ts, RULES))
+    expected = reference_label_ids(log.events, RULES)
+    worker = start_worker(broker.bootstrap, topics, f"{topics.prefix}app", tmp_path / "worker.log")
+    try:
+        got = wait_for_labels(broker.bootstrap, topics, len(expected))
+        dead = read_topic(broker.bootstrap, topics.dead_letters, min_count=len(sent_bad), timeout=30, idle=0.5)
+        assert worker.poll() is None, "bad input must never crash the worker"
+    finally:
+        stop(worker)
+    assert {l["label_id"]: l["kind"] for l in dedupe(got)} == expected
+    assert sorted(d["reason"] for d in dead) == sorted(sent_bad)
+    for d in dead:
+        assert d["source_topic"] in topics.events and "original_b64" in d

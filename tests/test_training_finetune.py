@@ -1,0 +1,106 @@
+"""Incremental fine-tuning, the quality gate, and the `train` / `finetune` commands."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from training.cli import finetune_command, train_command
+from training.config import OptimConfig, TrainingSettings
+from training.pipeline import finetune_step, full_training_step
+from training.plots import PLOT_NAME
+from training.registry import ModelRegistry
+from training.synthetic import synthetic_catalog, synthetic_labels
+from training.trainer import gate_decision, tiny_config
+
+
+def test_gate_decision():
+    ok, name, _ = gate_decision({"conversion_recall@100": 0.50}, {"conversion_recall@100": 0.505}, 0.01, 100)
+    assert ok and name == "conversion_recall@100"
+    ok, _, reason = gate_decision({"conversion_recall@100": 0.40}, {"conversion_recall@100": 0.5}, 0.01, 100)
+    assert not ok and "fails" in reason
+    # no conversions in the slice: judge on engagement
+    ok, name, _ = gate_decision({"conversion_recall@100": math.nan, "engagement_recall@100": 0.3},
+                                {"conversion_recall@100": math.nan, "engagement_recall@100": 0.2}, 0.0, 100)
+    assert ok and name == "engagement_recall@100"
+    ok, _, reason = gate_decision({"conversion_recall@100": math.nan}, {}, 0.0, 100)
+    assert not ok and "cannot judge" in reason
+
+
+@pytest.fixture(scope="module")
+def data():
+    catalog = synthetic_catalog(200)
+    labels = synthetic_labels(catalog, n_users=60, n_labels=5000, seed=3)
+    cut = int(len(labels) * 0.6)
+    return catalog, labels.iloc[:cut].reset_index(drop=True), labels.iloc[cut:].reset_index(drop=True)
+
+
+def _settings(tmp_path, **kw) -> TrainingSettings:
+    base = dict(registry_root=tmp_path / "registry", label_store=tmp_path / "labels",
+                catalog_path=tmp_path / "none.parquet", model=tiny_config(), gate_k=20,
+                optim=OptimConfig(epochs=3, batch_size=256))
+    base.update(kw)
+    return TrainingSettings(**base)
+
+
+def test_finetune_publishes_when_the_gate_passes_and_not_when_it_fails(tmp_path, data):
+    catalog, older, new = data
+    settings = _settings(tmp_path)
+    first = full_training_step(settings, older, catalog, show_progress=False)
+    assert first.published == "v000001"
+    reg = ModelRegistry(settings.registry_root)
+    assert (reg.versions_dir / "v000001" / PLOT_NAME).exists()
+
+    good = finetune_step(settings, new, older, catalog, show_progress=False)
+    assert good.published == "v000002", good.reason
+    assert good.metrics["gate_passed"] and good.metrics["base_version"] == "v000001"
+    rng = reg.data_range("v000002")
+    assert rng["mode"] == "finetune" and rng["base_version"] == "v000001"
+    assert rng["replayed"] == rng["new_labels"]  # replay ratio 1
+    assert rng["heldout"]["labels"] == len(new) - rng["new_labels"]
+    # the held-out slice is the most recent part of the new labels
+    assert rng["heldout"]["impression_ts_min"] >= new["impression_ts"].quantile(0.75)
+
+    # a fine-tune on corrupted new labels (user ids shuffled, except in the held-out slice)
+    # scores worse on the held-out slice: refused, the serving version stays
+    scrambled = new.copy()
+    early = (scrambled["impression_ts"] < scrambled["impression_ts"].quantile(0.8)).to_numpy()
+    users = scrambled.loc[early, "user_id"].to_numpy()
+    scrambled.loc[early, "user_id"] = np.random.default_rng(0).permutation(users)
+    broken = _settings(tmp_path, finetune_learning_rate=0.01, finetune_epochs=5, replay_ratio=0.0,
+                       gate_tolerance=0.0)
+    bad = finetune_step(broken, scrambled, older, catalog, show_progress=False)
+    assert bad.published is None and "fails" in bad.reason
+    assert reg.current_version() == "v000002" and reg.versions() == ["v000001", "v000002"]
+
+
+def test_train_and_finetune_commands(tmp_path, data, monkeypatch):
+    catalog, older, new = data
+    monkeypatch.setenv("CONVCG_TRAINING_MODEL__EMBEDDING_DIM", "8")
+    monkeypatch.setenv("CONVCG_TRAINING_MODEL__ITEM_BUCKETS", "512")
+    monkeypatch.setenv("CONVCG_TRAINING_MODEL__USER_BUCKETS", "256")
+    monkeypatch.setenv("CONVCG_TRAINING_GATE_TOLERANCE", "1.0")
+    monkeypatch.setenv("CONVCG_TRAINING_LABEL_STORE", str(tmp_path / "store"))
+    older.to_parquet(tmp_path / "older.parquet")
+    new.to_csv(tmp_path / "new.csv", index=False)
+    catalog.to_parquet(tmp_path / "catalog.parquet")
+    runner = CliRunner()
+    reg_root = str(tmp_path / "reg")
+    out = runner.invoke(train_command, ["--labels", str(tmp_path / "older.parquet"), "--catalog",
+                                        str(tmp_path / "catalog.parquet"), "--registry", reg_root, "--epochs", "1"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output[out.output.index("{"):])["published"] == "v000001"
+    assert ModelRegistry(reg_root).load().dim == 8  # settings from the environment
+    out = runner.invoke(finetune_command, ["--new", str(tmp_path / "new.csv"), "--older",
+                                           str(tmp_path / "older.parquet"), "--catalog",
+                                           str(tmp_path / "catalog.parquet"), "--registry", reg_root])
+    assert out.exit_code == 0, out.output
+    assert ModelRegistry(reg_root).current_version() == "v000002"
+    # bad input: a table without label columns gets a clear error, nothing is published
+    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "junk.parquet")
+    out = runner.invoke(finetune_command, ["--new", str(tmp_path / "junk.parquet"), "--registry", reg_root])
+    assert out.exit_code != 0 and "lacks columns" in str(out.exception)
+    assert ModelRegistry(reg_root).versions() == ["v000001", "v000002"]

@@ -1,0 +1,91 @@
+"""The trainer service against the real broker: labels in, versions out."""
+
+import threading
+import time
+
+import orjson
+import pytest
+
+from convcg.kafka_io import json_producer, read_topic
+from training.config import OptimConfig, TrainingSettings
+from training.label_store import LabelStore
+from training.registry import ModelRegistry
+from training.service import TrainerService, parse_label
+from training.synthetic import synthetic_catalog, synthetic_labels
+from training.trainer import tiny_config
+
+
+def test_parse_label_rejects_bad_input_with_reason():
+    with pytest.raises(ValueError, match="not JSON"):
+        parse_label(b"{oops")
+    with pytest.raises(ValueError, match="lacks fields"):
+        parse_label(orjson.dumps({"label_id": "x", "kind": "negative"}))
+    with pytest.raises(ValueError, match="bad label field"):
+        parse_label(orjson.dumps({"label_id": "x", "user_id": "u", "item_id": "i", "advertiser_id": "a",
+                                  "surface": "home", "impression_ts": "yesterday", "label_ts": 1.0,
+                                  "kind": "negative", "impression_id": "imp"}))
+
+
+def _produce(bootstrap, topic, rows):
+    producer = json_producer(bootstrap)
+    for row in rows:
+        producer.send(topic, key=row["user_id"].encode(), value=orjson.dumps(row))
+    producer.flush()
+    producer.close()
+
+
+def _wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.broker
+def test_trainer_service_trains_then_finetunes_from_the_labels_topic(broker, topics, tmp_path):
+    catalog = synthetic_catalog(150)
+    catalog.to_parquet(tmp_path / "catalog.parquet")
+    labels = synthetic_labels(catalog, n_users=40, n_labels=2400, seed=5)
+    first, second = labels.iloc[:1500], labels.iloc[1500:]
+    rows1 = first.to_dict("records")
+    settings = TrainingSettings(
+        bootstrap=broker.bootstrap, topic_prefix=topics.prefix, consumer_group="",  # no group join
+        registry_root=tmp_path / "registry", label_store=tmp_path / "store",
+        catalog_path=tmp_path / "catalog.parquet", trigger_labels=len(rows1), trigger_seconds=3600,
+        min_labels_first_train=500, gate_tolerance=1.0, gate_k=20, model=tiny_config(),
+        optim=OptimConfig(epochs=2, batch_size=256))
+    # the first batch arrives with redeliveries and one malformed message
+    _produce(broker.bootstrap, topics.labels, rows1 + rows1[:200])
+    producer = json_producer(broker.bootstrap)
+    producer.send(topics.labels, b"this is not a label")
+    producer.flush()
+    producer.close()
+
+    service = TrainerService(settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    thread.start()
+    registry = ModelRegistry(settings.registry_root)
+    try:
+        assert _wait_for(lambda: registry.current_version() == "v000001", 90), "no first version"
+        assert registry.data_range("v000001")["mode"] == "full"
+        # exactly the distinct labels were stored, duplicates were ignored
+        assert service.metrics.duplicates._value.get() == 200
+        assert len(LabelStore(settings.label_store).load()) == len(rows1)
+        # new labels: after the trigger count (or time), a fine-tune is published
+        service.settings = service.settings.model_copy(update={"trigger_seconds": 1.0})
+        _produce(broker.bootstrap, topics.labels, second.to_dict("records"))
+        assert _wait_for(lambda: registry.current_version() == "v000002", 90), \
+            [o.reason for o in service.outcomes]
+        rng = registry.data_range("v000002")
+        assert rng["mode"] == "finetune" and rng["base_version"] == "v000001"
+        assert rng["new_labels"] + rng["heldout"]["labels"] == len(second)
+        assert registry.load().embed_items(catalog).shape == (len(catalog), 16)
+    finally:
+        stop.set()
+        thread.join(30)
+    dead = read_topic(broker.bootstrap, topics.dead_letters, timeout=10, min_count=1)
+    assert len(dead) == 1 and "not JSON" in dead[0]["reason"] and dead[0]["value"] == "this is not a label"
+    assert len(LabelStore(settings.label_store).load()) == len(labels)

@@ -1,0 +1,1 @@
+"""training: the two-tower conversion retriever, incremental fine-tuning, model registry."""

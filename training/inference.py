@@ -1,0 +1,48 @@
+"""Embedding with a trained model (no gradients, batched)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from training.encoding import encode_items, encode_queries
+from training.model import TwoTowerModel
+
+DEFAULT_BATCH = 4096
+
+
+def item_table(catalog: pd.DataFrame, item_features: pd.DataFrame | None) -> pd.DataFrame:
+    """Catalog rows (order kept) with the item's streaming feature columns joined on."""
+    if "item_id" not in catalog.columns or "advertiser_id" not in catalog.columns:
+        raise ValueError(f"catalog needs item_id and advertiser_id columns; has {list(catalog.columns)}")
+    if item_features is None or len(item_features) == 0:
+        return catalog
+    if "item_id" not in item_features.columns:
+        raise ValueError("item_features needs an item_id column")
+    extra = item_features.drop_duplicates("item_id", keep="last")
+    extra = extra[[c for c in extra.columns if c == "item_id" or c not in catalog.columns]]
+    return catalog.merge(extra, on="item_id", how="left")
+
+
+@torch.no_grad()
+def embed_items(model: TwoTowerModel, catalog: pd.DataFrame, item_features: pd.DataFrame | None = None,
+                batch_size: int = DEFAULT_BATCH, task: str = "conversion") -> np.ndarray:
+    table = item_table(catalog, item_features)
+    model.eval()
+    out = np.zeros((len(table), model.config.embedding_dim), dtype=np.float32)
+    for start in range(0, len(table), batch_size):
+        chunk = table.iloc[start:start + batch_size]
+        out[start:start + len(chunk)] = model.item_tower(encode_items(chunk, model.config), task).numpy()
+    return out
+
+
+@torch.no_grad()
+def embed_query_frame(model: TwoTowerModel, queries: pd.DataFrame, batch_size: int = DEFAULT_BATCH,
+                      task: str = "conversion") -> np.ndarray:
+    model.eval()
+    out = np.zeros((len(queries), model.config.embedding_dim), dtype=np.float32)
+    for start in range(0, len(queries), batch_size):
+        chunk = queries.iloc[start:start + batch_size]
+        out[start:start + len(chunk)] = model.query_tower(encode_queries(chunk, model.config), task).numpy()
+    return out

@@ -1,0 +1,49 @@
+"""The trainer's own copy of the labels it consumed: parquet parts in a folder.
+
+It is the replay pool for fine-tuning and lets a restarted trainer know which ``label_id``s
+it has already seen (the labels topic is at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger("convcg.training.label_store")
+
+
+class LabelStore:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def parts(self) -> list[Path]:
+        return sorted(self.root.glob("part-*.parquet")) if self.root.is_dir() else []
+
+    def load(self) -> pd.DataFrame:
+        parts = self.parts()
+        if not parts:
+            return pd.DataFrame()
+        frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        return frame.drop_duplicates("label_id", keep="first").reset_index(drop=True)
+
+    def label_ids(self) -> set[str]:
+        ids: set[str] = set()
+        for p in self.parts():
+            ids.update(pd.read_parquet(p, columns=["label_id"])["label_id"].tolist())
+        return ids
+
+    def append(self, labels: pd.DataFrame) -> Path | None:
+        """Write one part atomically (temp file + rename)."""
+        if len(labels) == 0:
+            return None
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = f"part-{time.time_ns():020d}-{os.getpid()}.parquet"
+        tmp = self.root / f".{name}.tmp"
+        labels.to_parquet(tmp, index=False)
+        os.replace(tmp, self.root / name)
+        log.info("stored %d labels in %s", len(labels), name)
+        return self.root / name

@@ -1,0 +1,148 @@
+"""The two-tower retriever: plain, composable ``nn.Module``s.
+
+Each tower embeds its ids (hashed buckets; sparse gradients, so a step only touches the rows
+of the batch's ids, see ``training.trainer.make_optimizers``), concatenates them with its numeric features and
+runs a DCNv2 ``CrossNetwork`` and an ``MLP``: in parallel on the same input (outputs
+concatenated) or stacked (cross network, then MLP). A linear projection gives the embedding,
+L2-normalised. With ``heads="separate"`` each tower has one projection per task
+(conversion, engagement); with ``"unified"`` both tasks share one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import ModelConfig, TowerConfig
+from training.encoding import PAD, ItemInputs, QueryInputs, item_dense_width
+
+TASKS = ("conversion", "engagement")
+
+
+class CrossNetwork(nn.Module):
+    """DCNv2 (Wang et al. 2021): x_{l+1} = x_0 * (W_l x_l + b_l) + x_l."""
+
+    def __init__(self, width: int, layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for layer in self.layers:
+            x = x0 * layer(x) + x
+        return x
+
+
+class MLP(nn.Module):
+    def __init__(self, width_in: int, width: int, layers: int, dropout: float = 0.0):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        for i in range(layers):
+            blocks += [nn.Linear(width_in if i == 0 else width, width), nn.ReLU()]
+            if dropout:
+                blocks.append(nn.Dropout(dropout))
+        self.net = nn.Sequential(*blocks)
+        self.width_out = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class CrossMLPBlock(nn.Module):
+    """Cross network and MLP, parallel (concatenated) or sequential (cross, then MLP)."""
+
+    def __init__(self, width_in: int, tower: TowerConfig):
+        super().__init__()
+        self.stacking = tower.stacking
+        self.norm = nn.LayerNorm(width_in)
+        self.cross = CrossNetwork(width_in, tower.cross_layers)
+        self.mlp = MLP(width_in, tower.mlp_width, tower.mlp_layers, tower.dropout)
+        self.width_out = width_in + tower.mlp_width if self.stacking == "parallel" else tower.mlp_width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        if self.stacking == "parallel":
+            return torch.cat([self.cross(x), self.mlp(x)], dim=-1)
+        return self.mlp(self.cross(x))
+
+
+class Heads(nn.Module):
+    """One L2-normalised projection per task, or one shared by all tasks."""
+
+    def __init__(self, width_in: int, dim: int, separate: bool):
+        super().__init__()
+        self.separate = separate
+        self.proj = nn.ModuleDict({t: nn.Linear(width_in, dim) for t in (TASKS if separate else TASKS[:1])})
+
+    def forward(self, h: torch.Tensor, task: str = "conversion") -> torch.Tensor:
+        proj = self.proj[task if self.separate else TASKS[0]]
+        return F.normalize(proj(h), dim=-1)
+
+
+class QueryTower(nn.Module):
+    """User id, surface, mean of recent engaged items, user streaming features."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.id_dim
+        self.user = nn.Embedding(config.user_buckets, d, sparse=True)
+        self.surface = nn.Embedding(config.surface_buckets, d)
+        self.recent = nn.Embedding(config.item_buckets + 1, d, padding_idx=PAD, sparse=True)
+        width_in = 3 * d + len(config.user_features)
+        self.block = CrossMLPBlock(width_in, config.query_tower)
+        self.heads = Heads(self.block.width_out, config.embedding_dim, config.loss.heads == "separate")
+
+    def hidden(self, q: QueryInputs) -> torch.Tensor:
+        mask = (q.recent != PAD).unsqueeze(-1).float()
+        pooled = (self.recent(q.recent) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        x = torch.cat([self.user(q.user), self.surface(q.surface), pooled, q.dense], dim=-1)
+        return self.block(x)
+
+    def forward(self, q: QueryInputs, task: str = "conversion") -> torch.Tensor:
+        return self.heads(self.hidden(q), task)
+
+
+class ItemTower(nn.Module):
+    """Item id, advertiser, category, price and item/advertiser streaming features."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.id_dim
+        self.item = nn.Embedding(config.item_buckets, d, sparse=True)
+        self.advertiser = nn.Embedding(config.advertiser_buckets, d, sparse=True)
+        self.category = nn.Embedding(config.category_buckets, d, sparse=True)
+        width_in = 3 * d + item_dense_width(config)
+        self.block = CrossMLPBlock(width_in, config.item_tower)
+        self.heads = Heads(self.block.width_out, config.embedding_dim, config.loss.heads == "separate")
+
+    def hidden(self, i: ItemInputs) -> torch.Tensor:
+        x = torch.cat([self.item(i.item), self.advertiser(i.advertiser), self.category(i.category), i.dense], dim=-1)
+        return self.block(x)
+
+    def forward(self, i: ItemInputs, task: str = "conversion") -> torch.Tensor:
+        return self.heads(self.hidden(i), task)
+
+
+def sparse_and_dense_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    sparse_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+    params = list(model.parameters())
+    return [p for p in params if id(p) in sparse_ids], [p for p in params if id(p) not in sparse_ids]
+
+
+class TwoTowerModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.query_tower = QueryTower(config)
+        self.item_tower = ItemTower(config)
+        #: bias of the pointwise served-impression logit (hard negatives, FN weighting)
+        self.served_bias = nn.Parameter(torch.zeros(()))
+
+    def embed(self, q: QueryInputs, i: ItemInputs) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per task, (query, item) embeddings; both tasks share them when unified."""
+        hq, hi = self.query_tower.hidden(q), self.item_tower.hidden(i)
+        out = {}
+        for task in TASKS:
+            out[task] = (self.query_tower.heads(hq, task), self.item_tower.heads(hi, task))
+        return out

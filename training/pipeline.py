@@ -1,0 +1,76 @@
+"""Operator-level steps shared by the CLI and the trainer service: train or fine-tune,
+gate, publish into the registry, redraw the versions plot."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from training.config import TrainingSettings
+from training.examples import validate_labels
+from training.plots import plot_versions
+from training.registry import ModelRegistry
+from training.trainer import finetune, train_full
+
+log = logging.getLogger("convcg.training.pipeline")
+
+
+@dataclass
+class StepOutcome:
+    published: str | None  # new version id, or None
+    reason: str
+    metrics: dict
+    heldout: pd.DataFrame | None = None
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    if path.suffix in (".jsonl", ".json"):
+        return pd.read_json(path, lines=path.suffix == ".jsonl")
+    raise ValueError(f"{path}: unsupported table format (use .parquet, .csv or .jsonl)")
+
+
+def load_catalog(settings: TrainingSettings) -> pd.DataFrame | None:
+    return read_table(settings.catalog_path) if settings.catalog_path.exists() else None
+
+
+def full_training_step(settings: TrainingSettings, labels: pd.DataFrame, catalog: pd.DataFrame | None,
+                       show_progress: bool = True) -> StepOutcome:
+    validate_labels(labels)
+    o = settings.optim
+    result = train_full(labels, catalog, settings.model, epochs=o.epochs, batch_size=o.batch_size,
+                        learning_rate=o.learning_rate, seed=o.seed, holdout_fraction=settings.holdout_fraction,
+                        show_progress=show_progress, threads=o.threads)
+    registry = ModelRegistry(settings.registry_root)
+    version = registry.publish(result.model, result.model.config, result.metrics, result.data_range)
+    plot_versions(registry)
+    return StepOutcome(version, "full training", result.metrics)
+
+
+def finetune_step(settings: TrainingSettings, new_labels: pd.DataFrame, older_labels: pd.DataFrame,
+                  catalog: pd.DataFrame | None, show_progress: bool = True) -> StepOutcome:
+    """Fine-tune the current version; publish only if the quality gate passes."""
+    validate_labels(new_labels)
+    registry = ModelRegistry(settings.registry_root)
+    serving = registry.load()
+    if len(older_labels):
+        validate_labels(older_labels)
+    result = finetune(serving.model, new_labels, older_labels, catalog, settings, show_progress,
+                      base_version=serving.version)
+    metrics = dict(result.candidate_metrics, gate_passed=result.passed, gate_reason=result.reason,
+                   serving_metrics=result.serving_metrics, base_version=serving.version)
+    if not result.passed:
+        log.warning("fine-tune of %s not published: %s", serving.version, result.reason)
+        return StepOutcome(None, result.reason, metrics, result.heldout)
+    version = registry.publish(result.model, result.model.config, metrics, result.data_range)
+    plot_versions(registry)
+    return StepOutcome(version, result.reason, metrics, result.heldout)

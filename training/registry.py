@@ -1,0 +1,284 @@
+"""Versioned model registry on disk.
+
+Layout under ``root`` (default ``var/registry/``)::
+
+    versions/v000001/weights.safetensors   tensors of the model's state dict
+                    /config.json           ModelConfig (rebuilds the modules exactly)
+                    /metrics.json          evaluation at publish time
+                    /data_range.json       what the version was trained on
+                    /manifest.json         format version, sha256 of the weights, created_at
+    CURRENT                                id of the serving version (replaced atomically)
+
+A version folder is written under a temporary name, verified by loading it back, then
+renamed into place; only then does ``CURRENT`` move (write to a temp file + ``os.replace``).
+A corrupted or incompatible version is refused by ``load`` with ``RegistryError`` and never
+becomes current through ``publish``; whatever was serving stays.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training.config import MODEL_FORMAT_VERSION, ModelConfig
+
+log = logging.getLogger("convcg.training.registry")
+
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+DATA_RANGE = "data_range.json"
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+VERSIONS = "versions"
+LOCK = ".lock"
+VERSION_PREFIX = "v"
+VERSION_DIGITS = 6
+
+
+class RegistryError(RuntimeError):
+    """A version is missing, corrupted or incompatible, or the registry is empty."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+class LoadedModel:
+    """A model version ready to embed items and queries (eval mode, no gradients)."""
+
+    def __init__(self, version: str, model, config: ModelConfig, metrics: dict, data_range: dict):
+        self.version = version
+        self.model = model
+        self.config = config
+        self.metrics = metrics
+        self.data_range = data_range
+
+    @property
+    def dim(self) -> int:
+        return self.config.embedding_dim
+
+    def embed_items(self, catalog: pd.DataFrame, item_features: pd.DataFrame | None = None,
+                    batch_size: int = 4096) -> np.ndarray:
+        """float32 ``[len(catalog), dim]``, L2-normalised, in catalog order."""
+        from training.inference import embed_items
+
+        return embed_items(self.model, catalog, item_features, batch_size)
+
+    def embed_queries(self, queries: list[dict]) -> np.ndarray:
+        """float32 ``[len(queries), dim]``. Each dict: ``user_id``, ``surface``, optional
+        ``recent_items`` (item ids, newest first) and user feature values by name."""
+        from training.encoding import queries_frame
+        from training.inference import embed_query_frame
+
+        if not queries:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return embed_query_frame(self.model, queries_frame(queries))
+
+    def __repr__(self) -> str:
+        return f"LoadedModel(version={self.version!r}, dim={self.dim})"
+
+
+class ModelRegistry:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    # --- reading --------------------------------------------------------------------------
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / VERSIONS
+
+    def versions(self) -> list[str]:
+        """Complete versions, oldest first (temporary folders are not versions)."""
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.versions_dir.iterdir()
+                      if p.is_dir() and p.name.startswith(VERSION_PREFIX) and (p / MANIFEST).exists())
+
+    def current_version(self) -> str | None:
+        path = self.root / CURRENT
+        if not path.exists():
+            return None
+        version = path.read_text().strip()
+        return version or None
+
+    def metrics(self, version: str) -> dict:
+        path = self.versions_dir / version / METRICS
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def data_range(self, version: str) -> dict:
+        path = self.versions_dir / version / DATA_RANGE
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def load(self, version: str | None = None) -> LoadedModel:
+        """Load a version (None = current). Raises ``RegistryError`` if it is missing,
+        corrupted (checksum, unreadable tensors) or incompatible (format, shapes)."""
+        if version is None:
+            version = self.current_version()
+            if version is None:
+                raise RegistryError(f"registry {self.root} has no current version")
+        return self._load_dir(self.versions_dir / version, version)
+
+    def _load_dir(self, folder: Path, version: str) -> LoadedModel:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from training.model import TwoTowerModel
+
+        if not folder.is_dir():
+            raise RegistryError(f"version {version!r} does not exist in {self.root}")
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+            config_data = json.loads((folder / CONFIG).read_text())
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"version {version!r}: unreadable manifest/config: {exc}") from exc
+        fmt = manifest.get("format_version")
+        if fmt != MODEL_FORMAT_VERSION:
+            raise RegistryError(f"version {version!r} has format {fmt}, this code reads {MODEL_FORMAT_VERSION}: "
+                                "incompatible checkpoint")
+        weights = folder / WEIGHTS
+        if not weights.exists():
+            raise RegistryError(f"version {version!r}: {WEIGHTS} is missing")
+        digest = _sha256(weights)
+        if digest != manifest.get("weights_sha256"):
+            raise RegistryError(f"version {version!r}: weights checksum mismatch (corrupted file: "
+                                f"{digest[:12]} != {str(manifest.get('weights_sha256'))[:12]})")
+        try:
+            config = ModelConfig.model_validate(config_data)
+        except Exception as exc:
+            raise RegistryError(f"version {version!r}: config does not validate: {exc}") from exc
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+            raise RegistryError(f"version {version!r}: weights unreadable: {exc}") from exc
+        model = TwoTowerModel(config)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise RegistryError(f"version {version!r}: weights do not fit its config "
+                                f"(incompatible checkpoint): {str(exc)[:500]}") from exc
+        model.eval()
+        metrics = json.loads((folder / METRICS).read_text()) if (folder / METRICS).exists() else {}
+        data_range = json.loads((folder / DATA_RANGE).read_text()) if (folder / DATA_RANGE).exists() else {}
+        return LoadedModel(version, model, config, metrics, data_range)
+
+    # --- writing --------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _next_version(self) -> str:
+        existing = [int(v[len(VERSION_PREFIX):]) for v in self.versions() if v[len(VERSION_PREFIX):].isdigit()]
+        # also skip numbers of leftover folders without a manifest
+        if self.versions_dir.is_dir():
+            for p in self.versions_dir.iterdir():
+                tail = p.name[len(VERSION_PREFIX):]
+                if p.name.startswith(VERSION_PREFIX) and tail.isdigit():
+                    existing.append(int(tail))
+        return f"{VERSION_PREFIX}{(max(existing, default=0) + 1):0{VERSION_DIGITS}d}"
+
+    def _set_current(self, version: str) -> None:
+        tmp = self.root / f"{CURRENT}.tmp.{os.getpid()}"
+        tmp.write_text(version + "\n")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.root / CURRENT)
+
+    def publish(self, model, config: ModelConfig | dict, metrics: dict, data_range: dict,
+                make_current: bool = True) -> str:
+        """Write a new version, verify it loads, then make it current. Returns its id."""
+        from safetensors.torch import save_file
+
+        config = ModelConfig.model_validate(config) if isinstance(config, dict) else config
+        with self._locked():
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+            version = self._next_version()
+            tmp = self.versions_dir / f".tmp-{version}-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            try:
+                state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+                save_file(state, str(tmp / WEIGHTS))
+                _write_json(tmp / CONFIG, config.model_dump(mode="json"))
+                _write_json(tmp / METRICS, metrics)
+                _write_json(tmp / DATA_RANGE, data_range)
+                _write_json(tmp / MANIFEST, {"format_version": MODEL_FORMAT_VERSION, "version": version,
+                                             "weights_sha256": _sha256(tmp / WEIGHTS),
+                                             "created_at": time.time()})
+                self._load_dir(tmp, version)  # refuse to publish what cannot be read back
+                os.rename(tmp, self.versions_dir / version)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            if make_current:
+                self._set_current(version)
+        log.info("published model %s (current=%s) metrics=%s", version, make_current,
+                 {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        return version
+
+    def set_current(self, version: str) -> None:
+        """Make an existing, loadable version current (refuses a broken one)."""
+        with self._locked():
+            self._load_dir(self.versions_dir / version, version)
+            self._set_current(version)
+        log.info("registry %s: current version is now %s", self.root, version)
+
+    def rollback(self) -> str:
+        """Make the version before the current one current; returns it."""
+        with self._locked():
+            versions = self.versions()
+            current = self.current_version()
+            if current is None or current not in versions:
+                raise RegistryError(f"registry {self.root}: no current version to roll back from")
+            idx = versions.index(current)
+            for candidate in reversed(versions[:idx]):
+                try:
+                    self._load_dir(self.versions_dir / candidate, candidate)
+                except RegistryError as exc:
+                    log.warning("rollback skips %s: %s", candidate, exc)
+                    continue
+                self._set_current(candidate)
+                log.info("rolled back %s -> %s", current, candidate)
+                return candidate
+            raise RegistryError(f"registry {self.root}: no loadable version before {current}")
+
+
+def train_tiny_model_for_tests(root: Path | str, catalog: pd.DataFrame, seed: int = 0,
+                               n_users: int = 40, n_labels: int = 600) -> str:
+    """Train a small real model on synthetic labels over ``catalog`` (a few seconds) and
+    publish it into the registry at ``root``. Returns the version id. For other components'
+    tests that need a genuine published version."""
+    from training.synthetic import synthetic_labels
+    from training.trainer import tiny_config, train_full
+
+    labels = synthetic_labels(catalog, n_users=n_users, n_labels=n_labels, seed=seed)
+    result = train_full(labels, catalog, tiny_config(), epochs=2, batch_size=128, seed=seed,
+                        evaluate_holdout=False, show_progress=False)
+    return ModelRegistry(root).publish(result.model, result.model.config, result.metrics, result.data_range)

@@ -1,0 +1,202 @@
+"""Training loops: full training and one incremental fine-tuning step with a quality gate."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from training.config import ModelConfig, OptimConfig, TowerConfig, TrainingSettings
+from training.evaluation import evaluate_model, metric_name
+from training.examples import Examples, build_examples, feature_columns, replay_sample, time_split
+from training.losses import multitask_loss
+from training.model import TwoTowerModel, sparse_and_dense_parameters
+
+log = logging.getLogger("convcg.training.trainer")
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    """A small model for tests and quick demos (trains in seconds)."""
+    tower = TowerConfig(cross_layers=1, mlp_layers=1, mlp_width=32)
+    base = dict(embedding_dim=16, id_dim=8, user_buckets=512, item_buckets=1024, advertiser_buckets=128,
+                category_buckets=64, recent_items=5, query_tower=tower, item_tower=tower)
+    base.update(overrides)
+    return ModelConfig(**base)
+
+
+def with_detected_features(config: ModelConfig, labels: pd.DataFrame) -> ModelConfig:
+    """Use the streaming feature columns present in ``labels`` unless the config names some."""
+    if config.user_features or config.item_features:
+        return config
+    user_cols, item_cols = feature_columns(labels)
+    return config.model_copy(update={"user_features": user_cols, "item_features": item_cols})
+
+
+def data_range(labels: pd.DataFrame, **extra) -> dict:
+    if len(labels) == 0:
+        return {"labels": 0, **extra}
+    return {
+        "labels": int(len(labels)),
+        "impression_ts_min": float(labels["impression_ts"].min()),
+        "impression_ts_max": float(labels["impression_ts"].max()),
+        "label_ts_max": float(labels["label_ts"].max()),
+        "kinds": {str(k): int(v) for k, v in labels["kind"].value_counts().items()},
+        **extra,
+    }
+
+
+@dataclass
+class FitStats:
+    epoch_losses: list[float] = field(default_factory=list)
+    examples_seen: int = 0
+    seconds: float = 0.0
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples_seen / self.seconds if self.seconds else 0.0
+
+
+def make_optimizers(model: TwoTowerModel, optim: OptimConfig) -> list[torch.optim.Optimizer]:
+    """SparseAdam for the id embedding tables (only the batch's rows move), Adam for the rest."""
+    sparse, dense = sparse_and_dense_parameters(model)
+    optimizers: list[torch.optim.Optimizer] = [
+        torch.optim.Adam(dense, lr=optim.learning_rate, weight_decay=optim.weight_decay)]
+    if sparse:
+        optimizers.append(torch.optim.SparseAdam(sparse, lr=optim.learning_rate))
+    return optimizers
+
+
+def fit(model: TwoTowerModel, examples: Examples, optim: OptimConfig, show_progress: bool = True,
+        desc: str = "train") -> FitStats:
+    """Mini-batch training over shuffled examples for ``optim.epochs`` epochs."""
+    torch.set_num_threads(optim.threads)
+    torch.set_flush_denormal(True)  # denormal Adam states made steps several times slower here
+    gen = torch.Generator().manual_seed(optim.seed)
+    optimizers = make_optimizers(model, optim)
+    stats = FitStats()
+    model.train()
+    start = time.perf_counter()
+    n = len(examples)
+    for epoch in range(optim.epochs):
+        order = torch.randperm(n, generator=gen)
+        total, batches = 0.0, 0
+        bar = tqdm(range(0, n, optim.batch_size), desc=f"{desc} epoch {epoch + 1}/{optim.epochs}",
+                   disable=not show_progress, leave=False, unit="batch")
+        for s in bar:
+            batch = examples.select(order[s:s + optim.batch_size])
+            if len(batch) < 2:
+                continue
+            result = multitask_loss(model.embed(batch.queries, batch.items), batch.role, batch.weight,
+                                    batch.items.item, batch.items.advertiser, batch.logq,
+                                    model.served_bias, model.config.loss)
+            if not result.total.requires_grad:
+                continue  # a batch with nothing to learn from (no positives, no negatives)
+            for opt in optimizers:
+                opt.zero_grad()
+            result.total.backward()
+            for opt in optimizers:
+                opt.step()
+            total += result.parts["total"]
+            batches += 1
+            stats.examples_seen += len(batch)
+            bar.set_postfix(loss=f"{result.parts['total']:.3f}")
+        stats.epoch_losses.append(total / max(batches, 1))
+        log.debug("%s epoch %d loss %.4f", desc, epoch + 1, stats.epoch_losses[-1])
+    stats.seconds = time.perf_counter() - start
+    model.eval()
+    return stats
+
+
+@dataclass
+class TrainResult:
+    model: TwoTowerModel
+    metrics: dict
+    data_range: dict
+    stats: FitStats
+
+
+def train_full(labels: pd.DataFrame, catalog: pd.DataFrame | None, config: ModelConfig | None = None,
+               epochs: int = 3, batch_size: int = 512, learning_rate: float = 3e-3, seed: int = 0,
+               evaluate_holdout: bool = True, holdout_fraction: float = 0.2, show_progress: bool = True,
+               threads: int = 1) -> TrainResult:
+    """Train a fresh model. With ``evaluate_holdout`` the latest ``holdout_fraction`` of the
+    labels (by impression time) is held out and the metrics are measured on it."""
+    config = with_detected_features(config or ModelConfig(), labels)
+    train, heldout = time_split(labels, holdout_fraction) if evaluate_holdout else (labels, labels.iloc[:0])
+    torch.manual_seed(seed)
+    model = TwoTowerModel(config)
+    optim = OptimConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                        threads=threads)
+    stats = fit(model, build_examples(train, catalog, config), optim, show_progress, desc="full train")
+    metrics: dict = {"final_loss": stats.epoch_losses[-1], "train_seconds": stats.seconds,
+                     "examples_seen": stats.examples_seen, "examples_per_second": stats.examples_per_second}
+    if evaluate_holdout and len(heldout):
+        metrics.update(evaluate_model(model, train, heldout, catalog))
+    log.info("full training on %d labels: %d examples in %.1fs, metrics %s", len(train), stats.examples_seen,
+             stats.seconds, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
+    return TrainResult(model, metrics, data_range(train, mode="full", heldout=data_range(heldout)), stats)
+
+
+@dataclass
+class FinetuneResult:
+    model: TwoTowerModel
+    passed: bool
+    reason: str
+    gate_metric: str
+    candidate_metrics: dict
+    serving_metrics: dict
+    data_range: dict
+    stats: FitStats
+    #: the held-out slice: evaluated, not trained on; train on it in the next step
+    heldout: pd.DataFrame
+
+
+def gate_decision(candidate: dict, serving: dict, tolerance: float, k: int) -> tuple[bool, str, str]:
+    """Pass if the candidate's recall@k is not worse than the serving model's beyond
+    ``tolerance`` (conversion recall if the slice has conversions, else engagement)."""
+    for task in ("conversion", "engagement"):
+        name = metric_name(task, k)
+        cand, serv = candidate.get(name, math.nan), serving.get(name, math.nan)
+        if math.isnan(cand):
+            continue
+        if math.isnan(serv):
+            return True, name, f"{name}={cand:.4f}; serving model has no value"
+        ok = cand >= serv - tolerance
+        verdict = "passes" if ok else "fails"
+        return ok, name, f"{verdict}: {name} candidate {cand:.4f} vs serving {serv:.4f} (tolerance {tolerance})"
+    return False, "", "held-out slice has no positives: the gate cannot judge, not publishing"
+
+
+def finetune(serving: TwoTowerModel, new_labels: pd.DataFrame, older_labels: pd.DataFrame,
+             catalog: pd.DataFrame | None, settings: TrainingSettings, show_progress: bool = True,
+             base_version: str | None = None) -> FinetuneResult:
+    """One incremental step: copy the serving model, train it on the new labels (minus the
+    most recent held-out slice) plus a replay sample of older labels, then compare both
+    models on the held-out slice."""
+    new_train, heldout = time_split(new_labels, settings.holdout_fraction)
+    replay = replay_sample(older_labels, int(len(new_train) * settings.replay_ratio), seed=settings.optim.seed)
+    train = pd.concat([new_train, replay], ignore_index=True)
+    candidate = copy.deepcopy(serving)
+    optim = settings.optim.model_copy(update={"epochs": settings.finetune_epochs,
+                                              "learning_rate": settings.finetune_learning_rate})
+    stats = fit(candidate, build_examples(train, catalog, candidate.config), optim, show_progress, desc="finetune")
+    history = pd.concat([older_labels, new_train], ignore_index=True)
+    metrics = [(t, k) for t, k in (("conversion", settings.gate_k), ("conversion", 1000),
+                                   ("engagement", settings.gate_k))]
+    cand = evaluate_model(candidate, history, heldout, catalog, metrics)
+    serv = evaluate_model(serving, history, heldout, catalog, metrics)
+    passed, name, reason = gate_decision(cand, serv, settings.gate_tolerance, settings.gate_k)
+    cand.update(final_loss=stats.epoch_losses[-1], train_seconds=stats.seconds,
+                examples_seen=stats.examples_seen)
+    log.info("fine-tune on %d new + %d replayed labels in %.1fs: %s", len(new_train), len(replay),
+             stats.seconds, reason)
+    rng = data_range(train, mode="finetune", base_version=base_version, new_labels=int(len(new_train)),
+                     replayed=int(len(replay)), heldout=data_range(heldout))
+    return FinetuneResult(candidate, passed, reason, name, cand, serv, rng, stats, heldout)
+

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from conftest import TEST_PARTITIONS
+from tests.conftest import TEST_PARTITIONS
 from convcg.contract import event_to_dict
 from convcg.kafka_io import read_topic
 from streams.datasets import EventLog, load_log, write_jsonl

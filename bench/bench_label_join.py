@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -75,7 +76,7 @@ def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int) -> tup
                CONVCG_STREAMS_APP_ID=f"{prefix}bench", CONVCG_STREAMS_METRICS_PORT=str(port),
                CONVCG_STREAMS_PARTITIONS=str(partitions))
     proc = subprocess.Popen([sys.executable, *os.environ.get("BENCH_PY_ARGS", "").split(), "-m", "convcg.cli", "worker"], env=env,
-                            stdout=open("/tmp/bench_worker.log", "wb"), stderr=subprocess.STDOUT)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         first = None
         deadline = time.monotonic() + 600
@@ -94,6 +95,17 @@ def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int) -> tup
         proc.wait(30)
 
 
+def faust_noop_rate(bootstrap: str, prefix: str, total: int) -> float:
+    script = os.path.join(os.path.dirname(__file__), "faust_noop_agent.py")
+    done = subprocess.run([sys.executable, script, bootstrap, prefix, str(total)], capture_output=True,
+                          text=True, timeout=600)
+    # Faust's worker redirects stdout into its log, so the line may carry a log prefix
+    match = re.search(r"RATE (\d+)", done.stdout + done.stderr)
+    if match is None:
+        raise RuntimeError(f"no-op agent printed no rate:\n{done.stderr[-2000:]}")
+    return float(match.group(1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000, help="impressions to generate")
@@ -106,11 +118,15 @@ def main() -> None:
     create_topics(broker.bootstrap, topics.all(), args.partitions)
     produce(broker.bootstrap, topics, events, args.partitions)
     raw = raw_consume_rate(broker.bootstrap, topics, len(events))
+    ceiling = faust_noop_rate(broker.bootstrap, topics.prefix, len(events))
     rate, labels = worker_rate(broker.bootstrap, topics.prefix, len(events), args.partitions)
-    print(f"events: {len(events)}  partitions: {args.partitions}  broker: {broker.kind}  cores: {os.cpu_count()}")
+    print(f"events: {len(events)}  partitions: {args.partitions}  broker: {broker.kind}  cores: {os.cpu_count()}"
+          f"  load: {os.getloadavg()[0]:.1f}")
     print(f"raw consume (kafka-python, no parsing): {raw:,.0f} events/s")
+    print(f"Faust take_events, agent does nothing:  {ceiling:,.0f} events/s   (the framework's ceiling)")
     print(f"label join (1 Faust worker):            {rate:,.0f} events/s   labels emitted: {labels:,.0f}")
     print(f"ratio join / raw consume:               {rate / raw:.2f}")
+    print(f"ratio join / Faust no-op ceiling:       {rate / ceiling:.2f}")
     broker.stop()
 
 

@@ -96,7 +96,7 @@ class TrainingSettings(BaseSettings):
     label_store: Path = Path("var/training/labels")
     #: item catalog (parquet: item_id, advertiser_id, category, price); if missing, the
     #: catalog is derived from the labels (category unknown, price 0)
-    catalog_path: Path = Path("var/catalog.parquet")
+    catalog_path: Path = Path("var/catalog/items.parquet")
     reports_dir: Path = Path("var/reports")
 
     # trainer service triggers

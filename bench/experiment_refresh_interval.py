@@ -1,0 +1,402 @@
+"""How fresh must the model be? Conversion recall@100 versus the model refresh interval.
+
+Replays the time-ordered MovieLens-100k label stream (``streams.datasets.load_log`` +
+``streams.label_join.compute_labels``: the streaming label rules run offline, ordered by
+``label_ts``, the order the trainer consumes them in):
+
+1. an initial model is trained (``training.trainer.train_full``, no holdout) on the first
+   ``--initial-fraction`` of the labels;
+2. the rest of the stream is walked in order. For every refresh interval N (``--intervals``,
+   ``never`` = the initial model serves forever) a separate copy of the initial model is
+   refreshed every N labels exactly as the trainer service does it
+   (``training.trainer.finetune``: the labels since the last refresh plus the held-out slice
+   carried from the previous step, a replay sample of older labels, the quality gate; a
+   candidate that fails the gate is not published and the older model keeps serving);
+3. every ``--eval-every`` labels the model each N is serving *at that moment* is evaluated on
+   the NEXT ``--eval-window`` labels: conversion recall@100 of the items users actually
+   convert on next (``training.evaluation`` rules: queries are (user, surface) pairs with
+   conversions in the slice, history = every label before the evaluation point).
+
+Prints a table per N (mean recall@100 over the evaluation points, its paired difference to
+``never``, fine-tune count, published count, compute seconds) and writes
+``var/reports/refresh_interval.md`` and ``var/reports/refresh_interval.png``.
+
+    python bench/experiment_refresh_interval.py                      # ~4-5 min on 2 cores
+    python bench/experiment_refresh_interval.py --stream-limit 20000 --intervals 1000,5000,never
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REPORT_DIR = Path("var/reports")
+REPORT_NAME = "refresh_interval.md"
+PLOT_NAME = "refresh_interval.png"
+NEVER = "never"
+TASK = "conversion"
+DEFAULT_INTERVALS = "1000,5000,20000,never"
+#: points of the rolling mean in the recall-over-stream plot
+PLOT_SMOOTHING = 5
+
+
+# --- pure logic: the schedule and the summary -----------------------------------------------------
+
+def parse_intervals(text: str) -> list[int | None]:
+    """``"1000,5000,never"`` -> ``[1000, 5000, None]`` (None = never refresh), in the given order."""
+    out: list[int | None] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.lower() == NEVER:
+            out.append(None)
+            continue
+        try:
+            value = int(part.replace("_", ""))
+        except ValueError as exc:
+            raise ValueError(f"refresh interval {part!r} is neither a positive integer nor {NEVER!r}") from exc
+        if value <= 0:
+            raise ValueError(f"refresh interval must be positive, got {value}")
+        out.append(value)
+    if not out:
+        raise ValueError("no refresh interval given")
+    if len(set(out)) != len(out):
+        raise ValueError(f"refresh intervals repeat: {text!r}")
+    return out
+
+
+def interval_name(interval: int | None) -> str:
+    return NEVER if interval is None else f"{interval:,}"
+
+
+def split_initial(labels: pd.DataFrame, initial_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Order by label time (stable), then (initial training part, stream part)."""
+    if not 0.0 < initial_fraction < 1.0:
+        raise ValueError(f"initial fraction must be in (0, 1), got {initial_fraction}")
+    ordered = labels.sort_values("label_ts", kind="stable").reset_index(drop=True)
+    cut = int(round(len(ordered) * initial_fraction))
+    return ordered.iloc[:cut], ordered.iloc[cut:].reset_index(drop=True)
+
+
+def refresh_points(stream_len: int, interval: int | None) -> list[int]:
+    """Stream positions (labels seen since the initial model) at which a refresh happens."""
+    if interval is None:
+        return []
+    return list(range(interval, stream_len + 1, interval))
+
+
+def evaluation_slices(stream_len: int, every: int, window: int) -> list[tuple[int, int]]:
+    """``[start, end)`` stream positions of each evaluation: starts at 0, every ``every``
+    labels; only complete windows (a short tail would be a noisier point)."""
+    if every <= 0 or window <= 0:
+        raise ValueError("evaluation step and window must be positive")
+    return [(s, s + window) for s in range(0, stream_len - window + 1, every)]
+
+
+@dataclass(frozen=True, order=True)
+class Step:
+    """One thing to do at a stream position. Refreshes sort before evaluations at the same
+    position, so an evaluation sees the model refreshed on every label before it."""
+
+    position: int
+    order: int  # 0 = refresh, 1 = evaluate
+    interval: int | None = field(compare=False, default=None)
+    end: int = field(compare=False, default=0)
+
+    @property
+    def is_refresh(self) -> bool:
+        return self.order == 0
+
+
+def schedule(stream_len: int, intervals: list[int | None], every: int, window: int) -> list[Step]:
+    steps = [Step(p, 0, interval=n) for n in intervals for p in refresh_points(stream_len, n)]
+    steps += [Step(s, 1, end=e) for s, e in evaluation_slices(stream_len, every, window)]
+    return sorted(steps, key=lambda s: (s.position, s.order, -1 if s.interval is None else s.interval))
+
+
+def model_age(position: int, interval: int | None) -> int:
+    """Labels the serving model has not been refreshed on at ``position`` (if every refresh
+    is published): ``position mod interval``, or ``position`` if it never refreshes."""
+    return position if interval is None else position % interval
+
+
+@dataclass
+class Evaluation:
+    position: int
+    recall: float
+    positives: int
+
+
+@dataclass
+class ArmSummary:
+    name: str
+    points: int
+    mean_recall: float
+    stderr: float
+    pooled_recall: float
+    diff_vs_never: float
+    diff_stderr: float
+
+
+def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return math.nan, math.nan
+    if len(values) == 1:
+        return float(values[0]), math.nan
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def summarize(name: str, evals: list[Evaluation], reference: list[Evaluation] | None) -> ArmSummary:
+    """Mean recall over the evaluation points (± standard error), recall pooled over all
+    positives, and the paired difference to ``reference`` on the same points."""
+    recall = np.array([e.recall for e in evals], dtype=np.float64)
+    mean, se = mean_and_stderr(recall)
+    total = sum(e.positives for e in evals if not math.isnan(e.recall))
+    hits = sum(e.recall * e.positives for e in evals if not math.isnan(e.recall))
+    diff, diff_se = math.nan, math.nan
+    if reference is not None:
+        if [e.position for e in reference] != [e.position for e in evals]:
+            raise ValueError("paired comparison needs the same evaluation points")
+        diff, diff_se = mean_and_stderr(recall - np.array([e.recall for e in reference], dtype=np.float64))
+    pooled = hits / total if total else math.nan
+    return ArmSummary(name, len(evals), mean, se, pooled, diff, diff_se)
+
+
+# --- the experiment (I/O and training) ------------------------------------------------------------
+
+@dataclass
+class Arm:
+    """One refresh interval: its serving model and its bookkeeping."""
+
+    interval: int | None
+    model: object
+    last_refresh: int = 0
+    carried: pd.DataFrame = field(default_factory=pd.DataFrame)
+    finetunes: int = 0
+    published: int = 0
+    step_seconds: float = 0.0
+    train_seconds: float = 0.0
+    evals: list[Evaluation] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return interval_name(self.interval)
+
+
+def refresh(arm: Arm, stream: pd.DataFrame, initial: pd.DataFrame, position: int, catalog, settings,
+            publish_all: bool = False) -> None:
+    """One trainer-service step at ``position``: fine-tune on (carried held-out + labels since
+    the last refresh), replaying older labels; publish only through the gate unless
+    ``publish_all``."""
+    from training.trainer import finetune
+
+    new = stream.iloc[arm.last_refresh:position]
+    fresh = pd.concat([arm.carried, new], ignore_index=True) if len(arm.carried) else new
+    known = pd.concat([initial, stream.iloc[:arm.last_refresh]], ignore_index=True)
+    older = known[~known["label_id"].isin(arm.carried["label_id"])] if len(arm.carried) else known
+    started = time.perf_counter()
+    result = finetune(arm.model, fresh, older, catalog, settings, show_progress=False)
+    arm.step_seconds += time.perf_counter() - started
+    arm.train_seconds += result.stats.seconds
+    arm.finetunes += 1
+    if result.passed or publish_all:
+        arm.model = result.model
+        arm.published += 1
+    arm.carried = result.heldout
+    arm.last_refresh = position
+
+
+def evaluate_arms(arms: list[Arm], history: pd.DataFrame, heldout: pd.DataFrame, catalog, position: int,
+                  k: int, recent_k: int) -> None:
+    """Every arm's serving model on the same queries (built once from the history)."""
+    from training.evaluation import evaluation_queries, model_scorer, recall_at_k
+
+    queries, positives, exclude = evaluation_queries(history, heldout, catalog, TASK, recent_k)
+    n_pos = sum(len(p) for p in positives)
+    for arm in arms:
+        if len(queries):
+            scores = model_scorer(arm.model, catalog)(queries, TASK)
+            recall = recall_at_k(scores, positives, k, exclude)
+        else:
+            recall = math.nan
+        arm.evals.append(Evaluation(position, recall, n_pos))
+
+
+def run(args) -> tuple[list[Arm], dict]:
+    import torch
+    from tqdm.auto import tqdm
+
+    from bench_training_common import movielens_labels, sample_negatives
+    from training.config import ModelConfig, OptimConfig, TrainingSettings
+    from training.evaluation import full_catalog
+    from training.trainer import train_full
+
+    torch.set_num_threads(args.threads)
+    labels, catalog, label_secs = movielens_labels()
+    labels = sample_negatives(labels, args.negative_fraction, args.seed)
+    catalog = full_catalog(catalog, labels)
+    initial, stream = split_initial(labels, args.initial_fraction)
+    if args.stream_limit:
+        stream = stream.iloc[:args.stream_limit]
+    config = ModelConfig()
+    started = time.perf_counter()
+    base = train_full(initial, catalog, config, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                      evaluate_holdout=False, show_progress=False, threads=args.threads)
+    initial_seconds = time.perf_counter() - started
+    settings = TrainingSettings(optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                                                  threads=args.threads),
+                                replay_ratio=args.replay_ratio)
+    arms = [Arm(n, copy.deepcopy(base.model)) for n in parse_intervals(args.intervals)]
+    by_interval = {arm.interval: arm for arm in arms}
+    plan = schedule(len(stream), [a.interval for a in arms], args.eval_every, args.eval_window)
+    recent_k = max(config.recent_items, 1)
+    for step in tqdm(plan, desc="stream", unit="step"):
+        if step.is_refresh:
+            refresh(by_interval[step.interval], stream, initial, step.position, catalog, settings,
+                    publish_all=args.no_gate)
+        else:
+            history = pd.concat([initial, stream.iloc[:step.position]], ignore_index=True)
+            evaluate_arms(arms, history, stream.iloc[step.position:step.end], catalog, step.position, args.k,
+                          recent_k)
+    info = dict(labels=len(labels), kinds=labels["kind"].value_counts().to_dict(), initial=len(initial),
+                stream=len(stream), catalog=len(catalog), label_seconds=label_secs, initial_seconds=initial_seconds,
+                initial_span_days=(initial["label_ts"].max() - initial["label_ts"].min()) / 86400,
+                stream_span_days=(stream["label_ts"].max() - stream["label_ts"].min()) / 86400,
+                stream_conversions=int(stream["kind"].isin(["conversion", "correction"]).sum()))
+    return arms, info
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+def output_name(name: str, suffix: str) -> str:
+    """``refresh_interval.md`` + suffix ``_nogate`` -> ``refresh_interval_nogate.md``."""
+    path = Path(name)
+    return f"{path.stem}{suffix}{path.suffix}"
+
+
+def fmt(v: float, digits: int = 4) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def results_table(arms: list[Arm], summaries: list[ArmSummary], k: int) -> str:
+    rows = [f"| refresh every N labels | mean conversion recall@{k} ± s.e. | pooled recall@{k} | "
+            "difference vs never (paired ± s.e.) | fine-tunes | published | compute s (steps) | "
+            "of which training s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for arm, s in zip(arms, summaries):
+        diff = "-" if math.isnan(s.diff_vs_never) else f"{s.diff_vs_never:+.4f} ± {fmt(s.diff_stderr)}"
+        rows.append(f"| {arm.name} | {fmt(s.mean_recall)} ± {fmt(s.stderr)} | {fmt(s.pooled_recall)} | {diff} | "
+                    f"{arm.finetunes} | {arm.published} | {arm.step_seconds:.1f} | {arm.train_seconds:.1f} |")
+    return "\n".join(rows)
+
+
+def plot(arms: list[Arm], summaries: list[ArmSummary], path: Path, k: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    refreshed = [(a, s) for a, s in zip(arms, summaries) if a.interval is not None]
+    never = [s for a, s in zip(arms, summaries) if a.interval is None]
+    if refreshed:
+        xs = [a.interval for a, _ in refreshed]
+        left.errorbar(xs, [s.mean_recall for _, s in refreshed], yerr=[s.stderr for _, s in refreshed],
+                      marker="o", capsize=4, label="refreshed every N labels")
+        left.set_xscale("log")
+    if never:
+        left.axhline(never[0].mean_recall, color="grey", linestyle="--", label="never refreshed")
+    left.set_xlabel("refresh interval N (labels, log scale)")
+    left.set_ylabel(f"mean conversion recall@{k}")
+    left.set_title("Recall vs refresh interval")
+    left.legend()
+    for arm in arms:
+        pos = np.array([e.position for e in arm.evals])
+        rec = pd.Series([e.recall for e in arm.evals]).rolling(PLOT_SMOOTHING, min_periods=1).mean()
+        right.plot(pos, rec, label=f"N={arm.name}")
+    right.set_xlabel("stream position (labels after the initial training set)")
+    right.set_ylabel(f"conversion recall@{k} (rolling mean of {PLOT_SMOOTHING} points)")
+    right.set_title("Recall over the stream")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(arms: list[Arm], info: dict, args, total_seconds: float) -> str:
+    never = next((a for a in arms if a.interval is None), None)
+    summaries = [summarize(a.name, a.evals, None if never is None or a is never else never.evals) for a in arms]
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    plot_name = output_name(PLOT_NAME, args.output_suffix)
+    plot(arms, summaries, REPORT_DIR / plot_name, args.k)
+    points = len(arms[0].evals) if arms else 0
+    gate = "off (every candidate published)" if args.no_gate else "on (as the trainer service)"
+    lines = [
+        "## How fresh must the model be? Conversion recall vs model refresh interval (MovieLens-100k)",
+        "",
+        f"Labels: {info['labels']} ({info['kinds']}; {args.negative_fraction:.0%} of negatives kept), ordered "
+        f"by label time. Initial model: full training (default `ModelConfig`, {args.epochs} epoch(s), batch "
+        f"{args.batch_size}) on the first {args.initial_fraction:.0%} = {info['initial']} labels "
+        f"({info['initial_span_days']:.0f} days, {info['initial_seconds']:.1f} s). Stream: the next "
+        f"{info['stream']} labels ({info['stream_span_days']:.0f} days, {info['stream_conversions']} conversions).",
+        f"Refresh = `training.trainer.finetune` as the trainer service runs it: the labels since the last "
+        f"refresh + the held-out slice carried over, replay ratio {args.replay_ratio}, 1 epoch, quality gate "
+        f"{gate}. Evaluation every {args.eval_every} labels on the next {args.eval_window} labels "
+        f"({points} points): micro conversion recall@{args.k} of the (user, surface) queries converting in "
+        f"that slice, with the model serving at that moment. Seed {args.seed}, {args.threads} torch thread(s).",
+        "",
+        results_table(arms, summaries, args.k),
+        "",
+        "Compute s = wall seconds of all fine-tune steps (example encoding, training, gate evaluation "
+        "of candidate and serving model); the initial training is common to all and not counted. "
+        f"Difference vs never: mean over the same {points} evaluation points of (recall of N - recall of "
+        "never), with its standard error.",
+        "",
+        f"![recall vs refresh interval]({plot_name})",
+        "",
+        f"Total run time {total_seconds:.0f} s (labelling {info['label_seconds']:.0f} s).",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--intervals", default=DEFAULT_INTERVALS, help="refresh every N labels; 'never' = no refresh")
+    ap.add_argument("--initial-fraction", type=float, default=0.5, help="labels (by time) for the initial model")
+    ap.add_argument("--eval-every", type=int, default=1000, help="labels between evaluation points")
+    ap.add_argument("--eval-window", type=int, default=1000, help="labels in the next slice evaluated on")
+    ap.add_argument("--stream-limit", type=int, default=0, help="walk only this many stream labels (0 = all)")
+    ap.add_argument("--negative-fraction", type=float, default=0.5, help="share of negative labels kept")
+    ap.add_argument("--replay-ratio", type=float, default=1.0, help="older labels replayed per new label")
+    ap.add_argument("--no-gate", action="store_true", help="publish every fine-tuned candidate")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on this busy 2-core box)")
+    ap.add_argument("--output-suffix", default="", help="appended to the report and plot names (keeps other runs)")
+    args = ap.parse_args()
+    parse_intervals(args.intervals)  # fail fast on a bad list
+    started = time.perf_counter()
+    arms, info = run(args)
+    text = report(arms, info, args, time.perf_counter() - started)
+    print(text)
+    report_path = REPORT_DIR / output_name(REPORT_NAME, args.output_suffix)
+    report_path.write_text(text + "\n")
+    print(f"\nwrote {report_path} and {REPORT_DIR / output_name(PLOT_NAME, args.output_suffix)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""A Faust agent that only counts: the framework's own ceiling for `stream.take_events`.
+
+    python bench/faust_noop_agent.py BOOTSTRAP TOPIC_PREFIX TOTAL
+
+Prints `RATE <events/s>` (from the first batch to the last) and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import faust
+
+from convcg.contract import Topics
+
+bootstrap, prefix, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+topics = Topics(prefix)
+app = faust.App(f"{prefix}noop", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
+                autodiscover=False, consumer_auto_offset_reset="earliest", stream_buffer_maxsize=20_000)
+source = app.topic(*topics.events, key_serializer="raw", value_serializer="raw")
+seen = {"n": 0, "t0": 0.0}
+
+
+@app.agent(source)
+async def count(stream):
+    async for batch in stream.take_events(5000, within=0.2):
+        if not seen["n"]:
+            seen["t0"] = time.perf_counter()
+        seen["n"] += len(batch)
+        if seen["n"] >= total:
+            sys.stdout.write(f"RATE {seen['n'] / (time.perf_counter() - seen['t0']):.0f}\n")
+            sys.stdout.flush()
+            os._exit(0)
+
+
+if __name__ == "__main__":
+    from faust.worker import Worker
+
+    Worker(app, loglevel="error", quiet=True).execute_from_commandline()

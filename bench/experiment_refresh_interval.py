@@ -131,6 +131,20 @@ def model_age(position: int, interval: int | None) -> int:
     return position if interval is None else position % interval
 
 
+def refresh_inputs(initial: pd.DataFrame, stream: pd.DataFrame, carried: pd.DataFrame, last_refresh: int,
+                   position: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fresh, older) for a refresh at ``position``, as the trainer service splits them:
+    fresh = the held-out rows carried from the previous step + the stream labels since the
+    last refresh; older = every other label known before them (the replay pool)."""
+    if not 0 <= last_refresh < position <= len(stream):
+        raise ValueError(f"refresh at {position} after {last_refresh} is outside the stream of {len(stream)}")
+    new = stream.iloc[last_refresh:position]
+    fresh = pd.concat([carried, new], ignore_index=True) if len(carried) else new
+    known = pd.concat([initial, stream.iloc[:last_refresh]], ignore_index=True)
+    older = known[~known["label_id"].isin(carried["label_id"])] if len(carried) else known
+    return fresh, older
+
+
 @dataclass
 class Evaluation:
     position: int
@@ -202,10 +216,7 @@ def refresh(arm: Arm, stream: pd.DataFrame, initial: pd.DataFrame, position: int
     ``publish_all``."""
     from training.trainer import finetune
 
-    new = stream.iloc[arm.last_refresh:position]
-    fresh = pd.concat([arm.carried, new], ignore_index=True) if len(arm.carried) else new
-    known = pd.concat([initial, stream.iloc[:arm.last_refresh]], ignore_index=True)
-    older = known[~known["label_id"].isin(arm.carried["label_id"])] if len(arm.carried) else known
+    fresh, older = refresh_inputs(initial, stream, arm.carried, arm.last_refresh, position)
     started = time.perf_counter()
     result = finetune(arm.model, fresh, older, catalog, settings, show_progress=False)
     arm.step_seconds += time.perf_counter() - started

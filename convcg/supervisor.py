@@ -38,11 +38,12 @@ class Component:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float = 20.0, kill: bool = False) -> None:
+        """SIGTERM (clean shutdown) or, with ``kill``, SIGKILL (a crash)."""
         p = self.process
         if p is None or p.poll() is not None:
             return
-        os.killpg(p.pid, signal.SIGTERM)
+        os.killpg(p.pid, signal.SIGKILL if kill else signal.SIGTERM)
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:

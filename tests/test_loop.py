@@ -1,0 +1,44 @@
+"""`convcg up` end to end on a slice of MovieLens-100k: every component as its own process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from convcg.loop import LoopSettings, _is_unengaged_slot, run_loop, serve_negatives
+
+
+def test_only_unengaged_movielens_slots_are_replaced_by_served_items():
+    from convcg.contract import Impression
+
+    class Served:
+        def for_user(self, user_id):
+            return ["i1", "i2", "i3"]
+
+    events = [Impression("e0", "imp-u1-i9", 1.0, "u1", "i9", "a9", "home", 0),
+              Impression("e1", "imp-u1-i9-n0", 1.1, "u1", "i5", "a5", "home", 1),
+              Impression("e2", "imp-u1-i9-n1", 1.2, "u1", "i6", "a6", "home", 2)]
+    out = serve_negatives(events, Served(), {"i1": "a1", "i2": "a2"})
+    assert [e.item_id for e in out] == ["i9", "i1", "i2"]
+    assert [e.advertiser_id for e in out] == ["a9", "a1", "a2"]
+    assert [e.event_id for e in out] == ["e0", "e1", "e2"]  # ids and times unchanged
+    assert not _is_unengaged_slot("imp-u1-i9") and _is_unengaged_slot("imp-u1-i9-n12")
+
+
+@pytest.mark.slow
+def test_up_runs_the_whole_loop_and_reports(tmp_path):
+    settings = LoopSettings(limit=30_000, trigger_labels=5_000, trigger_seconds=15.0, chunk_events=5_000,
+                            chunk_pause_s=1.0, timeout_s=600)
+    summary = run_loop(tmp_path, settings)
+    assert summary["events_processed"] == summary["events_replayed"] == 27_000
+    kinds = summary["labels_by_kind"]
+    assert kinds["engagement"] > 0 and kinds["negative"] > 0 and kinds["conversion"] > 0
+    assert summary["dead_letters"] == 0 and summary["labels_redelivered"] == 0
+    assert len(summary["model_versions"]) >= 2 and summary["model_after"] != summary["model_before"]
+    assert summary["index_swaps"] >= 2
+    assert summary["retriever_queries"] > 0 and summary["retriever_query_failures"] == 0
+    assert 0 <= summary["conversion_recall@100_before"] <= 1 and 0 <= summary["conversion_recall@100_after"] <= 1
+    assert summary["freshness_seconds"]["count"] > 0
+    assert (tmp_path / "report.md").exists() and (tmp_path / "recall_over_versions.png").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["model_after"] == summary["model_after"]

@@ -19,7 +19,8 @@ Replays the time-ordered MovieLens-100k label stream (``streams.datasets.load_lo
 
 Prints a table per N (mean recall@100 over the evaluation points, its paired difference to
 ``never``, fine-tune count, published count, compute seconds) and writes
-``var/reports/refresh_interval.md`` and ``var/reports/refresh_interval.png``.
+``var/reports/refresh_interval.md``, ``var/reports/refresh_interval.png`` and the per-point
+results ``var/reports/refresh_interval_points.csv``.
 
     python bench/experiment_refresh_interval.py                      # ~4-5 min on 2 cores
     python bench/experiment_refresh_interval.py --stream-limit 20000 --intervals 1000,5000,never
@@ -44,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 REPORT_DIR = Path("var/reports")
 REPORT_NAME = "refresh_interval.md"
 PLOT_NAME = "refresh_interval.png"
+#: every evaluation point of every arm, to re-plot or re-analyse without re-running
+POINTS_NAME = "refresh_interval_points.csv"
 NEVER = "never"
 TASK = "conversion"
 DEFAULT_INTERVALS = "1000,5000,20000,never"
@@ -255,6 +258,7 @@ def run(args) -> tuple[list[Arm], dict]:
     from training.trainer import train_full
 
     torch.set_num_threads(args.threads)
+    args.finetune_lr = args.finetune_lr or TrainingSettings().finetune_learning_rate  # shown in the report
     labels, catalog, label_secs = movielens_labels()
     labels = sample_negatives(labels, args.negative_fraction, args.seed)
     catalog = full_catalog(catalog, labels)
@@ -268,7 +272,8 @@ def run(args) -> tuple[list[Arm], dict]:
     initial_seconds = time.perf_counter() - started
     settings = TrainingSettings(optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                                   threads=args.threads),
-                                replay_ratio=args.replay_ratio)
+                                replay_ratio=args.replay_ratio,
+                                finetune_learning_rate=args.finetune_lr)
     arms = [Arm(n, copy.deepcopy(base.model)) for n in parse_intervals(args.intervals)]
     by_interval = {arm.interval: arm for arm in arms}
     plan = schedule(len(stream), [a.interval for a in arms], args.eval_every, args.eval_window)
@@ -324,8 +329,10 @@ def plot(arms: list[Arm], summaries: list[ArmSummary], path: Path, k: int) -> No
     never = [s for a, s in zip(arms, summaries) if a.interval is None]
     if refreshed:
         xs = [a.interval for a, _ in refreshed]
-        left.errorbar(xs, [s.mean_recall for _, s in refreshed], yerr=[s.stderr for _, s in refreshed],
-                      marker="o", capsize=4, label="refreshed every N labels")
+        paired = bool(never) and not any(math.isnan(s.diff_stderr) for _, s in refreshed)
+        yerr = [s.diff_stderr if paired else s.stderr for _, s in refreshed]
+        left.errorbar(xs, [s.mean_recall for _, s in refreshed], yerr=yerr, marker="o", capsize=4,
+                      label="refreshed every N labels (bars: " + ("paired s.e. vs never)" if paired else "s.e.)"))
         left.set_xscale("log")
     if never:
         left.axhline(never[0].mean_recall, color="grey", linestyle="--", label="never refreshed")
@@ -350,6 +357,9 @@ def report(arms: list[Arm], info: dict, args, total_seconds: float) -> str:
     never = next((a for a in arms if a.interval is None), None)
     summaries = [summarize(a.name, a.evals, None if never is None or a is never else never.evals) for a in arms]
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    points_csv = REPORT_DIR / output_name(POINTS_NAME, args.output_suffix)
+    pd.DataFrame([dict(refresh_every=a.name, position=e.position, recall=e.recall, positives=e.positives)
+                  for a in arms for e in a.evals]).to_csv(points_csv, index=False)
     plot_name = output_name(PLOT_NAME, args.output_suffix)
     plot(arms, summaries, REPORT_DIR / plot_name, args.k)
     points = len(arms[0].evals) if arms else 0
@@ -363,9 +373,9 @@ def report(arms: list[Arm], info: dict, args, total_seconds: float) -> str:
         f"({info['initial_span_days']:.0f} days, {info['initial_seconds']:.1f} s). Stream: the next "
         f"{info['stream']} labels ({info['stream_span_days']:.0f} days, {info['stream_conversions']} conversions).",
         f"Refresh = `training.trainer.finetune` as the trainer service runs it: the labels since the last "
-        f"refresh + the held-out slice carried over, replay ratio {args.replay_ratio}, 1 epoch, quality gate "
-        f"{gate}. Evaluation every {args.eval_every} labels on the next {args.eval_window} labels "
-        f"({points} points): micro conversion recall@{args.k} of the (user, surface) queries converting in "
+        f"refresh + the held-out slice carried over, replay ratio {args.replay_ratio}, 1 epoch, learning rate "
+        f"{args.finetune_lr}, quality gate {gate}. Evaluation every {args.eval_every} labels on the next "
+        f"{args.eval_window} labels ({points} points): micro conversion recall@{args.k} of the (user, surface) queries converting in "
         f"that slice, with the model serving at that moment. Seed {args.seed}, {args.threads} torch thread(s).",
         "",
         results_table(arms, summaries, args.k),
@@ -377,7 +387,8 @@ def report(arms: list[Arm], info: dict, args, total_seconds: float) -> str:
         "",
         f"![recall vs refresh interval]({plot_name})",
         "",
-        f"Total run time {total_seconds:.0f} s (labelling {info['label_seconds']:.0f} s).",
+        f"Every evaluation point: `{points_csv.name}`. Total run time {total_seconds:.0f} s (labelling "
+        f"{info['label_seconds']:.0f} s).",
     ]
     return "\n".join(lines)
 
@@ -391,6 +402,7 @@ def main() -> None:
     ap.add_argument("--stream-limit", type=int, default=0, help="walk only this many stream labels (0 = all)")
     ap.add_argument("--negative-fraction", type=float, default=0.5, help="share of negative labels kept")
     ap.add_argument("--replay-ratio", type=float, default=1.0, help="older labels replayed per new label")
+    ap.add_argument("--finetune-lr", type=float, default=0.0, help="fine-tune learning rate (0 = trainer default)")
     ap.add_argument("--no-gate", action="store_true", help="publish every fine-tuned candidate")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=1024)

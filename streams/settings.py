@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,6 +22,7 @@ class StreamSettings(BaseSettings):
     commit_interval_s: float = Field(1.0, gt=0)
     session_timeout_s: float = Field(10.0, gt=0, description="a dead worker's partitions move after this")
     max_future_s: float = Field(86400.0, gt=0, description="reject events stamped further ahead of now")
+    data_dir: Path = Field(Path("var/streams"), description="Faust's local data folder (one per app id)")
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 = off")
     rules: LabelRules = Field(default_factory=LabelRules)
     aggregates: bool = Field(True, description="also compute streaming feature aggregates")

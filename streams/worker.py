@@ -234,6 +234,7 @@ def build_app(settings: StreamSettings):
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",
         store="memory://",
+        datadir=str(settings.data_dir / f"{settings.app_id}-data"),
         autodiscover=False,
         topic_partitions=settings.partitions,
         topic_allow_declare=True,

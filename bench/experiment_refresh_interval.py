@@ -50,6 +50,8 @@ POINTS_NAME = "refresh_interval_points.csv"
 NEVER = "never"
 TASK = "conversion"
 DEFAULT_INTERVALS = "1000,5000,20000,never"
+#: model-age buckets of the gain-by-age table
+AGE_BUCKETS = 4
 #: points of the rolling mean in the recall-over-stream plot
 PLOT_SMOOTHING = 5
 
@@ -191,6 +193,22 @@ def summarize(name: str, evals: list[Evaluation], reference: list[Evaluation] | 
     return ArmSummary(name, len(evals), mean, se, pooled, diff, diff_se)
 
 
+def gain_by_model_age(evals: list[Evaluation], reference: list[Evaluation], interval: int,
+                      buckets: int = AGE_BUCKETS) -> list[tuple[int, int, float, float, int]]:
+    """(age from, age to, mean recall gain over ``reference``, its s.e., points) per bucket of
+    model age (labels since the last refresh point): does a refreshed model lose its edge
+    as it ages? Points before the first refresh are left out (both serve the initial model)."""
+    out = []
+    for b in range(buckets):
+        lo, hi = b * interval // buckets, (b + 1) * interval // buckets
+        gains = np.array([e.recall - r.recall for e, r in zip(evals, reference)
+                          if e.position >= interval and lo <= model_age(e.position, interval) < hi],
+                         dtype=np.float64)
+        mean, se = mean_and_stderr(gains)
+        out.append((lo, hi, mean, se, int((~np.isnan(gains)).sum())))
+    return out
+
+
 # --- the experiment (I/O and training) ------------------------------------------------------------
 
 @dataclass
@@ -318,6 +336,22 @@ def results_table(arms: list[Arm], summaries: list[ArmSummary], k: int) -> str:
     return "\n".join(rows)
 
 
+def age_table(arms: list[Arm], never: Arm | None) -> str:
+    """Gain over never-refreshed by model age within each refresh cycle."""
+    refreshed = [a for a in arms if a.interval is not None and len(a.evals)]
+    if never is None or not refreshed:
+        return ""
+    rows = ["Recall gain over never-refreshed by model age (labels since the last refresh point; "
+            f"{AGE_BUCKETS} buckets per interval; points after the first refresh; mean ± s.e. (points)):", "",
+            "| refresh every N labels | " + " | ".join(f"age bucket {b + 1}" for b in range(AGE_BUCKETS)) + " |",
+            "| --- |" + " ---: |" * AGE_BUCKETS]
+    for arm in refreshed:
+        cells = [f"{lo:,}-{hi:,}: {fmt(m)} ± {fmt(se)} ({n})"
+                 for lo, hi, m, se, n in gain_by_model_age(arm.evals, never.evals, arm.interval)]
+        rows.append(f"| {arm.name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def plot(arms: list[Arm], summaries: list[ArmSummary], path: Path, k: int) -> None:
     import matplotlib
 
@@ -379,6 +413,8 @@ def report(arms: list[Arm], info: dict, args, total_seconds: float) -> str:
         f"that slice, with the model serving at that moment. Seed {args.seed}, {args.threads} torch thread(s).",
         "",
         results_table(arms, summaries, args.k),
+        "",
+        age_table(arms, never),
         "",
         "Compute s = wall seconds of all fine-tune steps (example encoding, training, gate evaluation "
         "of candidate and serving model); the initial training is common to all and not counted. "

@@ -41,15 +41,18 @@ class PartitionWatermark:
 
     def compute(self, highwaters: dict[str, int | None], topics: tuple[str, ...],
                 committed: dict[str, int | None] | None = None) -> float:
-        """Advance (never backwards) given each source topic's highwater (None = unknown) and
-        committed offset (a source restarted at its end has nothing to wait for)."""
+        """Advance (never backwards) given each source topic's highwater and committed offset.
+
+        A source whose highwater is not known yet (no fetch answered since a start or a
+        rebalance) holds the watermark: it may still hold older events, e.g. ones redelivered
+        after a crash. A source restarted at its end (committed = highwater) holds nothing."""
         active: list[float] = []
         committed = committed or {}
         for topic in topics:
             src = self.sources.get(topic)
             hw = highwaters.get(topic)
             consumed = max(src.next_offset if src else 0, committed.get(topic) or 0)
-            caught_up = hw is None or consumed >= hw
+            caught_up = hw is not None and consumed >= hw
             if caught_up:
                 continue
             active.append(src.max_ts if src else -math.inf)

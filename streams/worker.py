@@ -61,6 +61,7 @@ class JoinProcessor:
         self.watermarks: dict[int, PartitionWatermark] = {}
         self.aggregator = _make_aggregator(settings)
         self._last_feature_flush = 0.0
+        self._unsaved: list[tuple[int, list]] = []
         self.batches = 0
 
     # --- state ---------------------------------------------------------------------------
@@ -141,7 +142,14 @@ class JoinProcessor:
                 self.send_feature_updates(now)
         for etype, n in events_in.items():
             metrics.EVENTS_IN.labels(etype).inc(n)
-        # everything this batch produced is on the broker before any of its offsets is acked
+        # 1) the labels this batch decided are on the broker, 2) only then the state saying they
+        # were decided, 3) only then offsets are acked. A crash between 1 and 2 re-decides and
+        # re-sends the same label_id (deduplicated downstream); never a state without its label.
+        await self.output.flush()
+        for partition, states in self._unsaved:
+            for key, value in states:
+                self._persist(partition, key, value)
+        self._unsaved.clear()
         await self.output.flush()
         for faust_event, _ in released:
             faust_event.ack()
@@ -178,9 +186,10 @@ class JoinProcessor:
             body = orjson.dumps({"reason": reason, "event": _event_dict(event)})
             topic = topics.unattributed if isinstance(event, Conversion) else topics.dead_letters
             send(topic, body, event.user_id.encode(), partition)
-        for imp_id, state in out.changed.items():
-            self._persist(partition, imp_id, None if state is None else {"p": partition, "s": state.to_dict()})
-        self._persist(partition, _WM_KEY % partition, {"p": partition, "wm": joiner.watermark})
+        states = [(imp_id, None if st is None else {"p": partition, "s": st.to_dict()})
+                  for imp_id, st in out.changed.items()]
+        states.append((_WM_KEY % partition, {"p": partition, "wm": joiner.watermark}))
+        self._unsaved.append((partition, states))
         metrics.WATERMARK.labels(str(partition)).set(joiner.watermark if math.isfinite(joiner.watermark) else 0)
         lag = wm.newest - joiner.watermark
         metrics.WATERMARK_LAG.labels(str(partition)).set(lag if math.isfinite(lag) else 0)
@@ -230,6 +239,7 @@ def build_app(settings: StreamSettings):
     import faust
 
     topics = Topics(settings.topic_prefix)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",

@@ -127,3 +127,16 @@ def test_summarize_mean_pooled_and_paired_difference(exp):
 def test_output_name(exp):
     assert exp.output_name("refresh_interval.md", "") == "refresh_interval.md"
     assert exp.output_name("refresh_interval.png", "_nogate") == "refresh_interval_nogate.png"
+
+
+def test_gain_by_model_age(exp):
+    E = exp.Evaluation
+    # interval 4000, evaluations every 1000: ages 0, 1000, 2000, 3000, 0, ...
+    arm = [E(p, 0.5 + (p % 4000) / 10_000, 10) for p in range(0, 8000, 1000)]
+    never = [E(p, 0.5, 10) for p in range(0, 8000, 1000)]
+    arm[1] = E(1000, 0.9, 10)  # before the first refresh at 4000: left out
+    rows = exp.gain_by_model_age(arm, never, 4000, buckets=2)
+    assert [(lo, hi, n) for lo, hi, _, _, n in rows] == [(0, 2000, 2), (2000, 4000, 2)]
+    assert rows[0][2] == pytest.approx(0.05) and rows[1][2] == pytest.approx(0.25)
+    assert rows[0][3] == pytest.approx(np.std([0.0, 0.1], ddof=1) / math.sqrt(2))
+    assert all(n == 0 for *_, n in exp.gain_by_model_age(arm, never, 40_000, buckets=4))

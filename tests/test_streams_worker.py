@@ -24,10 +24,13 @@ RULES = LabelRules()
 PARTITIONS = 3
 
 
-def wait_for_labels(bootstrap: str, topics: Topics, expected: int, timeout: float = 240.0) -> list[dict]:
+def wait_for_labels(bootstrap: str, topics: Topics, expected: int, timeout: float = 240.0,
+                    worker=None) -> list[dict]:
     deadline = time.monotonic() + timeout
     got: list[dict] = []
     while time.monotonic() < deadline:
+        if worker is not None and worker.poll() is not None:
+            raise AssertionError(f"the worker exited with {worker.returncode}")
         got = read_topic(bootstrap, topics.labels, timeout=5, idle=0.5)
         if len(dedupe(got)) >= expected:
             time.sleep(1.0)  # let any redelivered copies land before we count them
@@ -43,7 +46,7 @@ def test_replay_of_movielens_slice_gives_exactly_the_reference_labels(broker, to
     produce_events(broker.bootstrap, topics, log.events, PARTITIONS)
     worker = start_worker(broker.bootstrap, topics, f"{topics.prefix}app", tmp_path / "worker.log")
     try:
-        got = wait_for_labels(broker.bootstrap, topics, len(expected))
+        got = wait_for_labels(broker.bootstrap, topics, len(expected), worker=worker)
     finally:
         stop(worker)
     labels = dedupe(got)
@@ -88,7 +91,7 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(broker, topics, t
     restarted = start_worker(broker.bootstrap, topics, app_id, tmp_path / "w2.log", CONVCG_STREAMS_BATCH_MAX=500)
     try:
         producer.join()
-        got = wait_for_labels(broker.bootstrap, topics, len(expected))
+        got = wait_for_labels(broker.bootstrap, topics, len(expected), worker=restarted)
     finally:
         stop(restarted)
     labels = dedupe(got)
@@ -146,7 +149,7 @@ def test_fuzzed_bad_events_land_in_dead_letters_and_good_ones_still_label(broker
     expected = reference_label_ids(log.events, RULES)
     worker = start_worker(broker.bootstrap, topics, f"{topics.prefix}app", tmp_path / "worker.log")
     try:
-        got = wait_for_labels(broker.bootstrap, topics, len(expected))
+        got = wait_for_labels(broker.bootstrap, topics, len(expected), worker=worker)
         dead = read_topic(broker.bootstrap, topics.dead_letters, min_count=len(sent_bad), timeout=30, idle=0.5)
         assert worker.poll() is None, "bad input must never crash the worker"
     finally:

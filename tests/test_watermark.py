@@ -9,7 +9,7 @@ def test_slowest_active_source_holds_the_watermark():
     wm = PartitionWatermark(allowed_lateness_s=10)
     wm.observe("imp", 1000, offset=99)
     wm.observe("eng", 500, offset=9)
-    hw = {"imp": 200, "eng": 50, "conv": None}
+    hw = {"imp": 200, "eng": 50, "conv": 0}
     assert wm.compute(hw, TOPICS) == 490  # engagements still have data to fetch
 
 
@@ -23,14 +23,20 @@ def test_caught_up_sources_do_not_hold_it_back():
 def test_unseen_source_with_pending_data_blocks_until_read():
     wm = PartitionWatermark(allowed_lateness_s=0)
     wm.observe("imp", 1000, offset=0)
-    assert wm.compute({"imp": 1, "eng": 5, "conv": None}, TOPICS) == -math.inf
+    assert wm.compute({"imp": 1, "eng": 5, "conv": 0}, TOPICS) == -math.inf
     # ...unless its committed offset says it was consumed to the end before a restart
-    assert wm.compute({"imp": 1, "eng": 5, "conv": None}, TOPICS, committed={"eng": 5}) == 1000
+    assert wm.compute({"imp": 1, "eng": 5, "conv": 0}, TOPICS, committed={"eng": 5}) == 1000
+
+
+def test_unknown_highwater_holds_the_watermark():
+    wm = PartitionWatermark(allowed_lateness_s=0)
+    wm.observe("imp", 1000, offset=0)
+    assert wm.compute({"imp": 1, "eng": None, "conv": 0}, TOPICS) == -math.inf
 
 
 def test_never_moves_backwards():
     wm = PartitionWatermark(allowed_lateness_s=0)
     wm.observe("imp", 1000, offset=0)
-    assert wm.compute({}, TOPICS) == 1000
+    assert wm.compute({"imp": 1, "eng": 0, "conv": 0}, TOPICS) == 1000
     wm.observe("eng", 10, offset=0)
-    assert wm.compute({"eng": 100}, TOPICS) == 1000
+    assert wm.compute({"imp": 1, "eng": 100, "conv": 0}, TOPICS) == 1000

@@ -18,18 +18,22 @@ from dataclasses import dataclass, field
 class SourceProgress:
     max_ts: float = -math.inf
     next_offset: int = 0
+    last_arrival: float = 0.0  # monotonic wall time of its newest record (liveness only)
 
 
 @dataclass
 class PartitionWatermark:
     allowed_lateness_s: float
+    idle_after_s: float = 0.0
+    started: float = 0.0
     sources: dict[str, SourceProgress] = field(default_factory=dict)
     value: float = -math.inf
 
-    def observe(self, topic: str, ts: float, offset: int) -> None:
+    def observe(self, topic: str, ts: float, offset: int, now: float = 0.0) -> None:
         src = self.sources.get(topic)
         if src is None:
             src = self.sources[topic] = SourceProgress()
+        src.last_arrival = now
         if ts > src.max_ts:
             src.max_ts = ts
         if offset + 1 > src.next_offset:
@@ -40,19 +44,23 @@ class PartitionWatermark:
         return max((s.max_ts for s in self.sources.values()), default=-math.inf)
 
     def compute(self, highwaters: dict[str, int | None], topics: tuple[str, ...],
-                committed: dict[str, int | None] | None = None) -> float:
+                committed: dict[str, int | None] | None = None, now: float = math.inf) -> float:
         """Advance (never backwards) given each source topic's highwater and committed offset.
 
         A source whose highwater is not known yet (no fetch answered since a start or a
         rebalance) holds the watermark: it may still hold older events, e.g. ones redelivered
-        after a crash. A source restarted at its end (committed = highwater) holds nothing."""
+        after a crash. A source restarted at its end (committed = highwater) holds nothing.
+        Highwaters are only as fresh as the last fetch, so a caught-up source counts as idle
+        only after ``idle_after_s`` of wall time without a record (a liveness rule, as Flink's
+        idleness; the decisions themselves stay on event time)."""
         active: list[float] = []
         committed = committed or {}
         for topic in topics:
             src = self.sources.get(topic)
             hw = highwaters.get(topic)
             consumed = max(src.next_offset if src else 0, committed.get(topic) or 0)
-            caught_up = hw is not None and consumed >= hw
+            last = src.last_arrival if src else self.started
+            caught_up = hw is not None and consumed >= hw and now - last >= self.idle_after_s
             if caught_up:
                 continue
             active.append(src.max_ts if src else -math.inf)

@@ -62,6 +62,9 @@ class JoinProcessor:
         self.aggregator = _make_aggregator(settings)
         self._last_feature_flush = 0.0
         self._unsaved: list[tuple[int, list]] = []
+        import asyncio
+
+        self._lock = asyncio.Lock()
         self.batches = 0
 
     # --- state ---------------------------------------------------------------------------
@@ -70,7 +73,8 @@ class JoinProcessor:
         j = self.joiners.get(partition)
         if j is None:
             j = self.joiners[partition] = LabelJoiner(self.settings.rules)
-            self.watermarks[partition] = PartitionWatermark(self.settings.rules.allowed_lateness_s)
+            self.watermarks[partition] = PartitionWatermark(self.settings.rules.allowed_lateness_s,
+                                                            self.settings.idle_source_after_s, time.monotonic())
             states, wm = [], -math.inf
             for key, value in self.table.data.items():
                 if not value or value.get("p") != partition:
@@ -105,6 +109,15 @@ class JoinProcessor:
     # --- one batch -----------------------------------------------------------------------
 
     async def process(self, events: list[Any]) -> None:
+        async with self._lock:
+            await self._process(events)
+
+    async def tick(self) -> None:
+        """Re-evaluate every partition's watermark when no batch comes (sources going idle)."""
+        async with self._lock:
+            await self._process([])
+
+    async def _process(self, events: list[Any]) -> None:
         now = time.time()
         touched: set[int] = set()
         send = self.output.send
@@ -124,14 +137,17 @@ class JoinProcessor:
                 continue
             joiner = self.joiner(partition)
             touched.add(partition)
+            arrival = time.monotonic()
             if isinstance(parsed, Watermark):
-                self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset)
+                self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset, arrival)
                 continue
-            self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset)
+            self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset, arrival)
             events_in[etype] += 1
             msg.incref()  # held until the joiner has applied it
             joiner.add(parsed, (ev, parsed))
         released = []
+        if not events:
+            touched = set(self.joiners)
         for partition in touched:
             released.extend(self._advance(partition))
         aggregator = self.aggregator
@@ -172,7 +188,7 @@ class JoinProcessor:
         joiner = self.joiners[partition]
         wm = self.watermarks[partition]
         highwaters = {t: self._highwater(t, partition) for t in self.source_topics}
-        joiner.advance(wm.compute(highwaters, self.source_topics, self._committed(partition)))
+        joiner.advance(wm.compute(highwaters, self.source_topics, self._committed(partition), time.monotonic()))
         out = joiner.drain()
         send, topics = self.output.send, self.topics
         kinds: Counter[str] = Counter()
@@ -277,6 +293,11 @@ def build_app(settings: StreamSettings):
             log.exception("label join crashed; stopping the worker so it restarts from committed offsets")
             await app.crash(exc)
             raise
+
+    @app.timer(interval=max(settings.idle_source_after_s / 2, 0.5))
+    async def advance_idle_partitions() -> None:
+        if processor.joiners:
+            await processor.tick()
 
     @app.timer(interval=settings.feature_flush_interval_s or 1.0)
     async def flush_features() -> None:  # the stream may go quiet: don't sit on updates

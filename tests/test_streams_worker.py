@@ -74,7 +74,10 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(broker, topics, t
         produce_events(broker.bootstrap, topics, events[-1:], PARTITIONS, close=True)  # + closing watermark
 
     app_id = f"{topics.prefix}app"
-    worker = start_worker(broker.bootstrap, topics, app_id, tmp_path / "w1.log", CONVCG_STREAMS_BATCH_MAX=500)
+    # A crash test, not a race test: the producer below may stall for seconds on a loaded
+    # machine, so no source is treated as idle (the closing watermark ends the stream).
+    env = dict(CONVCG_STREAMS_BATCH_MAX=500, CONVCG_STREAMS_IDLE_SOURCE_AFTER_S=600)
+    worker = start_worker(broker.bootstrap, topics, app_id, tmp_path / "w1.log", **env)
     producer = threading.Thread(target=produce_slowly)
     producer.start()
     try:
@@ -88,7 +91,7 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(broker, topics, t
         assert 0 < n < len(expected), "the worker must be killed mid-stream"
     finally:
         stop(worker, kill=True)  # SIGKILL: no clean shutdown, no final commit
-    restarted = start_worker(broker.bootstrap, topics, app_id, tmp_path / "w2.log", CONVCG_STREAMS_BATCH_MAX=500)
+    restarted = start_worker(broker.bootstrap, topics, app_id, tmp_path / "w2.log", **env)
     try:
         producer.join()
         got = wait_for_labels(broker.bootstrap, topics, len(expected), worker=restarted)

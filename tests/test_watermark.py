@@ -40,3 +40,13 @@ def test_never_moves_backwards():
     assert wm.compute({"imp": 1, "eng": 0, "conv": 0}, TOPICS) == 1000
     wm.observe("eng", 10, offset=0)
     assert wm.compute({"imp": 1, "eng": 100, "conv": 0}, TOPICS) == 1000
+
+
+def test_caught_up_source_holds_until_idle_long_enough():
+    wm = PartitionWatermark(allowed_lateness_s=0, idle_after_s=2.0, started=0.0)
+    wm.observe("imp", 1000, offset=9, now=10.0)
+    wm.observe("eng", 100, offset=4, now=10.0)
+    hw = {"imp": 10, "eng": 5, "conv": 0}
+    # engagements look caught up, but their highwater may be stale: they still hold it
+    assert wm.compute(hw, TOPICS, now=11.0) == 100
+    assert wm.compute(hw, TOPICS, now=12.5) == 1000  # quiet for 2.5 s: idle

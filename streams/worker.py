@@ -9,11 +9,16 @@ partition, and once per batch:
   feature updates;
 - writes the impression states that changed to a changelogged Faust table, explicitly to the
   partition they belong to (one write per changed impression per batch, not per event);
-- acks the offsets of events whose effects are complete. Events still in the reorder buffer
-  hold an extra reference, so their offsets are not committed before they are applied: a
-  crash redelivers them instead of losing them.
+- marks the records whose effects are complete, and commits source offsets itself, strictly
+  in offset order per partition (`streams.ack_order`; Faust's acks are off for the source
+  topics, see there why): a record still in the reorder buffer holds back the commit of every
+  later record of its partition, so a crash redelivers it instead of losing it.
 
-Delivery is at-least-once (Faust flushes the producer before it commits offsets). Every
+On a rebalance the revoked partitions' in-memory joins and pending commits are dropped (after
+the batch in flight has finished); Faust rewinds to the committed offsets, the joins are
+rebuilt from the table, and records fetched before the rebalance are skipped.
+
+Delivery is at-least-once (output is flushed before offsets are committed). Every
 effect is idempotent: impression states dedupe redelivered events, and label ids are
 deterministic, so a label re-sent after a crash carries the same `label_id` and consumers keep
 one (see `streams.labels.dedupe`). Faust's `exactly_once` and `on_window_close` are not used
@@ -32,6 +37,7 @@ import orjson
 
 from convcg.contract import Conversion, Topics
 from streams import metrics
+from streams.ack_order import GAP, REPEAT, InOrderAcks
 from streams.label_join import LabelJoiner
 from streams.output import OutputProducer
 from streams.settings import StreamSettings
@@ -62,6 +68,10 @@ class JoinProcessor:
         self.aggregator = _make_aggregator(settings)
         self._last_feature_flush = 0.0
         self._unsaved: list[tuple[int, list]] = []
+        self.acks = InOrderAcks()
+        self._to_commit: dict[Any, int] = {}
+        self._seeking: dict[Any, tuple[int, float]] = {}  # tp -> (offset sought back to, when)
+        self._last_commit = 0.0
         import asyncio
 
         self._lock = asyncio.Lock()
@@ -88,12 +98,19 @@ class JoinProcessor:
             log.info("partition %d: restored %d pending impressions, watermark %s", partition, len(states), wm)
         return j
 
-    def forget_revoked(self, assigned: set[int]) -> None:
-        for p in list(self.joiners):
-            if p not in assigned:
-                log.info("partition %d revoked: dropping its in-memory join (state stays in the table)", p)
-                del self.joiners[p]
-                del self.watermarks[p]
+    async def on_revoked(self, revoked: set) -> None:
+        """Rebalance: after the batch in flight, forget the revoked partitions' joins (their
+        state stays in the table) and never commit what was tracked for them."""
+        async with self._lock:
+            self.acks.forget(revoked)
+            for tp in revoked:
+                self._to_commit.pop(tp, None)
+                self._seeking.pop(tp, None)
+            for p in {tp.partition for tp in revoked if tp.topic in self.source_topics}:
+                if self.joiners.pop(p, None) is not None:
+                    del self.watermarks[p]
+                    log.warning("partition %d revoked: in-memory join dropped, rebuilt from the table "
+                                "when it is assigned again", p)
 
     def _persist(self, partition: int, key: str, value: dict | None) -> None:
         """Write one state entry to the table and its changelog (JSON key and value, as
@@ -122,8 +139,20 @@ class JoinProcessor:
         touched: set[int] = set()
         send = self.output.send
         events_in: Counter[str] = Counter()
+        generation = self.app.consumer_generation_id
+        track = self.acks.track
+        committed = getattr(self.app.consumer, "_committed_offset", {})  # where Faust seeked to
         for ev in events:
             msg = ev.message
+            if msg.generation_id != generation:
+                continue  # fetched before a rebalance: redelivered from the committed offset
+            entry = track(msg.tp, msg.offset, committed.get(msg.tp))
+            if entry is REPEAT:
+                metrics.REDELIVERED.labels(msg.topic).inc()
+                continue
+            if entry is GAP:
+                await self._seek_back(msg.tp, msg.offset)
+                continue
             partition = msg.partition
             etype = self.type_of_topic.get(msg.topic)
             try:
@@ -134,17 +163,17 @@ class JoinProcessor:
                 metrics.DEAD_LETTERS.labels(exc.reason).inc()
                 send(self.topics.dead_letters, dead_letter(msg.topic, partition, msg.offset, msg.value,
                                                            exc.reason, exc.detail, now), msg.key, partition)
+                entry.done = True
                 continue
             joiner = self.joiner(partition)
             touched.add(partition)
             arrival = time.monotonic()
-            if isinstance(parsed, Watermark):
-                self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset, arrival)
-                continue
             self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset, arrival)
+            if isinstance(parsed, Watermark):
+                entry.done = True
+                continue
             events_in[etype] += 1
-            msg.incref()  # held until the joiner has applied it
-            joiner.add(parsed, (ev, parsed))
+            joiner.add(parsed, (entry, parsed, int((msg.timestamp or 0) * 1000)))
         released = []
         if not events:
             touched = set(self.joiners)
@@ -152,14 +181,14 @@ class JoinProcessor:
             released.extend(self._advance(partition))
         aggregator = self.aggregator
         if aggregator is not None:
-            for faust_event, parsed in released:
-                aggregator.apply(parsed, int((faust_event.message.timestamp or 0) * 1000))
+            for (entry, parsed, ingest_ms) in released:
+                aggregator.apply(parsed, ingest_ms)
             if now - self._last_feature_flush >= self.settings.feature_flush_interval_s:
                 self.send_feature_updates(now)
         for etype, n in events_in.items():
             metrics.EVENTS_IN.labels(etype).inc(n)
         # 1) the labels this batch decided are on the broker, 2) only then the state saying they
-        # were decided, 3) only then offsets are acked. A crash between 1 and 2 re-decides and
+        # were decided, 3) only then offsets are committed. A crash between 1 and 2 re-decides and
         # re-sends the same label_id (deduplicated downstream); never a state without its label.
         await self.output.flush()
         for partition, states in self._unsaved:
@@ -167,9 +196,33 @@ class JoinProcessor:
                 self._persist(partition, key, value)
         self._unsaved.clear()
         await self.output.flush()
-        for faust_event, _ in released:
-            faust_event.ack()
+        for entry, _, _ in released:
+            entry.done = True
+        self._to_commit.update(self.acks.committable())
+        if self._to_commit and time.monotonic() - self._last_commit >= self.settings.commit_interval_s:
+            await self._commit()
         self.batches += 1
+
+    async def _seek_back(self, tp: Any, offset: int) -> None:
+        """A record arrived after a hole (the consumer skipped records): drop it and reposition
+        the consumer at the hole, once per hole (records already fetched are dropped too)."""
+        metrics.SKIPPED_AHEAD.labels(tp.topic).inc()
+        target = self.acks.expected(tp)
+        now = time.monotonic()
+        sought = self._seeking.get(tp)
+        if sought is not None and sought[0] == target and now - sought[1] < self.settings.seek_retry_s:
+            return
+        self._seeking[tp] = (target, now)
+        log.warning("%s: record %d arrived before %d..%d; seeking back to %d", tp, offset, target,
+                    offset - 1, target)
+        await self.app.consumer.seek(tp, target)
+
+    async def _commit(self) -> None:
+        """Commit the offsets below which every record is done (Faust's own commit path:
+        it skips partitions no longer assigned)."""
+        offsets, self._to_commit = self._to_commit, {}
+        self._last_commit = time.monotonic()
+        await self.app.consumer._commit_offsets(offsets)
 
     def send_feature_updates(self, now: float) -> int:
         """Send one coalesced update per entity touched since the last call."""
@@ -277,7 +330,8 @@ def build_app(settings: StreamSettings):
         producer_max_batch_size=512 * 1024,
         consumer_max_fetch_size=8 * 1024 * 1024,
     )
-    source = app.topic(*topics.events, key_serializer="raw", value_serializer="raw")
+    # acks=False: Faust neither tracks nor commits these offsets; the processor commits them
+    source = app.topic(*topics.events, key_serializer="raw", value_serializer="raw", acks=False)
     table = app.Table(STATE_TABLE, partitions=settings.partitions)  # JSON keys and values
     processor = JoinProcessor(settings, app, table, OutputProducer(settings.bootstrap))
     app.join_processor = processor  # for introspection in tests / operators
@@ -286,13 +340,15 @@ def build_app(settings: StreamSettings):
     async def label_join(stream):
         try:
             async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-                assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic in topics.events}
-                processor.forget_revoked(assigned)
                 await processor.process(batch)
         except Exception as exc:  # a bug, not bad input (that goes to the DLQ): stop the worker
             log.exception("label join crashed; stopping the worker so it restarts from committed offsets")
             await app.crash(exc)
             raise
+
+    @app.on_partitions_revoked.connect
+    async def on_partitions_revoked(app, revoked, **kwargs) -> None:  # noqa: ARG001 - signal API
+        await processor.on_revoked(set(revoked))
 
     @app.timer(interval=max(settings.idle_source_after_s / 2, 0.5))
     async def advance_idle_partitions() -> None:

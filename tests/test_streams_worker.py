@@ -59,9 +59,6 @@ def test_replay_of_movielens_slice_gives_exactly_the_reference_labels(broker, to
     assert {u["entity"] for u in updates} == {"user", "item", "advertiser"}
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known open defect (issue 2): in roughly 1 of 3 runs one engagement decision is lost after "
-    "a SIGKILL and restart (its impression ends as a negative); passes otherwise"))
 def test_worker_killed_mid_stream_loses_and_duplicates_nothing(broker, topics, tmp_path):
     import threading
 

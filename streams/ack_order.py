@@ -1,0 +1,96 @@
+"""`InOrderAcks`: which source offsets may be committed, strictly in offset order per partition.
+
+The join finishes records out of offset order: an engagement waits in the reorder buffer (or
+as an orphan for its impression) while later records of the same partition are done at once
+(dead letters, producer watermarks, events the watermark already passed). An offset may be
+committed only when every record before it in its partition is done.
+
+Faust's own acking cannot be trusted with that (faust-streaming 0.15.3): its stream acks the
+records it *skips* during a rebalance or recovery (so a record can count as acked before the
+agent has seen it), it can deliver a record twice after its recovery seeks back, and its
+commit check for a missing head of the acked run is off by one (``Consumer._new_offset``).
+Each let an offset be committed while its record was still held, and a crash then lost it.
+So the worker turns Faust's acks off for the source topics and commits what this computes,
+and it processes each partition's records contiguously: a record that arrives after a hole
+is not processed (the worker seeks back), since the watermark it would move could overtake
+the records in the hole and change their decisions.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Hashable
+
+
+class Pending:
+    """One delivered record: done once every effect of it is on the broker."""
+
+    __slots__ = ("offset", "done")
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.done = False
+
+
+REPEAT = "repeat"  # a second delivery of a record already tracked: the first copy carries the effect
+GAP = "gap"  # records before this one were never delivered: don't process it, seek back
+
+
+class InOrderAcks:
+    def __init__(self) -> None:
+        self._queues: dict[Hashable, deque[Pending]] = {}
+        self._next: dict[Hashable, int] = {}  # per partition: the next offset expected
+
+    def track(self, tp: Hashable, offset: int, start: int | None = None) -> Pending | str:
+        """Track a delivered record. ``start`` is where the consumer was positioned for this
+        partition (its committed offset; None: unknown, the first record starts it).
+
+        Returns ``REPEAT`` for a record delivered again (Faust redelivers after its recovery
+        seeks back) and ``GAP`` for one that arrives before the records between the expected
+        offset and it (Faust's stream skips records during a rebalance or recovery): the
+        caller must not process it but seek back to `expected(tp)`, or a watermark moved by it
+        would overtake the skipped records. Source offsets are contiguous (no transactions)."""
+        expected = self._next.get(tp)
+        if expected is None:
+            expected = offset if start is None else start
+        if offset < expected:
+            return REPEAT
+        if offset > expected:
+            self._next[tp] = expected
+            return GAP
+        self._next[tp] = offset + 1
+        entry = Pending(offset)
+        q = self._queues.get(tp)
+        if q is None:
+            q = self._queues[tp] = deque()
+        q.append(entry)
+        return entry
+
+    def expected(self, tp: Hashable) -> int | None:
+        return self._next.get(tp)
+
+    def committable(self) -> dict[Hashable, int]:
+        """For each partition whose done prefix grew: the next offset to commit (Kafka's
+        convention: the offset of the first record not yet done). The prefix is released."""
+        out: dict[Hashable, int] = {}
+        for tp, q in self._queues.items():
+            last = None
+            while q and q[0].done:
+                last = q.popleft().offset
+            if last is not None:
+                out[tp] = last + 1
+        return out
+
+    def forget(self, tps: set) -> None:
+        """Drop what is tracked for these partitions (revoked): never committed by us."""
+        for tp in tps:
+            self._queues.pop(tp, None)
+            self._next.pop(tp, None)
+
+    def held(self, tp: Hashable) -> int:
+        q = self._queues.get(tp)
+        return len(q) if q else 0
+
+    def lowest_held(self, tp: Hashable) -> int | None:
+        q = self._queues.get(tp)
+        return q[0].offset if q else None

@@ -326,6 +326,7 @@ def build_app(settings: StreamSettings):
         stream_buffer_maxsize=max(4 * settings.batch_max, 20_000),
         stream_wait_empty=False,
         web_enabled=False,
+        Monitor="streams.quiet_monitor:QuietMonitor",  # no per-record stats for web views we don't serve
         producer_linger_ms=5,
         producer_max_batch_size=512 * 1024,
         consumer_max_fetch_size=8 * 1024 * 1024,

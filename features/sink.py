@@ -169,7 +169,8 @@ class FeatureSink:
         consumer = AIOKafkaConsumer(
             self.topics.feature_updates, self.topics.labels, bootstrap_servers=self.bootstrap,
             group_id=self.settings.consumer_group, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_interval_ms=30 * 60 * 1000)
+            auto_offset_reset="earliest", max_poll_interval_ms=30 * 60 * 1000,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
         await consumer.start()
         await producer.start()

@@ -1,8 +1,9 @@
 """The Faust worker: validation, the label join and the streaming aggregates.
 
 One agent reads the three co-partitioned event topics in batches (`stream.take_events`),
-validates each record (bad ones go to the dead-letter topic), feeds a `LabelJoiner` per
-partition, and once per batch:
+validates each record (bad ones go to the dead-letter topic), counts it into the streaming
+feature aggregates on arrival (features do not wait for the watermark; the aggregator dedupes
+event ids and buckets by event time), feeds a `LabelJoiner` per partition, and once per batch:
 
 - moves each partition's event-time watermark and applies what it passed;
 - sends labels (key user_id, same partition number), dropped events with their reason, and
@@ -139,6 +140,7 @@ class JoinProcessor:
         touched: set[int] = set()
         send = self.output.send
         events_in: Counter[str] = Counter()
+        aggregator = self.aggregator
         generation = self.app.consumer_generation_id
         track = self.acks.track
         committed = getattr(self.app.consumer, "_committed_offset", {})  # where Faust seeked to
@@ -173,18 +175,16 @@ class JoinProcessor:
                 entry.done = True
                 continue
             events_in[etype] += 1
-            joiner.add(parsed, (entry, parsed, int((msg.timestamp or 0) * 1000)))
+            if aggregator is not None:  # features count on arrival: they need not wait for the watermark
+                aggregator.apply(parsed, int((msg.timestamp or 0) * 1000))
+            joiner.add(parsed, entry)
         released = []
         if not events:
             touched = set(self.joiners)
         for partition in touched:
             released.extend(self._advance(partition))
-        aggregator = self.aggregator
-        if aggregator is not None:
-            for (entry, parsed, ingest_ms) in released:
-                aggregator.apply(parsed, ingest_ms)
-            if now - self._last_feature_flush >= self.settings.feature_flush_interval_s:
-                self.send_feature_updates(now)
+        if aggregator is not None and now - self._last_feature_flush >= self.settings.feature_flush_interval_s:
+            self.send_feature_updates(now)
         for etype, n in events_in.items():
             metrics.EVENTS_IN.labels(etype).inc(n)
         # 1) the labels this batch decided are on the broker, 2) only then the state saying they
@@ -196,7 +196,7 @@ class JoinProcessor:
                 self._persist(partition, key, value)
         self._unsaved.clear()
         await self.output.flush()
-        for entry, _, _ in released:
+        for entry in released:
             entry.done = True
         self._to_commit.update(self.acks.committable())
         if self._to_commit and time.monotonic() - self._last_commit >= self.settings.commit_interval_s:
@@ -286,6 +286,19 @@ class JoinProcessor:
         return hw
 
 
+def shorten_fetch_wait(app: Any, wait_ms: int) -> None:
+    """Faust builds its aiokafka consumer with a fixed ``fetch_max_wait_ms=1500``. A broker
+    that holds an empty fetch for that long without waking on new records (Tansu does) makes
+    every quiet-then-busy cycle cost up to 1.5 s of latency. There is no setting for it, so
+    the running consumer's fetcher is told directly (aiokafka reads it per fetch request)."""
+    thread = getattr(app.consumer, "_thread", None)
+    fetcher = getattr(getattr(thread, "_consumer", None), "_fetcher", None)
+    if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+        log.warning("cannot set the consumer's fetch wait (Faust/aiokafka internals changed)")
+        return
+    fetcher._fetch_max_wait_ms = wait_ms
+
+
 def _event_dict(event: Any) -> dict:
     from convcg.contract import event_to_dict
 
@@ -346,6 +359,10 @@ def build_app(settings: StreamSettings):
             log.exception("label join crashed; stopping the worker so it restarts from committed offsets")
             await app.crash(exc)
             raise
+
+    @app.on_partitions_assigned.connect
+    async def on_partitions_assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001 - signal API
+        shorten_fetch_wait(app, settings.fetch_max_wait_ms)
 
     @app.on_partitions_revoked.connect
     async def on_partitions_revoked(app, revoked, **kwargs) -> None:  # noqa: ARG001 - signal API

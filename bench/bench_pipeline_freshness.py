@@ -1,0 +1,182 @@
+"""Event-to-online-feature freshness through the whole path: raw events → streams worker
+(validation, aggregates) → feature-update topic → features sink → online store.
+
+    python bench/bench_pipeline_freshness.py [--rate 5000] [--seconds 20] [--store redis]
+
+Starts (or finds) a real broker, a `convcg worker` and a `convcg features sink` as their own
+processes, then produces raw impression / engagement events stamped "now" at a steady rate
+(users and items drawn uniformly), and meanwhile every ``--probe-ms`` an impression for a fresh
+user; a poller reads the online store until that user's ``impressions_1h`` appears. Freshness =
+visible time - produce time of the raw event, measured from outside both components. The sink's
+histogram (raw event's Kafka timestamp → online write) is scraped and printed beside it.
+`bench_features_freshness.py` measures the sink's leg alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_features_freshness import histogram_quantile, scrape_histogram  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", type=int, default=5000, help="raw events per second")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--probe-ms", type=int, default=100)
+    ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--items", type=int, default=5_000)
+    ap.add_argument("--store", choices=["sqlite", "redis"], default="redis")
+    args = ap.parse_args()
+
+    from convcg.broker import create_topics, find_or_start_broker, free_port
+    from convcg.contract import Topics
+    from convcg.kafka_io import json_producer
+    from features.online import OnlineReader
+    from features.settings import FeaturesSettings
+    from features.store import apply_repo, delete_redis_project_keys
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-pipe-"))
+    broker = find_or_start_broker(log_path=tmp / "broker.log")
+    topics = Topics(prefix=f"p{uuid.uuid4().hex[:6]}-")
+    create_topics(broker.bootstrap, topics.all(), 3)
+    project = f"bench{uuid.uuid4().hex[:8]}"
+    settings = FeaturesSettings(repo_dir=tmp / "feast", labels_dir=tmp / "labels", project=project,
+                                online_store=args.store, topic_prefix=topics.prefix,
+                                consumer_group=f"g-{topics.prefix}")
+    reader = OnlineReader(apply_repo(settings))
+    sink_port, worker_port = free_port(), free_port()
+    env = {**os.environ, "CONVCG_FEATURES_REPO_DIR": str(settings.repo_dir),
+           "CONVCG_FEATURES_LABELS_DIR": str(settings.labels_dir), "CONVCG_FEATURES_PROJECT": project,
+           "CONVCG_FEATURES_ONLINE_STORE": args.store, "CONVCG_FEATURES_CONSUMER_GROUP": settings.consumer_group,
+           "CONVCG_STREAMS_BOOTSTRAP": broker.bootstrap, "CONVCG_STREAMS_TOPIC_PREFIX": topics.prefix,
+           "CONVCG_STREAMS_APP_ID": f"{topics.prefix}worker", "CONVCG_STREAMS_METRICS_PORT": str(worker_port),
+           "CONVCG_STREAMS_DATA_DIR": str(tmp / "streams")}
+    sink = subprocess.Popen([sys.executable, "-m", "convcg.cli", "features", "sink", "--bootstrap", broker.bootstrap,
+                             "--topic-prefix", topics.prefix, "--metrics-port", str(sink_port)],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / "sink.log", "wb"))
+    worker = subprocess.Popen([sys.executable, "-m", "convcg.cli", "worker"], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=open(tmp / "worker.log", "wb"))
+    producer = json_producer(broker.bootstrap, linger_ms=2)
+    pending: dict[str, float] = {}
+    fresh: list[float] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    seq = iter(range(10**12))
+
+    def impression(user: str, item: str, now: float) -> tuple[str, bytes, bytes]:
+        n = next(seq)
+        body = {"event_id": f"bi-{n}", "impression_id": f"imp-{n}", "ts": now, "user_id": user, "item_id": item,
+                "advertiser_id": f"a{hash(item) % 50}", "surface": "home", "position": 1}
+        return topics.impressions, user.encode(), orjson.dumps(body)
+
+    def engagement(user: str, item: str, now: float) -> tuple[str, bytes, bytes]:
+        n = next(seq)
+        body = {"event_id": f"be-{n}", "impression_id": f"imp-{n - 1}", "ts": now, "user_id": user,
+                "item_id": item, "type": "click", "dwell_ms": 5000}
+        return topics.engagements, user.encode(), orjson.dumps(body)
+
+    def probe(k: int) -> None:
+        now = time.time()
+        user = f"probe-{k}"
+        with lock:
+            pending[user] = now
+        topic, key, value = impression(user, "i0", now)
+        producer.send(topic, key=key, value=value)
+
+    def poll() -> None:
+        while not stop.is_set():
+            with lock:
+                ids = list(pending)
+            if ids:
+                got = reader.read("user_stream", ids, ["impressions_1h"])
+                now = time.time()
+                with lock:
+                    for g in got:
+                        if g["event_ts"] is not None and g["entity_id"] in pending:
+                            fresh.append(now - pending.pop(g["entity_id"]))
+            time.sleep(0.005)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    rng = np.random.default_rng(0)
+    sent, elapsed, lost = 0, 0.0, 0
+    try:
+        k, t_warm = 0, time.time()
+        while not fresh:  # warm-up: both group joins, first writes
+            for proc, name in ((sink, "sink"), (worker, "worker")):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited: {(tmp / f'{name}.log').read_text()[-2000:]}")
+            probe(k)
+            k += 1
+            producer.flush()
+            time.sleep(0.5)
+        print(f"worker and sink ready after {time.time() - t_warm:.1f}s (group joins + first writes)")
+        with lock:
+            fresh.clear()
+            pending.clear()
+        n_total = int(args.rate * args.seconds)
+        tick = 0.005
+        start = time.perf_counter()
+        next_probe = start
+        while sent < n_total:
+            now = time.perf_counter()
+            due = max(0, min(n_total, int((now - start) * args.rate)) - sent)
+            wall = time.time()
+            for _ in range(due):
+                user, item = f"u{rng.integers(args.users)}", f"i{rng.integers(args.items)}"
+                make = impression if rng.random() < 0.8 else engagement
+                topic, key, value = make(user, item, wall)
+                producer.send(topic, key=key, value=value)
+            sent += due
+            if now >= next_probe:
+                probe(k)
+                k += 1
+                next_probe += args.probe_ms / 1000
+            time.sleep(max(0.0, tick - (time.perf_counter() - now)))
+        producer.flush()
+        elapsed = time.perf_counter() - start
+        deadline = time.time() + 30
+        while pending and time.time() < deadline:
+            time.sleep(0.05)
+        lost = len(pending)
+    finally:
+        stop.set()
+        poller.join(5)
+        buckets, count = scrape_histogram(sink_port, "convcg_features_freshness_seconds")
+        for proc in (worker, sink):
+            proc.terminate()
+            proc.wait(30)
+        broker.stop()
+        if args.store == "redis":
+            delete_redis_project_keys(settings)
+
+    a = np.array(fresh)
+    print(f"\npipeline freshness (worker + sink), {args.store} online store, steady {sent / elapsed:.0f} raw "
+          f"events/s for {elapsed:.1f}s ({len(a)} probes; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
+    print(f"probe raw event->visible: p50 {np.percentile(a, 50) * 1000:.0f} ms  p90 {np.percentile(a, 90) * 1000:.0f} ms"
+          f"  p99 {np.percentile(a, 99) * 1000:.0f} ms  max {a.max() * 1000:.0f} ms  (never visible: {lost})")
+    if count:
+        print(f"sink histogram convcg_features_freshness_seconds: {count:.0f} observations, "
+              f"p50 <= {histogram_quantile(buckets, 0.5)} s, p99 <= {histogram_quantile(buckets, 0.99)} s")
+    p99 = np.percentile(a, 99)
+    print(f"target p99 <= 1 s at {args.rate:,} events/s: {p99:.3f} s -> {'MET' if p99 <= 1.0 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,12 +15,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +24,9 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from freshness_probes import ProbeWatcher, SinkRig, print_probe_summary  # noqa: E402
 
 
 def scrape_histogram(port: int, name: str) -> tuple[list[tuple[float, float]], float]:
@@ -72,36 +71,14 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=ROOT / "var" / "bench" / "features_freshness.png")
     args = ap.parse_args()
 
-    from convcg.broker import create_topics, find_or_start_broker, free_port
-    from convcg.contract import Topics
     from convcg.kafka_io import json_producer
-    from features.online import OnlineReader
     from features.samples import full_update
-    from features.settings import FeaturesSettings
-    from features.store import apply_repo, delete_redis_project_keys
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-fresh-"))
-    broker = find_or_start_broker(log_path=tmp / "broker.log")
-    topics = Topics(prefix=f"b{uuid.uuid4().hex[:6]}-")
-    create_topics(broker.bootstrap, topics.all(), 3)
-    project = f"bench{uuid.uuid4().hex[:8]}"
-    settings = FeaturesSettings(repo_dir=tmp / "feast", labels_dir=tmp / "labels", project=project,
-                                online_store=args.store, topic_prefix=topics.prefix,
-                                consumer_group=f"g-{topics.prefix}")
-    store = apply_repo(settings)
-    reader = OnlineReader(store)
-    metrics_port = free_port()
-    env = {**os.environ, "CONVCG_FEATURES_REPO_DIR": str(settings.repo_dir),
-           "CONVCG_FEATURES_LABELS_DIR": str(settings.labels_dir), "CONVCG_FEATURES_PROJECT": project,
-           "CONVCG_FEATURES_ONLINE_STORE": args.store, "CONVCG_FEATURES_CONSUMER_GROUP": settings.consumer_group}
-    sink = subprocess.Popen([sys.executable, "-m", "convcg.cli", "features", "sink", "--bootstrap", broker.bootstrap,
-                             "--topic-prefix", topics.prefix, "--metrics-port", str(metrics_port)],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / "sink.log", "wb"))
+    rig = SinkRig(args.store, "bench-fresh-")
+    topics, sink, tmp, metrics_port = rig.topics, rig.sink, rig.tmp, rig.metrics_port
+    broker, reader = rig.broker, rig.reader
     producer = json_producer(broker.bootstrap, linger_ms=2)
-    pending: dict[str, float] = {}
-    fresh: list[float] = []
-    lock = threading.Lock()
-    stop = threading.Event()
+    watcher = ProbeWatcher(reader).start()
 
     def send(u) -> None:
         producer.send(topics.feature_updates, key=u.entity_id.encode(), value=orjson.dumps(u.to_dict()))
@@ -109,29 +86,13 @@ def main() -> None:
     def probe(k: int) -> None:
         now = time.time()
         pid = f"probe-{k}"
-        with lock:
-            pending[pid] = now
+        watcher.sent(pid, now)
         send(full_update("user", pid, now, k, ingest_ms=int(now * 1000)))
 
-    def poll() -> None:
-        while not stop.is_set():
-            with lock:
-                ids = list(pending)
-            if ids:
-                got = reader.read("user_stream", ids, ["impressions_1h"])
-                now = time.time()
-                with lock:
-                    for g in got:
-                        if g["event_ts"] is not None and g["entity_id"] in pending:
-                            fresh.append(now - pending.pop(g["entity_id"]))
-            time.sleep(0.005)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
     try:
         # warm-up: until the sink has joined its group and a probe comes through
         k, t_warm = 0, time.time()
-        while not fresh:
+        while not watcher.fresh:
             if sink.poll() is not None:
                 raise RuntimeError(f"sink exited: {(tmp / 'sink.log').read_text()[-2000:]}")
             probe(k)
@@ -139,9 +100,7 @@ def main() -> None:
             producer.flush()
             time.sleep(0.5)
         print(f"sink ready after {time.time() - t_warm:.1f}s (group join + first write)")
-        with lock:
-            fresh.clear()
-            pending.clear()
+        watcher.reset()
         rng = np.random.default_rng(0)
         entities = ("user", "item", "advertiser")
         placeholder = 9_999_999_999_999  # ingest_ms stamped at send time by a bytes replace
@@ -170,27 +129,18 @@ def main() -> None:
             time.sleep(max(0.0, tick - (time.perf_counter() - now)))
         producer.flush()
         elapsed = time.perf_counter() - start
-        deadline = time.time() + 30
-        while pending and time.time() < deadline:
-            time.sleep(0.05)
-        lost = len(pending)
+        lost = watcher.wait_pending(30)
     finally:
-        stop.set()
-        poller.join(5)
+        watcher.stop()
         buckets, count = scrape_histogram(metrics_port, "convcg_features_freshness_seconds")
         busy_s = scrape_sum(metrics_port, "convcg_features_sink_batch_seconds_sum")
         written = scrape_sum(metrics_port, "convcg_features_sink_updates_total{")
-        sink.terminate()
-        sink.wait(30)
-        broker.stop()
-        if args.store == "redis":
-            delete_redis_project_keys(settings)
+        rig.close()
 
-    a = np.array(fresh)
+    a = np.array(watcher.fresh)
     print(f"\nfreshness, {args.store} online store, {args.skew} entities, steady {sent / elapsed:.0f} events/s for {elapsed:.1f}s "
           f"({sent} updates + {len(a)} probes; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
-    print(f"probe event->visible: p50 {np.percentile(a, 50) * 1000:.0f} ms  p90 {np.percentile(a, 90) * 1000:.0f} ms  "
-          f"p99 {np.percentile(a, 99) * 1000:.0f} ms  max {a.max() * 1000:.0f} ms  (never visible: {lost})")
+    print_probe_summary("event->visible", a, lost)
     if count:
         print(f"sink histogram convcg_features_freshness_seconds: {count:.0f} observations, "
               f"p50 <= {histogram_quantile(buckets, 0.5)} s, p99 <= {histogram_quantile(buckets, 0.99)} s")

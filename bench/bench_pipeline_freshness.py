@@ -18,10 +18,7 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_features_freshness import histogram_quantile, scrape_histogram  # noqa: E402
+from freshness_probes import ProbeWatcher, SinkRig, print_probe_summary  # noqa: E402
 
 
 def main() -> None:
@@ -44,39 +42,20 @@ def main() -> None:
     ap.add_argument("--store", choices=["sqlite", "redis"], default="redis")
     args = ap.parse_args()
 
-    from convcg.broker import create_topics, find_or_start_broker, free_port
-    from convcg.contract import Topics
+    from convcg.broker import free_port
     from convcg.kafka_io import json_producer
-    from features.online import OnlineReader
-    from features.settings import FeaturesSettings
-    from features.store import apply_repo, delete_redis_project_keys
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-pipe-"))
-    broker = find_or_start_broker(log_path=tmp / "broker.log")
-    topics = Topics(prefix=f"p{uuid.uuid4().hex[:6]}-")
-    create_topics(broker.bootstrap, topics.all(), 3)
-    project = f"bench{uuid.uuid4().hex[:8]}"
-    settings = FeaturesSettings(repo_dir=tmp / "feast", labels_dir=tmp / "labels", project=project,
-                                online_store=args.store, topic_prefix=topics.prefix,
-                                consumer_group=f"g-{topics.prefix}")
-    reader = OnlineReader(apply_repo(settings))
-    sink_port, worker_port = free_port(), free_port()
-    env = {**os.environ, "CONVCG_FEATURES_REPO_DIR": str(settings.repo_dir),
-           "CONVCG_FEATURES_LABELS_DIR": str(settings.labels_dir), "CONVCG_FEATURES_PROJECT": project,
-           "CONVCG_FEATURES_ONLINE_STORE": args.store, "CONVCG_FEATURES_CONSUMER_GROUP": settings.consumer_group,
-           "CONVCG_STREAMS_BOOTSTRAP": broker.bootstrap, "CONVCG_STREAMS_TOPIC_PREFIX": topics.prefix,
+    worker_port = free_port()
+    rig = SinkRig(args.store, "bench-pipe-")
+    topics, sink, tmp, sink_port, broker, reader = (rig.topics, rig.sink, rig.tmp, rig.metrics_port, rig.broker,
+                                                    rig.reader)
+    env = {**rig.env, "CONVCG_STREAMS_BOOTSTRAP": broker.bootstrap, "CONVCG_STREAMS_TOPIC_PREFIX": topics.prefix,
            "CONVCG_STREAMS_APP_ID": f"{topics.prefix}worker", "CONVCG_STREAMS_METRICS_PORT": str(worker_port),
            "CONVCG_STREAMS_DATA_DIR": str(tmp / "streams")}
-    sink = subprocess.Popen([sys.executable, "-m", "convcg.cli", "features", "sink", "--bootstrap", broker.bootstrap,
-                             "--topic-prefix", topics.prefix, "--metrics-port", str(sink_port)],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / "sink.log", "wb"))
     worker = subprocess.Popen([sys.executable, "-m", "convcg.cli", "worker"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=open(tmp / "worker.log", "wb"))
     producer = json_producer(broker.bootstrap, linger_ms=2)
-    pending: dict[str, float] = {}
-    fresh: list[float] = []
-    lock = threading.Lock()
-    stop = threading.Event()
+    watcher = ProbeWatcher(reader).start()
     seq = iter(range(10**12))
 
     def impression(user: str, item: str, now: float) -> tuple[str, bytes, bytes]:
@@ -94,31 +73,15 @@ def main() -> None:
     def probe(k: int) -> None:
         now = time.time()
         user = f"probe-{k}"
-        with lock:
-            pending[user] = now
+        watcher.sent(user, now)
         topic, key, value = impression(user, "i0", now)
         producer.send(topic, key=key, value=value)
 
-    def poll() -> None:
-        while not stop.is_set():
-            with lock:
-                ids = list(pending)
-            if ids:
-                got = reader.read("user_stream", ids, ["impressions_1h"])
-                now = time.time()
-                with lock:
-                    for g in got:
-                        if g["event_ts"] is not None and g["entity_id"] in pending:
-                            fresh.append(now - pending.pop(g["entity_id"]))
-            time.sleep(0.005)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
     rng = np.random.default_rng(0)
     sent, elapsed, lost = 0, 0.0, 0
     try:
         k, t_warm = 0, time.time()
-        while not fresh:  # warm-up: both group joins, first writes
+        while not watcher.fresh:  # warm-up: both group joins, first writes
             for proc, name in ((sink, "sink"), (worker, "worker")):
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited: {(tmp / f'{name}.log').read_text()[-2000:]}")
@@ -127,9 +90,7 @@ def main() -> None:
             producer.flush()
             time.sleep(0.5)
         print(f"worker and sink ready after {time.time() - t_warm:.1f}s (group joins + first writes)")
-        with lock:
-            fresh.clear()
-            pending.clear()
+        watcher.reset()
         n_total = int(args.rate * args.seconds)
         tick = 0.005
         start = time.perf_counter()
@@ -151,26 +112,18 @@ def main() -> None:
             time.sleep(max(0.0, tick - (time.perf_counter() - now)))
         producer.flush()
         elapsed = time.perf_counter() - start
-        deadline = time.time() + 30
-        while pending and time.time() < deadline:
-            time.sleep(0.05)
-        lost = len(pending)
+        lost = watcher.wait_pending(30)
     finally:
-        stop.set()
-        poller.join(5)
+        watcher.stop()
         buckets, count = scrape_histogram(sink_port, "convcg_features_freshness_seconds")
-        for proc in (worker, sink):
-            proc.terminate()
-            proc.wait(30)
-        broker.stop()
-        if args.store == "redis":
-            delete_redis_project_keys(settings)
+        worker.terminate()
+        worker.wait(30)
+        rig.close()
 
-    a = np.array(fresh)
+    a = np.array(watcher.fresh)
     print(f"\npipeline freshness (worker + sink), {args.store} online store, steady {sent / elapsed:.0f} raw "
           f"events/s for {elapsed:.1f}s ({len(a)} probes; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
-    print(f"probe raw event->visible: p50 {np.percentile(a, 50) * 1000:.0f} ms  p90 {np.percentile(a, 90) * 1000:.0f} ms"
-          f"  p99 {np.percentile(a, 99) * 1000:.0f} ms  max {a.max() * 1000:.0f} ms  (never visible: {lost})")
+    print_probe_summary("raw event->visible", a, lost)
     if count:
         print(f"sink histogram convcg_features_freshness_seconds: {count:.0f} observations, "
               f"p50 <= {histogram_quantile(buckets, 0.5)} s, p99 <= {histogram_quantile(buckets, 0.99)} s")

@@ -1,0 +1,114 @@
+"""Shared by the freshness benchmarks: probes whose visibility in the online store is polled
+from outside the components, and the printed summary."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+
+class ProbeWatcher:
+    """Remembers when each probe entity was sent; a background thread reads the online store
+    until the entity appears and records send → visible."""
+
+    def __init__(self, reader, view: str = "user_stream", feature: str = "impressions_1h") -> None:
+        self.reader, self.view, self.feature = reader, view, feature
+        self.pending: dict[str, float] = {}
+        self.fresh: list[float] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def start(self) -> "ProbeWatcher":
+        self._thread.start()
+        return self
+
+    def sent(self, entity_id: str, at: float) -> None:
+        with self._lock:
+            self.pending[entity_id] = at
+
+    def reset(self) -> None:
+        with self._lock:
+            self.fresh.clear()
+            self.pending.clear()
+
+    def wait_pending(self, timeout: float) -> int:
+        """Wait for outstanding probes; returns how many never became visible."""
+        deadline = time.time() + timeout
+        while self.pending and time.time() < deadline:
+            time.sleep(0.05)
+        return len(self.pending)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                ids = list(self.pending)
+            if ids:
+                got = self.reader.read(self.view, ids, [self.feature])
+                now = time.time()
+                with self._lock:
+                    for g in got:
+                        if g["event_ts"] is not None and g["entity_id"] in self.pending:
+                            self.fresh.append(now - self.pending.pop(g["entity_id"]))
+            time.sleep(0.005)
+
+
+def print_probe_summary(label: str, a: np.ndarray, lost: int) -> None:
+    print(f"probe {label}: p50 {np.percentile(a, 50) * 1000:.0f} ms  p90 {np.percentile(a, 90) * 1000:.0f} ms  "
+          f"p99 {np.percentile(a, 99) * 1000:.0f} ms  max {a.max() * 1000:.0f} ms  (never visible: {lost})")
+
+
+class SinkRig:
+    """A broker (found or started), fresh topics, a Feast repo on ``store`` and a running
+    `convcg features sink` process with a metrics port: what both freshness benches need."""
+
+    def __init__(self, store: str, tmp_prefix: str, extra_env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+        import tempfile
+        import uuid
+        from pathlib import Path
+
+        from convcg.broker import create_topics, find_or_start_broker, free_port
+        from convcg.contract import Topics
+        from features.online import OnlineReader
+        from features.settings import FeaturesSettings
+        from features.store import apply_repo
+
+        root = Path(__file__).resolve().parents[1]
+        self.store = store
+        self.tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix))
+        self.broker = find_or_start_broker(log_path=self.tmp / "broker.log")
+        self.topics = Topics(prefix=f"b{uuid.uuid4().hex[:6]}-")
+        create_topics(self.broker.bootstrap, self.topics.all(), 3)
+        self.settings = FeaturesSettings(repo_dir=self.tmp / "feast", labels_dir=self.tmp / "labels",
+                                         project=f"bench{uuid.uuid4().hex[:8]}", online_store=store,
+                                         topic_prefix=self.topics.prefix, consumer_group=f"g-{self.topics.prefix}")
+        self.reader = OnlineReader(apply_repo(self.settings))
+        self.metrics_port = free_port()
+        s = self.settings
+        self.env = {**os.environ, "CONVCG_FEATURES_REPO_DIR": str(s.repo_dir),
+                    "CONVCG_FEATURES_LABELS_DIR": str(s.labels_dir), "CONVCG_FEATURES_PROJECT": s.project,
+                    "CONVCG_FEATURES_ONLINE_STORE": store, "CONVCG_FEATURES_CONSUMER_GROUP": s.consumer_group,
+                    **(extra_env or {})}
+        self.root = root
+        self.sink = subprocess.Popen(
+            [sys.executable, "-m", "convcg.cli", "features", "sink", "--bootstrap", self.broker.bootstrap,
+             "--topic-prefix", self.topics.prefix, "--metrics-port", str(self.metrics_port)],
+            env=self.env, cwd=root, stdout=subprocess.DEVNULL, stderr=open(self.tmp / "sink.log", "wb"))
+
+    def close(self) -> None:
+        from features.store import delete_redis_project_keys
+
+        self.sink.terminate()
+        self.sink.wait(30)
+        self.broker.stop()
+        if self.store == "redis":
+            delete_redis_project_keys(self.settings)

@@ -12,8 +12,8 @@ commit check for a missing head of the acked run is off by one (``Consumer._new_
 Each let an offset be committed while its record was still held, and a crash then lost it.
 So the worker turns Faust's acks off for the source topics and commits what this computes,
 and it processes each partition's records contiguously: a record that arrives after a hole
-is not processed (the worker seeks back), since the watermark it would move could overtake
-the records in the hole and change their decisions.
+waits until the hole has been read from the broker (`streams.holes`), since the watermark it
+would move could overtake the records in the hole and change their decisions.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Pending:
 
 
 REPEAT = "repeat"  # a second delivery of a record already tracked: the first copy carries the effect
-GAP = "gap"  # records before this one were never delivered: don't process it, seek back
+GAP = "gap"  # records before this one were never delivered: read them first
 
 
 class InOrderAcks:
@@ -48,8 +48,8 @@ class InOrderAcks:
         Returns ``REPEAT`` for a record delivered again (Faust redelivers after its recovery
         seeks back) and ``GAP`` for one that arrives before the records between the expected
         offset and it (Faust's stream skips records during a rebalance or recovery): the
-        caller must not process it but seek back to `expected(tp)`, or a watermark moved by it
-        would overtake the skipped records. Source offsets are contiguous (no transactions)."""
+        caller must not process it before the records from `expected(tp)` on, or a watermark moved by it
+        would overtake the skipped records: the worker reads the hole from the broker."""
         expected = self._next.get(tp)
         if expected is None:
             expected = offset if start is None else start
@@ -68,6 +68,12 @@ class InOrderAcks:
 
     def expected(self, tp: Hashable) -> int | None:
         return self._next.get(tp)
+
+    def skip_to(self, tp: Hashable, offset: int) -> None:
+        """The offsets before ``offset`` that were not tracked hold no record (read from the
+        broker: the hole is filled): continue at ``offset``."""
+        if self._next.get(tp, offset) < offset:
+            self._next[tp] = offset
 
     def committable(self) -> dict[Hashable, int]:
         """For each partition whose done prefix grew: the next offset to commit (Kafka's

@@ -22,7 +22,6 @@ class StreamSettings(BaseSettings):
     commit_interval_s: float = Field(1.0, gt=0)
     idle_source_after_s: float = Field(2.0, ge=0, description="a caught-up source stops holding the watermark after this long without records")
     fetch_max_wait_ms: int = Field(100, ge=1, description="longest a fetch waits for new records (Faust's fixed 1500 ms costs latency on brokers without long-poll wake-up)")
-    seek_retry_s: float = Field(5.0, gt=0, description="seek back to a hole in a partition's offsets again if it is still open after this")
     session_timeout_s: float = Field(10.0, gt=0, description="a dead worker's partitions move after this")
     max_future_s: float = Field(86400.0, gt=0, description="reject events stamped further ahead of now")
     data_dir: Path = Field(Path("var/streams"), description="Faust's local data folder (one per app id)")

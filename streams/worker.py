@@ -28,6 +28,7 @@ one (see `streams.labels.dedupe`). Faust's `exactly_once` and `on_window_close` 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -71,7 +72,6 @@ class JoinProcessor:
         self._unsaved: list[tuple[int, list]] = []
         self.acks = InOrderAcks()
         self._to_commit: dict[Any, int] = {}
-        self._seeking: dict[Any, tuple[int, float]] = {}  # tp -> (offset sought back to, when)
         self._last_commit = 0.0
         import asyncio
 
@@ -106,7 +106,6 @@ class JoinProcessor:
             self.acks.forget(revoked)
             for tp in revoked:
                 self._to_commit.pop(tp, None)
-                self._seeking.pop(tp, None)
             for p in {tp.partition for tp in revoked if tp.topic in self.source_topics}:
                 if self.joiners.pop(p, None) is not None:
                     del self.watermarks[p]
@@ -138,7 +137,6 @@ class JoinProcessor:
     async def _process(self, events: list[Any]) -> None:
         now = time.time()
         touched: set[int] = set()
-        send = self.output.send
         events_in: Counter[str] = Counter()
         aggregator = self.aggregator
         generation = self.app.consumer_generation_id
@@ -152,32 +150,12 @@ class JoinProcessor:
             if entry is REPEAT:
                 metrics.REDELIVERED.labels(msg.topic).inc()
                 continue
-            if entry is GAP:
-                await self._seek_back(msg.tp, msg.offset)
-                continue
-            partition = msg.partition
-            etype = self.type_of_topic.get(msg.topic)
-            try:
-                if etype is None:
-                    raise InvalidEvent("unknown_event_type", f"topic {msg.topic}")
-                parsed = parse_event(etype, msg.value, now, self.settings.max_future_s)
-            except InvalidEvent as exc:
-                metrics.DEAD_LETTERS.labels(exc.reason).inc()
-                send(self.topics.dead_letters, dead_letter(msg.topic, partition, msg.offset, msg.value,
-                                                           exc.reason, exc.detail, now), msg.key, partition)
-                entry.done = True
-                continue
-            joiner = self.joiner(partition)
-            touched.add(partition)
-            arrival = time.monotonic()
-            self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset, arrival)
-            if isinstance(parsed, Watermark):
-                entry.done = True
-                continue
-            events_in[etype] += 1
-            if aggregator is not None:  # features count on arrival: they need not wait for the watermark
-                aggregator.apply(parsed, int((msg.timestamp or 0) * 1000))
-            joiner.add(parsed, entry)
+            if entry is GAP:  # records before this one were skipped by the consumer: read them
+                for hole_msg in await self._read_hole(msg.tp, self.acks.expected(msg.tp), msg.offset):
+                    self._take(hole_msg, track(hole_msg.tp, hole_msg.offset), now, touched, events_in)
+                self.acks.skip_to(msg.tp, msg.offset)  # offsets left in the hole hold no record
+                entry = track(msg.tp, msg.offset)
+            self._take(msg, entry, now, touched, events_in)
         released = []
         if not events:
             touched = set(self.joiners)
@@ -203,19 +181,38 @@ class JoinProcessor:
             await self._commit()
         self.batches += 1
 
-    async def _seek_back(self, tp: Any, offset: int) -> None:
-        """A record arrived after a hole (the consumer skipped records): drop it and reposition
-        the consumer at the hole, once per hole (records already fetched are dropped too)."""
-        metrics.SKIPPED_AHEAD.labels(tp.topic).inc()
-        target = self.acks.expected(tp)
-        now = time.monotonic()
-        sought = self._seeking.get(tp)
-        if sought is not None and sought[0] == target and now - sought[1] < self.settings.seek_retry_s:
+    def _take(self, msg: Any, entry: Any, now: float, touched: set[int], events_in: Counter) -> None:
+        """Validate one record and hand it to its partition's join (and the aggregates)."""
+        partition = msg.partition
+        etype = self.type_of_topic.get(msg.topic)
+        try:
+            if etype is None:
+                raise InvalidEvent("unknown_event_type", f"topic {msg.topic}")
+            parsed = parse_event(etype, msg.value, now, self.settings.max_future_s)
+        except InvalidEvent as exc:
+            metrics.DEAD_LETTERS.labels(exc.reason).inc()
+            self.output.send(self.topics.dead_letters, dead_letter(msg.topic, partition, msg.offset, msg.value,
+                                                                   exc.reason, exc.detail, now), msg.key, partition)
+            entry.done = True
             return
-        self._seeking[tp] = (target, now)
-        log.warning("%s: record %d arrived before %d..%d; seeking back to %d", tp, offset, target,
-                    offset - 1, target)
-        await self.app.consumer.seek(tp, target)
+        joiner = self.joiner(partition)
+        touched.add(partition)
+        self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset, time.monotonic())
+        if isinstance(parsed, Watermark):
+            entry.done = True
+            return
+        events_in[etype] += 1
+        if self.aggregator is not None:  # features count on arrival: they need not wait for the watermark
+            self.aggregator.apply(parsed, int((msg.timestamp or 0) * 1000))
+        joiner.add(parsed, entry)
+
+    async def _read_hole(self, tp: Any, start: int, end: int) -> list:
+        from streams.holes import read_hole
+
+        metrics.HOLES_READ.labels(tp.topic).inc(end - start)
+        log.warning("%s: offsets %d..%d were skipped by the consumer; reading them from the broker",
+                    tp, start, end - 1)
+        return await asyncio.to_thread(read_hole, self.settings.bootstrap, tp, start, end, self.app.consumer_generation_id)
 
     async def _commit(self) -> None:
         """Commit the offsets below which every record is done (Faust's own commit path:

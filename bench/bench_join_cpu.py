@@ -98,6 +98,7 @@ def main() -> None:
         records.append(Event(Record(topic, p, off, orjson.dumps(event_to_dict(e)), e.user_id.encode())))
     output = CountingOutput()
     processor = JoinProcessor(StreamSettings(idle_source_after_s=0), App(), Table(), output)
+    processor._read_state = lambda partition: {}  # a fresh start: no changelog to restore from
 
     async def run() -> None:
         for i in range(0, len(records), args.batch):

@@ -61,3 +61,35 @@ def read_hole(bootstrap: str, tp: Any, start: int, end: int, generation_id: int 
     finally:
         consumer.close()
     return out
+
+
+def read_partition_to_end(bootstrap: str, topic: str, partition: int, timeout_s: float = 120.0) -> dict:
+    """A compacted view of one partition as it is now on the broker: the last value per key
+    (None = deleted). Keys and values are the raw bytes."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "convcg-state-reader",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    out: dict = {}
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        if high <= low:
+            return out
+        consumer.assign([TopicPartition(topic, partition, low)])
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}[{partition}]: not read to offset {high} within {timeout_s}s")
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                raise RuntimeError(f"{topic}[{partition}]: read failed: {msg.error()}")
+            out[msg.key()] = msg.value()
+            if msg.offset() >= high - 1:
+                break
+    finally:
+        consumer.close()
+    return out

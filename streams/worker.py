@@ -87,7 +87,7 @@ class JoinProcessor:
             self.watermarks[partition] = PartitionWatermark(self.settings.rules.allowed_lateness_s,
                                                             self.settings.idle_source_after_s, time.monotonic())
             states, wm = [], -math.inf
-            for key, value in self.table.data.items():
+            for key, value in self._read_state(partition).items():
                 if not value or value.get("p") != partition:
                     continue
                 if key == _WM_KEY % partition:
@@ -98,6 +98,17 @@ class JoinProcessor:
             self.watermarks[partition].value = wm
             log.info("partition %d: restored %d pending impressions, watermark %s", partition, len(states), wm)
         return j
+
+    def _read_state(self, partition: int) -> dict:
+        """The partition's join state, read from its changelog on the broker to the end. Not
+        from the Faust table's recovered copy: after a SIGKILL that copy was seen to miss the
+        last writes (their records committed, their state absent, their labels never made)."""
+        from streams.holes import read_partition_to_end
+
+        if self._changelog is None:
+            self._changelog = self.table.changelog_topic.get_topic_name()
+        raw = read_partition_to_end(self.settings.bootstrap, self._changelog, partition)
+        return {orjson.loads(k): (orjson.loads(v) if v is not None else None) for k, v in raw.items() if k}
 
     async def on_revoked(self, revoked: set) -> None:
         """Rebalance: after the batch in flight, forget the revoked partitions' joins (their

@@ -37,7 +37,8 @@ def read_hole(bootstrap: str, tp: Any, start: int, end: int, generation_id: int 
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "convcg-hole-reader",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+                         "enable.auto.commit": False, "enable.partition.eof": True,
+                         "auto.offset.reset": "earliest"})  # a hole from 0 starts at the log start
     out: list[HoleRecord] = []
     try:
         consumer.assign([TopicPartition(tp.topic, tp.partition, start)])

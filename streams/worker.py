@@ -157,7 +157,9 @@ class JoinProcessor:
             msg = ev.message
             if msg.generation_id != generation:
                 continue  # fetched before a rebalance: redelivered from the committed offset
-            entry = track(msg.tp, msg.offset, committed.get(msg.tp))
+            # no committed offset (or 0: Faust maps it to None) means the group starts at the
+            # beginning: a first record above 0 reveals records skipped at start-up
+            entry = track(msg.tp, msg.offset, committed.get(msg.tp) or 0)
             if entry is REPEAT:
                 metrics.REDELIVERED.labels(msg.topic).inc()
                 continue

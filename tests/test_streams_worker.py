@@ -60,9 +60,10 @@ def test_replay_of_movielens_slice_gives_exactly_the_reference_labels(broker, to
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "known open defect (issue 2): after a SIGKILL and restart, in about 1 run of 7 a few labels "
-    "(~20 of 30,000) of records committed just before the kill are missing; two causes are fixed "
-    "(Faust's ack/commit bookkeeping, records skipped at start-up), a third is not yet found"))
+    "issue 2, being confirmed: this lost a few labels in ~1 run of 3; after four fixes (own in-order "
+    "commits, reading records Faust skips at start-up, restoring join state from the changelog on "
+    "the broker, a fresh group starting at offset 0) it passed 10 of 10 runs; kept xfail until "
+    "more runs confirm"))
 def test_worker_killed_mid_stream_loses_and_duplicates_nothing(broker, topics, tmp_path):
     import threading
 

@@ -77,7 +77,7 @@ def main() -> None:
     rig = SinkRig(args.store, "bench-fresh-")
     topics, sink, tmp, metrics_port = rig.topics, rig.sink, rig.tmp, rig.metrics_port
     broker, reader = rig.broker, rig.reader
-    producer = json_producer(broker.bootstrap, linger_ms=2)
+    producer = json_producer(broker.bootstrap, linger_ms=5)  # as the worker's output producer
     watcher = ProbeWatcher(reader).start()
 
     def send(u) -> None:

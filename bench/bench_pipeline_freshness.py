@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_features_freshness import histogram_quantile, scrape_histogram  # noqa: E402
-from freshness_probes import ProbeWatcher, SinkRig, print_probe_summary  # noqa: E402
+from freshness_probes import CpuShares, ProbeWatcher, SinkRig, print_probe_summary  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +43,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from convcg.broker import free_port
-    from convcg.kafka_io import json_producer
 
     worker_port = free_port()
     rig = SinkRig(args.store, "bench-pipe-")
@@ -54,7 +53,6 @@ def main() -> None:
            "CONVCG_STREAMS_DATA_DIR": str(tmp / "streams")}
     worker = subprocess.Popen([sys.executable, "-m", "convcg.cli", "worker"], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=open(tmp / "worker.log", "wb"))
-    producer = json_producer(broker.bootstrap, linger_ms=2)
     watcher = ProbeWatcher(reader).start()
     seq = iter(range(10**12))
 
@@ -70,16 +68,21 @@ def main() -> None:
                 "item_id": item, "type": "click", "dwell_ms": 5000}
         return topics.engagements, user.encode(), orjson.dumps(body)
 
+    # The load is made before the clock starts and sent with librdkafka, so the generator takes
+    # as little of the two cores as it can (in production it is not on the worker's machine).
+    from confluent_kafka import Producer
+
+    # linger 5 ms: librdkafka's default, as an ad server's producer would run. (2 ms, used before,
+    # makes ~2.5x more record batches, and the bundled Tansu's fetch cost grows with the batches
+    # it stores: bench/bench_broker_batches.py.) Probes go through the same producer as the load.
+    fast = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+
     def probe(k: int) -> None:
         now = time.time()
         user = f"probe-{k}"
         watcher.sent(user, now)
         topic, key, value = impression(user, "i0", now)
-        producer.send(topic, key=key, value=value)
-
-    # The load is made before the clock starts and sent with librdkafka, so the generator takes
-    # as little of the two cores as it can (in production it is not on the worker's machine).
-    from confluent_kafka import Producer
+        fast.produce(topic, value, key)
 
     rng = np.random.default_rng(0)
     n_total = int(args.rate * args.seconds)
@@ -89,7 +92,6 @@ def main() -> None:
     load = [(impression if kinds[i] else engagement)(f"u{users[i]}", f"i{items[i]}", placeholder)
             for i in range(n_total)]
     marker = orjson.dumps(placeholder)
-    fast = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 2})
     sent, elapsed, lost = 0, 0.0, 0
     try:
         k, t_warm = 0, time.time()
@@ -99,10 +101,14 @@ def main() -> None:
                     raise RuntimeError(f"{name} exited: {(tmp / f'{name}.log').read_text()[-2000:]}")
             probe(k)
             k += 1
-            producer.flush()
+            fast.flush()
             time.sleep(0.5)
         print(f"worker and sink ready after {time.time() - t_warm:.1f}s (group joins + first writes)")
         watcher.reset()
+        cpu = CpuShares({"worker": worker.pid, "sink": sink.pid, "bench (load + probes)": os.getpid(),
+                         "broker": broker.process.pid if broker.process else None,
+                         "redis": CpuShares.redis_pid() if args.store == "redis" else None})
+        cpu.start()
         tick = 0.005
         start = time.perf_counter()
         next_probe = start
@@ -120,8 +126,8 @@ def main() -> None:
                 next_probe += args.probe_ms / 1000
             time.sleep(max(0.0, tick - (time.perf_counter() - now)))
         fast.flush()
-        producer.flush()
         elapsed = time.perf_counter() - start
+        cpu.stop()
         lost = watcher.wait_pending(30)
     finally:
         watcher.stop()
@@ -134,6 +140,7 @@ def main() -> None:
     print(f"\npipeline freshness (worker + sink), {args.store} online store, steady {sent / elapsed:.0f} raw "
           f"events/s for {elapsed:.1f}s ({len(a)} probes; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
     print_probe_summary("raw event->visible", a, lost)
+    print(cpu.summary())
     if count:
         print(f"sink histogram convcg_features_freshness_seconds: {count:.0f} observations, "
               f"p50 <= {histogram_quantile(buckets, 0.5)} s, p99 <= {histogram_quantile(buckets, 0.99)} s")

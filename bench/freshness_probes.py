@@ -59,6 +59,50 @@ class ProbeWatcher:
             time.sleep(0.005)
 
 
+class CpuShares:
+    """CPU used by named processes between ``start()`` and ``stop()``, in % of one core: the
+    freshness benches share two cores between every component, the broker, Redis and the load
+    generator, so the split is printed beside the latencies."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        import psutil
+
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
+        self.shares: dict[str, float] = {}
+        self._start: dict[str, float] = {}
+        self._t0 = 0.0
+
+    @staticmethod
+    def redis_pid(port: int = 6379) -> int | None:
+        import psutil
+
+        for p in psutil.process_iter(["name", "cmdline"]):
+            if p.info["name"] == "redis-server" and f":{port}" in " ".join(p.info["cmdline"] or []):
+                return p.pid
+        return None
+
+    def _cpu(self) -> dict[str, float]:
+        out = {}
+        for name, p in self.procs.items():
+            try:
+                t = p.cpu_times()
+                out[name] = t.user + t.system + getattr(t, "children_user", 0) + getattr(t, "children_system", 0)
+            except Exception:  # exited
+                out[name] = self._start.get(name, 0.0)
+        return out
+
+    def start(self) -> None:
+        self._start, self._t0 = self._cpu(), time.perf_counter()
+
+    def stop(self) -> None:
+        end, elapsed = self._cpu(), time.perf_counter() - self._t0
+        self.shares = {n: (end[n] - self._start[n]) / elapsed * 100 for n in self.procs}
+
+    def summary(self) -> str:
+        parts = [f"{n} {v:.0f}%" for n, v in sorted(self.shares.items(), key=lambda kv: -kv[1])]
+        return f"CPU (% of one core) over the steady window: {', '.join(parts)}; total {sum(self.shares.values()):.0f}%"
+
+
 def print_probe_summary(label: str, a: np.ndarray, lost: int) -> None:
     print(f"probe {label}: p50 {np.percentile(a, 50) * 1000:.0f} ms  p90 {np.percentile(a, 90) * 1000:.0f} ms  "
           f"p99 {np.percentile(a, 99) * 1000:.0f} ms  max {a.max() * 1000:.0f} ms  (never visible: {lost})")

@@ -30,6 +30,9 @@ class FeaturesSettings(BaseSettings):
         True, description="write Redis rows without first reading their stored event time. Safe "
         "here: the sink keeps the newest update per entity in each batch, and updates are keyed by "
         "entity_id so one entity's updates stay ordered in one partition; saves a round of HMGETs")
+    online_writer: Literal["fast", "feast"] = Field(
+        "fast", description="fast: Feast's Redis / SQLite row format written with per-view keys "
+        "resolved once (features.online_rows); feast: Feast's own online_write_batch")
     offline_dir: Path | None = Field(None, description="default: <repo_dir>/offline")
     catalog_path: Path = Path("var/catalog/items.parquet")
     feature_ttl_days: float = Field(

@@ -28,15 +28,15 @@ from typing import Any, Callable
 
 import orjson
 
-from convcg.contract import FeatureUpdate, Label, Topics
+from convcg.contract import ENTITIES, FeatureUpdate, Label, Topics
 from features import metrics
 from features.definitions import stream_view_name
-from features.online import OnlineWriter
+from features.online_rows import row_writer
 from features.offline import read_parts, write_part
+from features.pending import PendingOffline
 from features.settings import FeaturesSettings
 from features.updates import (LABEL_SCHEMA, InvalidMessage, group_by_entity, labels_table,
-                              latest_per_entity, new_labels, parse_feature_update, parse_label,
-                              updates_table)
+                              latest_per_entity, new_labels, parse_feature_update, parse_label)
 
 log = logging.getLogger("convcg.features.sink")
 
@@ -49,8 +49,8 @@ class SinkStopped(Exception):
 
 @dataclass
 class Batch:
-    """Valid messages of one poll (online write) or of one flush interval (offline write), plus
-    the write stages already done, so a retry after a partial failure repeats none of them."""
+    """Valid messages and dead letters of one poll, plus the write stages already done, so a
+    retry after a partial failure repeats none of them."""
 
     updates: list[FeatureUpdate] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
@@ -92,7 +92,8 @@ class FeastWriter:
 
         self.settings = settings
         self.store = store if store is not None else apply_repo(settings)
-        self.online = OnlineWriter(self.store)
+        self.online = row_writer(self.store, fast=settings.online_writer == "fast")
+        self._freshness = {e: metrics.FRESHNESS.labels(e) for e in ENTITIES}
         self.seen_label_ids: set[str] = set(
             read_parts(settings.labels_dir, LABEL_SCHEMA, columns=["label_id"])
             .column("label_id").to_pylist())
@@ -103,24 +104,24 @@ class FeastWriter:
         for entity, ups in group_by_entity(latest_per_entity(batch.updates)).items():
             self.online.write(entity, ups, batch.created)
             metrics.SINK_ONLINE_ROWS.labels(entity).inc(len(ups))
-        now = time.time()
+        now_ms = time.time() * 1000.0
+        freshness = self._freshness
         for u in batch.updates:
             if u.ingest_ms > 0:  # 0: the producer did not know when the event entered Kafka
-                metrics.FRESHNESS.labels(u.entity).observe(max(0.0, now - u.ingest_ms / 1000.0))
+                freshness[u.entity].observe(max(0.0, now_ms - u.ingest_ms) / 1000.0)
 
-    def write_offline(self, batch: Batch) -> None:
-        for entity, ups in group_by_entity(batch.updates).items():
-            write_part(self.settings.offline_root / stream_view_name(entity),
-                       updates_table(entity, ups, batch.created))
-            metrics.SINK_UPDATES.labels(entity).inc(len(ups))
+    def write_offline(self, pending: PendingOffline) -> None:
+        for entity, table in pending.updates_tables(pending.created).items():
+            write_part(self.settings.offline_root / stream_view_name(entity), table)
+            metrics.SINK_UPDATES.labels(entity).inc(table.num_rows)
 
-    def write_labels(self, batch: Batch) -> None:
-        fresh = new_labels(batch.labels, self.seen_label_ids)
+    def write_labels(self, pending: PendingOffline) -> None:
+        fresh = new_labels(pending.labels, self.seen_label_ids)
         if fresh:
-            write_part(self.settings.labels_dir, labels_table(fresh, batch.created))
+            write_part(self.settings.labels_dir, labels_table(fresh, pending.created))
             self.seen_label_ids.update(lab.label_id for lab in fresh)
         metrics.SINK_LABELS.labels("written").inc(len(fresh))
-        metrics.SINK_LABELS.labels("duplicate").inc(len(batch.labels) - len(fresh))
+        metrics.SINK_LABELS.labels("duplicate").inc(len(pending.labels) - len(fresh))
 
 
 class FeatureSink:
@@ -132,14 +133,14 @@ class FeatureSink:
         self.stop_requested = asyncio.Event()
         self.batches_written = 0
 
-    async def _write_with_retry(self, stage: str, fn: Callable[[Batch], None], batch: Batch) -> None:
+    async def _write_with_retry(self, stage: str, fn: Callable[[Any], None], work: Batch | PendingOffline) -> None:
         """Run one write stage until it succeeds; a stop request while failing raises
         ``SinkStopped`` (so the caller never commits past unwritten data)."""
         delay = self.settings.retry_initial_seconds
-        while stage not in batch.done:
+        while stage not in work.done:
             try:
-                await asyncio.to_thread(fn, batch)
-                batch.done.add(stage)
+                await asyncio.to_thread(fn, work)
+                work.done.add(stage)
             except Exception as exc:  # store down, disk full...: keep the batch, retry
                 metrics.SINK_WRITE_FAILURES.labels(stage).inc()
                 log.warning("%s write failed (%s: %s); retrying the same batch in %.1fs, "
@@ -152,18 +153,35 @@ class FeatureSink:
                     raise SinkStopped(f"stopped while the {stage} write was failing") from exc
                 delay = min(delay * 2, self.settings.retry_max_seconds)
 
-    def _flush_due(self, pending: Batch, since: float | None, stopping: bool) -> bool:
-        if since is None:
-            return False
-        size = len(pending.updates) + len(pending.labels)
-        return (stopping or size >= self.settings.offline_flush_rows
-                or time.monotonic() - since >= self.settings.offline_flush_seconds)
+    def _flush_due(self, pending: PendingOffline) -> bool:
+        return bool(pending) and (pending.rows >= self.settings.offline_flush_rows
+                                  or time.monotonic() - pending.since >= self.settings.offline_flush_seconds)
+
+    async def _flush(self, consumer, pending: PendingOffline) -> None:
+        """Append the pending rows offline and the new labels, then commit the offsets they
+        cover (only those: polls made meanwhile belong to the next flush)."""
+        from aiokafka.errors import CommitFailedError, IllegalStateError
+        from aiokafka.structs import TopicPartition
+
+        pending.created = datetime.now(timezone.utc)
+        await self._write_with_retry("offline", self.writer.write_offline, pending)
+        await self._write_with_retry("labels", self.writer.write_labels, pending)
+        assigned = consumer.assignment()
+        offsets = {tp: o for tp, o in ((TopicPartition(*k), o) for k, o in pending.offsets.items()) if tp in assigned}
+        try:
+            if offsets:
+                await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:  # rebalanced meanwhile
+            log.warning("commit after an offline flush refused (%s); the partitions' new owner "
+                        "re-reads from the last committed offsets (labels dedupe by label_id)", exc)
+        log.debug("flushed %d rows and %d labels offline; offsets committed", pending.rows, len(pending.labels))
 
     async def run(self) -> None:
-        """Poll -> write online at once (freshness) -> accumulate -> every
+        """Poll -> write online at once (freshness) -> keep as pending offline rows -> every
         ``offline_flush_seconds`` / ``offline_flush_rows`` append one part file per entity and
-        the new labels -> commit. Offsets are committed only after both writes of everything
-        polled so far, so a crash anywhere redelivers instead of dropping."""
+        the new labels, *beside* the next polls -> commit what that flush wrote. Offsets are
+        committed only after both writes of everything they cover, so a crash anywhere
+        redelivers instead of dropping."""
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
         consumer = AIOKafkaConsumer(
@@ -176,44 +194,51 @@ class FeatureSink:
         await producer.start()
         log.info("sink consuming %s and %s from %s (group %s)", self.topics.feature_updates,
                  self.topics.labels, self.bootstrap, self.settings.consumer_group)
-        pending, pending_since = Batch(), None  # written online, not yet offline / committed
+        pending = PendingOffline()  # written online, not yet offline / committed
+        flushing: asyncio.Task | None = None  # at most one offline flush at a time, in order
         try:
             while True:
-                stopping = self.stop_requested.is_set()
-                if not stopping:
-                    polled = await consumer.getmany(timeout_ms=self.settings.batch_max_wait_ms,
-                                                    max_records=self.settings.batch_max_records)
-                    records = [r for rs in polled.values() for r in rs]
-                    if records:
-                        t0 = time.perf_counter()
-                        batch = decode_records(records, self.topics)
-                        await self._write_with_retry("online", self.writer.write_online, batch)
-                        for dl in batch.dead_letters:
-                            await producer.send_and_wait(self.topics.dead_letters, orjson.dumps(dl))
-                            metrics.SINK_DEAD_LETTERS.labels(dl["topic"]).inc()
-                            log.warning("dead-lettered %s[%s]@%s: %s", dl["topic"], dl["partition"],
-                                        dl["offset"], dl["reason"])
-                        pending.updates += batch.updates
-                        pending.labels += batch.labels
-                        pending_since = pending_since or time.monotonic()
-                        self.batches_written += 1
-                        metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - t0)
-                if self._flush_due(pending, pending_since, stopping):
-                    pending.created = datetime.now(timezone.utc)
-                    await self._write_with_retry("offline", self.writer.write_offline, pending)
-                    await self._write_with_retry("labels", self.writer.write_labels, pending)
-                    await consumer.commit()
-                    log.debug("flushed %d updates and %d labels offline; offsets committed",
-                              len(pending.updates), len(pending.labels))
-                    pending, pending_since = Batch(), None
-                if stopping:
+                if flushing is not None and flushing.done():
+                    flushing, done = None, flushing
+                    done.result()  # SinkStopped if stopped while its write was failing
+                if self.stop_requested.is_set():
                     break
+                if flushing is not None and pending.rows >= self.settings.offline_flush_rows:
+                    await asyncio.wait({flushing})  # the offline store is behind: hold the polls
+                    continue
+                await self._poll_once(consumer, producer, pending)
+                if flushing is None and self._flush_due(pending):
+                    flushing = asyncio.create_task(self._flush(consumer, pending))
+                    pending = PendingOffline()
+            if flushing is not None:
+                await flushing
+            if pending:
+                await self._flush(consumer, pending)
         except SinkStopped as exc:
             log.warning("%s; uncommitted records will be redelivered on restart", exc)
         finally:
+            if flushing is not None and not flushing.done():
+                flushing.cancel()
             await consumer.stop()
             await producer.stop()
             log.info("sink stopped after %d batches", self.batches_written)
+
+    async def _poll_once(self, consumer, producer, pending: PendingOffline) -> None:
+        polled = await consumer.getmany(timeout_ms=self.settings.batch_max_wait_ms,
+                                        max_records=self.settings.batch_max_records)
+        records = [r for rs in polled.values() for r in rs]
+        if not records:
+            return
+        t0 = time.perf_counter()
+        batch = decode_records(records, self.topics)
+        await self._write_with_retry("online", self.writer.write_online, batch)
+        for dl in batch.dead_letters:
+            await producer.send_and_wait(self.topics.dead_letters, orjson.dumps(dl))
+            metrics.SINK_DEAD_LETTERS.labels(dl["topic"]).inc()
+            log.warning("dead-lettered %s[%s]@%s: %s", dl["topic"], dl["partition"], dl["offset"], dl["reason"])
+        pending.add(batch.updates, batch.labels, records, time.monotonic())
+        self.batches_written += 1
+        metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - t0)
 
 
 class BackgroundSink:

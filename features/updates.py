@@ -6,6 +6,7 @@ operator can act on; the sink sends it to the dead-letter topic and carries on.
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +26,9 @@ LABEL_REQUIRED = ("label_id", "impression_id", "user_id", "item_id", "advertiser
                   "impression_ts", "label_ts", "kind")
 
 
+_FEATURE_NAMES: dict[str, frozenset[str]] = {e: frozenset(stream_feature_schema(e)) for e in ENTITIES}
+
+
 class InvalidMessage(ValueError):
     """A message that cannot be stored; ``str(exc)`` is the reason."""
 
@@ -33,9 +37,19 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+@functools.cache
+def _schema_items(entity: str) -> tuple[tuple[str, str], ...]:
+    return tuple(stream_feature_schema(entity).items())
+
+
 def _check_feature(entity: str, name: str, kind: str, value: Any) -> Any:
     if value is None:
         return None
+    value_type = type(value)  # the common, valid cases first: one type check each
+    if kind == "int" and value_type is int:
+        return value
+    if kind == "float" and value_type is float and math.isfinite(value):
+        return value
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
             raise InvalidMessage(f"{entity} feature {name!r} must be an integer, got {value!r}")
@@ -68,11 +82,11 @@ def parse_feature_update(d: Any) -> FeatureUpdate:
     features = d["features"]
     if not isinstance(features, dict):
         raise InvalidMessage("features must be a JSON object")
-    schema = stream_feature_schema(entity)
-    unknown = sorted(set(features) - set(schema))
-    if unknown:
+    schema = _schema_items(entity)
+    if len(features) > len(schema) or not all(n in _FEATURE_NAMES[entity] for n in features):
+        unknown = sorted(set(features) - _FEATURE_NAMES[entity])
         raise InvalidMessage(f"unknown {entity} feature(s) {unknown}")
-    checked = {n: _check_feature(entity, n, k, features.get(n)) for n, k in schema.items()}
+    checked = {n: _check_feature(entity, n, k, features.get(n)) for n, k in schema}
     return FeatureUpdate(entity=entity, entity_id=entity_id, event_ts=float(d["event_ts"]),
                          ingest_ms=int(d["ingest_ms"]), features=checked)
 

@@ -178,3 +178,36 @@ def _all_visible(reader: OnlineReader, updates) -> bool:
     except Exception:
         return False
     return [g["features"]["impressions_1h"] for g in got] == [u.features["impressions_1h"] for u in updates]
+
+
+def test_a_failing_offline_write_keeps_online_fresh_and_commits_nothing_until_written(broker, topics, tmp_path):
+    s = _settings(tmp_path, topics)
+    writer = FeastWriter(s)
+    view_dir = s.offline_root / stream_view_name("user")
+    shutil.rmtree(view_dir)
+    view_dir.write_text("not a directory")  # every offline append of user rows now fails
+    from features import metrics
+
+    failures = metrics.SINK_WRITE_FAILURES.labels("offline")
+    before = failures._value.get()
+    sink = FeatureSink(s, broker.bootstrap, writer=writer)
+    bg = BackgroundSink(sink).start()
+    try:
+        reader = OnlineReader(writer.store)
+        first = [full_update("user", f"u{i}", T + i, i) for i in range(10)]
+        _send(broker.bootstrap, topics.feature_updates, [u.to_dict() for u in first])
+        _wait_for(lambda: failures._value.get() >= before + 2, 60, "failing offline flushes")
+        # polls go on beside the failing flush: later updates still reach the online store
+        later = [full_update("user", f"v{i}", T + 100 + i, 100 + i) for i in range(10)]
+        _send(broker.bootstrap, topics.feature_updates, [u.to_dict() for u in later])
+        _wait_for(lambda: all(g["event_ts"] for g in reader.read("user_stream", [u.entity_id for u in later])),
+                  30, "later updates online while offline fails")
+        assert _committed(broker.bootstrap, s.consumer_group, topics.feature_updates) == 0
+        view_dir.unlink()
+        view_dir.mkdir()  # the offline store is back
+        _wait_for(lambda: _committed(broker.bootstrap, s.consumer_group, topics.feature_updates) == 20,
+                  30, "offsets committed once everything is offline")
+    finally:
+        bg.stop()
+    offline = read_parts(view_dir, stream_schema("user")).to_pandas()
+    assert sorted(offline["user_id"]) == sorted(u.entity_id for u in first + later)

@@ -1,0 +1,128 @@
+"""The sink's fast online writers store exactly what Feast's own ``online_write_batch`` stores
+(real Redis at 127.0.0.1:6379 and real SQLite), and the Feast SDK reads it back."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from convcg.contract import FeatureUpdate
+from features.definitions import JOIN_KEYS, stream_feature_schema
+from features.online_rows import FeastRowWriter, RedisRowWriter, SqliteRowWriter, ValueBytes, row_writer
+from features.settings import FeaturesSettings
+from features.store import apply_repo, delete_redis_project_keys
+
+CREATED = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+def _random_updates(seed: int, n: int = 300) -> list[FeatureUpdate]:
+    """Updates with the values that are easy to get wrong: zeros, nulls, empty lists,
+    large counts, floats that round at the microsecond, unicode ids."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        entity = ("user", "item", "advertiser")[i % 3]
+        feats = {}
+        for name, kind in stream_feature_schema(entity).items():
+            r = rng.random()
+            if r < 0.1:
+                feats[name] = None
+            elif kind == "int":
+                feats[name] = rng.choice([0, 1, 2, rng.randrange(10**12)])
+            elif kind == "float":
+                feats[name] = rng.choice([0.0, 0.02, rng.random(), 1e-300])
+            else:
+                feats[name] = [f"i{rng.randrange(100)}" for _ in range(rng.randrange(0, 4))]
+        ts = 1_700_000_000 + rng.random() * 1e6 + rng.choice([0.0, 0.0000005, 0.9999996])
+        out.append(FeatureUpdate(entity=entity, entity_id=rng.choice([f"e{i}", f"ü-{i}", str(i)]),
+                                 event_ts=ts, ingest_ms=0, features=feats))
+    return out
+
+
+def _write_all(writer, updates: list[FeatureUpdate]) -> None:
+    for entity in JOIN_KEYS:
+        writer.write(entity, [u for u in updates if u.entity == entity], CREATED)
+
+
+def _settings(tmp_path, store: str) -> FeaturesSettings:
+    return FeaturesSettings(repo_dir=tmp_path / "feast", project=f"t{uuid.uuid4().hex[:10]}", online_store=store)
+
+
+def _redis_dump(settings: FeaturesSettings) -> dict:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    return {k: client.hgetall(k) for k in client.scan_iter(match=b"*" + settings.project.encode(), count=1000)}
+
+
+def _sqlite_dump(settings: FeaturesSettings) -> dict:
+    conn = sqlite3.connect(settings.sqlite_file)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    return {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables if t.startswith(settings.project)}
+
+
+@pytest.mark.parametrize("store_kind", ["redis", "sqlite"])
+def test_fast_rows_store_the_same_bytes_as_feast(tmp_path, store_kind):
+    s = _settings(tmp_path, store_kind)
+    store = apply_repo(s)
+    dump = _redis_dump if store_kind == "redis" else _sqlite_dump
+    fast = row_writer(store)
+    assert isinstance(fast, RedisRowWriter if store_kind == "redis" else SqliteRowWriter)
+    try:
+        for seed in (0, 1):  # second round overwrites the first: upserts must match too
+            updates = _random_updates(seed)
+            _write_all(FeastRowWriter(store), updates)
+            by_feast = dump(s)
+            if store_kind == "redis":
+                delete_redis_project_keys(s)
+            else:
+                for table in by_feast:
+                    with sqlite3.connect(s.sqlite_file) as c:
+                        c.execute(f'DELETE FROM "{table}"')
+            if seed == 1:  # rows of round 0 stored by the fast writer, then overwritten
+                _write_all(fast, _random_updates(0))
+            _write_all(fast, updates)
+            by_fast = dump(s)
+            assert sum(len(v) for v in by_feast.values()) > 0
+            assert by_fast == by_feast
+    finally:
+        if store_kind == "redis":
+            delete_redis_project_keys(s)
+
+
+@pytest.mark.parametrize("store_kind", ["redis", "sqlite"])
+def test_feast_sdk_reads_what_the_fast_writer_wrote(tmp_path, store_kind):
+    s = _settings(tmp_path, store_kind)
+    store = apply_repo(s)
+    try:
+        feats = {n: (7 if k == "int" else 0.25 if k == "float" else ["i3", "i1"])
+                 for n, k in stream_feature_schema("user").items()}
+        feats["impressions_1h"] = None
+        u = FeatureUpdate(entity="user", entity_id="u-1", event_ts=1_700_000_123.5, ingest_ms=0, features=feats)
+        row_writer(store).write("user", [u], CREATED)
+        refs = [f"user_stream:{n}" for n in feats]
+        got = store.get_online_features(features=refs, entity_rows=[{"user_id": "u-1"}, {"user_id": "nobody"}]).to_dict()
+        for n, v in feats.items():
+            assert got[n] == [v, None], n
+    finally:
+        if store_kind == "redis":
+            delete_redis_project_keys(s)
+
+
+def test_value_bytes_are_the_protobuf_encoding_and_zero_keeps_its_sign():
+    from feast.protos.feast.types.Value_pb2 import StringList, Value
+
+    vb = ValueBytes()
+    for _ in range(2):  # second pass is served from the memo
+        assert vb.encode("int", 0) == Value(int64_val=0).SerializeToString() != vb.empty
+        assert vb.encode("int", 123) == Value(int64_val=123).SerializeToString()
+        assert vb.encode("float", 0.5) == Value(double_val=0.5).SerializeToString()
+        assert vb.encode("float", -0.0) == Value(double_val=-0.0).SerializeToString()
+        assert vb.encode("float", 0.0) == Value(double_val=0.0).SerializeToString()
+        assert vb.encode("strings", ["a"]) == Value(string_list_val=StringList(val=["a"])).SerializeToString()
+        assert vb.encode("int", None) == Value().SerializeToString()
+    assert vb.encode("float", -0.0) != vb.encode("float", 0.0)

@@ -100,14 +100,17 @@ class JoinProcessor:
         return j
 
     def _read_state(self, partition: int) -> dict:
-        """The partition's join state, read from its changelog on the broker to the end. Not
-        from the Faust table's recovered copy: after a SIGKILL that copy was seen to miss the
-        last writes (their records committed, their state absent, their labels never made)."""
-        from streams.holes import read_partition_to_end
+        """The partition's join state, read from its changelog on the broker up to a fence
+        written now (`streams.holes.read_partition_through_fence`). Not from the Faust table's
+        recovered copy, nor up to the broker's end offset: on the bundled Tansu both missed the
+        last writes before a SIGKILL (their records committed, their state absent, their labels
+        never made), because its end offset leaves out all but the first record of the newest
+        batch."""
+        from streams.holes import read_partition_through_fence
 
         if self._changelog is None:
             self._changelog = self.table.changelog_topic.get_topic_name()
-        raw = read_partition_to_end(self.settings.bootstrap, self._changelog, partition)
+        raw = read_partition_through_fence(self.settings.bootstrap, self._changelog, partition)
         return {orjson.loads(k): (orjson.loads(v) if v is not None else None) for k, v in raw.items() if k}
 
     async def on_revoked(self, revoked: set) -> None:

@@ -1,15 +1,16 @@
-"""Event-to-online-feature freshness through the whole path: raw events → streams worker
-(validation, aggregates) → feature-update topic → features sink → online store.
+"""Event-to-online-feature freshness through the whole path: raw events → `convcg aggregates`
+(validation, windows) → feature-update topic → `convcg features sink` → online store, with the
+label-join `convcg worker` consuming the same events beside them (as deployed).
 
     python bench/bench_pipeline_freshness.py [--rate 5000] [--seconds 20] [--store redis]
 
-Starts (or finds) a real broker, a `convcg worker` and a `convcg features sink` as their own
-processes, then produces raw impression / engagement events stamped "now" at a steady rate
-(users and items drawn uniformly), and meanwhile every ``--probe-ms`` an impression for a fresh
-user; a poller reads the online store until that user's ``impressions_1h`` appears. Freshness =
-visible time - produce time of the raw event, measured from outside both components. The sink's
-histogram (raw event's Kafka timestamp → online write) is scraped and printed beside it.
-`bench_features_freshness.py` measures the sink's leg alone.
+Starts (or finds) a real broker and the three components as their own processes, then produces
+raw impression / engagement events stamped "now" at a steady rate (users and items drawn
+uniformly), and meanwhile every ``--probe-ms`` an impression for a fresh user; a poller reads
+the online store until that user's ``impressions_1h`` appears. Freshness = visible time -
+produce time of the raw event, measured from outside the components. The sink's histogram (raw
+event's Kafka timestamp → online write) is scraped and printed beside it, and so is the CPU
+each process used. `bench_features_freshness.py` measures the sink's leg alone.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_features_freshness import histogram_quantile, scrape_histogram  # noqa: E402
+from bench_features_freshness import histogram_quantile, scrape_histogram, scrape_sum  # noqa: E402
 from freshness_probes import CpuShares, ProbeWatcher, SinkRig, print_probe_summary  # noqa: E402
 
 
@@ -40,6 +41,11 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--items", type=int, default=5_000)
     ap.add_argument("--store", choices=["sqlite", "redis"], default="redis")
+    ap.add_argument("--without-label-join", action="store_true",
+                    help="do not run the label-join worker beside the feature path (it is not on that path, "
+                         "but shares the two cores when it runs)")
+    ap.add_argument("--linger-ms", type=int, default=5,
+                    help="the load producer's linger (librdkafka's default: 5 ms); probes go through it too")
     args = ap.parse_args()
 
     from convcg.broker import free_port
@@ -51,8 +57,12 @@ def main() -> None:
     env = {**rig.env, "CONVCG_STREAMS_BOOTSTRAP": broker.bootstrap, "CONVCG_STREAMS_TOPIC_PREFIX": topics.prefix,
            "CONVCG_STREAMS_APP_ID": f"{topics.prefix}worker", "CONVCG_STREAMS_METRICS_PORT": str(worker_port),
            "CONVCG_STREAMS_DATA_DIR": str(tmp / "streams")}
-    worker = subprocess.Popen([sys.executable, "-m", "convcg.cli", "worker"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=open(tmp / "worker.log", "wb"))
+    worker = None if args.without_label_join else subprocess.Popen(
+        [sys.executable, "-m", "convcg.cli", "worker"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "worker.log", "wb"))
+    aggregates = subprocess.Popen([sys.executable, "-m", "convcg.cli", "aggregates", "--metrics-port", "0"],
+                                  env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                  stderr=open(tmp / "aggregates.log", "wb"))
     watcher = ProbeWatcher(reader).start()
     seq = iter(range(10**12))
 
@@ -72,10 +82,11 @@ def main() -> None:
     # as little of the two cores as it can (in production it is not on the worker's machine).
     from confluent_kafka import Producer
 
-    # linger 5 ms: librdkafka's default, as an ad server's producer would run. (2 ms, used before,
-    # makes ~2.5x more record batches, and the bundled Tansu's fetch cost grows with the batches
-    # it stores: bench/bench_broker_batches.py.) Probes go through the same producer as the load.
-    fast = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    # linger: librdkafka's default 5 ms unless --linger-ms says otherwise. The bundled Tansu's fetch
+    # cost grows with the record batches it stores (bench/bench_broker_batches.py), so a shorter
+    # linger (more, smaller batches) makes the broker slower the longer a run lasts. Probes go
+    # through the same producer as the load, so its linger is part of what they measure.
+    fast = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": args.linger_ms})
 
     def probe(k: int) -> None:
         now = time.time()
@@ -95,17 +106,27 @@ def main() -> None:
     sent, elapsed, lost = 0, 0.0, 0
     try:
         k, t_warm = 0, time.time()
-        while not watcher.fresh:  # warm-up: both group joins, first writes
-            for proc, name in ((sink, "sink"), (worker, "worker")):
-                if proc.poll() is not None:
+        # warm-up: the sink's group join and first writes, and the label-join worker consuming
+        def worker_consuming() -> bool:
+            if worker is None:
+                return True
+            try:
+                return scrape_sum(worker_port, "convcg_stream_events_total") > 0
+            except OSError:  # its metrics server is not up yet
+                return False
+
+        while not (watcher.fresh and worker_consuming()):
+            for proc, name in ((sink, "sink"), (worker, "worker"), (aggregates, "aggregates")):
+                if proc is not None and proc.poll() is not None:
                     raise RuntimeError(f"{name} exited: {(tmp / f'{name}.log').read_text()[-2000:]}")
             probe(k)
             k += 1
             fast.flush()
             time.sleep(0.5)
-        print(f"worker and sink ready after {time.time() - t_warm:.1f}s (group joins + first writes)")
+        print(f"components ready after {time.time() - t_warm:.1f}s (group joins + first writes)")
         watcher.reset()
-        cpu = CpuShares({"worker": worker.pid, "sink": sink.pid, "bench (load + probes)": os.getpid(),
+        cpu = CpuShares({"label-join worker": worker.pid if worker else None, "aggregates": aggregates.pid, "sink": sink.pid,
+                         "bench (load + probes)": os.getpid(),
                          "broker": broker.process.pid if broker.process else None,
                          "redis": CpuShares.redis_pid() if args.store == "redis" else None})
         cpu.start()
@@ -132,13 +153,16 @@ def main() -> None:
     finally:
         watcher.stop()
         buckets, count = scrape_histogram(sink_port, "convcg_features_freshness_seconds")
-        worker.terminate()
-        worker.wait(30)
+        for proc in (worker, aggregates):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
         rig.close()
 
     a = np.array(watcher.fresh)
-    print(f"\npipeline freshness (worker + sink), {args.store} online store, steady {sent / elapsed:.0f} raw "
-          f"events/s for {elapsed:.1f}s ({len(a)} probes; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
+    beside = "alone" if worker is None else "label-join worker beside"
+    print(f"\npipeline freshness (aggregates + sink, {beside}), {args.store} online store, steady {sent / elapsed:.0f} raw "
+          f"events/s for {elapsed:.1f}s, producer linger {args.linger_ms} ms ({len(a)} probes; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
     print_probe_summary("raw event->visible", a, lost)
     print(cpu.summary())
     if count:

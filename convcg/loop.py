@@ -133,7 +133,7 @@ def run_loop(home: Path, settings: LoopSettings) -> dict:
     broker = find_or_start_broker(log_path=home / "broker.log")
     topics = Topics()
     create_topics(broker.bootstrap, topics.all(), 3)
-    ports = {name: free_port() for name in ("worker", "sink", "features", "trainer", "retrieval")}
+    ports = {name: free_port() for name in ("worker", "aggregates", "sink", "features", "trainer", "retrieval")}
     registry = home / "registry"
     common = {"KAFKA_BOOTSTRAP": broker.bootstrap}
     features_env = {**common, "CONVCG_FEATURES_REPO_DIR": str(home / "feast"),
@@ -151,6 +151,9 @@ def run_loop(home: Path, settings: LoopSettings) -> dict:
         worker = sup.start(Component("streams-worker", ["worker", "--metrics-port", str(ports["worker"])],
                                      {**common, "CONVCG_STREAMS_BOOTSTRAP": broker.bootstrap},
                                      logs / "streams-worker.log", ports["worker"]))
+        sup.start(Component("streams-aggregates", ["aggregates", "--metrics-port", str(ports["aggregates"])],
+                            {**common, "CONVCG_STREAMS_BOOTSTRAP": broker.bootstrap},
+                            logs / "streams-aggregates.log", ports["aggregates"]))
         sink = sup.start(Component("features-sink", ["features", "sink", "--bootstrap", broker.bootstrap,
                                                      "--metrics-port", str(ports["sink"])],
                                    features_env, logs / "features-sink.log", ports["sink"]))

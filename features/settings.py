@@ -45,6 +45,8 @@ class FeaturesSettings(BaseSettings):
     batch_max_records: int = Field(1000, description="records per poll; ~1,000 wrote fastest per update (bench)")
     batch_max_wait_ms: int = 100
     fetch_max_wait_ms: int = Field(100, ge=1, description="longest a fetch waits for new records (aiokafka's 500 ms default is added latency on brokers without long-poll wake-up, such as Tansu)")
+    fetch_min_bytes: int = Field(65536, ge=1, description="bytes a fetch waits for, up to fetch_max_wait_ms: fewer, "
+                                 "fuller fetches (on the bundled Tansu every fetch costs in proportion to the record batches it stores)")
     offline_flush_seconds: float = Field(
         5.0, description="append offline part files / labels (and commit) at least this often")
     offline_flush_rows: int = 50_000

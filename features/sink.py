@@ -188,7 +188,7 @@ class FeatureSink:
             self.topics.feature_updates, self.topics.labels, bootstrap_servers=self.bootstrap,
             group_id=self.settings.consumer_group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_interval_ms=30 * 60 * 1000,
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms)
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms, fetch_min_bytes=self.settings.fetch_min_bytes)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
         await consumer.start()
         await producer.start()

@@ -14,7 +14,11 @@ whole-second timestamps this is exactly (T - W, T]. Events older than T but insi
 
 Routing: impressions and conversions count for their user, item and advertiser; engagements
 carry no advertiser, so they count for the advertiser remembered for the item (from its
-impressions or conversions, or seeded by ``remember_item_advertiser``).
+impressions or conversions, or seeded by ``remember_item_advertiser``). An engagement whose
+item has no known advertiser yet (its impression is on another topic and may be read later:
+topics and partitions are read side by side, and a rebuild reads whole logs) is parked and
+counted for the advertiser as soon as one is known, so the counts do not depend on the order
+the topics are read in (``stats['no_advertiser']`` counts the parked ones).
 
 Idempotent: an ``event_id`` seen before is ignored. The seen-set keeps ids for at least
 ``dedupe_horizon_seconds`` of event time behind the newest event (pruned at drains, and cut
@@ -38,6 +42,7 @@ from convcg.contract import (COUNTED, ENTITIES, WINDOW_SECONDS, WINDOWS, Convers
 
 STATE_VERSION = 1
 SEEN_PRUNE_MIN = 10_000  # the seen-set is not pruned below this size
+MAX_PARKED_PER_ITEM = 10_000  # engagements waiting for their item's advertiser, per item
 _KIND_OF = {Impression: 0, Engagement: 1, Conversion: 2}
 _N_KINDS = len(COUNTED)
 _N_WINDOWS = len(WINDOWS)
@@ -166,10 +171,11 @@ class StreamingAggregator:
         self._bind_tables()
         self._recent: dict[str, list[list]] = {}  # user -> [[ts, item], ...] newest first
         self._item_advertiser: dict[str, str] = {}
+        self._parked: dict[str, list[tuple[float, int]]] = {}  # item -> engagements (ts, ingest_ms) without advertiser
         self._seen: dict[str, float] = {}  # event_id -> ts, in arrival order
         self._seen_prune_at = SEEN_PRUNE_MIN
         self._newest = -math.inf
-        self.stats = {"duplicates": 0, "too_late": 0, "no_advertiser": 0}
+        self.stats = {"duplicates": 0, "too_late": 0, "no_advertiser": 0, "parked_dropped": 0}
 
     def _bind_tables(self) -> None:
         """(state table, dirty table) per entity, in the order apply() passes the keys."""
@@ -205,13 +211,23 @@ class StreamingAggregator:
             insert_recent(recent, ts, item_id, self._last_n)
         else:
             advertiser_id = event.advertiser_id  # type: ignore[union-attr]  # not an engagement
-            if kind == 0 or item_id not in self._item_advertiser:
+            if item_id not in self._item_advertiser:
+                self._item_advertiser[item_id] = advertiser_id
+                if item_id in self._parked and advertiser_id:
+                    for parked_ts, parked_ingest in self._parked.pop(item_id):
+                        self._count_engagement_for(advertiser_id, parked_ts, parked_ingest)
+            elif kind == 0:
                 self._item_advertiser[item_id] = advertiser_id
         bucket = int(ts // self._bucket_seconds)
         w1h, w1d, w7d = self._widths
         base = kind * _N_WINDOWS
-        if not advertiser_id:
+        if not advertiser_id and kind == 1:
             self.stats["no_advertiser"] += 1
+            parked = self._parked.setdefault(item_id, [])
+            if len(parked) < MAX_PARKED_PER_ITEM:
+                parked.append((ts, ingest_ms))
+            else:
+                self.stats["parked_dropped"] += 1
         for (table, dirty), key in zip(self._tables, (user_id, item_id, advertiser_id)):
             if not key:
                 continue
@@ -237,6 +253,33 @@ class StreamingAggregator:
                 sums[base + 1] += 1
                 if age < w1h:
                     sums[base] += 1
+
+    def _count_engagement_for(self, advertiser_id: str, ts: float, ingest_ms: int) -> None:
+        """Count one parked engagement for the advertiser its item turned out to have (the
+        advertiser step of ``apply``, for one entity)."""
+        table, dirty = self._tables[2]
+        bucket = int(ts // self._bucket_seconds)
+        st = table.get(advertiser_id)
+        if st is None:
+            st = table[advertiser_id] = _EntityWindows(ts, bucket, ingest_ms)
+        else:
+            st.newest = max(st.newest, ts)
+            st.ingest_ms = max(st.ingest_ms, ingest_ms)
+        dirty[advertiser_id] = st
+        age = st.bucket - bucket
+        w1h, w1d, w7d = self._widths
+        if age >= w7d:
+            return
+        row = st.counts.get(bucket)
+        if row is None:
+            row = st.new_row(bucket)
+        row[1] += 1
+        sums = st.sums
+        sums[_N_WINDOWS + 2] += 1
+        if age < w1d:
+            sums[_N_WINDOWS + 1] += 1
+            if age < w1h:
+                sums[_N_WINDOWS] += 1
 
     def _settle(self, st: _EntityWindows) -> None:
         newest_bucket = int(st.newest // self._bucket_seconds)
@@ -317,6 +360,12 @@ class StreamingAggregator:
             for k in stale:
                 del table[k]
             evicted += len(stale)
+        for item, parked in list(self._parked.items()):
+            kept = [p for p in parked if p[0] >= cutoff]
+            if kept:
+                self._parked[item] = kept
+            else:
+                del self._parked[item]
         return evicted
 
     @property
@@ -338,6 +387,7 @@ class StreamingAggregator:
             "dirty": {e: list(d) for e, d in self._dirty.items()},
             "recent": self._recent,
             "item_advertiser": self._item_advertiser,
+            "parked": self._parked,
             "seen": [[ts, eid] for eid, ts in self._seen.items()],
             "stats": dict(self.stats),
         }
@@ -361,6 +411,7 @@ class StreamingAggregator:
         agg._bind_tables()
         agg._recent = {u: [list(x) for x in rec] for u, rec in state["recent"].items()}
         agg._item_advertiser = dict(state["item_advertiser"])
+        agg._parked = {item: [(float(ts), int(ing)) for ts, ing in rows] for item, rows in state.get("parked", {}).items()}
         agg._seen = {eid: float(ts) for ts, eid in state["seen"]}
         agg.stats.update(state.get("stats", {}))
         return agg

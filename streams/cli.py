@@ -16,13 +16,28 @@ except ImportError:  # replay not built yet
 @click.option("--app-id", default=None, help="Faust app id = consumer group")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (0 = off)")
 def worker_command(bootstrap, topic_prefix, app_id, metrics_port) -> None:
-    """Run the Faust worker: validation, label join, streaming aggregates."""
+    """Run the Faust worker: validation and the label join (dead letters, labels)."""
     from streams.settings import StreamSettings
     from streams.worker import run_worker
 
     overrides = {k: v for k, v in dict(bootstrap=bootstrap, topic_prefix=topic_prefix, app_id=app_id,
                                         metrics_port=metrics_port).items() if v is not None}
     run_worker(StreamSettings(**overrides))
+
+
+@click.command("aggregates")
+@click.option("--bootstrap", envvar="CONVCG_STREAMS_BOOTSTRAP", help="Kafka bootstrap (default from settings)")
+@click.option("--topic-prefix", default=None)
+@click.option("--metrics-port", type=int, default=None, help="Prometheus port (0 = off)")
+def aggregates_command(bootstrap, topic_prefix, metrics_port) -> None:
+    """Run the streaming feature aggregates: every event partition -> per user / item /
+    advertiser windows -> the feature-updates topic (rebuilt from the log start on each start)."""
+    from streams.aggregates_worker import run_aggregates
+    from streams.settings import StreamSettings
+
+    overrides = {k: v for k, v in dict(bootstrap=bootstrap, topic_prefix=topic_prefix,
+                                        metrics_port=metrics_port).items() if v is not None}
+    run_aggregates(StreamSettings(**overrides))
 
 
 @click.command("labels")

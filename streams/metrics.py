@@ -1,8 +1,8 @@
-"""Prometheus metrics of the streams worker."""
+"""Prometheus metrics of the streams component: the label join worker and the aggregates worker."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_IN = Counter("convcg_stream_events_total", "Valid events consumed, by type", ["type"])
 LABELS_OUT = Counter("convcg_stream_labels_total", "Labels emitted, by kind", ["kind"])
@@ -16,3 +16,17 @@ WATERMARK_LAG = Gauge("convcg_stream_watermark_lag_seconds", "Newest event time 
 CONSUMER_LAG = Gauge("convcg_stream_consumer_lag", "Highwater minus next offset, per source topic-partition", ["topic", "partition"])
 BUFFERED = Gauge("convcg_stream_buffered_events", "Events held in the reorder buffer, per partition", ["partition"])
 PENDING = Gauge("convcg_stream_pending_impressions", "Impressions inside their attribution window, per partition", ["partition"])
+
+# --- the aggregates worker (convcg aggregates) ------------------------------------------------
+AGG_EVENTS_IN = Counter("convcg_aggregates_events_total", "Valid events counted into the feature aggregates, by type",
+                        ["type"])
+AGG_SKIPPED = Counter("convcg_aggregates_skipped_total",
+                      "Invalid events skipped by the aggregates (the label join worker dead-letters them), by reason",
+                      ["reason"])
+AGG_UPDATE_DELAY = Histogram(
+    "convcg_aggregates_update_delay_seconds",
+    "From the newest event of an update entering Kafka to the update being sent (the aggregates' leg of freshness)",
+    ["entity"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+AGG_REBUILD_SECONDS = Gauge("convcg_aggregates_rebuild_seconds", "How long the rebuild from the log start took")
+AGG_LAG = Gauge("convcg_aggregates_consumer_lag", "Highwater minus next offset, per source topic-partition",
+                ["topic", "partition"])

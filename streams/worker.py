@@ -1,13 +1,12 @@
-"""The Faust worker: validation, the label join and the streaming aggregates.
+"""The Faust worker: validation and the label join. (The streaming feature aggregates run as
+their own process, `streams.aggregates_worker`, so features do not queue behind the join.)
 
 One agent reads the three co-partitioned event topics in batches (`stream.take_events`),
-validates each record (bad ones go to the dead-letter topic), counts it into the streaming
-feature aggregates on arrival (features do not wait for the watermark; the aggregator dedupes
-event ids and buckets by event time), feeds a `LabelJoiner` per partition, and once per batch:
+validates each record (bad ones go to the dead-letter topic), feeds a `LabelJoiner` per
+partition, and once per batch:
 
 - moves each partition's event-time watermark and applies what it passed;
-- sends labels (key user_id, same partition number), dropped events with their reason, and
-  feature updates;
+- sends labels (key user_id, same partition number) and dropped events with their reason;
 - writes the impression states that changed to a changelogged Faust table, explicitly to the
   partition they belong to (one write per changed impression per batch, not per event);
 - marks the records whose effects are complete, and commits source offsets itself, strictly
@@ -67,8 +66,6 @@ class JoinProcessor:
         self.type_of_topic = {t.impressions: "impression", t.engagements: "engagement", t.conversions: "conversion"}
         self.joiners: dict[int, LabelJoiner] = {}
         self.watermarks: dict[int, PartitionWatermark] = {}
-        self.aggregator = _make_aggregator(settings)
-        self._last_feature_flush = 0.0
         self._unsaved: list[tuple[int, list]] = []
         self.acks = InOrderAcks()
         self._to_commit: dict[Any, int] = {}
@@ -152,7 +149,6 @@ class JoinProcessor:
         now = time.time()
         touched: set[int] = set()
         events_in: Counter[str] = Counter()
-        aggregator = self.aggregator
         generation = self.app.consumer_generation_id
         track = self.acks.track
         committed = getattr(self.app.consumer, "_committed_offset", {})  # where Faust seeked to
@@ -177,8 +173,6 @@ class JoinProcessor:
             touched = set(self.joiners)
         for partition in touched:
             released.extend(self._advance(partition))
-        if aggregator is not None and now - self._last_feature_flush >= self.settings.feature_flush_interval_s:
-            self.send_feature_updates(now)
         for etype, n in events_in.items():
             metrics.EVENTS_IN.labels(etype).inc(n)
         # 1) the labels this batch decided are on the broker, 2) only then the state saying they
@@ -198,7 +192,7 @@ class JoinProcessor:
         self.batches += 1
 
     def _take(self, msg: Any, entry: Any, now: float, touched: set[int], events_in: Counter) -> None:
-        """Validate one record and hand it to its partition's join (and the aggregates)."""
+        """Validate one record and hand it to its partition's join."""
         partition = msg.partition
         etype = self.type_of_topic.get(msg.topic)
         try:
@@ -218,8 +212,6 @@ class JoinProcessor:
             entry.done = True
             return
         events_in[etype] += 1
-        if self.aggregator is not None:  # features count on arrival: they need not wait for the watermark
-            self.aggregator.apply(parsed, int((msg.timestamp or 0) * 1000))
         joiner.add(parsed, entry)
 
     async def _read_hole(self, tp: Any, start: int, end: int) -> list:
@@ -236,19 +228,6 @@ class JoinProcessor:
         offsets, self._to_commit = self._to_commit, {}
         self._last_commit = time.monotonic()
         await self.app.consumer._commit_offsets(offsets)
-
-    def send_feature_updates(self, now: float) -> int:
-        """Send one coalesced update per entity touched since the last call."""
-        self._last_feature_flush = now
-        if self.aggregator is None:
-            return 0
-        updates: Counter[str] = Counter()
-        for update in self.aggregator.drain():
-            updates[update.entity] += 1
-            self.output.send(self.topics.feature_updates, orjson.dumps(update), update.entity_id.encode())
-        for entity, n in updates.items():
-            metrics.FEATURE_UPDATES.labels(entity).inc(n)
-        return sum(updates.values())
 
     def _advance(self, partition: int) -> list:
         joiner = self.joiners[partition]
@@ -299,34 +278,25 @@ class JoinProcessor:
         return hw
 
 
-def shorten_fetch_wait(app: Any, wait_ms: int) -> None:
+def tune_fetches(app: Any, wait_ms: int, min_bytes: int) -> None:
     """Faust builds its aiokafka consumer with a fixed ``fetch_max_wait_ms=1500``. A broker
     that holds an empty fetch for that long without waking on new records (Tansu does) makes
     every quiet-then-busy cycle cost up to 1.5 s of latency. There is no setting for it, so
-    the running consumer's fetcher is told directly (aiokafka reads it per fetch request)."""
+    the running consumer's fetcher is told directly (aiokafka reads both per fetch request),
+    with the fetch size to wait for (Faust asks for 1 byte: a fetch per trickle of records)."""
     thread = getattr(app.consumer, "_thread", None)
     fetcher = getattr(getattr(thread, "_consumer", None), "_fetcher", None)
-    if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+    if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms") or not hasattr(fetcher, "_fetch_min_bytes"):
         log.warning("cannot set the consumer's fetch wait (Faust/aiokafka internals changed)")
         return
     fetcher._fetch_max_wait_ms = wait_ms
+    fetcher._fetch_min_bytes = min_bytes
 
 
 def _event_dict(event: Any) -> dict:
     from convcg.contract import event_to_dict
 
     return event_to_dict(event)
-
-
-def _make_aggregator(settings: StreamSettings):
-    if not settings.aggregates:
-        return None
-    try:
-        from streams.aggregates import StreamingAggregator
-    except ImportError:  # pragma: no cover - aggregates module missing
-        log.warning("streams.aggregates not available: feature aggregates disabled")
-        return None
-    return StreamingAggregator()
 
 
 def build_app(settings: StreamSettings):
@@ -375,7 +345,7 @@ def build_app(settings: StreamSettings):
 
     @app.on_partitions_assigned.connect
     async def on_partitions_assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001 - signal API
-        shorten_fetch_wait(app, settings.fetch_max_wait_ms)
+        tune_fetches(app, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
 
     @app.on_partitions_revoked.connect
     async def on_partitions_revoked(app, revoked, **kwargs) -> None:  # noqa: ARG001 - signal API
@@ -385,12 +355,6 @@ def build_app(settings: StreamSettings):
     async def advance_idle_partitions() -> None:
         if processor.joiners:
             await processor.tick()
-
-    @app.timer(interval=settings.feature_flush_interval_s or 1.0)
-    async def flush_features() -> None:  # the stream may go quiet: don't sit on updates
-        if time.time() - processor._last_feature_flush >= settings.feature_flush_interval_s:
-            if processor.send_feature_updates(time.time()):
-                await processor.output.flush()
 
     @app.timer(interval=10.0)
     async def report() -> None:

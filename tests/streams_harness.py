@@ -43,3 +43,11 @@ def stop(proc: subprocess.Popen, kill: bool = False) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def start_component(args: list[str], bootstrap: str, topics: Topics, log_path: Path, **env_extra) -> subprocess.Popen:
+    """Any streams command (e.g. ``["aggregates"]``) as its own process on ``topics``."""
+    env = dict(os.environ, CONVCG_STREAMS_BOOTSTRAP=bootstrap, CONVCG_STREAMS_TOPIC_PREFIX=topics.prefix,
+               **{k: str(v) for k, v in env_extra.items()})
+    return subprocess.Popen([sys.executable, "-m", "convcg.cli", *args], env=env,
+                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)

@@ -115,6 +115,36 @@ def test_each_event_type_counts_for_the_right_entities():
     assert agg.stats["no_advertiser"] == 1  # i9 never seen with an advertiser
 
 
+def test_an_engagement_read_before_its_items_impression_still_counts_for_the_advertiser():
+    """Topics are read side by side (and a rebuild reads whole logs), so an engagement can come
+    in before any impression of its item: it waits for the item's advertiser, then counts."""
+    agg = StreamingAggregator(EXACT)
+    agg.apply(eng("e1", T + 5, item="i7"), 0)
+    agg.apply(eng("e2", T + 6, user="u2", item="i7"), 0)
+    first = updates_by_key(agg)
+    assert ("advertiser", "a7") not in first and first[("item", "i7")].features["engagements_1h"] == 2
+    agg.apply(imp("i", T, user="u3", item="i7", adv="a7"), 0)
+    f = updates_by_key(agg)[("advertiser", "a7")].features
+    assert (f["impressions_1h"], f["engagements_1h"]) == (1, 2)
+    agg.apply(conv("c", T + 9, item="i7", adv="a7"), 0)  # known now: nothing replayed twice
+    assert updates_by_key(agg)[("advertiser", "a7")].features["engagements_1h"] == 2
+
+
+def test_features_do_not_depend_on_the_order_events_are_read_in():
+    from streams.datasets import load_log
+
+    log = load_log("synthetic", n_users=60, n_items=600, n_advertisers=6, n_impressions=1500, seed=4, days=2)
+    t0 = min(e.ts for e in log.events)
+    events = [e for e in log.events if e.ts < t0 + 5 * D]  # inside the dedupe horizon
+    reference = {k: (u.event_ts, u.features) for k, u in run(events, AggregateSettings())[1].items()}
+    rng = random.Random(0)
+    for _ in range(3):
+        shuffled = events[:]
+        rng.shuffle(shuffled)
+        got = {k: (u.event_ts, u.features) for k, u in run(shuffled, AggregateSettings())[1].items()}
+        assert got == reference
+
+
 def test_engagement_advertiser_can_be_seeded_from_the_catalog():
     agg = StreamingAggregator(EXACT)
     agg.remember_item_advertiser("i9", "a9")

@@ -5,9 +5,9 @@ listening port -> free local ports, `/app/var` -> a temporary working directory,
 Feast project isolated per test. The replay is limited to the first events of the log.
 
 It shows the compose configuration works, not just parses: the one-shots exit 0, the long-running
-services stay up, both streams workers (one consumer group) get partitions and process events,
-labels come out, and the features sink writes the streaming features into Redis where the
-features HTTP service reads them back.
+services stay up, both label-join workers (one consumer group) get partitions and process events,
+labels come out, the aggregates worker counts every event, and the features sink writes the
+streaming features into Redis where the features HTTP service reads them back.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[1]
 REPLAY_LIMIT = 3000
 ONE_SHOTS = ("topics", "features-apply")
-LONG_RUNNING = ("streams-worker-1", "streams-worker-2", "features-sink", "features-serve", "trainer")
+LONG_RUNNING = ("streams-worker-1", "streams-worker-2", "streams-aggregates", "features-sink", "features-serve",
+                "trainer")
 PORT_ARGS = ("--port", "--metrics-port")
 WAIT_S = 150.0
 
@@ -153,6 +154,9 @@ def test_compose_services_run_with_the_files_commands_and_environment(broker, tm
             [compose.metric(w, worker_port, "convcg_stream_events_total")
              for w in ("streams-worker-1", "streams-worker-2")]), compose, "both workers to process the replay")
         assert sum(per_worker) < 2 * REPLAY_LIMIT  # shared, not each reading everything
+        # the one aggregates worker reads every partition
+        wait_for(lambda: compose.metric("streams-aggregates", 9104, "convcg_aggregates_events_total") >= REPLAY_LIMIT,
+                 compose, "the aggregates worker to count the replay")
 
         labels = wait_for(lambda: dedupe(read_topic(broker.bootstrap, topics.labels, timeout=5, idle=0.5)),
                           compose, "labels")

@@ -2,10 +2,12 @@
 
 Prints µs per event (CPU time of this process, and wall time, since the machine is shared)
 for apply alone, for apply + a drain every BATCH events (as the worker does per batch), and a
-baseline in the same run: a bare loop that bumps one dict counter per event.
+baseline in the same run: a bare loop that bumps one dict counter per event. Then, for the
+`convcg aggregates` flush intervals, the entity updates it sends per second at a steady RATE
+events/s (what the features sink has to write: fewer, the longer updates coalesce).
 Target: apply well under 10 µs/event; the worker needs >= 20,000 events/s overall.
 
-    python bench/bench_aggregates.py [--impressions N] [--batch B]
+    python bench/bench_aggregates.py [--impressions N] [--batch B] [--rate 5000]
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=5000, help="events between drains (worker batch)")
     ap.add_argument("--days", type=float, default=14.0)
+    ap.add_argument("--rate", type=int, default=5000, help="steady events/s for the updates-out table")
+    ap.add_argument("--flush-s", type=float, nargs="+", default=[0.1, 0.2, 0.5, 1.0],
+                    help="flush intervals of convcg aggregates to compare (0.1 s is the default)")
     args = ap.parse_args()
 
     log = load_log("synthetic", n_users=args.users, n_items=args.items, n_advertisers=500,
@@ -77,6 +82,16 @@ def main() -> None:
           f"{updates} updates = {updates / n:.2f} per event)")
     ok = n / with_drains.cpu >= TARGET_EVENTS_PER_S
     print(f"target >= {TARGET_EVENTS_PER_S:,} events/s (apply + drains, cpu): {'met' if ok else 'NOT met'}")
+
+    print(f"entity updates sent at a steady {args.rate:,} events/s, by flush interval:")
+    for flush_s in args.flush_s:
+        per_flush = max(1, int(args.rate * flush_s))
+        agg, out = StreamingAggregator(), 0
+        for k in range(0, n, per_flush):
+            for e in events[k:k + per_flush]:
+                agg.apply(e, 0)
+            out += len(agg.drain())
+        print(f"  flush every {flush_s:4.1f} s: {out / n * args.rate:8,.0f} updates/s ({out / n:.2f} per event)")
 
 
 if __name__ == "__main__":

@@ -183,15 +183,17 @@ class SqliteRowWriter:
     def write(self, entity: str, updates: list, created: datetime) -> None:
         sql, fields, keys = self._views[entity]
         encode, text = self.values.encode, self._text
-        created_naive = created.astimezone(timezone.utc).replace(tzinfo=None)
+        # Feast registers sqlite3's datetime adapter as ``int(naive.timestamp())``: the same
+        # integer, made once per update / batch here instead of once per row by the adapter.
+        created_s = int(created.astimezone(timezone.utc).replace(tzinfo=None).timestamp())
         rows = []
         for u in updates:
             key = keys[u.entity_id]
-            event_naive = _timestamp_parts(u.event_ts)[2].replace(tzinfo=None)
+            event_s = int(_timestamp_parts(u.event_ts)[2].replace(tzinfo=None).timestamp())
             feats = u.features
             for name, kind in fields:
                 v = feats.get(name)
-                rows.append((key, name, encode(kind, v), text(kind, v), event_naive, created_naive))
+                rows.append((key, name, encode(kind, v), text(kind, v), event_s, created_s))
         with self._conn:
             self._conn.executemany(sql, rows)
 

@@ -80,6 +80,27 @@ class _EntityWindows:
             insort(keys, bucket)
         return row
 
+    def count(self, ts: float, bucket: int, kind: int, ingest_ms: int, widths: list[int]) -> None:
+        """Count one event of ``kind`` at ``ts`` (in ``bucket``) into the windows it falls in."""
+        if ts > self.newest:
+            self.newest = ts
+        if ingest_ms > self.ingest_ms:
+            self.ingest_ms = ingest_ms
+        age = self.bucket - bucket  # < 0 for buckets newer than the last settling
+        w1h, w1d, w7d = widths
+        if age >= w7d:
+            return  # already outside every window of this entity
+        row = self.counts.get(bucket)
+        if row is None:
+            row = self.new_row(bucket)
+        row[kind] += 1
+        sums, base = self.sums, kind * _N_WINDOWS
+        sums[base + 2] += 1
+        if age < w1d:
+            sums[base + 1] += 1
+            if age < w1h:
+                sums[base] += 1
+
     def advance(self, new_bucket: int, widths: list[int]) -> None:
         """Settle the windows at ``new_bucket``: subtract the buckets that left each window
         (found by bisection, so each bucket costs O(1) per window over its life) and drop those
@@ -219,8 +240,7 @@ class StreamingAggregator:
             elif kind == 0:
                 self._item_advertiser[item_id] = advertiser_id
         bucket = int(ts // self._bucket_seconds)
-        w1h, w1d, w7d = self._widths
-        base = kind * _N_WINDOWS
+        widths = self._widths
         if not advertiser_id and kind == 1:
             self.stats["no_advertiser"] += 1
             parked = self._parked.setdefault(item_id, [])
@@ -234,25 +254,8 @@ class StreamingAggregator:
             st = table.get(key)
             if st is None:
                 st = table[key] = _EntityWindows(ts, bucket, ingest_ms)
-            else:
-                if ts > st.newest:
-                    st.newest = ts
-                if ingest_ms > st.ingest_ms:
-                    st.ingest_ms = ingest_ms
             dirty[key] = st
-            age = st.bucket - bucket  # < 0 for buckets newer than the last settling
-            if age >= w7d:
-                continue  # already outside every window of this entity
-            row = st.counts.get(bucket)
-            if row is None:
-                row = st.new_row(bucket)
-            row[kind] += 1
-            sums = st.sums
-            sums[base + 2] += 1
-            if age < w1d:
-                sums[base + 1] += 1
-                if age < w1h:
-                    sums[base] += 1
+            st.count(ts, bucket, kind, ingest_ms, widths)
 
     def _count_engagement_for(self, advertiser_id: str, ts: float, ingest_ms: int) -> None:
         """Count one parked engagement for the advertiser its item turned out to have (the
@@ -262,24 +265,8 @@ class StreamingAggregator:
         st = table.get(advertiser_id)
         if st is None:
             st = table[advertiser_id] = _EntityWindows(ts, bucket, ingest_ms)
-        else:
-            st.newest = max(st.newest, ts)
-            st.ingest_ms = max(st.ingest_ms, ingest_ms)
         dirty[advertiser_id] = st
-        age = st.bucket - bucket
-        w1h, w1d, w7d = self._widths
-        if age >= w7d:
-            return
-        row = st.counts.get(bucket)
-        if row is None:
-            row = st.new_row(bucket)
-        row[1] += 1
-        sums = st.sums
-        sums[_N_WINDOWS + 2] += 1
-        if age < w1d:
-            sums[_N_WINDOWS + 1] += 1
-            if age < w1h:
-                sums[_N_WINDOWS] += 1
+        st.count(ts, bucket, 1, ingest_ms, self._widths)
 
     def _settle(self, st: _EntityWindows) -> None:
         newest_bucket = int(st.newest // self._bucket_seconds)

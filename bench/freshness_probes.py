@@ -91,12 +91,14 @@ class CpuShares:
         return None
 
     def _cpu(self) -> dict[str, float]:
+        import psutil
+
         out = {}
         for name, p in self.procs.items():
             try:
                 t = p.cpu_times()
                 out[name] = t.user + t.system + getattr(t, "children_user", 0) + getattr(t, "children_system", 0)
-            except Exception:  # exited
+            except psutil.Error:  # exited (or no longer ours to read)
                 out[name] = self._start.get(name, 0.0)
         return out
 

@@ -43,9 +43,7 @@ def apply_cmd(online_store: str | None) -> None:
 def sink_cmd(bootstrap: str | None, topic_prefix: str | None, online_store: str | None,
              metrics_port: int | None) -> None:
     """Consume feature updates and labels; write them to Feast (online + offline) and the label table."""
-    import asyncio
-    import signal
-
+    from convcg.runtime import run_until_signalled
     from features.sink import FeatureSink
 
     s = _settings(topic_prefix=topic_prefix, online_store=online_store, metrics_port=metrics_port)
@@ -58,14 +56,7 @@ def sink_cmd(bootstrap: str | None, topic_prefix: str | None, online_store: str 
         start_http_server(s.metrics_port, addr=s.host)
         log.info("sink metrics on http://%s:%d/metrics", s.host, s.metrics_port)
     sink = FeatureSink(s, bootstrap)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, sink.stop_requested.set)
-        await sink.run()
-
-    asyncio.run(main())
+    run_until_signalled(sink.stop_requested, sink.run)
 
 
 @features_command.command("serve")

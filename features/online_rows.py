@@ -18,7 +18,7 @@ sink's CPU. Nothing of that depends on the row but the values, so the writers he
 The bytes stored are exactly those Feast's ``online_write_batch`` stores for the same rows
 (``tests/test_features_online_rows.py`` writes the same updates both ways and compares the
 stores byte for byte, then reads them back through the Feast SDK). Any other online store type
-goes through Feast's ``online_write_batch`` unchanged (``FeastRowWriter``).
+goes through Feast's ``online_write_batch`` unchanged (``features.online.OnlineWriter``).
 """
 
 from __future__ import annotations
@@ -198,18 +198,6 @@ class SqliteRowWriter:
             self._conn.executemany(sql, rows)
 
 
-class FeastRowWriter:
-    """Any online store: the same rows through Feast's own ``online_write_batch``."""
-
-    def __init__(self, store) -> None:
-        from features.online import OnlineWriter
-
-        self._writer = OnlineWriter(store)
-
-    def write(self, entity: str, updates: list, created: datetime) -> None:
-        self._writer.write(entity, updates, created)
-
-
 def row_writer(store, fast: bool = True):
     """The fastest writer for the store's online store type (``fast=False``: Feast's own)."""
     kind = type(store._get_provider().online_store).__name__
@@ -217,4 +205,6 @@ def row_writer(store, fast: bool = True):
         return RedisRowWriter(store)
     if fast and kind == "SqliteOnlineStore":
         return SqliteRowWriter(store)
-    return FeastRowWriter(store)
+    from features.online import OnlineWriter
+
+    return OnlineWriter(store)

@@ -6,7 +6,6 @@ operator can act on; the sink sends it to the dead-letter topic and carries on.
 
 from __future__ import annotations
 
-import functools
 import math
 from datetime import datetime, timezone
 from typing import Any
@@ -26,6 +25,7 @@ LABEL_REQUIRED = ("label_id", "impression_id", "user_id", "item_id", "advertiser
                   "impression_ts", "label_ts", "kind")
 
 
+_SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {e: tuple(stream_feature_schema(e).items()) for e in ENTITIES}
 _FEATURE_NAMES: dict[str, frozenset[str]] = {e: frozenset(stream_feature_schema(e)) for e in ENTITIES}
 
 
@@ -35,11 +35,6 @@ class InvalidMessage(ValueError):
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-@functools.cache
-def _schema_items(entity: str) -> tuple[tuple[str, str], ...]:
-    return tuple(stream_feature_schema(entity).items())
 
 
 def _check_feature(entity: str, name: str, kind: str, value: Any) -> Any:
@@ -82,11 +77,10 @@ def parse_feature_update(d: Any) -> FeatureUpdate:
     features = d["features"]
     if not isinstance(features, dict):
         raise InvalidMessage("features must be a JSON object")
-    schema = _schema_items(entity)
-    if len(features) > len(schema) or not all(n in _FEATURE_NAMES[entity] for n in features):
-        unknown = sorted(set(features) - _FEATURE_NAMES[entity])
-        raise InvalidMessage(f"unknown {entity} feature(s) {unknown}")
-    checked = {n: _check_feature(entity, n, k, features.get(n)) for n, k in schema}
+    names = _FEATURE_NAMES[entity]
+    if not names.issuperset(features):
+        raise InvalidMessage(f"unknown {entity} feature(s) {sorted(set(features) - names)}")
+    checked = {n: _check_feature(entity, n, k, features.get(n)) for n, k in _SCHEMAS[entity]}
     return FeatureUpdate(entity=entity, entity_id=entity_id, event_ts=float(d["event_ts"]),
                          ingest_ms=int(d["ingest_ms"]), features=checked)
 

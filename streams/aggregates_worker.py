@@ -176,9 +176,8 @@ class AggregatesWorker:
 
 def run_aggregates(settings: StreamSettings) -> None:
     """Run `convcg aggregates` in the foreground until SIGINT/SIGTERM."""
-    import signal
-
     from convcg.broker import create_topics
+    from convcg.runtime import run_until_signalled
 
     create_topics(settings.bootstrap, Topics(settings.topic_prefix).all(), settings.partitions)
     if settings.metrics_port:
@@ -186,11 +185,4 @@ def run_aggregates(settings: StreamSettings) -> None:
 
         start_http_server(settings.metrics_port)
     worker = AggregatesWorker(settings)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, worker.stop_requested.set)
-        await worker.run()
-
-    asyncio.run(main())
+    run_until_signalled(worker.stop_requested, worker.run)

@@ -12,7 +12,8 @@ import pytest
 
 from convcg.contract import FeatureUpdate
 from features.definitions import JOIN_KEYS, stream_feature_schema
-from features.online_rows import FeastRowWriter, RedisRowWriter, SqliteRowWriter, ValueBytes, row_writer
+from features.online import OnlineWriter
+from features.online_rows import RedisRowWriter, SqliteRowWriter, ValueBytes, row_writer
 from features.settings import FeaturesSettings
 from features.store import apply_repo, delete_redis_project_keys
 
@@ -75,7 +76,7 @@ def test_fast_rows_store_the_same_bytes_as_feast(tmp_path, store_kind):
     try:
         for seed in (0, 1):  # second round overwrites the first: upserts must match too
             updates = _random_updates(seed)
-            _write_all(FeastRowWriter(store), updates)
+            _write_all(OnlineWriter(store), updates)
             by_feast = dump(s)
             if store_kind == "redis":
                 delete_redis_project_keys(s)

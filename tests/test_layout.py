@@ -59,3 +59,11 @@ def test_the_check_sees_a_cross_component_import(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from training.trainer import fit\n")
     assert project_imports(module) == {("training", 2)}
+
+
+def test_every_package_is_installed_and_shipped_in_the_image():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for package in ALLOWED:
+        assert f'"{package}*"' in pyproject, f"pyproject.toml does not install {package}/"
+        assert f"COPY {package} ./{package}" in dockerfile, f"the Dockerfile does not copy {package}/"

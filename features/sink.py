@@ -29,6 +29,7 @@ from typing import Any, Callable
 import orjson
 
 from convcg.contract import ENTITIES, FeatureUpdate, Label, Topics
+from convcg.validation import InvalidLabel, parse_label
 from features import metrics
 from features.definitions import stream_view_name
 from features.offline import read_parts, write_part
@@ -43,7 +44,6 @@ from features.updates import (
     latest_per_entity,
     new_labels,
     parse_feature_update,
-    parse_label,
 )
 
 log = logging.getLogger("convcg.features.sink")
@@ -87,7 +87,7 @@ def decode_records(records: list, topics: Topics) -> Batch:
                 batch.labels.append(parse_label(obj))
         except orjson.JSONDecodeError as exc:
             batch.dead_letters.append(dead_letter(rec, f"not valid JSON: {exc}"))
-        except (InvalidMessage, TypeError) as exc:
+        except (InvalidMessage, InvalidLabel, TypeError) as exc:
             batch.dead_letters.append(dead_letter(rec, str(exc)))
     return batch
 

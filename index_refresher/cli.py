@@ -162,7 +162,8 @@ def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | Non
     if settings.bootstrap:
         watcher = NewItemWatcher(settings.bootstrap, Topics(settings.topic_prefix).impressions, admin,
                                  known_item_ids(settings), settings.new_items_path,
-                                 settings.new_item_flush_s, settings.new_item_batch, from_beginning)
+                                 settings.new_item_flush_s, settings.new_item_batch, from_beginning,
+                                 settings.max_future_s)
         threads.append(threading.Thread(target=watcher.run, args=(stop,), name="new-items", daemon=True))
     else:
         log.info("no bootstrap configured: not watching impressions for new items")

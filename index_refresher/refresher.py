@@ -15,11 +15,14 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import orjson
 
+from convcg.contract import Impression
+from convcg.validation import DEFAULT_MAX_FUTURE_S, InvalidEvent, parse_event
 from index_refresher.builder import build_artifact, read_catalog
 from registry.index_artifact import latest_artifact
 from registry.item_tower import ModelLoader
@@ -133,16 +136,29 @@ class RegistryRefresher:
             stop.wait(self.settings.poll_interval_s)
 
 
-def new_item_rows(impressions: Iterable[dict[str, Any]], known: set[str]) -> list[dict[str, Any]]:
-    """Rows of items not in ``known``, first appearance wins; malformed impressions are skipped."""
+def new_item_rows(impressions: Iterable[Impression], known: set[str]) -> list[dict[str, Any]]:
+    """Rows of items not in ``known``, first appearance wins."""
     rows: dict[str, dict[str, Any]] = {}
     for imp in impressions:
-        item_id, advertiser_id = imp.get("item_id"), imp.get("advertiser_id")
-        if not isinstance(item_id, str) or not item_id or not isinstance(advertiser_id, str) or not advertiser_id:
-            continue
-        if item_id not in known and item_id not in rows:
-            rows[item_id] = {"item_id": item_id, "advertiser_id": advertiser_id}
+        if imp.item_id not in known and imp.item_id not in rows:
+            rows[imp.item_id] = {"item_id": imp.item_id, "advertiser_id": imp.advertiser_id}
     return list(rows.values())
+
+
+def decode_impressions(values: Iterable[bytes | None], now: float, max_future_s: float,
+                       rejected: Counter) -> list[Impression]:
+    """Impressions parsed by the contract's edge validation; producer watermarks are skipped and
+    every rejected record is counted in ``rejected`` by its reason."""
+    out = []
+    for raw in values:
+        try:
+            event = parse_event("impression", raw, now, max_future_s)
+        except InvalidEvent as exc:
+            rejected[exc.reason] += 1
+            continue
+        if isinstance(event, Impression):
+            out.append(event)
+    return out
 
 
 def append_new_items(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -171,7 +187,8 @@ class NewItemWatcher:
     """Reads impressions (no consumer group) and pushes unseen items to the retrieval service."""
 
     def __init__(self, bootstrap: str, topic: str, admin: RetrievalAdminClient, known: set[str],
-                 new_items_path: Path, flush_s: float = 1.0, batch: int = 512, from_beginning: bool = False):
+                 new_items_path: Path, flush_s: float = 1.0, batch: int = 512, from_beginning: bool = False,
+                 max_future_s: float = DEFAULT_MAX_FUTURE_S):
         self.bootstrap = bootstrap
         self.topic = topic
         self.admin = admin
@@ -180,23 +197,24 @@ class NewItemWatcher:
         self.flush_s = flush_s
         self.batch = batch
         self.from_beginning = from_beginning
+        self.max_future_s = max_future_s
         self.pending: dict[str, dict[str, Any]] = {}
         self.added = 0
-        self.malformed = 0
+        self.rejected: Counter = Counter()  # invalid impressions by reason
         self.ready = threading.Event()  # set once positioned on the topic
 
-    def _decode(self, records) -> list[dict[str, Any]]:
-        out = []
-        for rec in records:
-            try:
-                value = orjson.loads(rec.value)
-                if not isinstance(value, dict):
-                    raise ValueError("not an object")
-                out.append(value)
-            except ValueError:
-                self.malformed += 1
-                log.warning("skipping malformed impression at %s[%d]@%d", rec.topic, rec.partition, rec.offset)
-        return out
+    def _decode(self, records) -> list[Impression]:
+        before = self.malformed
+        impressions = decode_impressions((rec.value for rec in records), time.time(), self.max_future_s,
+                                         self.rejected)
+        if self.malformed > before:
+            log.warning("skipped %d invalid impressions (by reason so far: %s)", self.malformed - before,
+                        dict(self.rejected))
+        return impressions
+
+    @property
+    def malformed(self) -> int:
+        return sum(self.rejected.values())
 
     def flush(self) -> int:
         if not self.pending:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from convcg.validation import DEFAULT_MAX_FUTURE_S
+
 
 class RefresherSettings(BaseSettings):
     """Everything the index builder and the refresher can be tuned by.
@@ -49,3 +51,5 @@ class RefresherSettings(BaseSettings):
     #: new items are embedded and pushed in batches at most this far apart
     new_item_flush_s: float = 1.0
     new_item_batch: int = 512
+    #: impressions stamped further ahead of now than this are rejected (the contract's check)
+    max_future_s: float = DEFAULT_MAX_FUTURE_S

@@ -39,11 +39,11 @@ from typing import Any
 import orjson
 
 from convcg.contract import Topics
+from convcg.validation import InvalidEvent, Watermark, parse_event
 from streams import metrics
 from streams.aggregates import StreamingAggregator
 from streams.output import OutputProducer
 from streams.settings import StreamSettings
-from streams.validation import InvalidEvent, Watermark, parse_event
 
 log = logging.getLogger("convcg.streams.aggregates")
 

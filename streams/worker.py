@@ -37,12 +37,12 @@ from typing import Any
 import orjson
 
 from convcg.contract import Conversion, Topics
+from convcg.validation import InvalidEvent, Watermark, dead_letter, parse_event
 from streams import metrics
 from streams.ack_order import GAP, REPEAT, InOrderAcks
 from streams.label_join import LabelJoiner
 from streams.output import OutputProducer
 from streams.settings import StreamSettings
-from streams.validation import InvalidEvent, Watermark, dead_letter, parse_event
 from streams.watermark import PartitionWatermark
 
 log = logging.getLogger("convcg.streams.worker")

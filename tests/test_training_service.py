@@ -7,21 +7,22 @@ import orjson
 import pytest
 
 from convcg.kafka_io import json_producer, read_topic
+from convcg.validation import decode_label
 from registry.store import ModelRegistry
 from tests.helpers_training import tiny_config
 from training.config import OptimConfig, TrainingSettings
 from training.label_store import LabelStore
-from training.service import TrainerService, parse_label
+from training.service import TrainerService
 from training.synthetic import synthetic_catalog, synthetic_labels
 
 
 def test_parse_label_rejects_bad_input_with_reason():
     with pytest.raises(ValueError, match="not JSON"):
-        parse_label(b"{oops")
-    with pytest.raises(ValueError, match="lacks fields"):
-        parse_label(orjson.dumps({"label_id": "x", "kind": "negative"}))
-    with pytest.raises(ValueError, match="bad label field"):
-        parse_label(orjson.dumps({"label_id": "x", "user_id": "u", "item_id": "i", "advertiser_id": "a",
+        decode_label(b"{oops")
+    with pytest.raises(ValueError, match="misses field"):
+        decode_label(orjson.dumps({"label_id": "x", "kind": "negative"}))
+    with pytest.raises(ValueError, match="impression_ts.*must be a finite number"):
+        decode_label(orjson.dumps({"label_id": "x", "user_id": "u", "item_id": "i", "advertiser_id": "a",
                                   "surface": "home", "impression_ts": "yesterday", "label_ts": 1.0,
                                   "kind": "negative", "impression_id": "imp"}))
 

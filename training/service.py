@@ -26,11 +26,11 @@ from prometheus_client import (
     start_http_server,
 )
 
-from convcg.contract import LABEL_FIELDS, Label, Topics
+from convcg.contract import LABEL_FIELDS, Topics
+from convcg.validation import InvalidLabel, decode_label
 from registry.store import ModelRegistry
 from training.config import TrainingSettings
 from training.evaluation import full_catalog
-from training.examples import REQUIRED_LABEL_COLUMNS
 from training.label_store import LabelStore
 from training.pipeline import (
     StepOutcome,
@@ -56,25 +56,6 @@ class TrainerMetrics:
         self.step_seconds = Histogram("convcg_trainer_step_seconds", "duration of a training step",
                                       buckets=(1, 5, 15, 30, 60, 120, 300, 900), registry=r)
         self.pending = Gauge("convcg_trainer_pending_labels", "labels waiting for the next step", registry=r)
-
-
-def parse_label(raw: bytes) -> dict:
-    """Decode one label message; raises ValueError with the reason if it is unusable."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError("label is not a JSON object")
-    missing = [c for c in ("label_id", *REQUIRED_LABEL_COLUMNS) if c not in data]
-    if missing:
-        raise ValueError(f"label lacks fields {missing}")
-    try:
-        label = Label.from_dict(data)
-        label.impression_ts, label.label_ts = float(label.impression_ts), float(label.label_ts)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad label field: {exc}") from exc
-    return label.to_dict()
 
 
 class TrainerService:
@@ -133,8 +114,8 @@ class TrainerService:
     def accept(self, raw: bytes) -> bool:
         """Take one raw label message; True if it was new."""
         try:
-            label = parse_label(raw)
-        except ValueError as exc:
+            label = decode_label(raw).to_dict()
+        except InvalidLabel as exc:
             self._dead_letter(raw, str(exc))
             return False
         if label["label_id"] in self.seen:

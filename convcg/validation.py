@@ -22,6 +22,7 @@ from convcg.contract import (
     LABEL_KINDS,
     SURFACES,
     Conversion,
+    DeadLetter,
     Engagement,
     Event,
     Impression,
@@ -133,14 +134,18 @@ def parse_event(event_type: str, raw: bytes | None, now: float, max_future_s: fl
     raise InvalidEvent("unknown_event_type", event_type)
 
 
-def dead_letter(source_topic: str, partition: int, offset: int, raw: bytes | None, reason: str,
-                detail: str, now: float) -> bytes:
-    """The dead-letter record: where it came from, why, and the original bytes (base64)."""
-    return orjson.dumps({
-        "source_topic": source_topic, "partition": partition, "offset": offset,
-        "reason": reason, "detail": detail, "rejected_at": now,
-        "original_b64": base64.b64encode(raw or b"").decode(),
-    })
+def dead_letter(component: str, topic: str, partition: int, offset: int | None, raw: bytes | None,
+                reason: str, detail: str, now: float) -> bytes:
+    """The dead-letter record (``DeadLetter``): who rejected what, where it came from, why, and
+    the original bytes (base64)."""
+    return orjson.dumps(DeadLetter(component, topic, partition, -1 if offset is None else offset, reason,
+                                   detail, base64.b64encode(raw or b"").decode(), now).to_dict())
+
+
+def decode_dead_letter(raw: bytes) -> DeadLetter:
+    """Read one dead-letter record back (``convcg deadletters``, tests)."""
+    d = orjson.loads(raw)
+    return DeadLetter(**{k: d[k] for k in DeadLetter.__dataclass_fields__})
 
 
 # --- labels ---------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ from streams.output import OutputProducer
 from streams.settings import StreamSettings
 from streams.watermark import PartitionWatermark
 
+DEAD_LETTER_COMPONENT = "streams-worker"
+
 log = logging.getLogger("convcg.streams.worker")
 
 STATE_TABLE = "join-state"
@@ -201,8 +203,9 @@ class JoinProcessor:
             parsed = parse_event(etype, msg.value, now, self.settings.max_future_s)
         except InvalidEvent as exc:
             metrics.DEAD_LETTERS.labels(exc.reason).inc()
-            self.output.send(self.topics.dead_letters, dead_letter(msg.topic, partition, msg.offset, msg.value,
-                                                                   exc.reason, exc.detail, now), msg.key, partition)
+            self.output.send(self.topics.dead_letters, dead_letter(DEAD_LETTER_COMPONENT, msg.topic, partition,
+                                                                   msg.offset, msg.value, exc.reason, exc.detail, now),
+                             msg.key, partition)
             entry.done = True
             return
         joiner = self.joiner(partition)
@@ -244,9 +247,14 @@ class JoinProcessor:
             metrics.LABELS_OUT.labels(kind).inc(n)
         for event, reason in out.dropped:
             metrics.DROPPED.labels(reason).inc()
-            body = orjson.dumps({"reason": reason, "event": _event_dict(event)})
-            topic = topics.unattributed if isinstance(event, Conversion) else topics.dead_letters
-            send(topic, body, event.user_id.encode(), partition)
+            event_json = orjson.dumps(_event_dict(event))
+            if isinstance(event, Conversion):
+                send(topics.unattributed, orjson.dumps({"reason": reason, "event": _event_dict(event)}),
+                     event.user_id.encode(), partition)
+            else:
+                send(topics.dead_letters, dead_letter(DEAD_LETTER_COMPONENT, topics.of_event(event), partition, None,
+                                                      event_json, reason, "dropped by the label join", time.time()),
+                     event.user_id.encode(), partition)
         states = [(imp_id, None if st is None else {"p": partition, "s": st.to_dict()})
                   for imp_id, st in out.changed.items()]
         states.append((_WM_KEY % partition, {"p": partition, "wm": joiner.watermark}))

@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 
-import orjson
 import pandas as pd
 from prometheus_client import (
     CollectorRegistry,
@@ -27,7 +26,7 @@ from prometheus_client import (
 )
 
 from convcg.contract import LABEL_FIELDS, Topics
-from convcg.validation import InvalidLabel, decode_label
+from convcg.validation import InvalidLabel, dead_letter, decode_label
 from registry.store import ModelRegistry
 from training.config import TrainingSettings
 from training.evaluation import full_catalog
@@ -41,6 +40,7 @@ from training.pipeline import (
 
 log = logging.getLogger("convcg.training.service")
 POLL_MS = 500
+DEAD_LETTER_COMPONENT = "trainer"
 MAX_POLL_RECORDS = 5000
 
 
@@ -104,19 +104,18 @@ class TrainerService:
             self._producer.flush()
             self._producer.close()
 
-    def _dead_letter(self, raw: bytes, reason: str) -> None:
+    def _dead_letter(self, raw: bytes, detail: str, partition: int, offset: int | None) -> None:
         self.metrics.invalid.inc()
-        log.warning("label sent to dead letters: %s", reason)
-        payload = {"source": "trainer", "topic": self.topics.labels, "reason": reason,
-                   "value": raw.decode("utf-8", errors="replace")}
-        self._producer.send(self.topics.dead_letters, orjson.dumps(payload))
+        log.warning("label sent to dead letters: %s", detail)
+        self._producer.send(self.topics.dead_letters, dead_letter(DEAD_LETTER_COMPONENT, self.topics.labels, partition,
+                                                                  offset, raw, "invalid_label", detail, time.time()))
 
-    def accept(self, raw: bytes) -> bool:
-        """Take one raw label message; True if it was new."""
+    def accept(self, raw: bytes, partition: int = -1, offset: int | None = None) -> bool:
+        """Take one raw label message (read at ``partition``/``offset``); True if it was new."""
         try:
             label = decode_label(raw).to_dict()
         except InvalidLabel as exc:
-            self._dead_letter(raw, str(exc))
+            self._dead_letter(raw, str(exc), partition, offset)
             return False
         if label["label_id"] in self.seen:
             self.metrics.duplicates.inc()
@@ -130,7 +129,7 @@ class TrainerService:
         if self._consumer is None:
             self._connect()
         batch = self._consumer.poll(timeout_ms=POLL_MS, max_records=MAX_POLL_RECORDS)
-        new = sum(self.accept(rec.value) for records in batch.values() for rec in records)
+        new = sum(self.accept(rec.value, rec.partition, rec.offset) for records in batch.values() for rec in records)
         self.metrics.pending.set(len(self.pending))
         return new
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from convcg.partitioning import LIBRDKAFKA_PARTITIONER
+
 log = logging.getLogger("convcg.streams.output")
 
 
@@ -33,7 +35,7 @@ class OutputProducer:
             "queue.buffering.max.kbytes": 1 << 20,
             "acks": "all",
             "enable.idempotence": False,
-            "partitioner": "murmur2_random",  # Java/aiokafka-compatible key hashing
+            "partitioner": LIBRDKAFKA_PARTITIONER,  # the contract's placement (convcg.partitioning)
             **conf,
         })
         self._errors: list[str] = []

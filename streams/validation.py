@@ -26,6 +26,8 @@ from convcg.contract import (
 
 #: event time outside (MIN_TS, now + max_future_s] is rejected (MovieLens-100k is from 1997)
 MIN_TS = 0.0
+#: integer fields (position, dwell_ms) must fit a signed 64-bit integer (Kafka, Arrow, numpy)
+MAX_INT = 2**63 - 1
 
 
 class InvalidEvent(ValueError):
@@ -66,6 +68,8 @@ def _int(d: dict, name: str) -> int:
         raise InvalidEvent("missing_field", name)
     if isinstance(v, bool) or not isinstance(v, int):
         raise InvalidEvent("wrong_type", f"{name} must be an integer")
+    if not -MAX_INT - 1 <= v <= MAX_INT:
+        raise InvalidEvent("invalid_value", f"{name} does not fit a 64-bit integer")
     return v
 
 

@@ -165,3 +165,15 @@ def test_an_open_service_refuses_to_bind_beyond_loopback(tmp_path, command, toke
                           timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "refusing to start" in proc.stderr and token_var in proc.stderr and "0.0.0.0" in proc.stderr
+
+
+def test_admin_load_bounds_its_wait_and_names_its_fields(client, world):
+    """A wait of 1e308 s once overflowed the future's timeout (a 500); now it is capped."""
+    _, (_, v2) = world
+    r = client.post("/admin/load", json={"model_version": v2, "timeout_s": 1e308}, headers=bearer(ADMIN))
+    assert r.status_code == 200 and r.json()["model_version"] == v2
+    for body, message in (({"timeout_s": -1}, "timeout_s"), ({"timeout_s": "soon"}, "timeout_s"),
+                          ({"wait": "yes"}, "wait"), ({"model": v2}, "unknown field")):
+        r = client.post("/admin/load", json=body, headers=bearer(ADMIN))
+        assert r.status_code == 400 and message in r.json()["error"], (body, r.text)
+    assert client.service.state.current.model_version == v2

@@ -3,6 +3,11 @@
 Query path: read the serving pair once, embed the query with that pair's model, search that
 pair's index. Admin loads run in a background thread (``PairLoader``); the handler only waits
 for the result when asked to (``wait``), never holding anything the query path needs.
+
+With ``admin_token`` set, ``/admin/load``, ``/admin/rollback`` and ``/admin/items`` answer only
+requests bearing it (``convcg.http_auth``); ``query_token`` does the same for ``/retrieve``.
+Parameters and bodies are read raw (no FastAPI validation on the query path) and described
+for ``/openapi.json`` by ``retrieval.api_schema``.
 """
 
 from __future__ import annotations
@@ -160,7 +165,7 @@ def create_app(service: RetrievalService) -> FastAPI:
         return await run_in_threadpool(answer, data)
 
     def query_refused(request: Request) -> bool:
-        if query_auth is None or authorized(request.headers.get("authorization"), query_auth):
+        if authorized(request.headers.get("authorization"), query_auth):
             return False
         metrics.queries.labels("unauthorized").inc()
         return True

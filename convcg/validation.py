@@ -33,6 +33,8 @@ from convcg.contract import (
 MIN_TS = 0.0
 #: default of how far ahead of the reader's clock an event may be stamped
 DEFAULT_MAX_FUTURE_S = 86400.0
+#: integer fields (position, dwell_ms) must fit a signed 64-bit integer (Kafka, Arrow, numpy)
+MAX_INT = 2**63 - 1
 
 
 class InvalidEvent(ValueError):
@@ -73,6 +75,8 @@ def _int(d: dict, name: str) -> int:
         raise InvalidEvent("missing_field", name)
     if isinstance(v, bool) or not isinstance(v, int):
         raise InvalidEvent("wrong_type", f"{name} must be an integer")
+    if not -MAX_INT - 1 <= v <= MAX_INT:
+        raise InvalidEvent("invalid_value", f"{name} does not fit a 64-bit integer")
     return v
 
 

@@ -39,10 +39,17 @@ class AdminError(RuntimeError):
 class RetrievalAdminClient:
     """HTTP client of the retrieval service's admin endpoints."""
 
-    def __init__(self, base_url: str, timeout_s: float = 600.0):
+    def __init__(self, base_url: str, timeout_s: float = 600.0, admin_token: str = ""):
         import httpx
 
-        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s)
+        headers = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers)
+
+    @classmethod
+    def from_settings(cls, settings, timeout_s: float | None = None) -> "RetrievalAdminClient":
+        """A client of ``settings.retrieval_url`` sending ``settings.admin_token``."""
+        return cls(settings.retrieval_url, settings.admin_timeout_s if timeout_s is None else timeout_s,
+                   admin_token=settings.admin_token)
 
     def _post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         import httpx
@@ -52,9 +59,14 @@ class RetrievalAdminClient:
                                     headers={"content-type": "application/json"})
         except httpx.HTTPError as exc:
             raise AdminError(f"retrieval service unreachable at {self.client.base_url}: {exc}") from exc
-        data = resp.json() if resp.content else {}
+        try:
+            data = resp.json() if resp.content else {}
+        except ValueError:
+            data = {"error": resp.text[:500]}
         if resp.status_code >= 400:
-            raise AdminError(f"{path} -> {resp.status_code}: {data.get('error', data)}")
+            hint = " (set CONVCG_INDEX_ADMIN_TOKEN to the service's admin token)" if resp.status_code == 401 else ""
+            message = data.get("error", data) if isinstance(data, dict) else data
+            raise AdminError(f"{path} -> {resp.status_code}: {message}{hint}")
         return data
 
     def status(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.validation import DEFAULT_MAX_FUTURE_S
@@ -44,6 +45,9 @@ class RefresherSettings(BaseSettings):
     #: service when both run on one machine
     build_niceness: int = 10
     retrieval_url: str = "http://127.0.0.1:8470"
+    #: the retrieval service's admin bearer token (its CONVCG_INDEX_ADMIN_TOKEN), sent on every
+    #: admin call
+    admin_token: str = Field("", repr=False)
     poll_interval_s: float = 5.0
     admin_timeout_s: float = 600.0
     bootstrap: str = ""

@@ -24,7 +24,7 @@ import orjson
 from convcg.contract import Topics, event_to_dict
 from streams.datasets import load_log
 from streams.settings import StreamSettings
-from streams.worker import JoinProcessor
+from streams.join_processor import JoinProcessor
 
 
 class Record:  # the fields of a Faust message the processor reads
@@ -98,7 +98,7 @@ def main() -> None:
         records.append(Event(Record(topic, p, off, orjson.dumps(event_to_dict(e)), e.user_id.encode())))
     output = CountingOutput()
     processor = JoinProcessor(StreamSettings(idle_source_after_s=0), App(), Table(), output)
-    processor._read_state = lambda partition: {}  # a fresh start: no changelog to restore from
+    processor.changelog.read = lambda partition: {}  # a fresh start: no changelog to restore from
 
     async def run() -> None:
         for i in range(0, len(records), args.batch):

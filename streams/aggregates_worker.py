@@ -7,15 +7,14 @@ of every user, and events are keyed by user), counts each valid event into a
 features sink writes them to Feast's online and offline stores.
 
 Why apart from the label join worker: features must be fresh within a second, while the join
-deliberately holds events for its event-time watermark, and its Faust loop is the busiest
-thread of the pipeline (at 5,000 events/s it was ~85% busy with the aggregates in it, ~65%
-without). With the aggregates in that loop, feature freshness queued behind the join and its
-two flushes per batch (p99 1.2-3.0 s at 5,000 events/s); here it does not (p99 0.5 s in the
-same runs, `bench/bench_pipeline_freshness.py`). It also makes item and advertiser aggregates
+deliberately holds events for its event-time watermark and its Faust loop is the busiest
+thread of the pipeline. With the aggregates in that loop, feature freshness would queue behind
+the join and its two flushes per batch (`bench/bench_pipeline_freshness.py` measures the
+freshness; the README's table has the figures). It also makes item and advertiser aggregates
 exact however many label-join workers share the partitions.
 
-Why not a Faust agent: it owns every partition (no group, no rebalance) and keeps no table;
-Faust's per-record path (~60 µs measured here) would cost several times the counting itself.
+Why not a Faust agent: it owns every partition (no group, no rebalance) and keeps no table,
+and Faust's per-record path would cost several times the counting itself.
 
 Restart = rebuild. Nothing is checkpointed: on start the worker reads every partition from
 the log start (the log is the source of truth), counting without sending; once it has reached

@@ -1,0 +1,226 @@
+"""`JoinProcessor`: what the label-join worker does with one batch of source records.
+
+Per batch it validates each record (bad ones go to the dead-letter topic), feeds the
+`LabelJoiner` of its partition (restored from the changelog, `streams.join_state`, when the
+partition is first seen), and then:
+
+- moves each partition's event-time watermark and applies what it passed;
+- sends labels (key user_id, same partition number) and dropped events with their reason;
+- writes the impression states that changed to the changelog, explicitly to the partition they
+  belong to (one write per changed impression per batch, not per event);
+- marks the records whose effects are complete, and commits source offsets itself, strictly
+  in offset order per partition (`streams.ack_order`): a record still in the reorder buffer
+  holds back the commit of every later record of its partition, so a crash redelivers it
+  instead of losing it.
+
+Records the consumer skipped are read back from the broker before the record that revealed
+them (`streams.hole_read`). On a rebalance the revoked partitions' in-memory joins and pending
+commits are dropped (after the batch in flight has finished); the consumer rewinds to the
+committed offsets, the joins are rebuilt from the changelog on the broker, and records fetched
+before the rebalance are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from convcg.contract import Conversion, Topics
+from streams import metrics
+from streams.ack_order import GAP, REPEAT, InOrderAcks
+from streams.commits import PendingCommits
+from streams.join_state import JoinStateChangelog
+from streams.label_join import LabelJoiner
+from streams.output import OutputProducer
+from streams.settings import StreamSettings
+from streams.validation import InvalidEvent, Watermark, dead_letter, parse_event
+from streams.watermark import PartitionWatermark
+
+log = logging.getLogger("convcg.streams.join")
+
+
+class JoinProcessor:
+    """Everything the agent does with one batch, kept apart from Faust's wiring."""
+
+    def __init__(self, settings: StreamSettings, app: Any, state_table: Any, output: OutputProducer) -> None:
+        self.settings = settings
+        self.app = app
+        self.output = output
+        self.changelog = JoinStateChangelog(settings.bootstrap, state_table, output)
+        t = Topics(settings.topic_prefix)
+        self.topics = t
+        self.source_topics = t.events
+        self.type_of_topic = {t.impressions: "impression", t.engagements: "engagement", t.conversions: "conversion"}
+        self.joiners: dict[int, LabelJoiner] = {}
+        self.watermarks: dict[int, PartitionWatermark] = {}
+        self._unsaved: list[tuple[int, list]] = []
+        self.acks = InOrderAcks()
+        self.commits = PendingCommits(settings.commit_interval_s)
+        self._lock = asyncio.Lock()
+        self.batches = 0
+
+    # --- state ---------------------------------------------------------------------------
+
+    def joiner(self, partition: int) -> LabelJoiner:
+        j = self.joiners.get(partition)
+        if j is None:
+            j = self.joiners[partition] = LabelJoiner(self.settings.rules)
+            self.watermarks[partition] = PartitionWatermark(self.settings.rules.allowed_lateness_s,
+                                                            self.settings.idle_source_after_s, time.monotonic())
+            states, wm = self.changelog.restore(partition)
+            j.restore(states, wm)
+            self.watermarks[partition].value = wm
+            log.info("partition %d: restored %d pending impressions, watermark %s", partition, len(states), wm)
+        return j
+
+    async def on_revoked(self, revoked: set) -> None:
+        """Rebalance: after the batch in flight, forget the revoked partitions' joins (their
+        state stays in the changelog) and never commit what was tracked for them."""
+        async with self._lock:
+            self.acks.forget(revoked)
+            self.commits.forget(revoked)
+            for p in {tp.partition for tp in revoked if tp.topic in self.source_topics}:
+                if self.joiners.pop(p, None) is not None:
+                    del self.watermarks[p]
+                    log.warning("partition %d revoked: in-memory join dropped, restored from the changelog "
+                                "when it is assigned again", p)
+
+    # --- one batch -----------------------------------------------------------------------
+
+    async def process(self, events: list[Any]) -> None:
+        async with self._lock:
+            await self._process(events)
+
+    async def tick(self) -> None:
+        """Re-evaluate every partition's watermark when no batch comes (sources going idle)."""
+        async with self._lock:
+            await self._process([])
+
+    async def _process(self, events: list[Any]) -> None:
+        now = time.time()
+        touched: set[int] = set()
+        events_in: Counter[str] = Counter()
+        generation = self.app.consumer_generation_id
+        track = self.acks.track
+        committed = getattr(self.app.consumer, "_committed_offset", {})  # where Faust seeked to
+        for ev in events:
+            msg = ev.message
+            if msg.generation_id != generation:
+                continue  # fetched before a rebalance: redelivered from the committed offset
+            # no committed offset (or 0: Faust maps it to None) means the group starts at the
+            # beginning: a first record above 0 reveals records skipped at start-up
+            entry = track(msg.tp, msg.offset, committed.get(msg.tp) or 0)
+            if entry is REPEAT:
+                metrics.REDELIVERED.labels(msg.topic).inc()
+                continue
+            if entry is GAP:  # records before this one were skipped by the consumer: read them
+                for hole_msg in await self._read_hole(msg.tp, self.acks.expected(msg.tp), msg.offset):
+                    self._take(hole_msg, track(hole_msg.tp, hole_msg.offset), now, touched, events_in)
+                self.acks.skip_to(msg.tp, msg.offset)  # offsets left in the hole hold no record
+                entry = track(msg.tp, msg.offset)
+            self._take(msg, entry, now, touched, events_in)
+        released = []
+        if not events:
+            touched = set(self.joiners)
+        for partition in touched:
+            released.extend(self._advance(partition))
+        for etype, n in events_in.items():
+            metrics.EVENTS_IN.labels(etype).inc(n)
+        # 1) the labels this batch decided are on the broker, 2) only then the state saying they
+        # were decided, 3) only then offsets are committed. A crash between 1 and 2 re-decides and
+        # re-sends the same label_id (deduplicated downstream); never a state without its label.
+        await self.output.flush()
+        for partition, states in self._unsaved:
+            for key, value in states:
+                self.changelog.write(partition, key, value)
+        self._unsaved.clear()
+        await self.output.flush()
+        for entry in released:
+            entry.done = True
+        self.commits.add(self.acks.committable())
+        if self.commits.due():  # through Faust's own commit path: it skips partitions no longer assigned
+            await self.commits.commit(self.app.consumer._commit_offsets)
+        self.batches += 1
+
+    def _take(self, msg: Any, entry: Any, now: float, touched: set[int], events_in: Counter) -> None:
+        """Validate one record and hand it to its partition's join."""
+        partition = msg.partition
+        etype = self.type_of_topic.get(msg.topic)
+        try:
+            if etype is None:
+                raise InvalidEvent("unknown_event_type", f"topic {msg.topic}")
+            parsed = parse_event(etype, msg.value, now, self.settings.max_future_s)
+        except InvalidEvent as exc:
+            metrics.DEAD_LETTERS.labels(exc.reason).inc()
+            self.output.send(self.topics.dead_letters, dead_letter(msg.topic, partition, msg.offset, msg.value,
+                                                                   exc.reason, exc.detail, now), msg.key, partition)
+            entry.done = True
+            return
+        joiner = self.joiner(partition)
+        touched.add(partition)
+        self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset, time.monotonic())
+        if isinstance(parsed, Watermark):
+            entry.done = True
+            return
+        events_in[etype] += 1
+        joiner.add(parsed, entry)
+
+    async def _read_hole(self, tp: Any, start: int, end: int) -> list:
+        from streams.hole_read import read_hole
+
+        metrics.HOLES_READ.labels(tp.topic).inc(end - start)
+        log.warning("%s: offsets %d..%d were skipped by the consumer; reading them from the broker",
+                    tp, start, end - 1)
+        return await asyncio.to_thread(read_hole, self.settings.bootstrap, tp, start, end, self.app.consumer_generation_id)
+
+    def _advance(self, partition: int) -> list:
+        joiner = self.joiners[partition]
+        wm = self.watermarks[partition]
+        highwaters = {t: self._highwater(t, partition) for t in self.source_topics}
+        joiner.advance(wm.compute(highwaters, self.source_topics, self._committed(partition), time.monotonic()))
+        out = joiner.drain()
+        send, topics = self.output.send, self.topics
+        kinds: Counter[str] = Counter()
+        for label in out.labels:
+            kinds[label.kind] += 1
+            send(topics.labels, orjson.dumps(label), label.user_id.encode(), partition)
+        for kind, n in kinds.items():
+            metrics.LABELS_OUT.labels(kind).inc(n)
+        for event, reason in out.dropped:
+            metrics.DROPPED.labels(reason).inc()
+            body = orjson.dumps({"reason": reason, "event": _event_dict(event)})
+            topic = topics.unattributed if isinstance(event, Conversion) else topics.dead_letters
+            send(topic, body, event.user_id.encode(), partition)
+        self._unsaved.append((partition, self.changelog.entries(partition, out.changed, joiner.watermark)))
+        metrics.export_join_partition(partition, joiner.watermark, wm.newest, joiner.buffered, len(joiner.impressions))
+        return out.released
+
+    def _committed(self, partition: int) -> dict[str, int | None]:
+        """Committed offsets of this partition's sources (Faust keeps them; no public getter)."""
+        from faust.types import TP
+
+        known = getattr(self.app.consumer, "_committed_offset", {})
+        return {t: known.get(TP(t, partition)) for t in self.source_topics}
+
+    def _highwater(self, topic: str, partition: int) -> int | None:
+        from faust.types import TP
+
+        try:
+            hw = self.app.consumer.highwater(TP(topic, partition))
+        except Exception:
+            return None
+        if hw is not None:
+            src = self.watermarks[partition].sources.get(topic)
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(max(0, hw - (src.next_offset if src else 0)))
+        return hw
+
+
+def _event_dict(event: Any) -> dict:
+    from convcg.contract import event_to_dict
+
+    return event_to_dict(event)

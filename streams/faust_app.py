@@ -2,7 +2,8 @@
 streaming feature aggregates run as their own process, `streams.aggregates_worker`.)
 
 One agent reads the three co-partitioned event topics in batches (`stream.take_events`) and
-hands each batch to a `JoinProcessor` (`streams.join_processor`). Faust's acks are off for
+hands each batch to a `JoinProcessor` (`streams.join_processor`), which reaches the consumer
+through `streams.consumer_port.FaustConsumerPort`. Faust's acks are off for
 the source topics: the processor commits their offsets itself, in offset order per partition
 (`streams.ack_order` says why). The join state is a changelogged Faust table
 (`streams.join_state`).
@@ -19,9 +20,10 @@ from __future__ import annotations
 import logging
 
 from convcg.contract import Topics
+from streams.consumer_port import FaustConsumerPort
 from streams.fetch_tuning import tune_fetches
 from streams.join_processor import JoinProcessor
-from streams.join_state import STATE_TABLE
+from streams.join_state import STATE_TABLE, JoinStateChangelog
 from streams.output import OutputProducer
 from streams.settings import StreamSettings
 
@@ -59,7 +61,9 @@ def build_app(settings: StreamSettings):
     # acks=False: Faust neither tracks nor commits these offsets; the processor commits them
     source = app.topic(*topics.events, key_serializer="raw", value_serializer="raw", acks=False)
     table = app.Table(STATE_TABLE, partitions=settings.partitions)  # JSON keys and values
-    processor = JoinProcessor(settings, app, table, OutputProducer(settings.bootstrap))
+    output = OutputProducer(settings.bootstrap)
+    processor = JoinProcessor(settings, FaustConsumerPort(app, settings.bootstrap, settings.app_id),
+                              JoinStateChangelog(settings.bootstrap, table, output), output)
 
     @app.agent(source, name="label-join")
     async def label_join(stream):

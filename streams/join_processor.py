@@ -34,6 +34,7 @@ from convcg.contract import Conversion, Topics
 from streams import metrics
 from streams.ack_order import GAP, REPEAT, InOrderAcks
 from streams.commits import PendingCommits
+from streams.consumer_port import ConsumerPort
 from streams.join_state import JoinStateChangelog
 from streams.label_join import LabelJoiner
 from streams.output import OutputProducer
@@ -47,11 +48,12 @@ log = logging.getLogger("convcg.streams.join")
 class JoinProcessor:
     """Everything the agent does with one batch, kept apart from Faust's wiring."""
 
-    def __init__(self, settings: StreamSettings, app: Any, state_table: Any, output: OutputProducer) -> None:
+    def __init__(self, settings: StreamSettings, consumer: ConsumerPort, changelog: JoinStateChangelog,
+                 output: OutputProducer) -> None:
         self.settings = settings
-        self.app = app
+        self.consumer = consumer
         self.output = output
-        self.changelog = JoinStateChangelog(settings.bootstrap, state_table, output)
+        self.changelog = changelog
         t = Topics(settings.topic_prefix)
         self.topics = t
         self.source_topics = t.events
@@ -105,16 +107,16 @@ class JoinProcessor:
         now = time.time()
         touched: set[int] = set()
         events_in: Counter[str] = Counter()
-        generation = self.app.consumer_generation_id
+        generation = self.consumer.generation_id
         track = self.acks.track
-        committed = getattr(self.app.consumer, "_committed_offset", {})  # where Faust seeked to
+        committed = self.consumer.committed  # where the consumer started
         for ev in events:
             msg = ev.message
             if msg.generation_id != generation:
                 continue  # fetched before a rebalance: redelivered from the committed offset
             # no committed offset (or 0: Faust maps it to None) means the group starts at the
             # beginning: a first record above 0 reveals records skipped at start-up
-            entry = track(msg.tp, msg.offset, committed.get(msg.tp) or 0)
+            entry = track(msg.tp, msg.offset, committed(msg.tp) or 0)
             if entry is REPEAT:
                 metrics.REDELIVERED.labels(msg.topic).inc()
                 continue
@@ -143,8 +145,8 @@ class JoinProcessor:
         for entry in released:
             entry.done = True
         self.commits.add(self.acks.committable())
-        if self.commits.due():  # through Faust's own commit path: it skips partitions no longer assigned
-            await self.commits.commit(self.app.consumer._commit_offsets)
+        if self.commits.due():
+            await self.commits.commit(self.consumer.commit)
         self.batches += 1
 
     def _take(self, msg: Any, entry: Any, now: float, touched: set[int], events_in: Counter) -> None:
@@ -171,12 +173,10 @@ class JoinProcessor:
         joiner.add(parsed, entry)
 
     async def _read_hole(self, tp: Any, start: int, end: int) -> list:
-        from streams.hole_read import read_hole
-
         metrics.HOLES_READ.labels(tp.topic).inc(end - start)
         log.warning("%s: offsets %d..%d were skipped by the consumer; reading them from the broker",
                     tp, start, end - 1)
-        return await asyncio.to_thread(read_hole, self.settings.bootstrap, tp, start, end, self.app.consumer_generation_id)
+        return await self.consumer.read_range(tp, start, end)
 
     def _advance(self, partition: int) -> list:
         joiner = self.joiners[partition]
@@ -201,19 +201,11 @@ class JoinProcessor:
         return out.released
 
     def _committed(self, partition: int) -> dict[str, int | None]:
-        """Committed offsets of this partition's sources (Faust keeps them; no public getter)."""
-        from faust.types import TP
-
-        known = getattr(self.app.consumer, "_committed_offset", {})
-        return {t: known.get(TP(t, partition)) for t in self.source_topics}
+        """Committed offsets of this partition's sources, as far as the consumer knows them."""
+        return {t: self.consumer.committed(self.consumer.tp(t, partition)) for t in self.source_topics}
 
     def _highwater(self, topic: str, partition: int) -> int | None:
-        from faust.types import TP
-
-        try:
-            hw = self.app.consumer.highwater(TP(topic, partition))
-        except Exception:
-            return None
+        hw = self.consumer.highwater(self.consumer.tp(topic, partition))
         if hw is not None:
             src = self.watermarks[partition].sources.get(topic)
             metrics.CONSUMER_LAG.labels(topic, str(partition)).set(max(0, hw - (src.next_offset if src else 0)))

@@ -21,8 +21,10 @@ counted for the advertiser as soon as one is known, so the counts do not depend 
 the topics are read in (``stats['no_advertiser']`` counts the parked ones).
 
 Idempotent: an ``event_id`` seen before is ignored. The seen-set keeps ids for at least
-``dedupe_horizon_seconds`` of event time behind the newest event (pruned at drains, and cut
-to the latest ``max_seen`` ids); an event older than that horizon is refused (counted in
+``dedupe_horizon_seconds`` of event time behind the newest event: whenever it has doubled
+since the last pruning (drained or not) it forgets the ids behind the horizon and keeps at
+most the latest ``max_seen``, so it never holds more than twice the ids of one horizon, nor
+more than twice ``max_seen``. An event older than that horizon is refused (counted in
 ``stats['too_late']``), so a late redelivery is never counted twice while the set holds
 the horizon (size ``max_seen`` to the events of one horizon).
 """
@@ -214,6 +216,8 @@ class StreamingAggregator:
             self.stats["too_late"] += 1
             return
         seen[event_id] = ts
+        if len(seen) >= self._seen_prune_at:  # also while no drain comes (a rebuild)
+            self._prune_seen()
 
         kind = _KIND_OF[type(event)]
         item_id = event.item_id

@@ -240,7 +240,7 @@ def test_seen_ids_are_forgotten_only_behind_the_horizon():
     for e in old + new:
         agg.apply(e, 0)
     agg.drain()
-    assert len(agg._seen) <= 15_000
+    assert len(agg._seen) <= 2 * 15_000  # pruned when doubled: at most twice max_seen
     assert all(f"new{k}" in agg._seen for k in range(5_000, 20_000))  # the latest ids are kept
     assert not any(f"old{k}" in agg._seen for k in range(12_000))
     before = dict(agg.stats)
@@ -249,6 +249,27 @@ def test_seen_ids_are_forgotten_only_behind_the_horizon():
     assert agg.stats["too_late"] == before["too_late"] + 10
     assert agg.stats["duplicates"] == before["duplicates"] + 10
     assert agg.drain() == []
+
+
+def test_the_seen_set_stays_bounded_by_the_horizon_without_drains():
+    """A rebuild applies the whole retained log before its first drain: the seen-set is
+    pruned as it grows, to the ids inside the dedupe horizon (and at most ``max_seen``)."""
+    from streams.aggregates import SEEN_PRUNE_MIN
+
+    step = 60.0  # one event a minute: 10,080 ids inside a 7-day horizon
+    s = AggregateSettings(bucket_seconds=1, dedupe_horizon_seconds=7 * D)
+    agg = StreamingAggregator(s)
+    in_horizon = int(7 * D / step) + 1
+    largest = 0
+    for k in range(60_000):  # 41 days of events, never drained
+        agg.apply(imp(f"e{k}", T + k * step, item=f"i{k % 50}"), 0)
+        largest = max(largest, len(agg._seen))
+    assert largest <= 2 * max(in_horizon, SEEN_PRUNE_MIN)
+    assert f"e{59_999 - in_horizon + 2}" in agg._seen  # inside the horizon: remembered
+    capped = StreamingAggregator(AggregateSettings(bucket_seconds=1, dedupe_horizon_seconds=7 * D, max_seen=5_000))
+    for k in range(30_000):
+        capped.apply(imp(f"c{k}", T + k, item="i1"), 0)  # all inside the horizon
+    assert len(capped._seen) <= 2 * max(5_000, SEEN_PRUNE_MIN)
 
 
 def test_drain_coalesces_one_update_per_entity_with_max_ingest_time():

@@ -59,7 +59,10 @@ class FaustConsumerPort:
 
     def committed(self, tp: Hashable) -> int | None:
         known = getattr(self.app.consumer, "_committed_offset", {})  # filled when Faust seeks
-        return known.get(tp)
+        if tp not in known:
+            return None
+        offset = known[tp]
+        return 0 if offset is None else offset  # Faust stores a committed 0 as None
 
     async def committed_on_broker(self, tps: Iterable[Hashable]) -> dict[Hashable, int | None]:
         return await asyncio.to_thread(_committed_offsets, self.bootstrap, self.group_id, list(tps))

@@ -1,8 +1,8 @@
 """`JoinProcessor`: what the label-join worker does with one batch of source records.
 
 Per batch it validates each record (bad ones go to the dead-letter topic), feeds the
-`LabelJoiner` of its partition (restored from the changelog, `streams.join_state`, when the
-partition is first seen), and then:
+`LabelJoiner` of its partition (restored from the changelog, `streams.join_state`, off the event
+loop, when the partition is first seen), and then:
 
 - moves each partition's event-time watermark and applies what it passed;
 - sends labels (key user_id, same partition number) and dropped events with their reason;
@@ -68,17 +68,31 @@ class JoinProcessor:
 
     # --- state ---------------------------------------------------------------------------
 
-    def joiner(self, partition: int) -> LabelJoiner:
-        j = self.joiners.get(partition)
-        if j is None:
-            j = self.joiners[partition] = LabelJoiner(self.settings.rules)
+    async def _restore(self, partitions: set[int]) -> None:
+        """Build the joins of partitions seen for the first time from their changelog. The
+        read (from the broker, up to a fence) runs in threads, off the event loop."""
+        new = sorted(p for p in partitions if p not in self.joiners)
+        if not new:
+            return
+        restored = await asyncio.gather(*(asyncio.to_thread(self.changelog.restore, p) for p in new))
+        for partition, (states, wm) in zip(new, restored):
+            joiner = self.joiners[partition] = LabelJoiner(self.settings.rules)
+            joiner.restore(states, wm)
             self.watermarks[partition] = PartitionWatermark(self.settings.rules.allowed_lateness_s,
                                                             self.settings.idle_source_after_s, time.monotonic())
-            states, wm = self.changelog.restore(partition)
-            j.restore(states, wm)
             self.watermarks[partition].value = wm
             log.info("partition %d: restored %d pending impressions, watermark %s", partition, len(states), wm)
-        return j
+
+    async def _start_offsets(self, tps: set) -> dict[Any, int]:
+        """Where tracking starts for partitions not tracked yet: the committed offset, asked of
+        the broker when the consumer does not know it yet; 0 when the group has none (it
+        starts at the log start, and a first record after it reveals records skipped at
+        start-up: a hole from 0 is read from the log start)."""
+        starts = {tp: self.consumer.committed(tp) for tp in tps}
+        unknown = [tp for tp, offset in starts.items() if offset is None]
+        if unknown:
+            starts.update(await self.consumer.committed_on_broker(unknown))
+        return {tp: 0 if offset is None else offset for tp, offset in starts.items()}
 
     async def on_revoked(self, revoked: set) -> None:
         """Rebalance: after the batch in flight, forget the revoked partitions' joins (their
@@ -108,22 +122,26 @@ class JoinProcessor:
         touched: set[int] = set()
         events_in: Counter[str] = Counter()
         generation = self.consumer.generation_id
-        track = self.acks.track
-        committed = self.consumer.committed  # where the consumer started
-        for ev in events:
-            msg = ev.message
-            if msg.generation_id != generation:
-                continue  # fetched before a rebalance: redelivered from the committed offset
-            # no committed offset (or 0: Faust maps it to None) means the group starts at the
-            # beginning: a first record above 0 reveals records skipped at start-up
-            entry = track(msg.tp, msg.offset, committed(msg.tp) or 0)
+        acks = self.acks
+        track = acks.track
+        # fetched before a rebalance: skipped, redelivered from the committed offset
+        current = [ev.message for ev in events if ev.message.generation_id == generation]
+        starts = await self._start_offsets({m.tp for m in current if acks.expected(m.tp) is None})
+        await self._restore({m.partition for m in current})
+        for msg in current:
+            entry = track(msg.tp, msg.offset, starts.get(msg.tp))
             if entry is REPEAT:
                 metrics.REDELIVERED.labels(msg.topic).inc()
                 continue
             if entry is GAP:  # records before this one were skipped by the consumer: read them
-                for hole_msg in await self._read_hole(msg.tp, self.acks.expected(msg.tp), msg.offset):
-                    self._take(hole_msg, track(hole_msg.tp, hole_msg.offset), now, touched, events_in)
-                self.acks.skip_to(msg.tp, msg.offset)  # offsets left in the hole hold no record
+                for hole_msg in await self._read_hole(msg.tp, acks.expected(msg.tp), msg.offset):
+                    if hole_msg.offset is None:
+                        continue
+                    acks.skip_to(msg.tp, hole_msg.offset)  # offsets before it hold no record
+                    hole_entry = track(msg.tp, hole_msg.offset)
+                    if hole_entry is not REPEAT:
+                        self._take(hole_msg, hole_entry, now, touched, events_in)
+                acks.skip_to(msg.tp, msg.offset)  # offsets left in the hole hold no record
                 entry = track(msg.tp, msg.offset)
             self._take(msg, entry, now, touched, events_in)
         released = []
@@ -163,7 +181,7 @@ class JoinProcessor:
                                                                    exc.reason, exc.detail, now), msg.key, partition)
             entry.done = True
             return
-        joiner = self.joiner(partition)
+        joiner = self.joiners[partition]
         touched.add(partition)
         self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset, time.monotonic())
         if isinstance(parsed, Watermark):

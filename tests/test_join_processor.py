@@ -161,3 +161,70 @@ def test_a_partition_is_restored_from_its_changelog_when_first_seen():
     asyncio.run(proc.process([Event(Message(TOPICS.impressions, 2, 9, imp_record(9)))]))
     assert reads == [2] and proc.joiners[2].watermark == NOW - 10.0
 
+
+# --- defects of issue 13 ----------------------------------------------------------------------------------
+
+def test_offsets_of_a_hole_that_hold_no_record_are_passed_over():
+    """A hole read back from the broker can lack offsets (a transaction marker, a compacted
+    record): the records around them are processed in order, nothing crashes."""
+    tp = TP(TOPICS.impressions, 0)
+    hole = [Message(TOPICS.impressions, 0, off, imp_record(off)) for off in (5, 6, 8)]  # 7 holds no record
+    hole.insert(2, Message(TOPICS.impressions, 0, None, b""))  # a record without an offset
+    consumer = StubConsumer(committed=starts(0, 5), holes={(tp, 5, 9): hole})
+    proc, out = processor(consumer)
+    asyncio.run(proc.process([Event(Message(TOPICS.impressions, 0, 9, imp_record(9)))]))
+    assert consumer.ranges_read == [(tp, 5, 9)]
+    asyncio.run(proc.process(closing_batch(0, {TOPICS.impressions: 10})))
+    labels = out.to(TOPICS.labels)
+    assert sorted(l["impression_id"] for l in labels) == ["imp5", "imp6", "imp8", "imp9"]
+    assert max(c.get(tp, 0) for c in consumer.commits) == 11
+
+
+def test_a_partition_whose_committed_offset_the_consumer_does_not_know_yet_asks_the_broker():
+    """Not known yet is not "no committed offset": the processor asks the broker instead of
+    reading everything before the first record as a hole."""
+    tp = TP(TOPICS.impressions, 1)
+    consumer = StubConsumer(committed={}, on_broker={tp: 40})
+    proc, out = processor(consumer)
+    asyncio.run(proc.process([Event(Message(TOPICS.impressions, 1, 40, imp_record(40)))]))
+    assert consumer.ranges_read == []
+    assert consumer.broker_lookups == [{tp}]
+    asyncio.run(proc.process([Event(Message(TOPICS.impressions, 1, 43, imp_record(43)))]))
+    assert consumer.ranges_read == [(tp, 41, 43)]  # a real hole after it is still read
+    assert consumer.broker_lookups == [{tp}]  # asked once per partition
+
+
+def test_no_committed_offset_on_the_broker_starts_the_partition_at_the_log_start():
+    tp = TP(TOPICS.impressions, 2)
+    consumer = StubConsumer(committed={}, on_broker={})
+    proc, _ = processor(consumer)
+    asyncio.run(proc.process([Event(Message(TOPICS.impressions, 2, 3, imp_record(3)))]))
+    assert consumer.ranges_read == [(tp, 0, 3)]  # records skipped at start-up are read back
+
+
+def test_the_event_loop_keeps_running_while_a_partition_is_restored():
+    """The restore reads the changelog from the broker (up to minutes): it runs off the event
+    loop, so heartbeats and timers go on meanwhile. The stub read waits for the loop to run a
+    task; on the loop itself it could only time out."""
+    loop_ran = threading.Event()
+    waited: list[bool] = []
+
+    def slow_read(partition):
+        waited.append(loop_ran.wait(timeout=5.0))
+        return {}
+
+    consumer = StubConsumer(committed=starts(0, 0))
+    proc, _ = processor(consumer, read=slow_read)
+
+    async def main():
+        async def tick():
+            await asyncio.sleep(0.05)
+            loop_ran.set()
+
+        ticker = asyncio.create_task(tick())
+        await proc.process([Event(Message(TOPICS.impressions, 0, 0, imp_record(0)))])
+        await ticker
+
+    asyncio.run(main())
+    assert waited == [True]
+    assert 0 in proc.joiners

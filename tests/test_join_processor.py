@@ -228,3 +228,22 @@ def test_the_event_loop_keeps_running_while_a_partition_is_restored():
     asyncio.run(main())
     assert waited == [True]
     assert 0 in proc.joiners
+
+
+def test_a_revoked_partitions_join_is_dropped_and_restored_when_assigned_again():
+    reads: list[int] = []
+
+    def read(partition):
+        reads.append(partition)
+        return {}
+
+    tp = TP(TOPICS.impressions, 0)
+    consumer = StubConsumer(committed=starts(0, 0))
+    proc, _ = processor(consumer, read=read)
+    asyncio.run(proc.process([Event(Message(TOPICS.impressions, 0, 0, imp_record(0)))]))  # held by the join
+    asyncio.run(proc.on_revoked({TP(t, 0) for t in TOPICS.events}))
+    assert proc.joiners == {} and proc.watermarks == {}
+    asyncio.run(proc.process([Event(Message(TOPICS.impressions, 0, 0, imp_record(0)))]))  # redelivered
+    asyncio.run(proc.process(closing_batch(0, {TOPICS.impressions: 1})))
+    assert reads == [0, 0]  # restored again from the changelog
+    assert max(c.get(tp, 0) for c in consumer.commits) == 2

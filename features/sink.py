@@ -7,8 +7,8 @@ poll is written with one online push per entity and one part file, (b) blocking 
 a store is down (retrying the *same* batch with backoff) and (c) committing only after the
 write. Faust acks each event when the agent moves on and commits in the background on a timer,
 and an agent that blocks for minutes stalls its whole worker and its rebalance handling; with a
-consumer loop the three rules are a dozen visible lines. The rest of the product (streams/)
-uses Faust; the sink only reads the topics Faust writes.
+consumer loop the three rules are a dozen visible lines. (In streams/ only the label join
+runs on Faust; the feature updates come from `convcg aggregates`, a plain consumer loop.)
 
 Delivery: at-least-once. Online writes are idempotent (same value, newest event time wins);
 a redelivered label is dropped by ``label_id`` (ids already on disk are loaded at start);

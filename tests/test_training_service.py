@@ -5,6 +5,7 @@ import threading
 import time
 
 import orjson
+import pandas as pd
 import pytest
 
 from convcg.kafka_io import json_producer, read_topic
@@ -94,3 +95,23 @@ def test_trainer_service_trains_then_finetunes_from_the_labels_topic(broker, top
     assert dead[0]["component"] == "trainer" and dead[0]["topic"] == topics.labels and dead[0]["offset"] >= 0
     assert base64.b64decode(dead[0]["original_b64"]) == b"this is not a label"
     assert len(LabelStore(settings.label_store).load()) == len(labels)
+
+
+def test_the_trainers_label_ids_are_bounded_by_the_dedupe_horizon_also_across_a_restart(tmp_path):
+    day = 86400.0
+    settings = TrainingSettings(registry_root=tmp_path / "registry", label_store=tmp_path / "store",
+                                dedupe_horizon_s=day)
+    service = TrainerService(settings)
+    per_day = 2000
+    rows = [{"label_id": f"imp{i}:negative", "impression_id": f"imp{i}", "user_id": f"u{i % 50}",
+             "item_id": "i1", "advertiser_id": "a1", "surface": "home", "impression_ts": i * day / per_day,
+             "label_ts": i * day / per_day + 60, "kind": "negative"} for i in range(10 * per_day)]
+    for i, row in enumerate(rows):
+        assert service.accept(orjson.dumps(row), partition=i % 3)
+        assert len(service.seen) <= 4 * per_day + 2048
+    assert not service.accept(orjson.dumps(rows[-1]), partition=2)  # a redelivery within the horizon
+    assert service.metrics.duplicates._value.get() == 1
+    service.store.append(pd.DataFrame(service.pending))
+    restarted = TrainerService(settings)
+    assert per_day <= len(restarted.seen) <= per_day + 2  # only the newest horizon is loaded
+    assert not restarted.accept(orjson.dumps(rows[-5]), partition=1)  # still recognised after the restart

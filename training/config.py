@@ -49,6 +49,8 @@ class TrainingSettings(BaseSettings):
     bootstrap: str = "127.0.0.1:9092"
     topic_prefix: str = ""
     consumer_group: str = "convcg-trainer"
+    #: event time a label id is remembered for, to drop redelivered copies (see convcg.dedupe)
+    dedupe_horizon_s: float = Field(8 * 86400.0, gt=0)
     trigger_labels: int = Field(10_000, ge=1)
     trigger_seconds: float = Field(3600.0, gt=0)
     #: labels needed before the first full training when the registry is empty

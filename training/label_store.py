@@ -30,11 +30,15 @@ class LabelStore:
         frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
         return frame.drop_duplicates("label_id", keep="first").reset_index(drop=True)
 
-    def label_ids(self) -> set[str]:
-        ids: set[str] = set()
-        for p in self.parts():
-            ids.update(pd.read_parquet(p, columns=["label_id"])["label_id"].tolist())
-        return ids
+    def recent_label_ids(self, horizon_s: float) -> list[tuple[str, float]]:
+        """(label_id, label_ts) of the stored labels within ``horizon_s`` of event time of the
+        newest one: the ids a restarted reader must still recognise as redeliveries."""
+        frames = [pd.read_parquet(p, columns=["label_id", "label_ts"]) for p in self.parts()]
+        if not frames:
+            return []
+        frame = pd.concat(frames, ignore_index=True)
+        recent = frame[frame["label_ts"] >= frame["label_ts"].max() - horizon_s]
+        return list(zip(recent["label_id"].tolist(), recent["label_ts"].astype(float).tolist()))
 
     def append(self, labels: pd.DataFrame) -> Path | None:
         """Write one part atomically (temp file + rename)."""

@@ -26,6 +26,7 @@ from prometheus_client import (
 )
 
 from convcg.contract import LABEL_FIELDS, Topics
+from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import InvalidLabel, dead_letter, decode_label
 from registry.store import ModelRegistry
 from training.config import TrainingSettings
@@ -50,6 +51,8 @@ class TrainerMetrics:
         r = self.registry
         self.consumed = Counter("convcg_trainer_labels_consumed", "new labels accepted", registry=r)
         self.duplicates = Counter("convcg_trainer_labels_duplicate", "redelivered labels ignored", registry=r)
+        self.too_old = Counter("convcg_trainer_labels_too_old",
+                               "labels older than the dedupe horizon of their partition, not taken", registry=r)
         self.invalid = Counter("convcg_trainer_labels_invalid", "labels sent to the dead-letter topic",
                                registry=r)
         self.steps = Counter("convcg_trainer_steps", "training steps by outcome", ["outcome"], registry=r)
@@ -66,7 +69,9 @@ class TrainerService:
         self.registry = ModelRegistry(settings.registry_root)
         self.metrics = TrainerMetrics()
         self.show_progress = show_progress
-        self.seen: set[str] = self.store.label_ids()
+        self.seen = SeenWithinHorizon(settings.dedupe_horizon_s)
+        for label_id, label_ts in self.store.recent_label_ids(settings.dedupe_horizon_s):
+            self.seen.add(None, label_id, label_ts)
         self.pending: list[dict] = []
         #: held-out rows of the last step, trained on in the next one (already stored)
         self.carried: pd.DataFrame = pd.DataFrame()
@@ -117,10 +122,15 @@ class TrainerService:
         except InvalidLabel as exc:
             self._dead_letter(raw, str(exc), partition, offset)
             return False
-        if label["label_id"] in self.seen:
-            self.metrics.duplicates.inc()
+        too_old = self.seen.too_old
+        if not self.seen.add(partition, label["label_id"], label["label_ts"]):
+            if self.seen.too_old > too_old:
+                self.metrics.too_old.inc()
+                log.warning("label %s is older than the dedupe horizon of its partition: not taken",
+                            label["label_id"])
+            else:
+                self.metrics.duplicates.inc()
             return False
-        self.seen.add(label["label_id"])
         self.pending.append(label)
         self.metrics.consumed.inc()
         return True

@@ -93,7 +93,7 @@ def freshness_section(summary: dict) -> list[str]:
     lines = ["## Live pace and freshness (measured)", "",
              f"Live phase: {pace.get('events', 0):,} events at a steady {pace.get('target_events_per_s', 0):,.0f} "
              f"events/s (achieved {pace.get('achieved_events_per_s', 0):,.0f}/s, 1 s windows "
-             f"{pace.get('slowest_1s_window_events_per_s')}–{pace.get('fastest_1s_window_events_per_s')}/s); "
+             f"{pace.get('slowest_1s_window_events_per_s') or 0:,.0f}–{pace.get('fastest_1s_window_events_per_s') or 0:,.0f}/s); "
              f"one wall second stood for {pace.get('event_seconds_per_wall_second', 0):,.0f} s "
              f"({pace.get('event_hours_per_wall_second', 0):.2f} h) of event time.", "",
              "| freshness | n | p50 | p90 | p99 | max | not measured |", "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -42,6 +42,7 @@ class ServedItems:
         self.version: str | None = None
         self.queries = 0
         self.failures = 0
+        self.wanted: str | None = None
         self._refreshing: threading.Thread | None = None
 
     def for_user(self, user_id: str) -> list[str]:
@@ -62,12 +63,18 @@ class ServedItems:
         fresh = {u: self._query(u) for u in self.users}
         self.cache, self.version = fresh, version
 
+    def _load_wanted(self) -> None:
+        while self.wanted != self.version:  # a newer version may start serving meanwhile
+            self.load(self.wanted)
+
     def refresh_in_background(self, version: str | None) -> None:
-        if not version or version == self.version:
+        """Load ``version``'s picks in a thread (the newest wins if several arrive meanwhile)."""
+        if not version:
             return
-        if self._refreshing is not None and self._refreshing.is_alive():
-            return  # the next check picks the newest version up
-        self._refreshing = threading.Thread(target=self.load, args=(version,), name="served-items", daemon=True)
+        self.wanted = version
+        if version == self.version or (self._refreshing is not None and self._refreshing.is_alive()):
+            return
+        self._refreshing = threading.Thread(target=self._load_wanted, name="served-items", daemon=True)
         self._refreshing.start()
 
 
@@ -123,7 +130,7 @@ class LiveSender:
             produce(topic_for(e, topics)[0], dumps(event_to_dict(e)), e.user_id.encode(), on_delivery=self._delivery)
         self.producer.poll(0)
         now = time.time()
-        self.sends.record(events[-1].ts, now)
+        self.sends.record(max(e.ts for e in events), now)
         offer = self.picker.offer
         for e in events:
             if offer(e.user_id, e.ts, now):

@@ -153,7 +153,7 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
         worker = sup.start(Component("streams-worker", ["worker", "--metrics-port", str(ports["worker"])],
                                      {**common, "CONVCG_STREAMS_BOOTSTRAP": bootstrap},
                                      logs / "streams-worker.log", ports["worker"]))
-        sup.start(Component("streams-aggregates", ["aggregates", "--metrics-port", str(ports["aggregates"])],
+        aggregates = sup.start(Component("streams-aggregates", ["aggregates", "--metrics-port", str(ports["aggregates"])],
                             {**common, "CONVCG_STREAMS_BOOTSTRAP": bootstrap},
                             logs / "streams-aggregates.log", ports["aggregates"]))
         sink = sup.start(Component("features-sink", ["features", "sink", "--bootstrap", bootstrap,
@@ -180,7 +180,13 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
         watch = VersionWatch(f"http://127.0.0.1:{ports['retrieval']}/admin/status", settings.status_poll_s)
         before = wait_until(watch.poll, settings.timeout_s, "the first model to be trained, indexed and served",
                             interval=1.0, supervisor=sup)
-        click.echo(f"first model {before} is serving; live phase starts")
+        # the live phase measures freshness of a stream the pipeline keeps up with: start it once
+        # the label join and the aggregates have consumed the warm-up backlog
+        wait_until(lambda: min(worker.metric_sum("convcg_stream_events_total"),
+                               aggregates.metric_sum("convcg_aggregates_events_total")) >= len(warm),
+                   settings.timeout_s, "the worker and the aggregates to consume the warm-up", interval=0.5,
+                   supervisor=sup)
+        click.echo(f"first model {before} is serving and the warm-up is consumed; live phase starts")
 
         # --- live ----------------------------------------------------------------------------
         live_result = _live_phase(settings, full, warm, live, bootstrap, topics, ports, sup, watch, before)

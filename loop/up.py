@@ -50,6 +50,7 @@ class LoopSettings:
     trigger_seconds: float = 20.0     # ...or this long
     served_per_user: int = 50         # candidates asked of the retriever per user
     probe_interval_s: float = 0.1     # one feature-freshness probe this often
+    probe_poll_s: float = 0.02        # pending probes looked up this often (the resolution)
     status_poll_s: float = 0.5        # how often the serving model version is checked
     timeout_s: float = 1800.0
 
@@ -224,7 +225,7 @@ def _live_phase(settings: LoopSettings, full, warm, live, bootstrap: str, topics
     served.load(before)
     watch.on_new = served.refresh_in_background
     watch.start()
-    probes = FeatureProbes(f"http://127.0.0.1:{ports['features']}").start()
+    probes = FeatureProbes(f"http://127.0.0.1:{ports['features']}", poll_s=settings.probe_poll_s).start()
     picker = ProbePicker(settings.probe_interval_s)
     for e in warm:
         picker.observe(e.user_id, e.ts)

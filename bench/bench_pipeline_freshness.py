@@ -2,7 +2,11 @@
 (validation, windows) → feature-update topic → `convcg features sink` → online store, with the
 label-join `convcg worker` consuming the same events beside them (as deployed).
 
-    python bench/bench_pipeline_freshness.py [--rate 5000] [--seconds 20] [--store redis]
+    python bench/bench_pipeline_freshness.py [--rate 5000] [--seconds 20] [--store default|sqlite|redis]
+
+``--store default`` is the online store `convcg up` runs on (``loop.online_store``: a private
+redis-server started for the run when the binary is on PATH, else SQLite); ``redis`` is the
+shared Redis at 127.0.0.1:6379.
 
 Starts (or finds) a real broker and the three components as their own processes, then produces
 raw impression / engagement events stamped "now" at a steady rate (users and items drawn
@@ -40,7 +44,7 @@ def main() -> None:
     ap.add_argument("--probe-ms", type=int, default=100)
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--items", type=int, default=5_000)
-    ap.add_argument("--store", choices=["sqlite", "redis"], default="redis")
+    ap.add_argument("--store", choices=["default", "sqlite", "redis"], default="default")
     ap.add_argument("--without-label-join", action="store_true",
                     help="do not run the label-join worker beside the feature path (it is not on that path, "
                          "but shares the two cores when it runs)")
@@ -51,7 +55,16 @@ def main() -> None:
     from convcg.broker import free_port
 
     worker_port = free_port()
-    rig = SinkRig(args.store, "bench-pipe-")
+    private = None
+    if args.store == "default":
+        import tempfile
+
+        from loop.online_store import start_online_store
+
+        private = start_online_store("auto", Path(tempfile.mkdtemp(prefix="bench-pipe-store-")))
+        args.store = f"default ({private.describe()})"
+    kind = private.kind if private else args.store
+    rig = SinkRig(kind, "bench-pipe-", redis_connection=private.server.connection if private and private.server else None)
     topics, sink, tmp, sink_port, broker, reader = (rig.topics, rig.sink, rig.tmp, rig.metrics_port, rig.broker,
                                                     rig.reader)
     env = {**rig.env, "CONVCG_STREAMS_BOOTSTRAP": broker.bootstrap, "CONVCG_STREAMS_TOPIC_PREFIX": topics.prefix,
@@ -128,7 +141,8 @@ def main() -> None:
         cpu = CpuShares({"label-join worker": worker.pid if worker else None, "aggregates": aggregates.pid, "sink": sink.pid,
                          "bench (load + probes)": os.getpid(),
                          "broker": broker.process.pid if broker.process else None,
-                         "redis": CpuShares.redis_pid() if args.store == "redis" else None})
+                         "redis": (private.server.process.pid if private and private.server
+                                   else CpuShares.redis_pid() if kind == "redis" else None)})
         cpu.start()
         tick = 0.005
         start = time.perf_counter()
@@ -158,6 +172,8 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(30)
         rig.close()
+        if private is not None:
+            private.stop()
 
     a = np.array(watcher.fresh)
     beside = "alone" if worker is None else "label-join worker beside"

@@ -123,7 +123,8 @@ class SinkRig:
     """A broker (found or started), fresh topics, a Feast repo on ``store`` and a running
     `convcg features sink` process with a metrics port: what both freshness benches need."""
 
-    def __init__(self, store: str, tmp_prefix: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, store: str, tmp_prefix: str, extra_env: dict[str, str] | None = None,
+                 redis_connection: str | None = None) -> None:
         import os
         import subprocess
         import sys
@@ -145,13 +146,15 @@ class SinkRig:
         create_topics(self.broker.bootstrap, self.topics.all(), 3)
         self.settings = FeaturesSettings(repo_dir=self.tmp / "feast", labels_dir=self.tmp / "labels",
                                          project=f"bench{uuid.uuid4().hex[:8]}", online_store=store,
-                                         topic_prefix=self.topics.prefix, consumer_group=f"g-{self.topics.prefix}")
+                                         topic_prefix=self.topics.prefix, consumer_group=f"g-{self.topics.prefix}",
+                                         **({"redis_connection": redis_connection} if redis_connection else {}))
         self.reader = OnlineReader(apply_repo(self.settings))
         self.metrics_port = free_port()
         s = self.settings
         self.env = {**os.environ, "CONVCG_FEATURES_REPO_DIR": str(s.repo_dir),
                     "CONVCG_FEATURES_LABELS_DIR": str(s.labels_dir), "CONVCG_FEATURES_PROJECT": s.project,
                     "CONVCG_FEATURES_ONLINE_STORE": store, "CONVCG_FEATURES_CONSUMER_GROUP": s.consumer_group,
+                    "CONVCG_FEATURES_REDIS_CONNECTION": s.redis_connection,
                     **(extra_env or {})}
         self.root = root
         self.sink = subprocess.Popen(

@@ -1,5 +1,6 @@
-"""The report of `convcg up`: recall of every model version on the held-out tail, freshness
-percentiles from the features sink's histogram, and the run's counts; markdown plus plots."""
+"""The report of `convcg up`: recall of every model version on the held-out tail, the live
+pace, measured freshness (feature probes over HTTP, labels, models: exact percentiles, see
+``loop.freshness``) and the run's counts; markdown plus plots."""
 
 from __future__ import annotations
 
@@ -8,23 +9,9 @@ import math
 from pathlib import Path
 
 
-def histogram_percentiles(samples: dict[str, float], name: str, qs=(0.5, 0.9, 0.99)) -> dict[str, float]:
-    """Percentiles from a Prometheus histogram's cumulative buckets (upper bound of the bucket
-    in which the quantile falls, as Prometheus' own histogram_quantile without interpolation)."""
-    buckets = []
-    for key, value in samples.items():
-        if key.startswith(f"{name}_bucket{{") and 'le="' in key:
-            le = key.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((math.inf if le == "+Inf" else float(le), value))
-    merged: dict[float, float] = {}
-    for le, v in buckets:  # sum across label sets (entities)
-        merged[le] = merged.get(le, 0.0) + v
-    ordered = sorted(merged.items())
-    total = ordered[-1][1] if ordered else 0.0
-    out = {"count": total}
-    for q in qs:
-        out[f"p{round(q * 100)}"] = next((le for le, c in ordered if total and c >= q * total), float("nan"))
-    return out
+def histogram_count(samples: dict[str, float], name: str) -> float:
+    """Observations in a Prometheus histogram's scrape (summed over label sets)."""
+    return sum(v for k, v in samples.items() if k.startswith(f"{name}_count"))
 
 
 def evaluate_versions(events, split_index: int, catalog, registry) -> list[dict]:
@@ -48,7 +35,8 @@ def evaluate_versions(events, split_index: int, catalog, registry) -> list[dict]
     return rows
 
 
-def write_report(home: Path, summary: dict, events, split_index: int, catalog, registry, freshness: dict) -> None:
+def write_report(home: Path, summary: dict, events, split_index: int, catalog, registry, freshness: dict,
+                 probe_delays: list[float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,7 +48,7 @@ def write_report(home: Path, summary: dict, events, split_index: int, catalog, r
     summary["conversion_recall@100_before"] = by_version.get(summary["model_before"], {}).get(key)
     summary["conversion_recall@100_after"] = by_version.get(summary["model_after"], {}).get(key)
     summary["conversion_recall@100_popularity"] = by_version["popularity"].get(key)
-    summary["freshness_seconds"] = histogram_percentiles(freshness, "convcg_features_freshness_seconds")
+    summary["sink_freshness_histogram_observations"] = histogram_count(freshness, "convcg_features_freshness_seconds")
 
     fig, ax = plt.subplots(figsize=(7, 4))
     versions = [r for r in rows if r["version"] != "popularity" and key in r]
@@ -74,21 +62,7 @@ def write_report(home: Path, summary: dict, events, split_index: int, catalog, r
     fig.savefig(home / "recall_over_versions.png", dpi=120)
     plt.close(fig)
 
-    buckets = sorted((float("inf") if k.split('le="')[1].split('"')[0] == "+Inf" else float(k.split('le="')[1].split('"')[0]), v)
-                     for k, v in freshness.items() if "_bucket{" in k)
-    merged: dict[float, float] = {}
-    for le, v in buckets:
-        merged[le] = merged.get(le, 0.0) + v
-    les = sorted(merged)
-    counts = [merged[le] - (merged[les[i - 1]] if i else 0.0) for i, le in enumerate(les)]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(range(len(les)), counts)
-    ax.set_xticks(range(len(les)), [("≤%g s" % le) if math.isfinite(le) else "more" for le in les], rotation=45, fontsize=7)
-    ax.set_ylabel("feature updates")
-    ax.set_title("Event-to-online-feature freshness")
-    fig.tight_layout()
-    fig.savefig(home / "freshness.png", dpi=120)
-    plt.close(fig)
+    plot_freshness(home / "freshness.png", probe_delays, summary)
 
     lines = ["# convcg up: report", "", "```json", json.dumps(summary, indent=2, default=str), "```", "",
              "## Recall on the held-out tail (never replayed)", "",
@@ -101,6 +75,60 @@ def write_report(home: Path, summary: dict, events, split_index: int, catalog, r
             lines.append(f"| {r['version']} | {r.get(key, float('nan')):.4f} | "
                          f"{r.get('conversion_recall@1000', float('nan')):.4f} | "
                          f"{r.get('engagement_recall@100', float('nan')):.4f} |")
-    lines += ["", "![recall over versions](recall_over_versions.png)", "", "![freshness](freshness.png)", ""]
+    lines += ["", "![recall over versions](recall_over_versions.png)", ""]
+    lines += freshness_section(summary)
     (home / "report.md").write_text("\n".join(lines))
     (home / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+def _seconds(x) -> str:
+    if x is None:
+        return "–"
+    return f"{x * 1000:.0f} ms" if abs(x) < 1 else f"{x:.2f} s"
+
+
+def freshness_section(summary: dict) -> list[str]:
+    """Markdown: the live pace and the three measured freshness figures."""
+    pace = summary.get("live_pace", {})
+    lines = ["## Live pace and freshness (measured)", "",
+             f"Live phase: {pace.get('events', 0):,} events at a steady {pace.get('target_events_per_s', 0):,.0f} "
+             f"events/s (achieved {pace.get('achieved_events_per_s', 0):,.0f}/s, 1 s windows "
+             f"{pace.get('slowest_1s_window_events_per_s') or 0:,.0f}–{pace.get('fastest_1s_window_events_per_s') or 0:,.0f}/s); "
+             f"one wall second stood for {pace.get('event_seconds_per_wall_second', 0):,.0f} s "
+             f"({pace.get('event_hours_per_wall_second', 0):.2f} h) of event time.", "",
+             "| freshness | n | p50 | p90 | p99 | max | not measured |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = [("event in Kafka -> visible in an online lookup (HTTP probes)", "feature_freshness_seconds",
+             ("never_visible", "lookup_errors")),
+            ("label due (decision / negative window) -> label on the topic", "label_freshness_seconds",
+             ("not_due_by_the_end",)),
+            ("label on the topic -> first model trained on it serving", "model_freshness_seconds",
+             ("not_yet_in_a_serving_model",))]
+    for title, key, extra in rows:
+        f = summary.get(key) or {}
+        rest = ", ".join(f"{k.replace('_', ' ')} {f.get(k, 0)}" for k in extra)
+        lines.append(f"| {title} | {f.get('count', 0)} | {_seconds(f.get('p50'))} | {_seconds(f.get('p90'))} | "
+                     f"{_seconds(f.get('p99'))} | {_seconds(f.get('max'))} | {rest} |")
+    lines += ["", "![freshness](freshness.png)", ""]
+    return lines
+
+
+def plot_freshness(path: Path, probe_delays: list[float], summary: dict) -> None:
+    """Histogram of the measured event -> online-lookup delays, with p50 / p99 marked."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    a = np.asarray(probe_delays, dtype=float) * 1000
+    if a.size:
+        ax.hist(a, bins=60)
+        for q, color in ((50, "green"), (99, "red")):
+            v = np.percentile(a, q)
+            ax.axvline(v, color=color, linestyle="--", label=f"p{q} {v:.0f} ms")
+        ax.legend()
+    rate = summary.get("live_pace", {}).get("target_events_per_s", 0)
+    ax.set_xlabel("event in Kafka -> visible in an online lookup over HTTP (ms)")
+    ax.set_ylabel("probes")
+    ax.set_title(f"Feature freshness, live phase at {rate:,.0f} events/s ({a.size} probes)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -49,14 +49,15 @@ def _write_all(writer, updates: list[FeatureUpdate]) -> None:
         writer.write(entity, [u for u in updates if u.entity == entity], CREATED)
 
 
-def _settings(tmp_path, store: str) -> FeaturesSettings:
-    return FeaturesSettings(repo_dir=tmp_path / "feast", project=f"t{uuid.uuid4().hex[:10]}", online_store=store)
+def _settings(tmp_path, store: str, **extra) -> FeaturesSettings:
+    return FeaturesSettings(repo_dir=tmp_path / "feast", project=f"t{uuid.uuid4().hex[:10]}", online_store=store, **extra)
 
 
 def _redis_dump(settings: FeaturesSettings) -> dict:
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=6379)
+    host, _, port = settings.redis_connection.partition(":")
+    client = redis.Redis(host=host, port=int(port))
     return {k: client.hgetall(k) for k in client.scan_iter(match=b"*" + settings.project.encode(), count=1000)}
 
 
@@ -127,3 +128,43 @@ def test_value_bytes_are_the_protobuf_encoding_and_zero_keeps_its_sign():
         assert vb.encode("strings", ["a"]) == Value(string_list_val=StringList(val=["a"])).SerializeToString()
         assert vb.encode("int", None) == Value().SerializeToString()
     assert vb.encode("float", -0.0) != vb.encode("float", 0.0)
+
+
+def test_convcg_up_default_store_holds_feast_bytes_and_the_feast_sdk_reads_them(tmp_path):
+    """The store `convcg up` runs on (a private redis-server when the binary is on PATH, else
+    SQLite): the sink's writer stores what Feast's own writer stores, and the Feast SDK reads
+    back the values written."""
+    from convcg.redis_server import redis_server_binary
+    from loop.online_store import resolve_store, start_online_store
+
+    online = start_online_store("auto", tmp_path)
+    try:
+        assert online.kind == resolve_store("auto") == ("redis" if redis_server_binary() else "sqlite")
+        extra = {"redis_connection": online.server.connection} if online.server else {}
+        s = _settings(tmp_path, online.kind, **extra)
+        store = apply_repo(s)
+        dump = _redis_dump if online.kind == "redis" else _sqlite_dump
+        updates = _random_updates(7)
+        _write_all(OnlineWriter(store), updates)
+        by_feast = dump(s)
+        for key in list(by_feast):
+            if online.kind == "redis":
+                delete_redis_project_keys(s)
+            else:
+                with sqlite3.connect(s.sqlite_file) as c:
+                    c.execute(f'DELETE FROM "{key}"')
+        fast = row_writer(store)
+        assert isinstance(fast, RedisRowWriter if online.kind == "redis" else SqliteRowWriter)
+        _write_all(fast, updates)
+        assert sum(len(v) for v in by_feast.values()) > 0 and dump(s) == by_feast
+        newest = {}
+        for u in updates:  # the newest write of each user wins
+            if u.entity == "user":
+                newest[u.entity_id] = u
+        ids = sorted(newest)[:20]
+        refs = [f"user_stream:{n}" for n in stream_feature_schema("user")]
+        got = store.get_online_features(features=refs, entity_rows=[{"user_id": i} for i in ids]).to_dict()
+        for name in stream_feature_schema("user"):
+            assert got[name] == [newest[i].features.get(name) for i in ids], name
+    finally:
+        online.stop()

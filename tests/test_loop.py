@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from loop.up import LoopSettings, _is_unengaged_slot, run_loop, serve_negatives
+from loop.live import _is_unengaged_slot, serve_negatives
+from loop.up import LoopSettings, run_loop
 
 
 def test_only_unengaged_movielens_slots_are_replaced_by_served_items():
@@ -28,8 +29,7 @@ def test_only_unengaged_movielens_slots_are_replaced_by_served_items():
 
 @pytest.mark.slow
 def test_up_runs_the_whole_loop_and_reports(tmp_path):
-    settings = LoopSettings(limit=30_000, trigger_labels=5_000, trigger_seconds=15.0, chunk_events=5_000,
-                            chunk_pause_s=1.0, timeout_s=600)
+    settings = LoopSettings(limit=30_000, trigger_labels=5_000, trigger_seconds=15.0, rate=800.0, timeout_s=600)
     summary = run_loop(tmp_path, settings)
     assert summary["events_processed"] == summary["events_replayed"] == 27_000
     kinds = summary["labels_by_kind"]
@@ -39,6 +39,11 @@ def test_up_runs_the_whole_loop_and_reports(tmp_path):
     assert summary["index_swaps"] >= 2
     assert summary["retriever_queries"] > 0 and summary["retriever_query_failures"] == 0
     assert 0 <= summary["conversion_recall@100_before"] <= 1 and 0 <= summary["conversion_recall@100_after"] <= 1
-    assert summary["freshness_seconds"]["count"] > 0
+    pace = summary["live_pace"]
+    assert pace["events"] == 27_000 - 12_000 and abs(pace["achieved_events_per_s"] / 800 - 1) <= 0.10
+    fresh = summary["feature_freshness_seconds"]
+    assert fresh["count"] > 50 and 0 < fresh["p50"] <= fresh["p99"] <= fresh["max"]
+    assert summary["label_freshness_seconds"]["count"] > 0 and summary["model_freshness_seconds"]["count"] > 0
+    assert "event in Kafka -> visible in an online lookup" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "report.md").exists() and (tmp_path / "recall_over_versions.png").exists()
     assert json.loads((tmp_path / "summary.json").read_text())["model_after"] == summary["model_after"]

@@ -75,7 +75,7 @@ def tansu_binary() -> str:
 def wait_until_ready(bootstrap: str, timeout: float = 30.0,
                      process: subprocess.Popen | None = None) -> None:
     """Wait until the broker answers a metadata request (fail fast if its process died)."""
-    from kafka import KafkaAdminClient
+    from confluent_kafka.admin import AdminClient
 
     host, port = bootstrap.rsplit(":", 1)
     deadline = time.monotonic() + timeout
@@ -83,16 +83,14 @@ def wait_until_ready(bootstrap: str, timeout: float = 30.0,
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"broker process exited with code {process.returncode}")
-        try:  # cheap TCP probe first, so kafka-python does not spin on a closed port
+        try:  # cheap TCP probe first, so the client does not spin on a closed port
             socket.create_connection((host, int(port)), timeout=1).close()
         except OSError as exc:
             last = exc
             time.sleep(0.1)
             continue
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-            admin.list_topics()
-            admin.close()
+            AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=3)
             return
         except Exception as exc:  # not up yet
             last = exc
@@ -162,22 +160,22 @@ def find_or_start_broker(storage: str = MEMORY_STORAGE, log_path: Path | None = 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1) -> list[str]:
     """Create topics explicitly (idempotent). Returns the names that were newly created."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        existing = set(admin.list_topics())
-        wanted = [n for n in names if n not in existing]
-        if wanted:
-            try:
-                admin.create_topics([NewTopic(n, partitions, replication) for n in wanted])
-            except TopicAlreadyExistsError:
-                pass
-        return wanted
-    finally:
-        admin.close()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=30).topics)
+    wanted = [n for n in dict.fromkeys(names) if n not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics([NewTopic(n, partitions, replication) for n in wanted], operation_timeout=30)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=60)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return wanted
 
 
 def topic_partitions(bootstrap: str, names: Iterable[str], timeout_s: float = 30.0) -> dict[str, int]:

@@ -190,16 +190,17 @@ class FeatureSink:
         the new labels, *beside* the next polls -> commit what that flush wrote. Offsets are
         committed only after both writes of everything they cover, so a crash anywhere
         redelivers instead of dropping."""
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka import AIOKafkaConsumer
+
+        from convcg.kafka_io import json_producer
 
         consumer = AIOKafkaConsumer(
             self.topics.feature_updates, self.topics.labels, bootstrap_servers=self.bootstrap,
             group_id=self.settings.consumer_group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_interval_ms=30 * 60 * 1000,
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms, fetch_min_bytes=self.settings.fetch_min_bytes)
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        producer = json_producer(self.bootstrap, acks="all")
         await consumer.start()
-        await producer.start()
         log.info("sink consuming %s and %s from %s (group %s)", self.topics.feature_updates,
                  self.topics.labels, self.bootstrap, self.settings.consumer_group)
         pending = PendingOffline()  # written online, not yet offline / committed
@@ -228,7 +229,7 @@ class FeatureSink:
             if flushing is not None and not flushing.done():
                 flushing.cancel()
             await consumer.stop()
-            await producer.stop()
+            await asyncio.to_thread(producer.close)
             log.info("sink stopped after %d batches", self.batches_written)
 
     async def _poll_once(self, consumer, producer, pending: PendingOffline) -> None:
@@ -241,10 +242,12 @@ class FeatureSink:
         batch = decode_records(records, self.topics)
         await self._write_with_retry("online", self.writer.write_online, batch)
         for raw in batch.dead_letters:
-            await producer.send_and_wait(self.topics.dead_letters, raw)
+            producer.send(self.topics.dead_letters, raw)
             dl = decode_dead_letter(raw)
             metrics.SINK_DEAD_LETTERS.labels(dl.topic).inc()
             log.warning("dead-lettered %s[%s]@%s: %s (%s)", dl.topic, dl.partition, dl.offset, dl.reason, dl.detail)
+        if batch.dead_letters:  # acknowledged before the offsets covering them can be committed
+            await asyncio.to_thread(producer.flush)
         pending.add(batch.updates, batch.labels, records, time.monotonic())
         self.batches_written += 1
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - t0)

@@ -215,10 +215,21 @@ class NewItemWatcher:
         self.rejected: Counter = Counter()  # invalid impressions by reason
         self.ready = threading.Event()  # set once positioned on the topic
 
-    def _decode(self, records) -> list[Impression]:
+    def _resolve_start(self, consumer, tps) -> None:
+        """Turn the logical start (beginning / end) into offsets now, so "ready" means positioned:
+        an impression produced after ``ready`` is seen."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        resolved = []
+        for tp in tps:
+            low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10,
+                                                       cached=False)
+            resolved.append(TopicPartition(tp.topic, tp.partition, low if tp.offset == OFFSET_BEGINNING else high))
+        consumer.assign(resolved)
+
+    def _decode_values(self, values) -> list[Impression]:
         before = self.malformed
-        impressions = decode_impressions((rec.value for rec in records), time.time(), self.max_future_s,
-                                         self.rejected)
+        impressions = decode_impressions(values, time.time(), self.max_future_s, self.rejected)
         if self.malformed > before:
             log.warning("skipped %d invalid impressions (by reason so far: %s)", self.malformed - before,
                         dict(self.rejected))
@@ -246,30 +257,36 @@ class NewItemWatcher:
         return len(rows)
 
     def run(self, stop: threading.Event) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+        from confluent_kafka import (
+            OFFSET_BEGINNING,
+            OFFSET_END,
+            Consumer,
+            TopicPartition,
+        )
 
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "convcg-new-items",
+                             "enable.auto.commit": False})
         try:
-            parts = None
+            parts: list[int] = []
             while not stop.is_set() and not parts:
-                parts = consumer.partitions_for_topic(self.topic)
+                metadata = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+                parts = sorted(metadata.partitions) if metadata is not None and metadata.error is None else []
                 if not parts:
                     stop.wait(1.0)
             if stop.is_set():
                 return
-            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            start = OFFSET_BEGINNING if self.from_beginning else OFFSET_END
+            tps = [TopicPartition(self.topic, p, start) for p in parts]
             consumer.assign(tps)
-            (consumer.seek_to_beginning if self.from_beginning else consumer.seek_to_end)(*tps)
-            for tp in tps:
-                consumer.position(tp)  # resolve the seek now, so "ready" means positioned
+            self._resolve_start(consumer, tps)
             self.ready.set()
             log.info("watching %s for new items (%d partitions)", self.topic, len(tps))
             last_flush = time.monotonic()
             while not stop.is_set():
-                batch = consumer.poll(timeout_ms=POLL_MS, max_records=5000)
-                for records in batch.values():
-                    for row in new_item_rows(self._decode(records), self.known):
-                        self.pending.setdefault(row["item_id"], row)
+                messages = consumer.consume(5000, timeout=POLL_MS / 1000)
+                values = [m.value() for m in messages if m.error() is None]
+                for row in new_item_rows(self._decode_values(values), self.known):
+                    self.pending.setdefault(row["item_id"], row)
                 now = time.monotonic()
                 if self.pending and (len(self.pending) >= self.batch or now - last_flush >= self.flush_s):
                     self.flush()

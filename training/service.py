@@ -85,22 +85,31 @@ class TrainerService:
     # --- Kafka ----------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         from convcg.kafka_io import json_producer
 
         s = self.settings
-        common = dict(bootstrap_servers=s.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                      max_partition_fetch_bytes=8 * 1024 * 1024)
+        conf = {"bootstrap.servers": s.bootstrap, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                "max.partition.fetch.bytes": 8 * 1024 * 1024,
+                "group.id": s.consumer_group or "convcg-trainer-reader"}
+        self._consumer = Consumer(conf)
         if s.consumer_group:
-            self._consumer = KafkaConsumer(self.topics.labels, group_id=s.consumer_group, **common)
+            self._consumer.subscribe([self.topics.labels])
         else:  # no group: read every partition from the start; dedup makes replays harmless
-            self._consumer = KafkaConsumer(**common)
-            parts = self._consumer.partitions_for_topic(self.topics.labels) or set()
-            tps = [TopicPartition(self.topics.labels, p) for p in sorted(parts)]
-            self._consumer.assign(tps)
-            self._consumer.seek_to_beginning(*tps)
+            metadata = self._consumer.list_topics(self.topics.labels, timeout=10).topics.get(self.topics.labels)
+            parts = sorted(metadata.partitions) if metadata is not None and metadata.error is None else []
+            self._consumer.assign([TopicPartition(self.topics.labels, p, OFFSET_BEGINNING) for p in parts])
         self._producer = json_producer(s.bootstrap)
+
+    def _commit(self) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:  # nothing consumed since the last commit
+                raise
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -138,8 +147,8 @@ class TrainerService:
     def poll_once(self) -> int:
         if self._consumer is None:
             self._connect()
-        batch = self._consumer.poll(timeout_ms=POLL_MS, max_records=MAX_POLL_RECORDS)
-        new = sum(self.accept(rec.value, rec.partition, rec.offset) for records in batch.values() for rec in records)
+        messages = self._consumer.consume(MAX_POLL_RECORDS, timeout=POLL_MS / 1000)
+        new = sum(self.accept(m.value(), m.partition(), m.offset()) for m in messages if m.error() is None)
         self.metrics.pending.set(len(self.pending))
         return new
 
@@ -156,7 +165,7 @@ class TrainerService:
         new = pd.DataFrame(self.pending, columns=list(LABEL_FIELDS))
         self.store.append(new)
         if self.settings.consumer_group and self._consumer is not None:
-            self._consumer.commit()
+            self._commit()
         self.pending = []
         self.last_step = time.monotonic()
         self.metrics.pending.set(0)

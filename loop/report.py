@@ -7,24 +7,10 @@ import json
 import math
 from pathlib import Path
 
+from convcg.metrics_scrape import Sample, histogram_buckets
+from convcg.stats import bucket_counts, histogram_summary
 
-def histogram_percentiles(samples: dict[str, float], name: str, qs=(0.5, 0.9, 0.99)) -> dict[str, float]:
-    """Percentiles from a Prometheus histogram's cumulative buckets (upper bound of the bucket
-    in which the quantile falls, as Prometheus' own histogram_quantile without interpolation)."""
-    buckets = []
-    for key, value in samples.items():
-        if key.startswith(f"{name}_bucket{{") and 'le="' in key:
-            le = key.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((math.inf if le == "+Inf" else float(le), value))
-    merged: dict[float, float] = {}
-    for le, v in buckets:  # sum across label sets (entities)
-        merged[le] = merged.get(le, 0.0) + v
-    ordered = sorted(merged.items())
-    total = ordered[-1][1] if ordered else 0.0
-    out = {"count": total}
-    for q in qs:
-        out[f"p{round(q * 100)}"] = next((le for le, c in ordered if total and c >= q * total), float("nan"))
-    return out
+FRESHNESS = "convcg_features_freshness_seconds"
 
 
 def evaluate_versions(events, split_index: int, catalog, registry) -> list[dict]:
@@ -48,7 +34,9 @@ def evaluate_versions(events, split_index: int, catalog, registry) -> list[dict]
     return rows
 
 
-def write_report(home: Path, summary: dict, events, split_index: int, catalog, registry, freshness: dict) -> None:
+def write_report(home: Path, summary: dict, events, split_index: int, catalog, registry,
+                 freshness: list[Sample]) -> None:
+    """``freshness``: the features sink's samples of its freshness histogram."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,7 +48,8 @@ def write_report(home: Path, summary: dict, events, split_index: int, catalog, r
     summary["conversion_recall@100_before"] = by_version.get(summary["model_before"], {}).get(key)
     summary["conversion_recall@100_after"] = by_version.get(summary["model_after"], {}).get(key)
     summary["conversion_recall@100_popularity"] = by_version["popularity"].get(key)
-    summary["freshness_seconds"] = histogram_percentiles(freshness, "convcg_features_freshness_seconds")
+    buckets = histogram_buckets(freshness, FRESHNESS)  # summed across entities
+    summary["freshness_seconds"] = histogram_summary(buckets)
 
     fig, ax = plt.subplots(figsize=(7, 4))
     versions = [r for r in rows if r["version"] != "popularity" and key in r]
@@ -74,13 +63,8 @@ def write_report(home: Path, summary: dict, events, split_index: int, catalog, r
     fig.savefig(home / "recall_over_versions.png", dpi=120)
     plt.close(fig)
 
-    buckets = sorted((float("inf") if k.split('le="')[1].split('"')[0] == "+Inf" else float(k.split('le="')[1].split('"')[0]), v)
-                     for k, v in freshness.items() if "_bucket{" in k)
-    merged: dict[float, float] = {}
-    for le, v in buckets:
-        merged[le] = merged.get(le, 0.0) + v
-    les = sorted(merged)
-    counts = [merged[le] - (merged[les[i - 1]] if i else 0.0) for i, le in enumerate(les)]
+    les = [le for le, _ in buckets]
+    counts = [count for _, count in bucket_counts(buckets)]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar(range(len(les)), counts)
     ax.set_xticks(range(len(les)), [("≤%g s" % le) if math.isfinite(le) else "more" for le in les], rotation=45, fontsize=7)

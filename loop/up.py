@@ -229,7 +229,7 @@ def run_loop(home: Path, settings: LoopSettings) -> dict:
         raw_labels = read_topic(broker.bootstrap, topics.labels, timeout=60)
         labels = dedupe(raw_labels)
         dead = read_topic(broker.bootstrap, topics.dead_letters, timeout=30)
-        freshness = {k: v for k, v in sink.metrics().items() if k.startswith("convcg_features_freshness_seconds")}
+        freshness = sink.metrics()
         swaps = retrieval.metric_sum("convcg_retrieval_swaps_total")
         summary = {
             "dataset": settings.dataset, "events_replayed": replayed, "events_held_out": len(heldout),

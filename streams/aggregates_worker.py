@@ -11,7 +11,7 @@ deliberately holds events for its event-time watermark, and its Faust loop is th
 thread of the pipeline (at 5,000 events/s it was ~85% busy with the aggregates in it, ~65%
 without). With the aggregates in that loop, feature freshness queued behind the join and its
 two flushes per batch (p99 1.2-3.0 s at 5,000 events/s); here it does not (p99 0.5 s in the
-same runs, `bench/bench_pipeline_freshness.py`). It also makes item and advertiser aggregates
+same runs, `bench/pipeline_freshness.py`). It also makes item and advertiser aggregates
 exact however many label-join workers share the partitions.
 
 Why not a Faust agent: it owns every partition (no group, no rebalance) and keeps no table;

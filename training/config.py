@@ -28,7 +28,7 @@ class OptimConfig(BaseModel):
     seed: int = 0
     #: torch intra-op threads. 1 by default: these small matrices gain little from a second
     #: thread, and on a busy 2-core machine OpenMP spin-waiting made steps ~20x slower
-    #: (bench/bench_training_throughput.py prints 1 vs 2 threads)
+    #: (python -m bench.training_throughput prints 1 vs 2 threads)
     threads: int = Field(1, ge=1)
 
 

@@ -23,8 +23,9 @@ import orjson
 
 from convcg.contract import Topics, event_to_dict
 from streams.datasets import load_log
+from streams.join_processor import JoinProcessor
+from streams.join_state import JoinStateChangelog
 from streams.settings import StreamSettings
-from streams.worker import JoinProcessor
 
 
 class Record:  # the fields of a Faust message the processor reads
@@ -53,21 +54,32 @@ class CountingOutput:
         pass
 
 
-class Consumer:
-    _committed_offset: dict = {}
+class Consumer:  # the consumer port, answering as a consumer that knows no offsets yet
+    generation_id = 1
+
+    @staticmethod
+    def tp(topic, partition):
+        return (topic, partition)
+
+    @staticmethod
+    def committed(tp) -> None:
+        return None
+
+    @staticmethod
+    async def committed_on_broker(tps) -> dict:
+        return dict.fromkeys(tps)
 
     @staticmethod
     def highwater(tp) -> None:
         return None
 
     @staticmethod
-    async def _commit_offsets(offsets) -> None:
+    async def commit(offsets) -> None:
         pass
 
-
-class App:
-    consumer_generation_id = 1
-    consumer = Consumer()
+    @staticmethod
+    async def read_range(tp, start, end) -> list:
+        return []
 
 
 class Table:
@@ -97,8 +109,9 @@ def main() -> None:
         off = offsets[(topic, p)] = offsets.get((topic, p), -1) + 1
         records.append(Event(Record(topic, p, off, orjson.dumps(event_to_dict(e)), e.user_id.encode())))
     output = CountingOutput()
-    processor = JoinProcessor(StreamSettings(idle_source_after_s=0), App(), Table(), output)
-    processor._read_state = lambda partition: {}  # a fresh start: no changelog to restore from
+    changelog = JoinStateChangelog("", Table(), output)
+    changelog.read = lambda partition: {}  # a fresh start: no changelog to restore from
+    processor = JoinProcessor(StreamSettings(idle_source_after_s=0), Consumer(), changelog, output)
 
     async def run() -> None:
         for i in range(0, len(records), args.batch):

@@ -61,6 +61,11 @@ class Topics:
     def events(self) -> tuple[str, str, str]:
         return (self.impressions, self.engagements, self.conversions)
 
+    def of_event(self, event: "Event") -> str:
+        """The topic an event is read from."""
+        return {"impression": self.impressions, "engagement": self.engagements,
+                "conversion": self.conversions}[event_type_of(event)]
+
     def all(self) -> tuple[str, ...]:
         return (*self.events, self.labels, self.feature_updates, self.dead_letters, self.unattributed)
 
@@ -215,6 +220,33 @@ class FeatureUpdate:
     event_ts: float
     ingest_ms: int
     features: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+#: components that write to the dead-letter topic (``DeadLetter.component``)
+DEAD_LETTER_COMPONENTS: tuple[str, ...] = ("streams-worker", "features-sink", "trainer")
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A record a component could not use, on the dead-letter topic (one shape for every writer).
+
+    ``reason`` is a short machine tag (what ``convcg deadletters`` groups by), ``detail`` the
+    human message; ``original_b64`` the record's bytes as read; ``offset`` is -1 when the record
+    was not read from a topic as such (an event the join dropped)."""
+
+    component: str
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    detail: str
+    original_b64: str
+    rejected_at: float
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -68,7 +68,13 @@ def serve_cmd(host: str | None, port: int | None, online_store: str | None, work
     """HTTP lookups of online features (POST /online-features, /health, /metrics)."""
     import uvicorn
 
+    from convcg.http_auth import UnsafeBind, check_bind
+
     s = _settings(host=host, port=port, online_store=online_store)
+    try:
+        check_bind(s.host, s.api_token, service="features service", token_setting="CONVCG_FEATURES_API_TOKEN")
+    except UnsafeBind as exc:
+        raise click.ClickException(str(exc)) from None
     if workers > 1:  # each worker builds its settings from the environment
         if online_store:
             os.environ["CONVCG_FEATURES_ONLINE_STORE"] = online_store

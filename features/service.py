@@ -23,7 +23,6 @@ Errors: 404 unknown feature view, 400 unknown feature or too many entities, 422 
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from urllib.parse import unquote
@@ -35,6 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from convcg.http_auth import UNAUTHORIZED_MESSAGE, authorized, expected_header
 from features import metrics
 from features.online import OnlineReader, UnknownFeature, UnknownFeatureView
 from features.settings import FeaturesSettings
@@ -62,16 +62,13 @@ def create_app(settings: FeaturesSettings, reader: OnlineReader | None = None) -
         from features.store import open_store
 
         reader = OnlineReader(open_store(settings), settings.registry_cache_ttl_seconds)
-    expected_auth = f"Bearer {settings.api_token}".encode() if settings.api_token else None
+    expected_auth = expected_header(settings.api_token)
     app = FastAPI(title="convcg features", version="1", docs_url="/docs")
     app.state.reader = reader
 
     def check_auth(request: Request) -> None:
-        if expected_auth is None:
-            return
-        got = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(got, expected_auth):
-            raise LookupError_(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+        if not authorized(request.headers.get("authorization"), expected_auth):
+            raise LookupError_(401, UNAUTHORIZED_MESSAGE)
 
     def lookup_bytes(endpoint: str, view: str, entity_ids: list[str],
                      features: list[str] | None) -> tuple[int, bytes]:
@@ -162,11 +159,10 @@ class SingleLookupFastPath:
                 and scope["path"].startswith(self.PREFIX)):
             parts = scope["path"][len(self.PREFIX):].split("/")
             if len(parts) == 2 and parts[0] and parts[1]:
-                if self.expected_auth is not None and not hmac.compare_digest(
-                        dict(scope["headers"]).get(b"authorization", b""), self.expected_auth):
+                if self.expected_auth is not None and not authorized(
+                        dict(scope["headers"]).get(b"authorization"), self.expected_auth):
                     metrics.REQUESTS.labels("auth", "401").inc()
-                    status, body = 401, orjson.dumps(
-                        {"detail": "missing or wrong bearer token (Authorization: Bearer <token>)"})
+                    status, body = 401, orjson.dumps({"detail": UNAUTHORIZED_MESSAGE})
                 else:
                     status, body = self.lookup_bytes("single", parts[0], [unquote(parts[1])], None)
                 await send({"type": "http.response.start", "status": status, "headers": self.HEADERS})

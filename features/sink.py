@@ -7,8 +7,8 @@ poll is written with one online push per entity and one part file, (b) blocking 
 a store is down (retrying the *same* batch with backoff) and (c) committing only after the
 write. Faust acks each event when the agent moves on and commits in the background on a timer,
 and an agent that blocks for minutes stalls its whole worker and its rebalance handling; with a
-consumer loop the three rules are a dozen visible lines. The rest of the product (streams/)
-uses Faust; the sink only reads the topics Faust writes.
+consumer loop the three rules are a dozen visible lines. (In streams/ only the label join
+runs on Faust; the feature updates come from `convcg aggregates`, a plain consumer loop.)
 
 Delivery: at-least-once. Online writes are idempotent (same value, newest event time wins);
 a redelivered label is dropped by ``label_id`` (ids already on disk are loaded at start);
@@ -29,6 +29,7 @@ from typing import Any, Callable
 import orjson
 
 from convcg.contract import ENTITIES, FeatureUpdate, Label, Topics
+from convcg.validation import InvalidLabel, dead_letter, decode_dead_letter, parse_label
 from features import metrics
 from features.definitions import stream_view_name
 from features.offline import read_parts, write_part
@@ -43,12 +44,11 @@ from features.updates import (
     latest_per_entity,
     new_labels,
     parse_feature_update,
-    parse_label,
 )
 
 log = logging.getLogger("convcg.features.sink")
 
-DEAD_LETTER_SOURCE = "features-sink"
+DEAD_LETTER_COMPONENT = "features-sink"
 
 
 class SinkStopped(Exception):
@@ -62,17 +62,15 @@ class Batch:
 
     updates: list[FeatureUpdate] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
-    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[bytes] = field(default_factory=list)
     done: set[str] = field(default_factory=set)
     created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
-def dead_letter(record, reason: str) -> dict[str, Any]:
-    value = record.value
-    return {"source": DEAD_LETTER_SOURCE, "topic": record.topic, "partition": record.partition,
-            "offset": record.offset, "reason": reason,
-            "key": record.key.decode("utf-8", "replace") if record.key else None,
-            "value": value.decode("utf-8", "replace") if isinstance(value, bytes) else value}
+def dead_letter_for(record, reason: str, detail: str) -> bytes:
+    value = record.value if isinstance(record.value, (bytes, type(None))) else str(record.value).encode()
+    return dead_letter(DEAD_LETTER_COMPONENT, record.topic, record.partition, record.offset, value, reason, detail,
+                       time.time())
 
 
 def decode_records(records: list, topics: Topics) -> Batch:
@@ -86,9 +84,11 @@ def decode_records(records: list, topics: Topics) -> Batch:
             else:
                 batch.labels.append(parse_label(obj))
         except orjson.JSONDecodeError as exc:
-            batch.dead_letters.append(dead_letter(rec, f"not valid JSON: {exc}"))
+            batch.dead_letters.append(dead_letter_for(rec, "malformed_json", f"not valid JSON: {exc}"))
+        except InvalidLabel as exc:
+            batch.dead_letters.append(dead_letter_for(rec, "invalid_label", str(exc)))
         except (InvalidMessage, TypeError) as exc:
-            batch.dead_letters.append(dead_letter(rec, str(exc)))
+            batch.dead_letters.append(dead_letter_for(rec, "invalid_feature_update", str(exc)))
     return batch
 
 
@@ -240,10 +240,11 @@ class FeatureSink:
         t0 = time.perf_counter()
         batch = decode_records(records, self.topics)
         await self._write_with_retry("online", self.writer.write_online, batch)
-        for dl in batch.dead_letters:
-            await producer.send_and_wait(self.topics.dead_letters, orjson.dumps(dl))
-            metrics.SINK_DEAD_LETTERS.labels(dl["topic"]).inc()
-            log.warning("dead-lettered %s[%s]@%s: %s", dl["topic"], dl["partition"], dl["offset"], dl["reason"])
+        for raw in batch.dead_letters:
+            await producer.send_and_wait(self.topics.dead_letters, raw)
+            dl = decode_dead_letter(raw)
+            metrics.SINK_DEAD_LETTERS.labels(dl.topic).inc()
+            log.warning("dead-lettered %s[%s]@%s: %s (%s)", dl.topic, dl.partition, dl.offset, dl.reason, dl.detail)
         pending.add(batch.updates, batch.labels, records, time.monotonic())
         self.batches_written += 1
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - t0)

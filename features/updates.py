@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from convcg.contract import ENTITIES, LABEL_FIELDS, FeatureUpdate, Label
+from convcg.validation import LABEL_FLOAT_FIELDS, LABEL_INT_FIELDS, LABEL_STR_FIELDS
 from features.definitions import (
     CREATED_TIMESTAMP,
     EVENT_TIMESTAMP,
@@ -22,12 +23,6 @@ from features.definitions import (
 
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 _ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "strings": pa.list_(pa.string())}
-
-LABEL_STR_FIELDS = ("label_id", "impression_id", "user_id", "item_id", "advertiser_id", "surface", "kind")
-LABEL_FLOAT_FIELDS = ("impression_ts", "label_ts", "conversion_value", "engagement_weight")
-LABEL_INT_FIELDS = ("conversion", "engagement", "position")
-LABEL_REQUIRED = ("label_id", "impression_id", "user_id", "item_id", "advertiser_id",
-                  "impression_ts", "label_ts", "kind")
 
 
 _SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {e: tuple(stream_feature_schema(e).items()) for e in ENTITIES}
@@ -88,27 +83,6 @@ def parse_feature_update(d: Any) -> FeatureUpdate:
     checked = {n: _check_feature(entity, n, k, features.get(n)) for n, k in _SCHEMAS[entity]}
     return FeatureUpdate(entity=entity, entity_id=entity_id, event_ts=float(d["event_ts"]),
                          ingest_ms=int(d["ingest_ms"]), features=checked)
-
-
-def parse_label(d: Any) -> Label:
-    """Validate one decoded ``Label`` JSON object."""
-    if not isinstance(d, dict):
-        raise InvalidMessage("label must be a JSON object")
-    missing = [k for k in LABEL_REQUIRED if k not in d]
-    if missing:
-        raise InvalidMessage(f"label misses field(s) {missing}")
-    for k in LABEL_STR_FIELDS:
-        if k in d and not isinstance(d[k], str):
-            raise InvalidMessage(f"label field {k!r} must be a string")
-    for k in LABEL_FLOAT_FIELDS:
-        if k in d and not _is_number(d[k]):
-            raise InvalidMessage(f"label field {k!r} must be a finite number")
-    for k in LABEL_INT_FIELDS:
-        if k in d and (isinstance(d[k], bool) or not isinstance(d[k], int)):
-            raise InvalidMessage(f"label field {k!r} must be an integer")
-    if not d["label_id"]:
-        raise InvalidMessage("label_id must not be empty")
-    return Label.from_dict(d)
 
 
 def ts_to_datetime(seconds: float) -> datetime:

@@ -68,7 +68,7 @@ def build(model_version: str | None, catalog_path: str | None, push: bool) -> No
     _print({"path": str(path), **{k: v for k, v in manifest.items() if k != "files"}})
     if push:
         try:
-            _print(RetrievalAdminClient(settings.retrieval_url).load(manifest["model_version"],
+            _print(RetrievalAdminClient.from_settings(settings).load(manifest["model_version"],
                                                                     manifest["index_version"]))
         except AdminError as exc:
             raise click.ClickException(str(exc)) from exc
@@ -82,7 +82,7 @@ def rollback(url: str | None) -> None:
 
     settings = _settings(retrieval_url=url)
     try:
-        _print(RetrievalAdminClient(settings.retrieval_url, timeout_s=30).rollback())
+        _print(RetrievalAdminClient.from_settings(settings, timeout_s=30).rollback())
     except AdminError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -94,10 +94,17 @@ def rollback(url: str | None) -> None:
 def load_cmd(model_version: str | None, index_version: str | None, url: str | None) -> None:
     """Ask the retrieval service to load and swap in a (model, index) pair."""
     from index_refresher.refresher import AdminError, RetrievalAdminClient
+    from registry.containment import OutsideRoot, check_version_name
 
+    for option, value in (("--model-version", model_version), ("--index-version", index_version)):
+        try:
+            if value is not None:
+                check_version_name(value, option)
+        except OutsideRoot as exc:
+            raise click.BadParameter(str(exc), param_hint=option) from None
     settings = _settings(retrieval_url=url)
     try:
-        _print(RetrievalAdminClient(settings.retrieval_url, settings.admin_timeout_s).load(model_version, index_version))
+        _print(RetrievalAdminClient.from_settings(settings).load(model_version, index_version))
     except AdminError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -111,7 +118,7 @@ def status(url: str | None) -> None:
 
     settings = _settings(retrieval_url=url)
     try:
-        service = RetrievalAdminClient(settings.retrieval_url, timeout_s=5).status()
+        service = RetrievalAdminClient.from_settings(settings, timeout_s=5).status()
     except AdminError as exc:
         service = {"error": str(exc)}
     artifacts = []
@@ -151,7 +158,7 @@ def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | Non
 
         return ModelRegistry(settings.registry_root).current_version()
 
-    admin = RetrievalAdminClient(settings.retrieval_url, settings.admin_timeout_s)
+    admin = RetrievalAdminClient.from_settings(settings)
     refresher = RegistryRefresher(settings, registry_model_loader(settings.registry_root), current_version, admin)
     if once:
         pushed = refresher.refresh_once()
@@ -162,7 +169,8 @@ def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | Non
     if settings.bootstrap:
         watcher = NewItemWatcher(settings.bootstrap, Topics(settings.topic_prefix).impressions, admin,
                                  known_item_ids(settings), settings.new_items_path,
-                                 settings.new_item_flush_s, settings.new_item_batch, from_beginning)
+                                 settings.new_item_flush_s, settings.new_item_batch, from_beginning,
+                                 settings.max_future_s)
         threads.append(threading.Thread(target=watcher.run, args=(stop,), name="new-items", daemon=True))
     else:
         log.info("no bootstrap configured: not watching impressions for new items")

@@ -15,11 +15,14 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import orjson
 
+from convcg.contract import Impression
+from convcg.validation import DEFAULT_MAX_FUTURE_S, InvalidEvent, parse_event
 from index_refresher.builder import build_artifact, read_catalog
 from registry.index_artifact import latest_artifact
 from registry.item_tower import ModelLoader
@@ -36,10 +39,17 @@ class AdminError(RuntimeError):
 class RetrievalAdminClient:
     """HTTP client of the retrieval service's admin endpoints."""
 
-    def __init__(self, base_url: str, timeout_s: float = 600.0):
+    def __init__(self, base_url: str, timeout_s: float = 600.0, admin_token: str = ""):
         import httpx
 
-        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s)
+        headers = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers)
+
+    @classmethod
+    def from_settings(cls, settings, timeout_s: float | None = None) -> "RetrievalAdminClient":
+        """A client of ``settings.retrieval_url`` sending ``settings.admin_token``."""
+        return cls(settings.retrieval_url, settings.admin_timeout_s if timeout_s is None else timeout_s,
+                   admin_token=settings.admin_token)
 
     def _post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         import httpx
@@ -49,9 +59,14 @@ class RetrievalAdminClient:
                                     headers={"content-type": "application/json"})
         except httpx.HTTPError as exc:
             raise AdminError(f"retrieval service unreachable at {self.client.base_url}: {exc}") from exc
-        data = resp.json() if resp.content else {}
+        try:
+            data = resp.json() if resp.content else {}
+        except ValueError:
+            data = {"error": resp.text[:500]}
         if resp.status_code >= 400:
-            raise AdminError(f"{path} -> {resp.status_code}: {data.get('error', data)}")
+            hint = " (set CONVCG_INDEX_ADMIN_TOKEN to the service's admin token)" if resp.status_code == 401 else ""
+            message = data.get("error", data) if isinstance(data, dict) else data
+            raise AdminError(f"{path} -> {resp.status_code}: {message}{hint}")
         return data
 
     def status(self) -> dict[str, Any]:
@@ -133,16 +148,29 @@ class RegistryRefresher:
             stop.wait(self.settings.poll_interval_s)
 
 
-def new_item_rows(impressions: Iterable[dict[str, Any]], known: set[str]) -> list[dict[str, Any]]:
-    """Rows of items not in ``known``, first appearance wins; malformed impressions are skipped."""
+def new_item_rows(impressions: Iterable[Impression], known: set[str]) -> list[dict[str, Any]]:
+    """Rows of items not in ``known``, first appearance wins."""
     rows: dict[str, dict[str, Any]] = {}
     for imp in impressions:
-        item_id, advertiser_id = imp.get("item_id"), imp.get("advertiser_id")
-        if not isinstance(item_id, str) or not item_id or not isinstance(advertiser_id, str) or not advertiser_id:
-            continue
-        if item_id not in known and item_id not in rows:
-            rows[item_id] = {"item_id": item_id, "advertiser_id": advertiser_id}
+        if imp.item_id not in known and imp.item_id not in rows:
+            rows[imp.item_id] = {"item_id": imp.item_id, "advertiser_id": imp.advertiser_id}
     return list(rows.values())
+
+
+def decode_impressions(values: Iterable[bytes | None], now: float, max_future_s: float,
+                       rejected: Counter) -> list[Impression]:
+    """Impressions parsed by the contract's edge validation; producer watermarks are skipped and
+    every rejected record is counted in ``rejected`` by its reason."""
+    out = []
+    for raw in values:
+        try:
+            event = parse_event("impression", raw, now, max_future_s)
+        except InvalidEvent as exc:
+            rejected[exc.reason] += 1
+            continue
+        if isinstance(event, Impression):
+            out.append(event)
+    return out
 
 
 def append_new_items(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -171,7 +199,8 @@ class NewItemWatcher:
     """Reads impressions (no consumer group) and pushes unseen items to the retrieval service."""
 
     def __init__(self, bootstrap: str, topic: str, admin: RetrievalAdminClient, known: set[str],
-                 new_items_path: Path, flush_s: float = 1.0, batch: int = 512, from_beginning: bool = False):
+                 new_items_path: Path, flush_s: float = 1.0, batch: int = 512, from_beginning: bool = False,
+                 max_future_s: float = DEFAULT_MAX_FUTURE_S):
         self.bootstrap = bootstrap
         self.topic = topic
         self.admin = admin
@@ -180,23 +209,24 @@ class NewItemWatcher:
         self.flush_s = flush_s
         self.batch = batch
         self.from_beginning = from_beginning
+        self.max_future_s = max_future_s
         self.pending: dict[str, dict[str, Any]] = {}
         self.added = 0
-        self.malformed = 0
+        self.rejected: Counter = Counter()  # invalid impressions by reason
         self.ready = threading.Event()  # set once positioned on the topic
 
-    def _decode(self, records) -> list[dict[str, Any]]:
-        out = []
-        for rec in records:
-            try:
-                value = orjson.loads(rec.value)
-                if not isinstance(value, dict):
-                    raise ValueError("not an object")
-                out.append(value)
-            except ValueError:
-                self.malformed += 1
-                log.warning("skipping malformed impression at %s[%d]@%d", rec.topic, rec.partition, rec.offset)
-        return out
+    def _decode(self, records) -> list[Impression]:
+        before = self.malformed
+        impressions = decode_impressions((rec.value for rec in records), time.time(), self.max_future_s,
+                                         self.rejected)
+        if self.malformed > before:
+            log.warning("skipped %d invalid impressions (by reason so far: %s)", self.malformed - before,
+                        dict(self.rejected))
+        return impressions
+
+    @property
+    def malformed(self) -> int:
+        return sum(self.rejected.values())
 
     def flush(self) -> int:
         if not self.pending:

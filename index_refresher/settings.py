@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from convcg.validation import DEFAULT_MAX_FUTURE_S
 
 
 class RefresherSettings(BaseSettings):
@@ -42,6 +45,9 @@ class RefresherSettings(BaseSettings):
     #: service when both run on one machine
     build_niceness: int = 10
     retrieval_url: str = "http://127.0.0.1:8470"
+    #: the retrieval service's admin bearer token (its CONVCG_INDEX_ADMIN_TOKEN), sent on every
+    #: admin call
+    admin_token: str = Field("", repr=False)
     poll_interval_s: float = 5.0
     admin_timeout_s: float = 600.0
     bootstrap: str = ""
@@ -49,3 +55,5 @@ class RefresherSettings(BaseSettings):
     #: new items are embedded and pushed in batches at most this far apart
     new_item_flush_s: float = 1.0
     new_item_batch: int = 512
+    #: impressions stamped further ahead of now than this are rejected (the contract's check)
+    max_future_s: float = DEFAULT_MAX_FUTURE_S

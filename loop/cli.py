@@ -24,6 +24,7 @@ for _var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
 #: component module -> names of the click commands it exports
 COMPONENT_COMMANDS: dict[str, tuple[str, ...]] = {
     "convcg.broker_cli": ("broker",),
+    "convcg.deadletters_cli": ("deadletters",),
     "streams.cli": ("replay", "worker", "aggregates", "labels"),
     "features.cli": ("features", "dataset"),
     "training.cli": ("train", "finetune", "trainer", "registry"),

@@ -9,7 +9,9 @@ Layout, beside the model versions (one folder per model version)::
 
 An artifact is written into a temporary folder and renamed into place, so a reader never sees
 a half-written one. Loading verifies everything and raises :class:`ArtifactError` (with a
-short ``reason`` used as a metric label) instead of serving something broken.
+short ``reason`` used as a metric label) instead of serving something broken. Artifacts are
+found only inside the index root: versions are plain names and no folder or file may lead
+outside through a symbolic link (``registry.containment``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from registry.containment import OutsideRoot, contained, inside
 from registry.idmap import IdMap
 
 log = logging.getLogger("convcg.index.artifact")
@@ -41,7 +44,7 @@ _HASH_CHUNK = 8 * 1024 * 1024
 
 class ArtifactError(RuntimeError):
     """A refused artifact. ``reason``: missing | manifest | truncated | checksum | corrupt |
-    dimension | count | version_mismatch."""
+    dimension | count | version_mismatch | outside_root."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -86,7 +89,11 @@ def file_digest(path: Path) -> str:
 
 
 def artifact_dir(index_root: Path, model_version: str, index_version: str) -> Path:
-    return Path(index_root) / model_version / index_version
+    """``<index_root>/<model_version>/<index_version>``, never outside ``index_root``."""
+    try:
+        return contained(Path(index_root), model_version, index_version, what="index artifact")
+    except OutsideRoot as exc:
+        raise ArtifactError("outside_root", str(exc)) from None
 
 
 def write_artifact(index_root: Path, model_version: str, index: Any, idmap: IdMap, *,
@@ -138,6 +145,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
     mpath = Path(path) / MANIFEST_FILE
     if not mpath.is_file():
         raise ArtifactError("missing", f"index artifact {path}: no {MANIFEST_FILE}")
+    if not inside(path, mpath):
+        raise ArtifactError("outside_root", f"index artifact {path}: {MANIFEST_FILE} links outside "
+                                            f"the artifact (to {mpath.resolve()})")
     try:
         manifest = json.loads(mpath.read_text())
     except (OSError, ValueError) as exc:
@@ -155,6 +165,9 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
         want = manifest["files"].get(name)
         if want is None or not f.is_file():
             raise ArtifactError("missing", f"index artifact {path}: {name} missing")
+        if not inside(path, f):
+            raise ArtifactError("outside_root", f"index artifact {path}: {name} links outside the "
+                                                f"artifact (to {f.resolve()})")
         size = f.stat().st_size
         if size != want["bytes"]:
             raise ArtifactError("truncated", f"index artifact {path}: {name} is {size} bytes, "
@@ -207,12 +220,16 @@ def load_artifact(path: Path, expected_model_version: str | None = None,
 
 
 def list_artifacts(index_root: Path, model_version: str) -> list[Path]:
-    """Complete artifacts of a model version, oldest first."""
-    folder = Path(index_root) / model_version
+    """Complete artifacts of a model version, oldest first (none that lead outside the root)."""
+    try:
+        folder = contained(Path(index_root), model_version, what="model version")
+    except OutsideRoot as exc:
+        log.warning("no index artifacts listed: %s", exc)
+        return []
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and (p / MANIFEST_FILE).is_file())
+                  and (p / MANIFEST_FILE).is_file() and inside(index_root, p))
 
 
 def latest_artifact(index_root: Path, model_version: str) -> Path | None:

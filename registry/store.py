@@ -12,7 +12,9 @@ Layout under ``root`` (default ``var/registry/``)::
 A version folder is written under a temporary name, verified by loading it back, then
 renamed into place; only then does ``CURRENT`` move (write to a temp file + ``os.replace``).
 A corrupted or incompatible version is refused by ``load`` with ``RegistryError`` and never
-becomes current through ``publish``; whatever was serving stays.
+becomes current through ``publish``; whatever was serving stays. A version is read only from
+inside ``versions/``: its name must be a plain version name and neither its folder nor its
+files may lead outside through a symbolic link (``registry.containment``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from registry.containment import OutsideRoot, contained, inside
 from registry.model_config import MODEL_FORMAT_VERSION, ModelConfig
 
 log = logging.getLogger("convcg.training.registry")
@@ -115,6 +118,13 @@ class ModelRegistry:
         return sorted(p.name for p in self.versions_dir.iterdir()
                       if p.is_dir() and p.name.startswith(VERSION_PREFIX) and (p / MANIFEST).exists())
 
+    def version_dir(self, version: str) -> Path:
+        """The folder of ``version``, never outside ``versions/`` (RegistryError otherwise)."""
+        try:
+            return contained(self.versions_dir, version, what="model version")
+        except OutsideRoot as exc:
+            raise RegistryError(f"registry {self.root}: {exc}") from None
+
     def current_version(self) -> str | None:
         path = self.root / CURRENT
         if not path.exists():
@@ -123,11 +133,11 @@ class ModelRegistry:
         return version or None
 
     def metrics(self, version: str) -> dict:
-        path = self.versions_dir / version / METRICS
+        path = self.version_dir(version) / METRICS
         return json.loads(path.read_text()) if path.exists() else {}
 
     def data_range(self, version: str) -> dict:
-        path = self.versions_dir / version / DATA_RANGE
+        path = self.version_dir(version) / DATA_RANGE
         return json.loads(path.read_text()) if path.exists() else {}
 
     def load(self, version: str | None = None) -> LoadedModel:
@@ -137,7 +147,7 @@ class ModelRegistry:
             version = self.current_version()
             if version is None:
                 raise RegistryError(f"registry {self.root} has no current version")
-        return self._load_dir(self.versions_dir / version, version)
+        return self._load_dir(self.version_dir(version), version)
 
     def _load_dir(self, folder: Path, version: str) -> LoadedModel:
         from safetensors import SafetensorError
@@ -147,6 +157,10 @@ class ModelRegistry:
 
         if not folder.is_dir():
             raise RegistryError(f"version {version!r} does not exist in {self.root}")
+        for name in (MANIFEST, CONFIG, WEIGHTS, METRICS, DATA_RANGE):
+            if (folder / name).exists() and not inside(folder, folder / name):
+                raise RegistryError(f"version {version!r}: {name} links outside its folder "
+                                    f"(to {(folder / name).resolve()}): refused")
         try:
             manifest = json.loads((folder / MANIFEST).read_text())
             config_data = json.loads((folder / CONFIG).read_text())
@@ -246,7 +260,7 @@ class ModelRegistry:
     def set_current(self, version: str) -> None:
         """Make an existing, loadable version current (refuses a broken one)."""
         with self._locked():
-            self._load_dir(self.versions_dir / version, version)
+            self._load_dir(self.version_dir(version), version)
             self._set_current(version)
         log.info("registry %s: current version is now %s", self.root, version)
 
@@ -260,7 +274,7 @@ class ModelRegistry:
             idx = versions.index(current)
             for candidate in reversed(versions[:idx]):
                 try:
-                    self._load_dir(self.versions_dir / candidate, candidate)
+                    self._load_dir(self.version_dir(candidate), candidate)
                 except RegistryError as exc:
                     log.warning("rollback skips %s: %s", candidate, exc)
                     continue

@@ -41,11 +41,18 @@ def retrieval_command() -> None:
               help="Load the registry's current version (latest index artifact) at start.")
 def serve(host: str | None, port: int | None, load: bool) -> None:
     """Serve /retrieve, /health, /metrics and /admin/* ."""
+    from convcg.http_auth import UnsafeBind, check_bind
+
+    settings = _settings(host=host, port=port)
+    try:
+        check_bind(settings.host, settings.admin_token, service="retrieval service",
+                   token_setting="CONVCG_INDEX_ADMIN_TOKEN")
+    except UnsafeBind as exc:
+        raise click.ClickException(str(exc)) from None
     import uvicorn
 
     from retrieval.service import build_service, create_app
 
-    settings = _settings(host=host, port=port)
     _set_threads(settings.search_threads)
     service = build_service(settings)
     if load:

@@ -115,8 +115,8 @@ class PairLoader:
             return self.last
         pair = self.state.install(pair)
         # Move everything alive now (libraries, the new pair) out of the cyclic GC's reach: a full
-        # collection over a heap with pandas/pyarrow/torch loaded holds the GIL for ~50-60 ms
-        # here, a stall for every in-flight query. Refcounting still frees the old pairs.
+        # collection over a heap with pandas/pyarrow/torch loaded holds the GIL for tens of
+        # milliseconds, a stall for every in-flight query. Refcounting still frees the old pairs.
         gc.freeze()
         seconds = time.perf_counter() - started
         self.metrics.swap_duration.observe(seconds)

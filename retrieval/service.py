@@ -3,11 +3,17 @@
 Query path: read the serving pair once, embed the query with that pair's model, search that
 pair's index. Admin loads run in a background thread (``PairLoader``); the handler only waits
 for the result when asked to (``wait``), never holding anything the query path needs.
+
+With ``admin_token`` set, ``/admin/load``, ``/admin/rollback`` and ``/admin/items`` answer only
+requests bearing it (``convcg.http_auth``); ``query_token`` does the same for ``/retrieve``.
+Parameters and bodies are read raw (no FastAPI validation on the query path) and described
+for ``/openapi.json`` by ``retrieval.api_schema``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -15,10 +21,19 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from convcg.http_auth import (
+    UNAUTHORIZED_MESSAGE,
+    WWW_AUTHENTICATE,
+    authorized,
+    expected_header,
+)
+from registry.containment import OutsideRoot, check_version_name
+from retrieval import api_schema
 from retrieval.loader import LoaderBusy, PairLoader
 from retrieval.metrics import RetrievalMetrics
 from retrieval.serving import (
@@ -43,6 +58,20 @@ def error(status: int, message: str, **extra: Any) -> Response:
     return json_response({"error": message, **extra}, status)
 
 
+def unauthorized() -> Response:
+    response = error(401, UNAUTHORIZED_MESSAGE)
+    response.headers[WWW_AUTHENTICATE[0]] = WWW_AUTHENTICATE[1]
+    return response
+
+
+def wait_timeout(data: dict[str, Any]) -> float:
+    """The ``timeout_s`` of an admin load: a finite number >= 0, at most DEFAULT_ADMIN_WAIT_S."""
+    raw = data.get("timeout_s", DEFAULT_ADMIN_WAIT_S)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw < 0:
+        raise BadRequest(f"timeout_s must be a finite number >= 0, got {raw!r}")
+    return min(float(raw), DEFAULT_ADMIN_WAIT_S)
+
+
 def pair_summary(pair: ServingPair | None) -> dict[str, Any] | None:
     if pair is None:
         return None
@@ -63,6 +92,9 @@ class RetrievalService:
     max_k: int = 1000
     #: answer queries on the event loop itself (True) or in the worker thread pool (False)
     inline_queries: bool = False
+    #: bearer tokens: admin calls (load, rollback, items) and queries; empty = open
+    admin_token: str = ""
+    query_token: str = ""
 
     def retrieve(self, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         req = parse_retrieve(data, self.default_k, self.max_k)
@@ -107,6 +139,12 @@ def create_app(service: RetrievalService) -> FastAPI:
     app = FastAPI(title="convcg retrieval", version="1")
     app.state.service = service
     metrics = service.metrics
+    admin_auth = expected_header(service.admin_token)
+    query_auth = expected_header(service.query_token)
+    k_range = (service.default_k, service.max_k)
+
+    def admin_refused(request: Request) -> bool:
+        return not authorized(request.headers.get("authorization"), admin_auth)
 
     def answer(data: Any) -> Response:
         started = time.perf_counter()
@@ -131,12 +169,22 @@ def create_app(service: RetrievalService) -> FastAPI:
             return answer(data)
         return await run_in_threadpool(answer, data)
 
-    @app.get("/retrieve")
+    def query_refused(request: Request) -> bool:
+        if authorized(request.headers.get("authorization"), query_auth):
+            return False
+        metrics.queries.labels("unauthorized").inc()
+        return True
+
+    @app.get("/retrieve", openapi_extra=api_schema.retrieve_get(*k_range, query_auth is not None))
     async def retrieve_get(request: Request) -> Response:
+        if query_auth is not None and query_refused(request):
+            return unauthorized()
         return await answer_async(dict(request.query_params))
 
-    @app.post("/retrieve")
+    @app.post("/retrieve", openapi_extra=api_schema.retrieve_post(*k_range, query_auth is not None))
     async def retrieve_post(request: Request) -> Response:
+        if query_auth is not None and query_refused(request):
+            return unauthorized()
         try:
             data = await read_json(request)
         except BadRequest as exc:
@@ -161,8 +209,10 @@ def create_app(service: RetrievalService) -> FastAPI:
                               "previous": pair_summary(service.state.previous),
                               "last_load": last.to_dict() if last else None})
 
-    @app.post("/admin/load")
+    @app.post("/admin/load", openapi_extra=api_schema.admin_load())
     async def load(request: Request) -> Response:
+        if admin_refused(request):
+            return unauthorized()
         try:
             data = await read_json(request, default={})
         except BadRequest as exc:
@@ -172,21 +222,30 @@ def create_app(service: RetrievalService) -> FastAPI:
     def load_sync(data: Any) -> Response:
         if not isinstance(data, dict):
             return error(400, "request body must be a JSON object")
+        unknown = set(data) - {"model_version", "index_version", "wait", "timeout_s"}
+        if unknown:
+            return error(400, f"unknown field(s) {sorted(unknown)}; allowed: model_version, "
+                              "index_version, wait, timeout_s")
         model_version, index_version = data.get("model_version"), data.get("index_version")
-        for name, value in (("model_version", model_version), ("index_version", index_version)):
-            if value is not None and (not isinstance(value, str) or not value or "/" in value or value.startswith(".")):
-                return error(400, f"{name} must be a plain version name")
+        try:
+            for name, value in (("model_version", model_version), ("index_version", index_version)):
+                if value is not None:
+                    check_version_name(value, name)
+            wait = data.get("wait", True)
+            if not isinstance(wait, bool):
+                raise BadRequest(f"wait must be true or false, got {wait!r}")
+            timeout_s = wait_timeout(data)
+        except (OutsideRoot, BadRequest) as exc:
+            return error(400, str(exc))
         try:
             future = service.loader.load_in_background(model_version, index_version)
         except LoaderBusy as exc:
             return error(409, str(exc))
-        if not data.get("wait", True):
+        if not wait:
             return json_response({"status": "loading", "model_version": model_version,
                                   "index_version": index_version}, 202)
         try:
-            result = future.result(timeout=float(data.get("timeout_s", DEFAULT_ADMIN_WAIT_S)))
-        except (TypeError, ValueError):
-            return error(400, "timeout_s must be a number (the load continues in the background)")
+            result = future.result(timeout=timeout_s)
         except FutureTimeout:
             return json_response({"status": "loading", "model_version": model_version,
                                   "index_version": index_version}, 202)
@@ -195,8 +254,10 @@ def create_app(service: RetrievalService) -> FastAPI:
                          serving=pair_summary(service.state.current))
         return json_response({"status": "serving", **result.to_dict()})
 
-    @app.post("/admin/rollback")
-    def rollback() -> Response:
+    @app.post("/admin/rollback", openapi_extra=api_schema.admin_rollback())
+    def rollback(request: Request) -> Response:
+        if admin_refused(request):
+            return unauthorized()
         try:
             pair = service.state.rollback()
         except NoServingPair as exc:
@@ -204,8 +265,10 @@ def create_app(service: RetrievalService) -> FastAPI:
         return json_response({"status": "serving", "serving": pair_summary(pair),
                               "previous": pair_summary(service.state.previous)})
 
-    @app.post("/admin/items")
+    @app.post("/admin/items", openapi_extra=api_schema.admin_items())
     async def add_items(request: Request) -> Response:
+        if admin_refused(request):
+            return unauthorized()
         try:
             rows = parse_new_items(await read_json(request))
         except BadRequest as exc:
@@ -223,6 +286,14 @@ def create_app(service: RetrievalService) -> FastAPI:
         return json_response({"added": added, "model_version": pair.model_version,
                               "index_version": pair.index_version, "items": pair.size})
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = api_schema.security_schemes()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -242,4 +313,5 @@ def build_service(settings, model_loader=None, feature_source: UserFeatureSource
     return RetrievalService(state=state, loader=loader, metrics=metrics,
                             feature_source=feature_source or NoUserFeatures(),
                             default_k=settings.default_k, max_k=settings.max_k,
-                            inline_queries=settings.inline_queries)
+                            inline_queries=settings.inline_queries,
+                            admin_token=settings.admin_token, query_token=settings.query_token)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +28,11 @@ class RetrievalSettings(BaseSettings):
     #: answer queries on the event loop (no thread hop; best when a search takes ~1 ms, e.g.
     #: HNSW) instead of the worker thread pool (lets slow exact searches overlap)
     inline_queries: bool = False
+    #: bearer token /admin/load, /admin/rollback and /admin/items need; without one the service
+    #: refuses to bind a non-loopback address
+    admin_token: str = Field("", repr=False)
+    #: bearer token /retrieve needs; empty: queries are open
+    query_token: str = Field("", repr=False)
 
     # --- online user features
     #: features HTTP service base URL; empty means "no online user features"

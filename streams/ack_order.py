@@ -9,10 +9,10 @@ Faust's own acking cannot be trusted with that (faust-streaming 0.15.3): its str
 records it *skips* during a rebalance or recovery (so a record can count as acked before the
 agent has seen it), it can deliver a record twice after its recovery seeks back, and its
 commit check for a missing head of the acked run is off by one (``Consumer._new_offset``).
-Each let an offset be committed while its record was still held, and a crash then lost it.
+Each lets an offset be committed while its record is still held, and a crash then loses it.
 So the worker turns Faust's acks off for the source topics and commits what this computes,
 and it processes each partition's records contiguously: a record that arrives after a hole
-waits until the hole has been read from the broker (`streams.holes`), since the watermark it
+waits until the hole has been read from the broker (`streams.hole_read`), since the watermark it
 would move could overtake the records in the hole and change their decisions.
 """
 
@@ -92,11 +92,3 @@ class InOrderAcks:
         for tp in tps:
             self._queues.pop(tp, None)
             self._next.pop(tp, None)
-
-    def held(self, tp: Hashable) -> int:
-        q = self._queues.get(tp)
-        return len(q) if q else 0
-
-    def lowest_held(self, tp: Hashable) -> int | None:
-        q = self._queues.get(tp)
-        return q[0].offset if q else None

@@ -21,8 +21,10 @@ counted for the advertiser as soon as one is known, so the counts do not depend 
 the topics are read in (``stats['no_advertiser']`` counts the parked ones).
 
 Idempotent: an ``event_id`` seen before is ignored. The seen-set keeps ids for at least
-``dedupe_horizon_seconds`` of event time behind the newest event (pruned at drains, and cut
-to the latest ``max_seen`` ids); an event older than that horizon is refused (counted in
+``dedupe_horizon_seconds`` of event time behind the newest event: whenever it has doubled
+since the last pruning (drained or not) it forgets the ids behind the horizon and keeps at
+most the latest ``max_seen``, so it never holds more than twice the ids of one horizon, nor
+more than twice ``max_seen``. An event older than that horizon is refused (counted in
 ``stats['too_late']``), so a late redelivery is never counted twice while the set holds
 the horizon (size ``max_seen`` to the events of one horizon).
 """
@@ -49,7 +51,6 @@ from convcg.contract import (
     count_feature_names,
 )
 
-STATE_VERSION = 1
 SEEN_PRUNE_MIN = 10_000  # the seen-set is not pruned below this size
 MAX_PARKED_PER_ITEM = 10_000  # engagements waiting for their item's advertiser, per item
 _KIND_OF = {Impression: 0, Engagement: 1, Conversion: 2}
@@ -130,16 +131,6 @@ class _EntityWindows:
             del keys[:expired]
         self.bucket = new_bucket
 
-    def rebuild_sums(self, widths: list[int]) -> None:
-        self.keys = sorted(self.counts)
-        self.sums = sums = [0] * (_N_KINDS * _N_WINDOWS)
-        for b, row in self.counts.items():
-            age = self.bucket - b
-            for w, width in enumerate(widths):
-                if age < width:
-                    for k in range(_N_KINDS):
-                        sums[k * _N_WINDOWS + w] += row[k]
-
 
 class AggregateSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVCG_AGGREGATES_")
@@ -198,7 +189,7 @@ class StreamingAggregator:
         self._max_seen = s.max_seen
         self._state: dict[str, dict[str, _EntityWindows]] = {e: {} for e in ENTITIES}
         self._dirty: dict[str, dict[str, _EntityWindows]] = {e: {} for e in ENTITIES}  # since the last drain
-        self._bind_tables()
+        self._tables = [(self._state[e], self._dirty[e]) for e in ENTITIES]  # in the order apply() passes keys
         self._recent: dict[str, list[list]] = {}  # user -> [[ts, item], ...] newest first
         self._item_advertiser: dict[str, str] = {}
         self._parked: dict[str, list[tuple[float, int]]] = {}  # item -> engagements (ts, ingest_ms) without advertiser
@@ -206,10 +197,6 @@ class StreamingAggregator:
         self._seen_prune_at = SEEN_PRUNE_MIN
         self._newest = -math.inf
         self.stats = {"duplicates": 0, "too_late": 0, "no_advertiser": 0, "parked_dropped": 0}
-
-    def _bind_tables(self) -> None:
-        """(state table, dirty table) per entity, in the order apply() passes the keys."""
-        self._tables = [(self._state[e], self._dirty[e]) for e in ENTITIES]
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -229,6 +216,8 @@ class StreamingAggregator:
             self.stats["too_late"] += 1
             return
         seen[event_id] = ts
+        if len(seen) >= self._seen_prune_at:  # also while no drain comes (a rebuild)
+            self._prune_seen()
 
         kind = _KIND_OF[type(event)]
         item_id = event.item_id
@@ -368,46 +357,3 @@ class StreamingAggregator:
     def pending(self) -> int:
         """Entities waiting to be drained."""
         return sum(len(d) for d in self._dirty.values())
-
-    # --- persistence ---------------------------------------------------------------------------
-
-    def to_state(self) -> dict[str, Any]:
-        """A JSON-serialisable snapshot (restore with ``from_state``)."""
-        return {
-            "version": STATE_VERSION,
-            "bucket_seconds": self._bucket_seconds,
-            "newest": self._newest if math.isfinite(self._newest) else None,
-            "entities": {e: {k: [st.newest, st.bucket, [[b, *row] for b, row in st.counts.items()], st.ingest_ms]
-                             for k, st in table.items()}
-                         for e, table in self._state.items()},
-            "dirty": {e: list(d) for e, d in self._dirty.items()},
-            "recent": self._recent,
-            "item_advertiser": self._item_advertiser,
-            "parked": self._parked,
-            "seen": [[ts, eid] for eid, ts in self._seen.items()],
-            "stats": dict(self.stats),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], settings: AggregateSettings | None = None) -> "StreamingAggregator":
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"aggregator state version {state.get('version')!r}, expected {STATE_VERSION}")
-        agg = cls(settings)
-        if state["bucket_seconds"] != agg._bucket_seconds:
-            raise ValueError(f"state was built with {state['bucket_seconds']}s buckets, settings say "
-                             f"{agg._bucket_seconds}s")
-        agg._newest = -math.inf if state["newest"] is None else float(state["newest"])
-        for entity, table in state["entities"].items():
-            restored = agg._state[entity]
-            for key, (newest, bucket, rows, ingest_ms) in table.items():
-                st = restored[key] = _EntityWindows(newest, bucket, ingest_ms)
-                st.counts = {int(r[0]): list(r[1:1 + _N_KINDS]) for r in rows}
-                st.rebuild_sums(agg._widths)
-        agg._dirty = {e: {k: agg._state[e][k] for k in state["dirty"].get(e, ())} for e in ENTITIES}
-        agg._bind_tables()
-        agg._recent = {u: [list(x) for x in rec] for u, rec in state["recent"].items()}
-        agg._item_advertiser = dict(state["item_advertiser"])
-        agg._parked = {item: [(float(ts), int(ing)) for ts, ing in rows] for item, rows in state.get("parked", {}).items()}
-        agg._seen = {eid: float(ts) for ts, eid in state["seen"]}
-        agg.stats.update(state.get("stats", {}))
-        return agg

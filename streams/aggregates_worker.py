@@ -7,19 +7,18 @@ of every user, and events are keyed by user), counts each valid event into a
 features sink writes them to Feast's online and offline stores.
 
 Why apart from the label join worker: features must be fresh within a second, while the join
-deliberately holds events for its event-time watermark, and its Faust loop is the busiest
-thread of the pipeline (at 5,000 events/s it was ~85% busy with the aggregates in it, ~65%
-without). With the aggregates in that loop, feature freshness queued behind the join and its
-two flushes per batch (p99 1.2-3.0 s at 5,000 events/s); here it does not (p99 0.5 s in the
-same runs, `bench/pipeline_freshness.py`). It also makes item and advertiser aggregates
+deliberately holds events for its event-time watermark and its Faust loop is the busiest
+thread of the pipeline. With the aggregates in that loop, feature freshness would queue behind
+the join and its two flushes per batch (`bench/pipeline_freshness.py` measures the
+freshness; the README's table has the figures). It also makes item and advertiser aggregates
 exact however many label-join workers share the partitions.
 
-Why not a Faust agent: it owns every partition (no group, no rebalance) and keeps no table;
-Faust's per-record path (~60 µs measured here) would cost several times the counting itself.
+Why not a Faust agent: it owns every partition (no group, no rebalance) and keeps no table,
+and Faust's per-record path would cost several times the counting itself.
 
 Restart = rebuild. Nothing is checkpointed: on start the worker reads every partition from
-the log start (the log is the source of truth), counting without sending; once it has reached
-the end offsets seen at start it sends one update per entity it knows (the current values)
+the log start (the log is the source of truth), counting without sending; once its consumer's
+positions have reached the end offsets seen at start it sends one update per entity it knows (the current values)
 and goes live. A crash or restart therefore loses no event's count and double-counts none
 (the aggregator dedupes event ids); the cost is the rebuild time and a retention of at least
 the longest window (7 days) plus the dedupe horizon.
@@ -39,11 +38,11 @@ from typing import Any
 import orjson
 
 from convcg.contract import Topics
+from convcg.validation import InvalidEvent, Watermark, parse_event
 from streams import metrics
 from streams.aggregates import StreamingAggregator
 from streams.output import OutputProducer
 from streams.settings import StreamSettings
-from streams.validation import InvalidEvent, Watermark, parse_event
 
 log = logging.getLogger("convcg.streams.aggregates")
 
@@ -59,7 +58,7 @@ class AggregatesWorker:
         self.aggregator = StreamingAggregator()
         self.output = output if output is not None else OutputProducer(settings.bootstrap)
         self.live = False  # caught up with the log as it was at start: updates are sent
-        self.next_offsets: dict[Any, int] = {}
+        self.positions: dict[Any, int] = {}  # (topic, partition) -> the consumer's next offset
         self.stop_requested = asyncio.Event()
         self._delay = {e: metrics.AGG_UPDATE_DELAY.labels(e) for e in ("user", "item", "advertiser")}
 
@@ -81,9 +80,6 @@ class AggregatesWorker:
                 continue
             apply(event, rec.timestamp or 0)
             counts[etype] += 1
-        if records:
-            tp = (topic, records[-1].partition)
-            self.next_offsets[tp] = records[-1].offset + 1
         return counts
 
     def send_updates(self, now: float) -> int:
@@ -99,8 +95,16 @@ class AggregatesWorker:
             metrics.FEATURE_UPDATES.labels(entity).inc(n)
         return sum(sent.values())
 
-    def caught_up(self, targets: dict[Any, int]) -> bool:
-        return all(self.next_offsets.get(tp, 0) >= end for tp, end in targets.items())
+    @staticmethod
+    def caught_up(positions: dict[Any, int], targets: dict[Any, int]) -> bool:
+        """Every partition's position has reached its target. Positions, not the offsets of
+        the records read: offsets that hold no record (transaction markers, records removed by
+        retention or compaction) come before the end offset and are never read as records."""
+        return all(positions.get(tp, 0) >= end for tp, end in targets.items())
+
+    async def _read_positions(self, consumer) -> None:
+        for tp in consumer.assignment():
+            self.positions[(tp.topic, tp.partition)] = await consumer.position(tp)
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -145,7 +149,9 @@ class AggregatesWorker:
                 else:
                     metrics.AGG_EVENTS_IN.labels(key).inc(n)
             mono = time.monotonic()
-            if not self.live and self.caught_up(targets):
+            if not self.live:
+                await self._read_positions(consumer)
+            if not self.live and self.caught_up(self.positions, targets):
                 self.live = True
                 metrics.AGG_REBUILD_SECONDS.set(mono - t_start)
                 log.info("aggregates: rebuilt from %d records in %.1fs; live", total, mono - t_start)
@@ -155,9 +161,9 @@ class AggregatesWorker:
                     await self.output.flush()  # a delivery error stops the worker (restart = rebuild)
             if mono - last_report >= s.aggregates_report_every_s:
                 last_report = mono
-                self._export_lag(consumer)
+                await self._export_lag(consumer)
                 if not self.live:
-                    done = sum(min(self.next_offsets.get(tp, 0), end) for tp, end in targets.items())
+                    done = sum(min(self.positions.get(tp, 0), end) for tp, end in targets.items())
                     log.info("aggregates: rebuilding, %d / %d records", done, total)
             if mono - last_evict >= s.aggregates_evict_every_s:
                 last_evict = mono
@@ -165,13 +171,14 @@ class AggregatesWorker:
                 if evicted:
                     log.info("aggregates: evicted %d inactive entities", evicted)
 
-    def _export_lag(self, consumer) -> None:
-        from aiokafka import TopicPartition
-
-        for (topic, partition), nxt in self.next_offsets.items():
-            hw = consumer.highwater(TopicPartition(topic, partition))
+    async def _export_lag(self, consumer) -> None:
+        if self.live:
+            await self._read_positions(consumer)
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
             if hw is not None:
-                metrics.AGG_LAG.labels(topic, str(partition)).set(max(0, hw - nxt))
+                nxt = self.positions.get((tp.topic, tp.partition), 0)
+                metrics.AGG_LAG.labels(tp.topic, str(tp.partition)).set(max(0, hw - nxt))
 
 
 def run_aggregates(settings: StreamSettings) -> None:

@@ -1,13 +1,11 @@
-"""Click commands of the streams component: `worker`, `labels` (and `replay`, from replay.py)."""
+"""Click commands of the streams component: `worker` (the label join), `aggregates` (the
+streaming feature aggregates), `labels` (and `replay`, from replay.py)."""
 
 from __future__ import annotations
 
 import click
 
-try:
-    from streams.replay import replay_command  # noqa: F401  (exported to loop.cli)
-except ImportError:  # replay not built yet
-    pass
+from streams.replay import replay_command  # noqa: F401  (exported to loop.cli)
 
 
 @click.command("worker")
@@ -17,8 +15,8 @@ except ImportError:  # replay not built yet
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (0 = off)")
 def worker_command(bootstrap, topic_prefix, app_id, metrics_port) -> None:
     """Run the Faust worker: validation and the label join (dead letters, labels)."""
+    from streams.faust_app import run_worker
     from streams.settings import StreamSettings
-    from streams.worker import run_worker
 
     overrides = {k: v for k, v in dict(bootstrap=bootstrap, topic_prefix=topic_prefix, app_id=app_id,
                                         metrics_port=metrics_port).items() if v is not None}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_IN = Counter("convcg_stream_events_total", "Valid events consumed, by type", ["type"])
@@ -30,3 +32,13 @@ AGG_UPDATE_DELAY = Histogram(
 AGG_REBUILD_SECONDS = Gauge("convcg_aggregates_rebuild_seconds", "How long the rebuild from the log start took")
 AGG_LAG = Gauge("convcg_aggregates_consumer_lag", "Highwater minus next offset, per source topic-partition",
                 ["topic", "partition"])
+
+
+def export_join_partition(partition: int, watermark: float, newest: float, buffered: int, pending: int) -> None:
+    """The label join's gauges of one partition (infinite values, before any event, as 0)."""
+    p = str(partition)
+    WATERMARK.labels(p).set(watermark if math.isfinite(watermark) else 0)
+    lag = newest - watermark
+    WATERMARK_LAG.labels(p).set(lag if math.isfinite(lag) else 0)
+    BUFFERED.labels(p).set(buffered)
+    PENDING.labels(p).set(pending)

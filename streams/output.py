@@ -1,18 +1,19 @@
 """`OutputProducer`: the worker's fast, batched writer for labels, feature updates, dead
 letters and join-state changelog records.
 
-Faust's own producer path costs ~50 µs of Python per message (a future and a task each), which
-alone would cap the join far below 20,000 events/s, since nearly every event yields a label or
-a state write. librdkafka (confluent-kafka) queues a message in ~1-2 µs. Durability is kept by
-ordering: the agent calls `flush()` (all queued messages acknowledged by the broker) before it
-acks the batch's offsets, so an offset is never committed past unwritten output. A delivery
-error raises, the worker stops, and restarts from the last committed offsets.
+Faust's own producer path creates a future and a task per message, and nearly every event
+yields a label or a state write; librdkafka (confluent-kafka) queues a message without either.
+Durability is kept by ordering: the agent calls `flush()` (all queued messages acknowledged by
+the broker) before it acks the batch's offsets, so an offset is never committed past unwritten
+output. A delivery error raises, the worker stops, and restarts from the last committed offsets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+
+from convcg.partitioning import LIBRDKAFKA_PARTITIONER
 
 log = logging.getLogger("convcg.streams.output")
 
@@ -33,7 +34,7 @@ class OutputProducer:
             "queue.buffering.max.kbytes": 1 << 20,
             "acks": "all",
             "enable.idempotence": False,
-            "partitioner": "murmur2_random",  # Java/aiokafka-compatible key hashing
+            "partitioner": LIBRDKAFKA_PARTITIONER,  # the contract's placement (convcg.partitioning)
             **conf,
         })
         self._errors: list[str] = []

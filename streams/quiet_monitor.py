@@ -2,9 +2,9 @@
 
 Faust's default Monitor updates several dicts and deques and reads the clock for every record
 in, every stream event in/out and every record out (its in-memory stats for Faust's web
-views, which the worker does not serve). At tens of thousands of records per second that is a
-measurable share of the per-record cost; the worker's own Prometheus metrics are counted per
-batch instead. Everything else (commits, rebalances, sends) is still recorded.
+views, which the worker does not serve): a measurable share of the per-record cost. The
+worker's own Prometheus metrics are counted per batch instead. Everything else (commits,
+rebalances, sends) is still recorded.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from convcg.validation import DEFAULT_MAX_FUTURE_S
 from streams.label_rules import LabelRules
 
 
@@ -25,7 +26,7 @@ class StreamSettings(BaseSettings):
     fetch_min_bytes: int = Field(65536, ge=1, description="bytes a fetch waits for, up to fetch_max_wait_ms: fewer, "
                                  "fuller fetches (on the bundled Tansu every fetch costs in proportion to the record batches it stores)")
     session_timeout_s: float = Field(10.0, gt=0, description="a dead worker's partitions move after this")
-    max_future_s: float = Field(86400.0, gt=0, description="reject events stamped further ahead of now")
+    max_future_s: float = Field(DEFAULT_MAX_FUTURE_S, gt=0, description="reject events stamped further ahead of now")
     data_dir: Path = Field(Path("var/streams"), description="Faust's local data folder (one per app id)")
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 = off")
     rules: LabelRules = Field(default_factory=LabelRules)

@@ -1,5 +1,5 @@
 """Streaming aggregates: windows over event time (boundaries, out-of-order, expiry), Beta
-smoothing, last-N engaged items, duplicates, coalesced drains and the state round-trip; plus
+smoothing, last-N engaged items, duplicates, coalesced drains and redelivery; plus
 a randomized comparison with a brute-force recount."""
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def test_seen_ids_are_forgotten_only_behind_the_horizon():
     for e in old + new:
         agg.apply(e, 0)
     agg.drain()
-    assert len(agg._seen) <= 15_000
+    assert len(agg._seen) <= 2 * 15_000  # pruned when doubled: at most twice max_seen
     assert all(f"new{k}" in agg._seen for k in range(5_000, 20_000))  # the latest ids are kept
     assert not any(f"old{k}" in agg._seen for k in range(12_000))
     before = dict(agg.stats)
@@ -249,6 +249,27 @@ def test_seen_ids_are_forgotten_only_behind_the_horizon():
     assert agg.stats["too_late"] == before["too_late"] + 10
     assert agg.stats["duplicates"] == before["duplicates"] + 10
     assert agg.drain() == []
+
+
+def test_the_seen_set_stays_bounded_by_the_horizon_without_drains():
+    """A rebuild applies the whole retained log before its first drain: the seen-set is
+    pruned as it grows, to the ids inside the dedupe horizon (and at most ``max_seen``)."""
+    from streams.aggregates import SEEN_PRUNE_MIN
+
+    step = 60.0  # one event a minute: 10,080 ids inside a 7-day horizon
+    s = AggregateSettings(bucket_seconds=1, dedupe_horizon_seconds=7 * D)
+    agg = StreamingAggregator(s)
+    in_horizon = int(7 * D / step) + 1
+    largest = 0
+    for k in range(60_000):  # 41 days of events, never drained
+        agg.apply(imp(f"e{k}", T + k * step, item=f"i{k % 50}"), 0)
+        largest = max(largest, len(agg._seen))
+    assert largest <= 2 * max(in_horizon, SEEN_PRUNE_MIN)
+    assert f"e{59_999 - in_horizon + 2}" in agg._seen  # inside the horizon: remembered
+    capped = StreamingAggregator(AggregateSettings(bucket_seconds=1, dedupe_horizon_seconds=7 * D, max_seen=5_000))
+    for k in range(30_000):
+        capped.apply(imp(f"c{k}", T + k, item="i1"), 0)  # all inside the horizon
+    assert len(capped._seen) <= 2 * max(5_000, SEEN_PRUNE_MIN)
 
 
 def test_drain_coalesces_one_update_per_entity_with_max_ingest_time():
@@ -305,28 +326,35 @@ def random_events(n, seed, span=10 * D):
     return out
 
 
-def test_state_round_trip_through_json_continues_identically():
+def test_an_overlapping_redelivery_continues_identically():
+    """A consumer that restarts from an older offset redelivers events already counted: the
+    counts go on as if each event had come once."""
     events = random_events(3000, seed=1)
     straight = StreamingAggregator()
     for e in events:
         straight.apply(e, int(e.ts))
     expected = straight.drain()
 
-    first = StreamingAggregator()
+    redelivered = StreamingAggregator()
     for e in events[:1700]:
-        first.apply(e, int(e.ts))
-    state = json.loads(json.dumps(first.to_state()))
-    second = StreamingAggregator.from_state(state)
+        redelivered.apply(e, int(e.ts))
     for e in events[1500:]:  # overlapping redelivery of 200 events
-        second.apply(e, int(e.ts))
-    assert second.drain() == expected
-    assert second.stats["duplicates"] == 200
+        redelivered.apply(e, int(e.ts))
+    assert redelivered.drain() == expected
+    assert redelivered.stats["duplicates"] == 200
 
 
-def test_state_from_other_bucket_size_is_refused():
-    agg, _ = run([imp("a", T)])
-    with pytest.raises(ValueError, match="buckets"):
-        StreamingAggregator.from_state(agg.to_state(), AggregateSettings())
+def test_engagements_parked_for_an_unknown_advertiser_are_bounded_per_item():
+    from streams.aggregates import MAX_PARKED_PER_ITEM
+
+    agg = StreamingAggregator(EXACT)
+    extra = 5
+    for k in range(MAX_PARKED_PER_ITEM + extra):
+        agg.apply(eng(f"e{k}", T + k % 100, item="i7"), 0)
+    assert agg.stats["parked_dropped"] == extra
+    agg.apply(imp("i", T, item="i7", adv="a7"), 0)
+    f = updates_by_key(agg)[("advertiser", "a7")].features
+    assert (f["impressions_1h"], f["engagements_1h"]) == (1, MAX_PARKED_PER_ITEM)
 
 
 def brute_force(events, settings):

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings
 
 from convcg.broker import docker_engine_answers
 from convcg.contract import Topics
+from convcg.http_auth import check_bind
 from features.settings import FeaturesSettings
 from index_refresher.settings import RefresherSettings
 from loop.cli import main
@@ -290,11 +291,42 @@ def test_service_urls_point_at_services_listening_on_that_port(services):
                 f"{name}: {var}={value}, but {url.hostname} does not listen on {url.port}"
 
 
+#: HTTP services: command path -> (settings class, its token field, the env var naming it)
+HTTP_SERVICES = {("features", "serve"): (FeaturesSettings, "api_token", "CONVCG_FEATURES_API_TOKEN"),
+                 ("retrieval", "serve"): (RetrievalSettings, "admin_token", "CONVCG_INDEX_ADMIN_TOKEN")}
+REQUIRED_VARIABLE = re.compile(r"^\$\{(\w+):\?[^}]+\}$")  # ${NAME:?message}: compose fails without it
+
+
+def test_http_services_beyond_loopback_need_tokens_and_their_clients_send_them(services):
+    tokens: dict[str, str] = {}  # token env var -> its (uninterpolated) value in the file
+    for name, s in convcg_services(services).items():
+        path, cmd, args = resolve_command(s["command"])
+        if path not in HTTP_SERVICES:
+            continue
+        cls, field, var = HTTP_SERVICES[path]
+        env = env_of(s)
+        host = cmd.make_context("x", list(args)).params.get("host") or settings_from_env(cls, env).host
+        token = env.get(var, "")
+        check_bind(host, token, service=name, token_setting=var)  # the service's own start-up rule
+        if host != "127.0.0.1":
+            assert REQUIRED_VARIABLE.match(token), f"{name}: {var} must be a required ${{NAME:?...}} value"
+        assert getattr(settings_from_env(cls, env), field) == token
+        tokens[var] = token
+    assert set(tokens) == {"CONVCG_FEATURES_API_TOKEN", "CONVCG_INDEX_ADMIN_TOKEN"}
+    for name, s in convcg_services(services).items():
+        env = env_of(s)
+        if "CONVCG_INDEX_FEATURES_URL" in env:  # the retrieval service reads user features
+            assert env.get("CONVCG_INDEX_FEATURES_TOKEN") == tokens["CONVCG_FEATURES_API_TOKEN"], name
+        if resolve_command(s["command"])[0] == ("refresher",):  # it calls /admin/load and /admin/items
+            assert settings_from_env(RefresherSettings, env).admin_token == tokens["CONVCG_INDEX_ADMIN_TOKEN"]
+
+
 def test_docker_compose_config_accepts_the_file_where_docker_exists():
     """Compose's own validation, where it can run; on a machine without a Docker engine the
     structural checks above are the whole check."""
     if shutil.which("docker") is None or not docker_engine_answers():
         return
+    tokens = {"FEATURES_API_TOKEN": "compose-check", "INDEX_ADMIN_TOKEN": "compose-check"}  # the .env
     result = subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "config", "-q"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env={**os.environ, **tokens})
     assert result.returncode == 0, result.stderr

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -38,6 +41,22 @@ LONG_RUNNING = ("streams-worker-1", "streams-worker-2", "streams-aggregates", "f
                 "trainer")
 PORT_ARGS = ("--port", "--metrics-port")
 WAIT_S = 150.0
+#: ${NAME}, ${NAME:-default}, ${NAME:?message}: the interpolation forms Compose applies to the file
+COMPOSE_VARIABLE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+
+
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """``value`` with its ``${...}`` references replaced as Compose would from ``variables``
+    (the deployment's .env); a required (``:?``) variable that is missing fails."""
+
+    def one(match: re.Match) -> str:
+        name, kind, rest = match.groups()
+        if variables.get(name):
+            return variables[name]
+        assert kind != "?", f"compose needs {name}: {rest}"
+        return rest if kind == "-" else ""
+
+    return COMPOSE_VARIABLE.sub(one, value)
 
 
 class LocalCompose:
@@ -48,11 +67,14 @@ class LocalCompose:
         self.bootstrap, self.workdir, self.prefix = bootstrap, workdir, prefix
         self.ports: dict[tuple[str, int], int] = {}
         self.procs: dict[str, Component] = {}
+        #: the .env a deployment writes beside the file (tokens of the HTTP services)
+        self.variables = {"FEATURES_API_TOKEN": secrets.token_hex(16), "INDEX_ADMIN_TOKEN": secrets.token_hex(16)}
 
     def port(self, service: str, port: int) -> int:
         return self.ports.setdefault((service, int(port)), free_port())
 
     def translate(self, service: str, value: str) -> str:
+        value = interpolate(value, self.variables)
         value = value.replace("kafka:9092", self.bootstrap).replace("redis:6379", "127.0.0.1:6379")
         if value.startswith("http://"):
             host, port = value[len("http://"):].split("/")[0].split(":")
@@ -154,9 +176,14 @@ def test_compose_services_run_with_the_files_commands_and_environment(broker, tm
         user = labels[0]["user_id"]
         serve_url = f"http://127.0.0.1:{compose.port('features-serve', 8610)}"
 
+        token = compose.env("features-serve")["CONVCG_FEATURES_API_TOKEN"]
+        assert token == compose.variables["FEATURES_API_TOKEN"]
+        url = f"{serve_url}/online-features/user_stream/{user}"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+
         def user_features():
             try:
-                with urllib.request.urlopen(f"{serve_url}/online-features/user_stream/{user}", timeout=5) as r:
+                with urllib.request.urlopen(request, timeout=5) as r:
                     body = json.loads(r.read())
             except OSError:
                 return None
@@ -165,6 +192,8 @@ def test_compose_services_run_with_the_files_commands_and_environment(broker, tm
 
         values = wait_for(user_features, compose, f"features of {user} through Redis")
         assert values["impressions_7d"] >= values["engagements_7d"] >= 0
+        with pytest.raises(urllib.error.HTTPError, match="401"):  # bound beyond loopback: token needed
+            urllib.request.urlopen(url, timeout=5)
         compose.check_alive()
     finally:
         compose.stop_all()

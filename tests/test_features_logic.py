@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from convcg.contract import STREAM_FEATURES
+from convcg.validation import InvalidLabel, parse_label
 from features import pit
 from features.dataset import training_column, training_feature_refs
 from features.online import UnknownFeature, UnknownFeatureView, resolve_features
@@ -14,7 +15,6 @@ from features.updates import (
     latest_per_entity,
     new_labels,
     parse_feature_update,
-    parse_label,
     updates_table,
 )
 from tests.helpers_features import full_update, sample_label
@@ -50,9 +50,9 @@ def test_parse_feature_update_rejects_with_reason(change, reason):
 def test_parse_label_checks_required_fields_and_types():
     lab = sample_label("imp1", "u1", "i1", "a1", T)
     assert parse_label(lab.to_dict()) == lab
-    with pytest.raises(InvalidMessage, match="misses"):
+    with pytest.raises(InvalidLabel, match="misses"):
         parse_label({"label_id": "x"})
-    with pytest.raises(InvalidMessage, match="impression_ts"):
+    with pytest.raises(InvalidLabel, match="impression_ts"):
         parse_label({**lab.to_dict(), "impression_ts": "soon"})
 
 

@@ -88,10 +88,11 @@ def test_sink_writes_online_offline_labels_and_dead_letters(broker, topics, tmp_
         _wait_for(lambda: read_parts(s.labels_dir, LABEL_SCHEMA).num_rows, 10, "labels")
     finally:
         bg.stop()
-    reasons = sorted(d["reason"] for d in dead)
-    assert len(dead) == 4 and any("not valid JSON" in r for r in reasons)
-    assert any("misses field" in r for r in reasons) and any("unknown entity 'shop'" in r for r in reasons)
-    assert all(d["source"] == "features-sink" and "offset" in d for d in dead)
+    details = sorted(d["detail"] for d in dead)
+    assert len(dead) == 4 and any("not valid JSON" in r for r in details)
+    assert any("misses field" in r for r in details) and any("unknown entity 'shop'" in r for r in details)
+    assert {d["reason"] for d in dead} <= {"malformed_json", "invalid_label", "invalid_feature_update"}
+    assert all(d["component"] == "features-sink" and d["offset"] >= 0 for d in dead)
     # offline: every update kept (not only the newest), with ingestion time
     offline = read_parts(s.offline_root / stream_view_name("user"), stream_schema("user")).to_pandas()
     assert len(offline) == 50 and offline["created"].notna().all()

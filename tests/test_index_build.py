@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 
 import numpy as np
+import orjson
 import pytest
 
 from index_refresher.builder import build_from_vectors
@@ -20,7 +22,7 @@ from index_refresher.index_build import (
     recall_at_k,
     recall_queries,
 )
-from index_refresher.refresher import new_item_rows
+from index_refresher.refresher import decode_impressions, new_item_rows
 from registry.idmap import IdCollisionError, IdMap, stable_id
 from registry.index_artifact import (
     INDEX_FILE,
@@ -201,11 +203,16 @@ def test_delta_items_exact_search_copy_on_write():
 
 
 def test_new_item_rows_skips_known_duplicates_and_malformed():
+    base = {"event_id": "e", "impression_id": "imp", "ts": 1.7e9, "user_id": "u", "surface": "home", "position": 0}
     imps = [{"item_id": "n1", "advertiser_id": "a1"}, {"item_id": "old", "advertiser_id": "a"},
             {"item_id": "n1", "advertiser_id": "a2"}, {"item_id": 5, "advertiser_id": "a"},
             {"advertiser_id": "a"}, {"item_id": "n2", "advertiser_id": "a3"}]
-    assert new_item_rows(imps, {"old"}) == [{"item_id": "n1", "advertiser_id": "a1"},
-                                           {"item_id": "n2", "advertiser_id": "a3"}]
+    raws = [orjson.dumps({**base, **imp}) for imp in imps] + [b"{not json", orjson.dumps({"watermark": 1.7e9})]
+    rejected = Counter()
+    parsed = decode_impressions(raws, now=1.7e9, max_future_s=60.0, rejected=rejected)
+    assert new_item_rows(parsed, {"old"}) == [{"item_id": "n1", "advertiser_id": "a1"},
+                                             {"item_id": "n2", "advertiser_id": "a3"}]
+    assert rejected == {"wrong_type": 1, "missing_field": 1, "malformed_json": 1}
 
 
 # --- request validation -----------------------------------------------------------------------

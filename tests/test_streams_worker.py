@@ -3,6 +3,7 @@ fuzzed stream of bad events. The worker runs as its own process (`convcg worker`
 
 from __future__ import annotations
 
+import base64
 import random
 import time
 
@@ -145,6 +146,7 @@ def test_fuzzed_bad_events_land_in_dead_letters_and_good_ones_still_label(broker
     rng = random.Random(11)
     producer = json_producer(broker.bootstrap)
     sent_bad: list[str] = []
+    sent_raw: list[bytes] = []
     for event in log.events:
         kind = TOPIC_OF[type(event)]
         body = event_to_dict(event)
@@ -153,6 +155,7 @@ def test_fuzzed_bad_events_land_in_dead_letters_and_good_ones_still_label(broker
             raw, reason = _fuzzed_bad(rng, body, kind)
             producer.send(getattr(topics, kind), key=b"fuzz", value=raw)
             sent_bad.append(reason)
+            sent_raw.append(raw)
     producer.flush()
     send_watermark(producer, topics, PARTITIONS, closing_watermark(log.events[-1].ts, RULES))
     expected = reference_label_ids(log.events, RULES)
@@ -166,4 +169,5 @@ def test_fuzzed_bad_events_land_in_dead_letters_and_good_ones_still_label(broker
     assert {l["label_id"]: l["kind"] for l in dedupe(got)} == expected
     assert sorted(d["reason"] for d in dead) == sorted(sent_bad)
     for d in dead:
-        assert d["source_topic"] in topics.events and "original_b64" in d
+        assert d["topic"] in topics.events and d["component"] == "streams-worker" and d["offset"] >= 0
+    assert sorted(base64.b64decode(d["original_b64"]) for d in dead) == sorted(sent_raw)

@@ -1,5 +1,6 @@
 """The trainer service against the real broker: labels in, versions out."""
 
+import base64
 import threading
 import time
 
@@ -7,21 +8,22 @@ import orjson
 import pytest
 
 from convcg.kafka_io import json_producer, read_topic
+from convcg.validation import decode_label
 from registry.store import ModelRegistry
 from tests.helpers_training import tiny_config
 from training.config import OptimConfig, TrainingSettings
 from training.label_store import LabelStore
-from training.service import TrainerService, parse_label
+from training.service import TrainerService
 from training.synthetic import synthetic_catalog, synthetic_labels
 
 
 def test_parse_label_rejects_bad_input_with_reason():
     with pytest.raises(ValueError, match="not JSON"):
-        parse_label(b"{oops")
-    with pytest.raises(ValueError, match="lacks fields"):
-        parse_label(orjson.dumps({"label_id": "x", "kind": "negative"}))
-    with pytest.raises(ValueError, match="bad label field"):
-        parse_label(orjson.dumps({"label_id": "x", "user_id": "u", "item_id": "i", "advertiser_id": "a",
+        decode_label(b"{oops")
+    with pytest.raises(ValueError, match="misses field"):
+        decode_label(orjson.dumps({"label_id": "x", "kind": "negative"}))
+    with pytest.raises(ValueError, match="impression_ts.*must be a finite number"):
+        decode_label(orjson.dumps({"label_id": "x", "user_id": "u", "item_id": "i", "advertiser_id": "a",
                                   "surface": "home", "impression_ts": "yesterday", "label_ts": 1.0,
                                   "kind": "negative", "impression_id": "imp"}))
 
@@ -74,8 +76,9 @@ def test_trainer_service_trains_then_finetunes_from_the_labels_topic(broker, top
         # exactly the distinct labels were stored, duplicates were ignored
         assert service.metrics.duplicates._value.get() == 200
         assert len(LabelStore(settings.label_store).load()) == len(rows1)
-        # new labels: after the trigger count (or time), a fine-tune is published
-        service.settings = service.settings.model_copy(update={"trigger_seconds": 1.0})
+        # new labels: once the trigger count is reached, a fine-tune is published (a count, not a
+        # time trigger: a time trigger can fire while the batch is still arriving on a busy machine)
+        service.settings = service.settings.model_copy(update={"trigger_labels": len(second)})
         _produce(broker.bootstrap, topics.labels, second.to_dict("records"))
         assert _wait_for(lambda: registry.current_version() == "v000002", 90), \
             [o.reason for o in service.outcomes]
@@ -87,5 +90,7 @@ def test_trainer_service_trains_then_finetunes_from_the_labels_topic(broker, top
         stop.set()
         thread.join(30)
     dead = read_topic(broker.bootstrap, topics.dead_letters, timeout=10, min_count=1)
-    assert len(dead) == 1 and "not JSON" in dead[0]["reason"] and dead[0]["value"] == "this is not a label"
+    assert len(dead) == 1 and dead[0]["reason"] == "invalid_label" and "not JSON" in dead[0]["detail"]
+    assert dead[0]["component"] == "trainer" and dead[0]["topic"] == topics.labels and dead[0]["offset"] >= 0
+    assert base64.b64decode(dead[0]["original_b64"]) == b"this is not a label"
     assert len(LabelStore(settings.label_store).load()) == len(labels)

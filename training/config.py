@@ -27,8 +27,8 @@ class OptimConfig(BaseModel):
     weight_decay: float = 0.0
     seed: int = 0
     #: torch intra-op threads. 1 by default: these small matrices gain little from a second
-    #: thread, and on a busy 2-core machine OpenMP spin-waiting made steps ~20x slower
-    #: (python -m bench.training_throughput prints 1 vs 2 threads)
+    #: thread, and on a busy machine OpenMP spin-waiting slows every step (the training
+    #: throughput bench prints 1 vs 2 threads; figures in the README)
     threads: int = Field(1, ge=1)
 
 

@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 
-import orjson
 import pandas as pd
 from prometheus_client import (
     CollectorRegistry,
@@ -26,11 +25,11 @@ from prometheus_client import (
     start_http_server,
 )
 
-from convcg.contract import LABEL_FIELDS, Label, Topics
+from convcg.contract import LABEL_FIELDS, Topics
+from convcg.validation import InvalidLabel, dead_letter, decode_label
 from registry.store import ModelRegistry
 from training.config import TrainingSettings
 from training.evaluation import full_catalog
-from training.examples import REQUIRED_LABEL_COLUMNS
 from training.label_store import LabelStore
 from training.pipeline import (
     StepOutcome,
@@ -41,6 +40,7 @@ from training.pipeline import (
 
 log = logging.getLogger("convcg.training.service")
 POLL_MS = 500
+DEAD_LETTER_COMPONENT = "trainer"
 MAX_POLL_RECORDS = 5000
 
 
@@ -56,25 +56,6 @@ class TrainerMetrics:
         self.step_seconds = Histogram("convcg_trainer_step_seconds", "duration of a training step",
                                       buckets=(1, 5, 15, 30, 60, 120, 300, 900), registry=r)
         self.pending = Gauge("convcg_trainer_pending_labels", "labels waiting for the next step", registry=r)
-
-
-def parse_label(raw: bytes) -> dict:
-    """Decode one label message; raises ValueError with the reason if it is unusable."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError("label is not a JSON object")
-    missing = [c for c in ("label_id", *REQUIRED_LABEL_COLUMNS) if c not in data]
-    if missing:
-        raise ValueError(f"label lacks fields {missing}")
-    try:
-        label = Label.from_dict(data)
-        label.impression_ts, label.label_ts = float(label.impression_ts), float(label.label_ts)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"bad label field: {exc}") from exc
-    return label.to_dict()
 
 
 class TrainerService:
@@ -123,19 +104,18 @@ class TrainerService:
             self._producer.flush()
             self._producer.close()
 
-    def _dead_letter(self, raw: bytes, reason: str) -> None:
+    def _dead_letter(self, raw: bytes, detail: str, partition: int, offset: int | None) -> None:
         self.metrics.invalid.inc()
-        log.warning("label sent to dead letters: %s", reason)
-        payload = {"source": "trainer", "topic": self.topics.labels, "reason": reason,
-                   "value": raw.decode("utf-8", errors="replace")}
-        self._producer.send(self.topics.dead_letters, orjson.dumps(payload))
+        log.warning("label sent to dead letters: %s", detail)
+        self._producer.send(self.topics.dead_letters, dead_letter(DEAD_LETTER_COMPONENT, self.topics.labels, partition,
+                                                                  offset, raw, "invalid_label", detail, time.time()))
 
-    def accept(self, raw: bytes) -> bool:
-        """Take one raw label message; True if it was new."""
+    def accept(self, raw: bytes, partition: int = -1, offset: int | None = None) -> bool:
+        """Take one raw label message (read at ``partition``/``offset``); True if it was new."""
         try:
-            label = parse_label(raw)
-        except ValueError as exc:
-            self._dead_letter(raw, str(exc))
+            label = decode_label(raw).to_dict()
+        except InvalidLabel as exc:
+            self._dead_letter(raw, str(exc), partition, offset)
             return False
         if label["label_id"] in self.seen:
             self.metrics.duplicates.inc()
@@ -149,7 +129,7 @@ class TrainerService:
         if self._consumer is None:
             self._connect()
         batch = self._consumer.poll(timeout_ms=POLL_MS, max_records=MAX_POLL_RECORDS)
-        new = sum(self.accept(rec.value) for records in batch.values() for rec in records)
+        new = sum(self.accept(rec.value, rec.partition, rec.offset) for records in batch.values() for rec in records)
         self.metrics.pending.set(len(self.pending))
         return new
 

@@ -72,9 +72,21 @@ def make_optimizers(model: TwoTowerModel, optim: OptimConfig) -> list[torch.opti
 
 def fit(model: TwoTowerModel, examples: Examples, optim: OptimConfig, show_progress: bool = True,
         desc: str = "train") -> FitStats:
-    """Mini-batch training over shuffled examples for ``optim.epochs`` epochs."""
+    """Mini-batch training over shuffled examples for ``optim.epochs`` epochs.
+
+    Denormals are flushed to zero while fitting only (denormal Adam states made steps several
+    times slower): the CPU flag is process-wide, and left on it would change every float
+    computation that runs after training in the same process."""
     torch.set_num_threads(optim.threads)
-    torch.set_flush_denormal(True)  # denormal Adam states made steps several times slower here
+    torch.set_flush_denormal(True)
+    try:
+        return _fit(model, examples, optim, show_progress, desc)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _fit(model: TwoTowerModel, examples: Examples, optim: OptimConfig, show_progress: bool,
+         desc: str) -> FitStats:
     gen = torch.Generator().manual_seed(optim.seed)
     optimizers = make_optimizers(model, optim)
     stats = FitStats()

@@ -1,8 +1,10 @@
-"""Validation at the edge: raw Kafka bytes -> typed event, or a reason it is rejected.
+"""Validation at the edge, part of the contract: raw Kafka bytes -> a typed event or label, or
+the reason it is rejected.
 
-Rejected input never crashes the worker: it goes to the dead-letter topic with the original
-bytes and the reason (see `dead_letter`). A record ``{"watermark": <ts>}`` on an event topic
-is a producer watermark (a promise that no earlier event follows on that partition).
+Every component that reads an event or label topic parses with these functions. Rejected input
+never crashes a reader: it goes to the dead-letter topic with the original bytes and the reason
+(see `dead_letter`). A record ``{"watermark": <ts>}`` on an event topic is a producer watermark
+(a promise that no earlier event follows on that partition).
 """
 
 from __future__ import annotations
@@ -17,15 +19,22 @@ import orjson
 from convcg.contract import (
     CONVERSION_TYPES,
     ENGAGEMENT_TYPES,
+    LABEL_KINDS,
     SURFACES,
     Conversion,
+    DeadLetter,
     Engagement,
     Event,
     Impression,
+    Label,
 )
 
 #: event time outside (MIN_TS, now + max_future_s] is rejected (MovieLens-100k is from 1997)
 MIN_TS = 0.0
+#: default of how far ahead of the reader's clock an event may be stamped
+DEFAULT_MAX_FUTURE_S = 86400.0
+#: integer fields (position, dwell_ms) must fit a signed 64-bit integer (Kafka, Arrow, numpy)
+MAX_INT = 2**63 - 1
 
 
 class InvalidEvent(ValueError):
@@ -66,6 +75,8 @@ def _int(d: dict, name: str) -> int:
         raise InvalidEvent("missing_field", name)
     if isinstance(v, bool) or not isinstance(v, int):
         raise InvalidEvent("wrong_type", f"{name} must be an integer")
+    if not -MAX_INT - 1 <= v <= MAX_INT:
+        raise InvalidEvent("invalid_value", f"{name} does not fit a 64-bit integer")
     return v
 
 
@@ -127,11 +138,68 @@ def parse_event(event_type: str, raw: bytes | None, now: float, max_future_s: fl
     raise InvalidEvent("unknown_event_type", event_type)
 
 
-def dead_letter(source_topic: str, partition: int, offset: int, raw: bytes | None, reason: str,
-                detail: str, now: float) -> bytes:
-    """The dead-letter record: where it came from, why, and the original bytes (base64)."""
-    return orjson.dumps({
-        "source_topic": source_topic, "partition": partition, "offset": offset,
-        "reason": reason, "detail": detail, "rejected_at": now,
-        "original_b64": base64.b64encode(raw or b"").decode(),
-    })
+def dead_letter(component: str, topic: str, partition: int, offset: int | None, raw: bytes | None,
+                reason: str, detail: str, now: float) -> bytes:
+    """The dead-letter record (``DeadLetter``): who rejected what, where it came from, why, and
+    the original bytes (base64)."""
+    return orjson.dumps(DeadLetter(component, topic, partition, -1 if offset is None else offset, reason,
+                                   detail, base64.b64encode(raw or b"").decode(), now).to_dict())
+
+
+def decode_dead_letter(raw: bytes) -> DeadLetter:
+    """Read one dead-letter record back (``convcg deadletters``, tests)."""
+    d = orjson.loads(raw)
+    return DeadLetter(**{k: d[k] for k in DeadLetter.__dataclass_fields__})
+
+
+# --- labels ---------------------------------------------------------------------------------
+
+LABEL_STR_FIELDS = ("label_id", "impression_id", "user_id", "item_id", "advertiser_id", "surface", "kind")
+LABEL_FLOAT_FIELDS = ("impression_ts", "label_ts", "conversion_value", "engagement_weight")
+LABEL_INT_FIELDS = ("conversion", "engagement", "position")
+LABEL_REQUIRED = ("label_id", "impression_id", "user_id", "item_id", "advertiser_id", "surface",
+                  "impression_ts", "label_ts", "kind")
+
+
+class InvalidLabel(ValueError):
+    """A label message that cannot be used; ``str(exc)`` is the reason."""
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def parse_label(d: Any) -> Label:
+    """Validate one decoded ``Label`` JSON object."""
+    if not isinstance(d, dict):
+        raise InvalidLabel("label must be a JSON object")
+    missing = [k for k in LABEL_REQUIRED if k not in d]
+    if missing:
+        raise InvalidLabel(f"label misses field(s) {missing}")
+    for k in LABEL_STR_FIELDS:
+        if k in d and not isinstance(d[k], str):
+            raise InvalidLabel(f"label field {k!r} must be a string")
+    for k in LABEL_FLOAT_FIELDS:
+        if k in d and not _finite_number(d[k]):
+            raise InvalidLabel(f"label field {k!r} must be a finite number")
+    for k in LABEL_INT_FIELDS:
+        if k in d and (isinstance(d[k], bool) or not isinstance(d[k], int)):
+            raise InvalidLabel(f"label field {k!r} must be an integer")
+    if not d["label_id"]:
+        raise InvalidLabel("label_id must not be empty")
+    if d["kind"] not in LABEL_KINDS:
+        raise InvalidLabel(f"label kind {d['kind']!r} is not one of {list(LABEL_KINDS)}")
+    label = Label.from_dict(d)
+    label.impression_ts, label.label_ts = float(label.impression_ts), float(label.label_ts)
+    return label
+
+
+def decode_label(raw: bytes | None) -> Label:
+    """Decode and validate one label message from the labels topic."""
+    if not raw:
+        raise InvalidLabel("empty label record")
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidLabel(f"label is not JSON: {str(exc)[:200]}") from None
+    return parse_label(d)

@@ -1,0 +1,94 @@
+"""`ConsumerPort`: the consumer-facing calls the label join makes, and `FaustConsumerPort`, which
+makes them on a running Faust app.
+
+`JoinProcessor` reaches its consumer only through this interface: the consumer group's
+generation, committed offsets, highwaters, committing, and reading a range of offsets back
+from the broker. So the processor is tested without Faust (a stub port), and what it needs
+from Faust's internals sits in this one module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Hashable, Iterable, Protocol
+
+
+class ConsumerPort(Protocol):
+    @property
+    def generation_id(self) -> int | None:
+        """The consumer group generation of the current assignment."""
+
+    def tp(self, topic: str, partition: int) -> Hashable:
+        """The consumer's key of a topic-partition (as on its messages)."""
+
+    def committed(self, tp: Hashable) -> int | None:
+        """The committed offset the consumer started this partition at, or None when the
+        consumer does not know one (there is none, or it has not loaded it yet)."""
+
+    async def committed_on_broker(self, tps: Iterable[Hashable]) -> dict[Hashable, int | None]:
+        """The group's committed offsets as the broker has them (None: no committed offset)."""
+
+    def highwater(self, tp: Hashable) -> int | None:
+        """The partition's end offset as of the last fetch (None: not known yet)."""
+
+    async def commit(self, offsets: dict[Hashable, int]) -> None:
+        """Commit these offsets (those of partitions no longer assigned are skipped)."""
+
+    async def read_range(self, tp: Hashable, start: int, end: int) -> list:
+        """The records at offsets [start, end) read from the broker, in order; offsets that
+        hold no record are absent."""
+
+
+class FaustConsumerPort:
+    """The port on a Faust app's consumer (faust-streaming 0.15: its committed offsets have
+    no public getter, and its own commit path is ``Consumer._commit_offsets``)."""
+
+    def __init__(self, app: Any, bootstrap: str, group_id: str) -> None:
+        self.app = app
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+
+    @property
+    def generation_id(self) -> int | None:
+        return self.app.consumer_generation_id
+
+    def tp(self, topic: str, partition: int) -> Hashable:
+        from faust.types import TP
+
+        return TP(topic, partition)
+
+    def committed(self, tp: Hashable) -> int | None:
+        known = getattr(self.app.consumer, "_committed_offset", {})  # filled when Faust seeks
+        if tp not in known:
+            return None
+        offset = known[tp]
+        return 0 if offset is None else offset  # Faust stores a committed 0 as None
+
+    async def committed_on_broker(self, tps: Iterable[Hashable]) -> dict[Hashable, int | None]:
+        return await asyncio.to_thread(_committed_offsets, self.bootstrap, self.group_id, list(tps))
+
+    def highwater(self, tp: Hashable) -> int | None:
+        try:
+            return self.app.consumer.highwater(tp)
+        except Exception:  # not assigned (any more) or no fetch answered yet
+            return None
+
+    async def commit(self, offsets: dict[Hashable, int]) -> None:
+        await self.app.consumer._commit_offsets(offsets)
+
+    async def read_range(self, tp: Hashable, start: int, end: int) -> list:
+        from streams.hole_read import read_hole
+
+        return await asyncio.to_thread(read_hole, self.bootstrap, tp, start, end, self.generation_id)
+
+
+def _committed_offsets(bootstrap: str, group_id: str, tps: list, timeout_s: float = 30.0) -> dict:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
+    try:  # a lookup only: the consumer never subscribes, so it never joins the group
+        found = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in tps], timeout=timeout_s)
+    finally:
+        consumer.close()
+    by_key = {(tp.topic, tp.partition): tp for tp in tps}
+    return {by_key[(f.topic, f.partition)]: (f.offset if f.offset >= 0 else None) for f in found}

@@ -1,0 +1,23 @@
+"""`tune_fetches`: the fetch wait and size of the Faust worker's running aiokafka consumer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("convcg.streams.fetch_tuning")
+
+
+def tune_fetches(app: Any, wait_ms: int, min_bytes: int) -> None:
+    """Faust builds its aiokafka consumer with a fixed ``fetch_max_wait_ms=1500``. A broker
+    that holds an empty fetch for that long without waking on new records (Tansu does) makes
+    every quiet-then-busy cycle cost up to 1.5 s of latency. There is no setting for it, so
+    the running consumer's fetcher is told directly (aiokafka reads both per fetch request),
+    with the fetch size to wait for (Faust asks for 1 byte: a fetch per trickle of records)."""
+    thread = getattr(app.consumer, "_thread", None)
+    fetcher = getattr(getattr(thread, "_consumer", None), "_fetcher", None)
+    if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms") or not hasattr(fetcher, "_fetch_min_bytes"):
+        log.warning("cannot set the consumer's fetch wait (Faust/aiokafka internals changed)")
+        return
+    fetcher._fetch_max_wait_ms = wait_ms
+    fetcher._fetch_min_bytes = min_bytes

@@ -180,6 +180,15 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int, replica
         admin.close()
 
 
+def topic_partitions(bootstrap: str, names: Iterable[str], timeout_s: float = 30.0) -> dict[str, int]:
+    """Partition count of each existing topic among ``names``."""
+    from confluent_kafka.admin import AdminClient
+
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout_s)
+    return {n: len(metadata.topics[n].partitions) for n in names
+            if n in metadata.topics and metadata.topics[n].error is None}
+
+
 def ensure_postgres_database(dsn_base: str, database: str) -> str:
     """Create ``database`` on the PostgreSQL server if missing; return a Tansu storage URL."""
     import psycopg

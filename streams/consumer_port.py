@@ -38,15 +38,19 @@ class ConsumerPort(Protocol):
         """The records at offsets [start, end) read from the broker, in order; offsets that
         hold no record are absent."""
 
+    def partitions(self, topic: str) -> int | None:
+        """How many partitions ``topic`` has (None: not known; placement is then not checked)."""
+
 
 class FaustConsumerPort:
     """The port on a Faust app's consumer (faust-streaming 0.15: its committed offsets have
     no public getter, and its own commit path is ``Consumer._commit_offsets``)."""
 
-    def __init__(self, app: Any, bootstrap: str, group_id: str) -> None:
+    def __init__(self, app: Any, bootstrap: str, group_id: str, partition_counts: dict[str, int] | None = None) -> None:
         self.app = app
         self.bootstrap = bootstrap
         self.group_id = group_id
+        self.partition_counts = dict(partition_counts or {})  # read from the broker at start
 
     @property
     def generation_id(self) -> int | None:
@@ -80,6 +84,9 @@ class FaustConsumerPort:
         from streams.hole_read import read_hole
 
         return await asyncio.to_thread(read_hole, self.bootstrap, tp, start, end, self.generation_id)
+
+    def partitions(self, topic: str) -> int | None:
+        return self.partition_counts.get(topic)
 
 
 def _committed_offsets(bootstrap: str, group_id: str, tps: list, timeout_s: float = 30.0) -> dict:

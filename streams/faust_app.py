@@ -30,7 +30,7 @@ from streams.settings import StreamSettings
 log = logging.getLogger("convcg.streams.worker")
 
 
-def build_app(settings: StreamSettings):
+def build_app(settings: StreamSettings, partition_counts: dict[str, int] | None = None):
     """The Faust app of one worker (one consumer group = ``settings.app_id``)."""
     import faust
 
@@ -62,7 +62,8 @@ def build_app(settings: StreamSettings):
     source = app.topic(*topics.events, key_serializer="raw", value_serializer="raw", acks=False)
     table = app.Table(STATE_TABLE, partitions=settings.partitions)  # JSON keys and values
     output = OutputProducer(settings.bootstrap)
-    processor = JoinProcessor(settings, FaustConsumerPort(app, settings.bootstrap, settings.app_id),
+    processor = JoinProcessor(settings, FaustConsumerPort(app, settings.bootstrap, settings.app_id,
+                                                                    partition_counts),
                               JoinStateChangelog(settings.bootstrap, table, output), output)
 
     @app.agent(source, name="label-join")
@@ -104,14 +105,16 @@ def run_worker(settings: StreamSettings, loglevel: str = "warning") -> None:
     """Run the worker in the foreground until SIGINT/SIGTERM."""
     from faust.worker import Worker
 
-    from convcg.broker import create_topics
+    from convcg.broker import create_topics, topic_partitions
 
-    create_topics(settings.bootstrap, Topics(settings.topic_prefix).all(), settings.partitions)
+    topics = Topics(settings.topic_prefix)
+    create_topics(settings.bootstrap, topics.all(), settings.partitions)
+    partition_counts = topic_partitions(settings.bootstrap, topics.events)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port)
-    app = build_app(settings)
+    app = build_app(settings, partition_counts)
     log.info("streams worker %s on %s (topics prefix %r, %d partitions)", settings.app_id,
              settings.bootstrap, settings.topic_prefix, settings.partitions)
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from convcg.contract import Conversion, Topics
+from convcg.partitioning import PARTITIONER, PlacementCheck
 from convcg.validation import InvalidEvent, Watermark, dead_letter, parse_event
 from streams import metrics
 from streams.ack_order import GAP, REPEAT, InOrderAcks
@@ -65,6 +66,7 @@ class JoinProcessor:
         self._unsaved: list[tuple[int, list]] = []
         self.acks = InOrderAcks()
         self.commits = PendingCommits(settings.commit_interval_s)
+        self.placement = PlacementCheck()
         self._lock = asyncio.Lock()
         self.batches = 0
 
@@ -177,6 +179,8 @@ class JoinProcessor:
             if etype is None:
                 raise InvalidEvent("unknown_event_type", f"topic {msg.topic}")
             parsed = parse_event(etype, msg.value, now, self.settings.max_future_s)
+            if not isinstance(parsed, Watermark):
+                self._check_placement(parsed.user_id, msg.topic, partition)
         except InvalidEvent as exc:
             metrics.DEAD_LETTERS.labels(exc.reason).inc()
             self.output.send(self.topics.dead_letters, dead_letter(DEAD_LETTER_COMPONENT, msg.topic, partition,
@@ -192,6 +196,15 @@ class JoinProcessor:
             return
         events_in[etype] += 1
         joiner.add(parsed, entry)
+
+    def _check_placement(self, user_id: str, topic: str, partition: int) -> None:
+        """The join is co-partitioned by the contract's partitioner: an event on another partition
+        than its user's would never meet that user's other events, so it is rejected."""
+        n = self.consumer.partitions(topic)
+        if n and not self.placement.is_placed(user_id, partition, n):
+            raise InvalidEvent("wrong_partition", f"user {user_id!r} belongs on partition "
+                               f"{self.placement.expected(user_id, n)} of {n} ({PARTITIONER} of user_id, "
+                               f"the contract's partitioner), not {partition}")
 
     async def _read_hole(self, tp: Any, start: int, end: int) -> list:
         metrics.HOLES_READ.labels(tp.topic).inc(end - start)

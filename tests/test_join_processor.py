@@ -55,6 +55,11 @@ class StubConsumer:
     def tp(self, topic, partition):
         return TP(topic, partition)
 
+    def partitions(self, topic):
+        return self.partition_count
+
+    partition_count: int | None = None  # unknown: placement not checked
+
     def committed(self, tp):
         return self.known.get(tp)
 
@@ -247,3 +252,22 @@ def test_a_revoked_partitions_join_is_dropped_and_restored_when_assigned_again()
     asyncio.run(proc.process(closing_batch(0, {TOPICS.impressions: 1})))
     assert reads == [0, 0]  # restored again from the changelog
     assert max(c.get(tp, 0) for c in consumer.commits) == 2
+
+
+def test_an_event_on_another_partition_than_its_users_is_dead_lettered_not_silently_unjoined():
+    from convcg.partitioning import partition_for
+
+    right = partition_for(b"u1", 3)
+    wrong = (right + 1) % 3
+    consumer = StubConsumer(committed={**starts(right, 0), **starts(wrong, 0)})
+    consumer.partition_count = 3
+    proc, out = processor(consumer)
+    asyncio.run(proc.process([Event(Message(TOPICS.impressions, wrong, 0, imp_record(1))),
+                              Event(Message(TOPICS.impressions, right, 0, imp_record(2)))]))
+    asyncio.run(proc.process(closing_batch(right, {TOPICS.impressions: 1}) + closing_batch(wrong, {TOPICS.impressions: 1})))
+    dead = out.to(TOPICS.dead_letters)
+    assert [(d["reason"], d["partition"], d["offset"]) for d in dead] == [("wrong_partition", wrong, 0)]
+    assert f"belongs on partition {right} of 3" in dead[0]["detail"]
+    assert [l["impression_id"] for l in out.to(TOPICS.labels)] == ["imp2"]  # only the placed one joins
+    committed = {tp: off for c in consumer.commits for tp, off in c.items()}
+    assert committed[TP(TOPICS.impressions, wrong)] == 2  # the rejected record is not held back

@@ -3,6 +3,10 @@ librdkafka's default partitioner does to a co-partitioned join, and how it is ca
 
 from __future__ import annotations
 
+import base64
+import time
+
+import orjson
 import pytest
 
 from convcg.kafka_io import read_topic
@@ -49,3 +53,60 @@ def test_the_contract_partitioner_is_murmur2_and_a_crc32_producer_misplaces_keys
     assert len(misplaced) > len(KEYS) // 3
     check = PlacementCheck()
     assert {k for k, p in foreign.items() if not check.is_placed(k, p, n)} == set(misplaced)
+
+
+@pytest.mark.broker
+def test_a_foreign_producer_on_another_partitioner_is_dead_lettered_never_silently_unjoined(broker, topics, tmp_path):
+    """One log from two clients: impressions from ours (murmur2), engagements from a librdkafka
+    producer on its default partitioner. Every engagement either joins (its key happened to
+    hash to the same partition) or is dead-lettered as wrong_partition; none goes missing."""
+    from confluent_kafka import Producer
+
+    from convcg.contract import Engagement, Impression, event_to_dict
+    from streams.control import closing_watermark, send_watermark
+    from streams.label_rules import LabelRules
+    from streams.labels import dedupe
+    from tests.streams_harness import produce_events, start_worker, stop
+
+    t0 = 1_700_000_000.0
+    users = [f"user_{i}" for i in range(60)]
+    impressions = [Impression(f"ei{i}", f"imp{i}", t0 + i, u, f"item{i}", "adv1", "home", 0) for i, u in enumerate(users)]
+    produce_events(broker.bootstrap, topics, impressions, partitions=3, close=False)
+    foreign = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})  # consistent_random (CRC32)
+    for i, u in enumerate(users):
+        eng = Engagement(f"ee{i}", f"imp{i}", t0 + i + 1, u, f"item{i}", "click", 5000)
+        foreign.produce(topics.engagements, orjson.dumps(event_to_dict(eng)), u.encode())
+    assert foreign.flush(30) == 0
+    from convcg.kafka_io import json_producer
+
+    ours = json_producer(broker.bootstrap)
+    send_watermark(ours, topics, 3, closing_watermark(t0 + len(users) + 1, LabelRules()))
+    ours.close()
+    n_parts = 3
+    misplaced = {f"imp{i}" for i, u in enumerate(users) if partition_for(u.encode(), n_parts) !=
+                 _crc32_partition(u.encode(), n_parts)}
+    assert misplaced, "the test needs keys the two partitioners place apart"
+
+    worker = start_worker(broker.bootstrap, topics, f"{topics.prefix}app", tmp_path / "worker.log")
+    try:
+        deadline = time.monotonic() + 240
+        labels: list = []
+        while time.monotonic() < deadline and len(dedupe(labels)) < len(users):
+            time.sleep(2)
+            labels = read_topic(broker.bootstrap, topics.labels, timeout=5, idle=0.5)
+        dead = read_topic(broker.bootstrap, topics.dead_letters, min_count=len(misplaced), timeout=60, idle=0.5)
+    finally:
+        stop(worker)
+    kinds = {l["impression_id"]: l["kind"] for l in dedupe(labels)}
+    engaged = {imp for imp, kind in kinds.items() if kind == "engagement"}
+    wrong = {orjson.loads(base64.b64decode(d["original_b64"]))["impression_id"] for d in dead
+             if d["reason"] == "wrong_partition" and d["topic"] == topics.engagements}
+    assert wrong == misplaced and engaged == {f"imp{i}" for i in range(len(users))} - misplaced
+    assert all(kinds[imp] == "negative" for imp in misplaced)  # its engagement never reached the join
+
+
+def _crc32_partition(key: bytes, partitions: int) -> int:
+    """librdkafka's consistent_random for a non-null key: CRC32 of the key modulo partitions."""
+    import zlib
+
+    return zlib.crc32(key) % partitions

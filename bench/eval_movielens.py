@@ -9,8 +9,8 @@ from the knowledge graph = advertisers), labelled by the streaming label rules r
 Split: time-ordered, the latest ``--test-fraction`` of impressions is the test slice.
 Negatives are subsampled (``--negative-fraction``) to keep the run to a few minutes.
 
-    python bench/eval_movielens.py            # ~ several minutes on 2 cores
-    python bench/eval_movielens.py --epochs 1 --negative-fraction 0.25   # quicker
+    python -m bench.eval_movielens            # ~ several minutes on 2 cores
+    python -m bench.eval_movielens --epochs 1 --negative-fraction 0.25   # quicker
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import torch
-from bench_training_common import (
+
+from bench.rigs.training import (
     incremental_vs_full,
     movielens_labels,
     sample_negatives,
     train_and_evaluate,
 )
-
 from registry.model_config import LossConfig, ModelConfig, TowerConfig
 from training.config import OptimConfig
 from training.evaluation import evaluate_scorer, full_catalog, popularity_scorer

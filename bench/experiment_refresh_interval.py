@@ -22,8 +22,8 @@ Prints a table per N (mean recall@100 over the evaluation points, its paired dif
 ``var/reports/refresh_interval.md``, ``var/reports/refresh_interval.png`` and the per-point
 results ``var/reports/refresh_interval_points.csv``.
 
-    python bench/experiment_refresh_interval.py                      # ~4-5 min on 2 cores
-    python bench/experiment_refresh_interval.py --stream-limit 20000 --intervals 1000,5000,never
+    python -m bench.experiment_refresh_interval                      # ~4-5 min on 2 cores
+    python -m bench.experiment_refresh_interval --stream-limit 20000 --intervals 1000,5000,never
 """
 
 from __future__ import annotations
@@ -31,16 +31,12 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 REPORT_DIR = Path("var/reports")
 REPORT_NAME = "refresh_interval.md"
@@ -268,9 +264,9 @@ def evaluate_arms(arms: list[Arm], history: pd.DataFrame, heldout: pd.DataFrame,
 
 def run(args) -> tuple[list[Arm], dict]:
     import torch
-    from bench_training_common import movielens_labels, sample_negatives
     from tqdm.auto import tqdm
 
+    from bench.rigs.training import movielens_labels, sample_negatives
     from registry.model_config import ModelConfig
     from training.config import OptimConfig, TrainingSettings
     from training.evaluation import full_catalog

@@ -1,6 +1,6 @@
 """A Faust agent that only counts: the framework's own ceiling for `stream.take_events`.
 
-    python bench/faust_noop_agent.py BOOTSTRAP TOPIC_PREFIX TOTAL
+    python -m bench.faust_noop_agent BOOTSTRAP TOPIC_PREFIX TOTAL
 
 Prints `RATE <events/s>` (from the first batch to the last) and exits.
 """

@@ -1,13 +1,15 @@
 """Bounded soak: kill the streams worker, the trainer and the retrieval service at random
 points during a replay, restart them, and check what must survive.
 
-    python bench/soak.py [--minutes 5] [--impressions 60000] [--seed 0]
+    python -m bench.soak [--minutes 5] [--impressions 60000] [--seed 0]
 
 Afterwards: (1) the deduplicated labels equal those of an undisturbed run (the pure rules over
 the same log), so no accepted event was lost and no label was invented or duplicated;
 (2) every retrieval query that reached the service while it was up got an answer (a refused
-connection while the process is down is not a query that arrived). Loopback only; bounded in
-time; stops by itself.
+connection while the process is down is not a query that arrived); (3) the service answered
+at least 95% of the queries sent while it was up with a model loaded (from its first answer
+after each start until it went down), and it answered at all: a run in which retrieval never
+served fails. Loopback only; bounded in time; stops by itself.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from convcg.broker import create_topics, find_or_start_broker, free_port
@@ -31,36 +34,106 @@ from streams.label_join import compute_labels
 from streams.labels import dedupe
 from streams.replay import replay, write_catalog
 
+#: what became of one retrieval query
+ANSWERED, DOWN, NOT_SERVING, FAILED = "answered", "down", "not serving", "failed"
+#: a failure this close to a SIGKILL of the service was in flight when it died
+IN_FLIGHT_S = 2.0
+MIN_SERVED_SHARE = 0.95
+
+
+@dataclass(frozen=True)
+class Query:
+    at: float  # time.monotonic() when it was answered or failed
+    outcome: str
+    detail: str = ""
+
+
+@dataclass
+class RetrievalCounts:
+    answered: int = 0
+    down: int = 0  # refused connection: the process was down, the query never arrived
+    not_serving: int = 0  # 503: up, no model loaded (yet)
+    cut_in_flight: int = 0
+    failed_while_up: list[str] = field(default_factory=list)
+    #: queries sent while the service was up with a model loaded: from its first answer after a
+    #: start until it went down
+    while_serving: int = 0
+
+    @property
+    def served_share(self) -> float:
+        return self.answered / self.while_serving if self.while_serving else 0.0
+
+
+def count_queries(queries: list[Query], kills: list[float], in_flight_s: float = IN_FLIGHT_S) -> RetrievalCounts:
+    """Tally queries in time order. The service counts as serving from an answer until a
+    refused connection shows it went down; a failure within ``in_flight_s`` of a SIGKILL of
+    the service was cut in flight (the query died with the process)."""
+    counts, serving = RetrievalCounts(), False
+    for q in sorted(queries, key=lambda q: q.at):
+        if q.outcome == ANSWERED:
+            serving = True
+            counts.answered += 1
+            counts.while_serving += 1
+        elif q.outcome == DOWN:
+            serving = False
+            counts.down += 1
+        elif q.outcome == FAILED and any(abs(q.at - k) < in_flight_s for k in kills):
+            counts.cut_in_flight += 1
+        else:
+            if q.outcome == NOT_SERVING:
+                counts.not_serving += 1
+            else:
+                counts.failed_while_up.append(q.detail)
+            counts.while_serving += serving
+    return counts
+
+
+def soak_verdict(lost: int, unexpected: int, retrieval: RetrievalCounts,
+                 min_served_share: float = MIN_SERVED_SHARE) -> list[str]:
+    """Why the soak failed (empty: it passed)."""
+    why = []
+    if lost:
+        why.append(f"{lost} labels lost")
+    if unexpected:
+        why.append(f"{unexpected} unexpected labels")
+    if retrieval.failed_while_up:
+        why.append(f"{len(retrieval.failed_while_up)} retrieval queries failed while it was up")
+    if not retrieval.answered:
+        why.append("retrieval answered no query")
+    elif retrieval.served_share < min_served_share:
+        why.append(f"retrieval answered {retrieval.served_share:.1%} of the queries sent while it was up with a "
+                   f"model loaded (< {min_served_share:.0%})")
+    return why
+
 
 class QueryLoad(threading.Thread):
-    """Steady retrieval queries; failures are counted only when the service was up."""
+    """Steady retrieval queries, each recorded with its outcome."""
 
     def __init__(self, url: str, users: list[str], stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.url, self.users, self.stop = url, users, stop
-        self.answered = self.refused = 0
-        self.failed: list[tuple[float, str]] = []
+        self.queries: list[Query] = []
 
     def run(self) -> None:
         rng = random.Random(1)
         while not self.stop.is_set():
-            user = rng.choice(self.users)
-            try:
-                with urllib.request.urlopen(f"{self.url}/retrieve?user_id={user}&k=50", timeout=10) as r:
-                    r.read()
-                self.answered += 1
-            except urllib.error.HTTPError as exc:
-                if exc.code == 503:  # up, but not yet serving an index after a restart
-                    self.refused += 1
-                else:
-                    self.failed.append((time.monotonic(), f"HTTP {exc.code}"))
-            except (ConnectionError, urllib.error.URLError) as exc:
-                reason = getattr(exc, "reason", exc)
-                if isinstance(reason, ConnectionRefusedError) or isinstance(exc, ConnectionRefusedError):
-                    self.refused += 1  # the process is down: the query never arrived
-                else:
-                    self.failed.append((time.monotonic(), repr(exc)))
+            self.queries.append(self.query(rng.choice(self.users)))
             time.sleep(0.02)
+
+    def query(self, user: str) -> Query:
+        try:
+            with urllib.request.urlopen(f"{self.url}/retrieve?user_id={user}&k=50", timeout=10) as r:
+                r.read()
+            return Query(time.monotonic(), ANSWERED)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503:  # up, but not yet serving an index after a restart
+                return Query(time.monotonic(), NOT_SERVING)
+            return Query(time.monotonic(), FAILED, f"HTTP {exc.code}")
+        except (ConnectionError, urllib.error.URLError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ConnectionRefusedError) or isinstance(exc, ConnectionRefusedError):
+                return Query(time.monotonic(), DOWN)  # the process is down: the query never arrived
+            return Query(time.monotonic(), FAILED, repr(exc))
 
 
 def main() -> int:
@@ -147,13 +220,15 @@ def main() -> int:
         print(f"[soak] labels: {len(labels)} (expected {len(expected)}), lost {len(lost)}, unexpected {len(extra)}, "
               f"redelivered copies {len(got) - len(labels)}")
         # a query in flight when the process is SIGKILLed dies with it: not one that "arrived while up"
-        in_flight = [f for f in load.failed if any(abs(f[0] - k) < 2.0 for k in retrieval_kills)]
-        failed_up = [f[1] for f in load.failed if f not in in_flight]
-        print(f"[soak] retrieval: answered {load.answered}, not up/not serving {load.refused}, "
-              f"cut by a kill in flight {len(in_flight)}, failed while up {len(failed_up)} {failed_up[:3]}")
-        ok = not lost and not extra and not failed_up
-        print("[soak] PASS" if ok else "[soak] FAIL")
-        return 0 if ok else 1
+        r = count_queries(list(load.queries), retrieval_kills)
+        print(f"[soak] retrieval: answered {r.answered}, not up/not serving {r.down + r.not_serving}, "
+              f"cut by a kill in flight {r.cut_in_flight}, failed while up {len(r.failed_while_up)} "
+              f"{r.failed_while_up[:3]}")
+        print(f"[soak] retrieval answered {r.answered} of {r.while_serving} queries sent while it was up with a "
+              f"model loaded: {r.served_share:.1%} (required >= {MIN_SERVED_SHARE:.0%})")
+        why = soak_verdict(len(lost), len(extra), r)
+        print("[soak] PASS" if not why else f"[soak] FAIL: {'; '.join(why)}")
+        return 0 if not why else 1
     finally:
         stop.set()
         for c in (*parts.values(), refresher):

@@ -8,10 +8,9 @@ import json
 import math
 from pathlib import Path
 
+from convcg.metrics_scrape import Sample, metric_sum
 
-def histogram_count(samples: dict[str, float], name: str) -> float:
-    """Observations in a Prometheus histogram's scrape (summed over label sets)."""
-    return sum(v for k, v in samples.items() if k.startswith(f"{name}_count"))
+FRESHNESS = "convcg_features_freshness_seconds"
 
 
 def evaluate_versions(events, split_index: int, catalog, registry) -> list[dict]:
@@ -35,7 +34,7 @@ def evaluate_versions(events, split_index: int, catalog, registry) -> list[dict]
     return rows
 
 
-def write_report(home: Path, summary: dict, events, split_index: int, catalog, registry, freshness: dict,
+def write_report(home: Path, summary: dict, events, split_index: int, catalog, registry, freshness: list[Sample],
                  probe_delays: list[float]) -> None:
     import matplotlib
 
@@ -48,7 +47,7 @@ def write_report(home: Path, summary: dict, events, split_index: int, catalog, r
     summary["conversion_recall@100_before"] = by_version.get(summary["model_before"], {}).get(key)
     summary["conversion_recall@100_after"] = by_version.get(summary["model_after"], {}).get(key)
     summary["conversion_recall@100_popularity"] = by_version["popularity"].get(key)
-    summary["sink_freshness_histogram_observations"] = histogram_count(freshness, "convcg_features_freshness_seconds")
+    summary["sink_freshness_histogram_observations"] = metric_sum(freshness, f"{FRESHNESS}_count")
 
     fig, ax = plt.subplots(figsize=(7, 4))
     versions = [r for r in rows if r["version"] != "popularity" and key in r]

@@ -9,69 +9,103 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from convcg.metrics_scrape import Sample, fetch_samples, metric_sum
 
 log = logging.getLogger("loop.supervisor")
 
 
 @dataclass
 class Component:
+    """One process: ``python -m <module> <args>`` (the one CLI by default) with ``env`` on top
+    of this process's environment (or instead of it, without ``inherit_env``), stdout and
+    stderr appended to ``log_path`` (or this process's own streams when it is None), in a
+    session of its own so that a stop reaches everything it started."""
+
     name: str
     args: list[str]
     env: dict[str, str]
-    log_path: Path
+    log_path: Path | None
     metrics_port: int = 0
+    module: str = "loop.cli"
+    cwd: Path | None = None
+    inherit_env: bool = True
+    #: interpreter options before ``-m`` (e.g. ``-X importtime``)
+    interpreter_args: tuple[str, ...] = ()
+    #: how long a SIGTERM may take before the process group is SIGKILLed
+    stop_timeout_s: float = 20.0
     process: subprocess.Popen | None = field(default=None, repr=False)
 
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, *self.interpreter_args, "-m", self.module, *self.args]
+
     def start(self) -> "Component":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "loop.cli", *self.args],
-                                        env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        log.info("started %s (pid %d): convcg %s", self.name, self.process.pid, " ".join(self.args))
+        env = {**os.environ, **self.env} if self.inherit_env else dict(self.env)
+        if self.log_path is None:
+            self.process = subprocess.Popen(self.command, env=env, cwd=self.cwd, start_new_session=True)
+        else:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "ab") as out:
+                self.process = subprocess.Popen(self.command, env=env, cwd=self.cwd, stdout=out,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
+        log.info("started %s (pid %d): python -m %s %s", self.name, self.process.pid, self.module, " ".join(self.args))
         return self
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = 20.0, kill: bool = False) -> None:
-        """SIGTERM (clean shutdown) or, with ``kill``, SIGKILL (a crash)."""
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def signal(self, kill: bool = False) -> None:
+        """Send SIGTERM (clean shutdown) or, with ``kill``, SIGKILL (a crash) without waiting."""
+        if self.alive:
+            os.killpg(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the process to exit by itself; its exit code (``TimeoutExpired`` after ``timeout``)."""
+        return self.process.wait(timeout)
+
+    def wait_stopped(self, timeout: float | None = None) -> None:
+        """Wait for a signalled process; SIGKILL its group when it takes longer than ``timeout``."""
         p = self.process
-        if p is None or p.poll() is not None:
+        if p is None:
             return
-        os.killpg(p.pid, signal.SIGKILL if kill else signal.SIGTERM)
         try:
-            p.wait(timeout)
+            p.wait(self.stop_timeout_s if timeout is None else timeout)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
 
-    def metrics(self) -> dict[str, float]:
-        """Scrape /metrics: sample name (with labels) -> value."""
-        if not self.metrics_port:
-            return {}
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=3).read().decode()
-        except OSError:
-            return {}
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                try:
-                    out[name] = float(value)
-                except ValueError:
-                    pass
-        return out
+    def stop(self, timeout: float | None = None, kill: bool = False) -> None:
+        """SIGTERM (clean shutdown) or, with ``kill``, SIGKILL (a crash), and wait for the exit."""
+        if not self.alive:
+            return
+        self.signal(kill)
+        self.wait_stopped(timeout)
 
-    def metric_sum(self, prefix: str) -> float:
-        return sum(v for k, v in self.metrics().items() if k == prefix or k.startswith(prefix + "{"))
+    def metrics(self) -> list[Sample]:
+        """Scrape /metrics (no samples when there is no metrics port or nothing answers)."""
+        if not self.metrics_port:
+            return []
+        return fetch_samples(self.metrics_port, missing_ok=True)
+
+    def metric_sum(self, name: str, **labels: str) -> float:
+        return metric_sum(self.metrics(), name, **labels)
 
     def tail(self, lines: int = 20) -> str:
+        """The last lines of the log ("" when there is none)."""
+        if self.log_path is None:
+            return ""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:

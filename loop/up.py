@@ -269,7 +269,7 @@ def _report(home, settings: LoopSettings, full, events, n_live_end: int, bootstr
     raw_labels = [json.loads(r.value) for r in raw]
     labels = dedupe(raw_labels)
     dead = read_topic(bootstrap, topics.dead_letters, timeout=30)
-    histogram = {k: v for k, v in sink.metrics().items() if k.startswith("convcg_features_freshness_seconds")}
+    histogram = [s for s in sink.metrics() if s.name.startswith("convcg_features_freshness_seconds")]
     probes, served, pace = live_result["probes"], live_result["served"], live_result["pace"]
     label_fresh, model_fresh = label_and_model_freshness(raw, live_result["sends"], reg, watch.serving_since,
                                                          live_result["live_start"])

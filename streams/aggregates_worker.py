@@ -9,7 +9,7 @@ features sink writes them to Feast's online and offline stores.
 Why apart from the label join worker: features must be fresh within a second, while the join
 deliberately holds events for its event-time watermark and its Faust loop is the busiest
 thread of the pipeline. With the aggregates in that loop, feature freshness would queue behind
-the join and its two flushes per batch (`bench/bench_pipeline_freshness.py` measures the
+the join and its two flushes per batch (`bench/pipeline_freshness.py` measures the
 freshness; the README's table has the figures). It also makes item and advertiser aggregates
 exact however many label-join workers share the partitions.
 

@@ -34,7 +34,7 @@ class StreamSettings(BaseSettings):
     # --- the aggregates worker (convcg aggregates) -----------------------------------------
     feature_flush_interval_s: float = Field(0.1, ge=0, description="send coalesced feature updates at most this "
                                             "often: longer coalesces more updates per entity but adds up to that much to freshness "
-                                            "(bench/bench_aggregates.py prints updates/s by interval)")
+                                            "(bench/aggregates.py prints updates/s by interval)")
     aggregates_poll_max_records: int = Field(5000, ge=1, description="records per poll")
     aggregates_poll_timeout_ms: int = Field(50, ge=1, description="longest a poll waits when nothing is buffered")
     aggregates_fetch_max_wait_ms: int = Field(100, ge=1, description="longest the broker holds a fetch for fetch_min_bytes")

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
 from convcg.contract import Conversion, Engagement, Impression, Topics, event_to_dict
 from convcg.kafka_io import json_producer
+from loop.supervisor import Component
 from streams.control import closing_watermark, send_watermark
 from streams.label_rules import LabelRules
 
@@ -28,26 +25,13 @@ def produce_events(bootstrap: str, topics: Topics, events, partitions: int, clos
     p.close()
 
 
-def start_worker(bootstrap: str, topics: Topics, app_id: str, log_path: Path, **env_extra) -> subprocess.Popen:
-    env = dict(os.environ, CONVCG_STREAMS_BOOTSTRAP=bootstrap, CONVCG_STREAMS_TOPIC_PREFIX=topics.prefix,
-               CONVCG_STREAMS_APP_ID=app_id, **{k: str(v) for k, v in env_extra.items()})
-    return subprocess.Popen([sys.executable, "-m", "loop.cli", "worker"], env=env,
-                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+def start_worker(bootstrap: str, topics: Topics, app_id: str, log_path: Path, **env_extra) -> Component:
+    return start_component(["worker"], bootstrap, topics, log_path, CONVCG_STREAMS_APP_ID=app_id, **env_extra)
 
 
-def stop(proc: subprocess.Popen, kill: bool = False) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def start_component(args: list[str], bootstrap: str, topics: Topics, log_path: Path, **env_extra) -> subprocess.Popen:
-    """Any streams command (e.g. ``["aggregates"]``) as its own process on ``topics``."""
-    env = dict(os.environ, CONVCG_STREAMS_BOOTSTRAP=bootstrap, CONVCG_STREAMS_TOPIC_PREFIX=topics.prefix,
-               **{k: str(v) for k, v in env_extra.items()})
-    return subprocess.Popen([sys.executable, "-m", "loop.cli", *args], env=env,
-                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+def start_component(args: list[str], bootstrap: str, topics: Topics, log_path: Path, **env_extra) -> Component:
+    """Any streams command (e.g. ``["aggregates"]``) as its own process on ``topics``; a stop
+    waits up to 30 s for a clean shutdown before SIGKILL."""
+    env = {"CONVCG_STREAMS_BOOTSTRAP": bootstrap, "CONVCG_STREAMS_TOPIC_PREFIX": topics.prefix,
+           **{k: str(v) for k, v in env_extra.items()}}
+    return Component(args[0], args, env, log_path, stop_timeout_s=30).start()

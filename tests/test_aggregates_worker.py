@@ -5,7 +5,6 @@ SIGKILL + restart (a rebuild from the log start) neither loses nor double-counts
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections import namedtuple
 from dataclasses import replace
 
@@ -15,11 +14,12 @@ import pytest
 from convcg.broker import free_port
 from convcg.contract import Impression, Topics
 from convcg.kafka_io import json_producer, read_topic
+from convcg.metrics_scrape import fetch_samples, metric_sum
 from streams.aggregates import StreamingAggregator
 from streams.aggregates_worker import AggregatesWorker
 from streams.datasets import load_log
 from streams.settings import StreamSettings
-from tests.streams_harness import produce_events, start_component, stop
+from tests.streams_harness import produce_events, start_component
 
 PARTITIONS = 3
 Rec = namedtuple("Rec", "partition offset value timestamp")
@@ -52,7 +52,7 @@ def _wait_for(bootstrap: str, topics: Topics, expected: dict, proc, timeout: flo
     deadline = time.monotonic() + timeout
     got: dict = {}
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "convcg aggregates exited"
+        assert proc.alive, "convcg aggregates exited"
         got = _latest(bootstrap, topics)
         if got == expected:
             return got
@@ -60,9 +60,8 @@ def _wait_for(bootstrap: str, topics: Topics, expected: dict, proc, timeout: flo
     return got
 
 
-def _metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+def _metric(port: int, name: str, **labels: str) -> float:
+    return metric_sum(fetch_samples(port, timeout=5), name, **labels)
 
 
 def _start(bootstrap: str, topics: Topics, log_path, port: int):
@@ -86,7 +85,7 @@ def test_sends_exactly_the_pure_aggregates_and_skips_bad_records(broker, topics,
         got = _wait_for(broker.bootstrap, topics, expected, proc)
         assert got == expected
         assert _metric(port, "convcg_aggregates_skipped_total") == 3
-        assert _metric(port, 'convcg_aggregates_events_total{type="impression"}') == sum(
+        assert _metric(port, "convcg_aggregates_events_total", type="impression") == sum(
             type(e).__name__ == "Impression" for e in events)
         # live: a new event is counted and sent within the flush interval
         first = next(e for e in events if isinstance(e, Impression))
@@ -96,7 +95,7 @@ def test_sends_exactly_the_pure_aggregates_and_skips_bad_records(broker, topics,
         assert expected_live[("user", first.user_id)] != expected[("user", first.user_id)]
         assert _wait_for(broker.bootstrap, topics, expected_live, proc, timeout=30) == expected_live
     finally:
-        stop(proc)
+        proc.stop()
 
 
 @pytest.mark.broker
@@ -109,14 +108,14 @@ def test_a_killed_aggregates_worker_rebuilds_exact_counts(broker, topics, tmp_pa
     try:
         assert _wait_for(broker.bootstrap, topics, _expected(events[:half]), first) == _expected(events[:half])
     finally:
-        stop(first, kill=True)  # SIGKILL: no clean shutdown, nothing saved
+        first.stop(kill=True)  # SIGKILL: no clean shutdown, nothing saved
     produce_events(broker.bootstrap, topics, events[half:], PARTITIONS, close=False)
     again = _start(broker.bootstrap, topics, tmp_path / "agg2.log", free_port())
     try:
         expected = _expected(events)
         assert _wait_for(broker.bootstrap, topics, expected, again) == expected
     finally:
-        stop(again)
+        again.stop()
 
 
 class ListOutput:

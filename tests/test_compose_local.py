@@ -16,8 +16,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +28,8 @@ import yaml
 from convcg.broker import free_port
 from convcg.contract import Topics
 from convcg.kafka_io import read_topic
+from convcg.metrics_scrape import fetch_samples, metric_sum
+from loop.supervisor import Component
 from streams.labels import dedupe
 
 pytestmark = pytest.mark.broker
@@ -66,7 +66,7 @@ class LocalCompose:
         self.services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
         self.bootstrap, self.workdir, self.prefix = bootstrap, workdir, prefix
         self.ports: dict[tuple[str, int], int] = {}
-        self.procs: dict[str, subprocess.Popen] = {}
+        self.procs: dict[str, Component] = {}
         #: the .env a deployment writes beside the file (tokens of the HTTP services)
         self.variables = {"FEATURES_API_TOKEN": secrets.token_hex(16), "INDEX_ADMIN_TOKEN": secrets.token_hex(16)}
 
@@ -106,11 +106,10 @@ class LocalCompose:
         env["CONVCG_DATA_CACHE"] = str(ROOT / "var" / "cache" / "wheels")  # reuse fetched wheels
         return env
 
-    def popen(self, name: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
-        log = open(self.workdir / f"{name}.log", "ab")
-        return subprocess.Popen([sys.executable, "-m", "loop.cli", *self.command(name, extra)],
-                                env=self.env(name), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    def popen(self, name: str, extra: tuple[str, ...] = ()) -> Component:
+        """The service's command in its own process, with exactly its environment (none of ours)."""
+        return Component(name, self.command(name, extra), self.env(name), self.workdir / f"{name}.log",
+                         cwd=self.workdir, inherit_env=False, stop_timeout_s=30).start()
 
     def run_once(self, name: str, extra: tuple[str, ...] = (), timeout: float = 180.0) -> None:
         proc = self.popen(name, extra)
@@ -121,30 +120,19 @@ class LocalCompose:
 
     def check_alive(self) -> None:
         for name, p in self.procs.items():
-            assert p.poll() is None, f"{name} exited with {p.returncode}:\n{self.tail(name)}"
+            assert p.alive, f"{name} exited with {p.returncode}:\n{self.tail(name)}"
 
     def tail(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
 
     def stop_all(self) -> None:
+        for p in self.procs.values():  # SIGTERM to all first: they shut down side by side
+            p.signal()
         for p in self.procs.values():
-            if p.poll() is None:
-                os.killpg(p.pid, 15)
-        for p in self.procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
-                p.wait()
+            p.wait_stopped()
 
     def metric(self, service: str, port: int, name: str) -> float:
-        try:
-            url = f"http://127.0.0.1:{self.port(service, port)}/metrics"
-            text = urllib.request.urlopen(url, timeout=3).read().decode()
-        except OSError:
-            return 0.0
-        return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
-                   if line.startswith(name + "{") or line.startswith(name + " "))
+        return metric_sum(fetch_samples(self.port(service, port), missing_ok=True), name)
 
 
 def wait_for(predicate, compose: LocalCompose, what: str, timeout: float = WAIT_S):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from convcg.metrics_scrape import metric_sum, parse_samples
 from index_refresher.builder import build_from_vectors
 from index_refresher.index_build import IndexParams
 from registry.index_artifact import INDEX_FILE, read_manifest
@@ -38,11 +39,8 @@ def load(client, version, index_version=None):
     return client.post("/admin/load", json={"model_version": version, "index_version": index_version})
 
 
-def metric(client, line_start: str) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+def metric(client, name: str, **labels: str) -> float:
+    return metric_sum(parse_samples(client.get("/metrics").text), name, **labels)
 
 
 def expected_top(world, version, user_id, surface, k):
@@ -90,7 +88,7 @@ def test_bad_requests_get_400_with_a_message(client, world, params, message):
     assert r.status_code == 400 and message in r.json()["error"]
     r = client.post("/retrieve", json=params)
     assert r.status_code == 400 and message in r.json()["error"]
-    assert metric(client, 'convcg_retrieval_queries_total{outcome="bad_request"}') == 2
+    assert metric(client, "convcg_retrieval_queries_total", outcome="bad_request") == 2
     assert client.get("/retrieve", params={"user_id": "u1", "k": 3}).status_code == 200
 
 
@@ -141,7 +139,7 @@ def test_broken_artifact_is_refused_and_current_keeps_serving(client, world, tmp
     assert r.json()["reason"] == how and r.json()["serving"]["model_version"] == v1
     after = client.get("/retrieve", params={"user_id": "u3", "k": 5})
     assert after.status_code == 200 and after.json() == before
-    assert metric(client, f'convcg_retrieval_refused_artifacts_total{{reason="{how}"}}') == 1
+    assert metric(client, "convcg_retrieval_refused_artifacts_total", reason=how) == 1
     assert client.get("/admin/status").json()["last_load"]["reason"] == how
 
 
@@ -163,9 +161,10 @@ def test_rollback_swaps_back_and_forth(client, world):
     assert client.get("/retrieve", params={"user_id": "u1"}).json()["model_version"] == v1
     client.post("/admin/rollback")
     assert client.get("/retrieve", params={"user_id": "u1"}).json()["model_version"] == v2
-    assert metric(client, 'convcg_retrieval_swaps_total{kind="rollback"}') == 2
-    assert metric(client, 'convcg_retrieval_swaps_total{kind="load"}') == 2
-    assert metric(client, f'convcg_retrieval_serving_version{{index_version="{client.service.state.current.index_version}",model_version="{v2}"}}') == 1
+    assert metric(client, "convcg_retrieval_swaps_total", kind="rollback") == 2
+    assert metric(client, "convcg_retrieval_swaps_total", kind="load") == 2
+    assert metric(client, "convcg_retrieval_serving_version",
+                  index_version=client.service.state.current.index_version, model_version=v2) == 1
 
 
 def test_incremental_add_is_retrievable_and_survives_a_swap(client, world):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import time
-import urllib.request
 import uuid
 import zlib
 
@@ -16,6 +15,7 @@ import pytest
 from convcg.broker import create_topics, free_port
 from convcg.contract import Topics
 from convcg.kafka_io import json_producer, read_topic
+from convcg.metrics_scrape import fetch_samples, metric_sum
 from loop.live import LiveSender, ServedItems
 from loop.pacing import SteadyPacer
 from loop.probes import FeatureProbes, ProbePicker
@@ -25,7 +25,7 @@ from streams.label_join import LabelJoiner, compute_labels
 from streams.label_rules import LabelRules
 from streams.labels import dedupe
 from streams.replay import replay
-from tests.streams_harness import start_worker, stop
+from tests.streams_harness import start_worker
 
 RULES = LabelRules()
 PARTITIONS = 3
@@ -74,12 +74,7 @@ def test_two_paced_schedules_give_the_same_labels_offline():
 
 
 def _events_total(port: int) -> float:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return -1.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("convcg_stream_events_total"))
+    return metric_sum(fetch_samples(port, timeout=2, missing_ok=True), "convcg_stream_events_total")
 
 
 @pytest.mark.broker
@@ -100,7 +95,7 @@ def test_two_live_rates_through_the_broker_and_worker_give_the_same_labels(broke
             replay(type(log)(log.name, warm, log.catalog), broker.bootstrap, topics, progress=False)
         deadline = time.monotonic() + 180
         while any(_events_total(port) < len(warm) for _, _, port, _ in runs):
-            assert all(w.poll() is None for *_, w in runs), "a worker exited"
+            assert all(w.alive for *_, w in runs), "a worker exited"
             assert time.monotonic() < deadline, "workers did not consume the warm-up prefix"
             time.sleep(0.5)
         paces = {}
@@ -127,6 +122,6 @@ def test_two_live_rates_through_the_broker_and_worker_give_the_same_labels(broke
             got[rate] = {lab["label_id"]: lab for lab in labels}
     finally:
         for *_, worker in runs:
-            stop(worker)
+            worker.stop()
     assert got[rates[0]] == got[rates[1]]
     assert set(got[rates[0]]) == set(expected)

@@ -26,7 +26,7 @@ from streams.datasets import load_log
 from streams.datasets.settings import DatasetSettings
 from streams.datasets.wheels import cached_wheel
 from streams.labels import count_by_kind, dedupe
-from tests.streams_harness import produce_events, start_worker, stop
+from tests.streams_harness import produce_events, start_worker
 
 pytestmark = pytest.mark.broker
 
@@ -73,7 +73,7 @@ def test_open_bandit_clicks_become_engagements_and_the_rest_negatives(broker, to
     try:
         got = wait_for_labels(broker.bootstrap, topics, len(rows), LABEL_WAIT_S)
     finally:
-        stop(worker)
+        worker.stop()
     labels = dedupe(got)
     log_tail = (tmp_path / "worker.log").read_text(errors="replace")[-2000:]
     assert len(labels) == len(rows), f"{len(labels)} labels for {len(rows)} rows; worker log:\n{log_tail}"

@@ -66,7 +66,7 @@ def test_a_foreign_producer_on_another_partitioner_is_dead_lettered_never_silent
     from streams.control import closing_watermark, send_watermark
     from streams.label_rules import LabelRules
     from streams.labels import dedupe
-    from tests.streams_harness import produce_events, start_worker, stop
+    from tests.streams_harness import produce_events, start_worker
 
     t0 = 1_700_000_000.0
     users = [f"user_{i}" for i in range(60)]
@@ -96,7 +96,7 @@ def test_a_foreign_producer_on_another_partitioner_is_dead_lettered_never_silent
             labels = read_topic(broker.bootstrap, topics.labels, timeout=5, idle=0.5)
         dead = read_topic(broker.bootstrap, topics.dead_letters, min_count=len(misplaced), timeout=60, idle=0.5)
     finally:
-        stop(worker)
+        worker.stop()
     kinds = {l["impression_id"]: l["kind"] for l in dedupe(labels)}
     engaged = {imp for imp, kind in kinds.items() if kind == "engagement"}
     wrong = {orjson.loads(base64.b64decode(d["original_b64"]))["impression_id"] for d in dead

@@ -1,28 +1,18 @@
 """Pure parts of bench/experiment_refresh_interval.py: the stream schedule, the data each
 refresh trains on, and the summary statistics (the experiment itself is a bench, not a test)."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "experiment_refresh_interval.py"
-
 
 @pytest.fixture(scope="module")
 def exp():
-    spec = importlib.util.spec_from_file_location("experiment_refresh_interval", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module while being defined
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    from bench import experiment_refresh_interval
+
+    return experiment_refresh_interval
 
 
 def labels(n: int, start: int = 0) -> pd.DataFrame:

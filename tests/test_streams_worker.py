@@ -19,7 +19,7 @@ from streams.label_rules import LabelRules
 from streams.labels import dedupe
 from streams.settings import StreamSettings
 from tests.label_reference import counts, reference_label_ids
-from tests.streams_harness import produce_events, start_worker, stop
+from tests.streams_harness import produce_events, start_worker
 
 pytestmark = pytest.mark.broker
 RULES = LabelRules()
@@ -31,7 +31,7 @@ def wait_for_labels(bootstrap: str, topics: Topics, expected: int, timeout: floa
     deadline = time.monotonic() + timeout
     got: list[dict] = []
     while time.monotonic() < deadline:
-        if worker is not None and worker.poll() is not None:
+        if worker is not None and not worker.alive:
             raise AssertionError(f"the worker exited with {worker.returncode}")
         got = read_topic(bootstrap, topics.labels, timeout=5, idle=0.5)
         if len(dedupe(got)) >= expected:
@@ -50,7 +50,7 @@ def test_replay_of_movielens_slice_gives_exactly_the_reference_labels(broker, to
     try:
         got = wait_for_labels(broker.bootstrap, topics, len(expected), worker=worker)
     finally:
-        stop(worker)
+        worker.stop()
     labels = dedupe(got)
     assert {l["label_id"]: l["kind"] for l in labels} == expected
     assert len(got) == len(labels)  # an undisturbed run re-sends nothing
@@ -94,7 +94,7 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(broker, topics, t
             time.sleep(0.2)
         assert 0 < n < len(expected), "the worker must be killed mid-stream"
     finally:
-        stop(worker, kill=True)  # SIGKILL: no clean shutdown, no final commit
+        worker.stop(kill=True)  # SIGKILL: no clean shutdown, no final commit
     # restart once the dead member's group session has expired (as a supervisor's restart delay
     # would): a restart that rejoins while the dead session is still open is a known open case
     time.sleep(StreamSettings().session_timeout_s + 2)
@@ -103,7 +103,7 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(broker, topics, t
         producer.join()
         got = wait_for_labels(broker.bootstrap, topics, len(expected), worker=restarted)
     finally:
-        stop(restarted)
+        restarted.stop()
     labels = dedupe(got)
     assert {l["label_id"]: l["kind"] for l in labels} == expected  # nothing lost, nothing invented
     by_id = {}
@@ -163,9 +163,9 @@ def test_fuzzed_bad_events_land_in_dead_letters_and_good_ones_still_label(broker
     try:
         got = wait_for_labels(broker.bootstrap, topics, len(expected), worker=worker)
         dead = read_topic(broker.bootstrap, topics.dead_letters, min_count=len(sent_bad), timeout=30, idle=0.5)
-        assert worker.poll() is None, "bad input must never crash the worker"
+        assert worker.alive, "bad input must never crash the worker"
     finally:
-        stop(worker)
+        worker.stop()
     assert {l["label_id"]: l["kind"] for l in dedupe(got)} == expected
     assert sorted(d["reason"] for d in dead) == sorted(sent_bad)
     for d in dead:

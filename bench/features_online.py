@@ -8,7 +8,7 @@ for the SQLite and the Redis online stores. Targets: p99 <= 2 ms on Redis (http)
 lookups/s on this 2-core machine. Latency: one sequential client. Throughput: N client
 processes hammering the server for a fixed time (clients share the 2 cores with the server).
 
-    python bench/bench_features_online.py --entities 10000 --requests 5000 --seconds 10
+    python -m bench.features_online --entities 10000 --requests 5000 --seconds 10
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import http.client
 import multiprocessing as mp
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -28,16 +26,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import ROOT
+from convcg.stats import latency_summary_ms
+from loop.supervisor import Component
 
 VIEW = "item_stream"
-
-
-def pct(samples_s: list[float]) -> dict[str, float]:
-    a = np.array(samples_s) * 1000
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "mean_ms": float(a.mean())}
 
 
 def fill_store(settings, n_entities: int):
@@ -45,7 +38,6 @@ def fill_store(settings, n_entities: int):
     from tests.helpers_features import full_update
 
     writer = FeastWriter(settings)
-    t = time.time()
     for start in range(0, n_entities, 5000):
         ups = [full_update("item", f"i{i}", 1.7e9, i) for i in range(start, min(n_entities, start + 5000))]
         writer.write_online(Batch(updates=ups))
@@ -115,7 +107,7 @@ def http_throughput(port: int, n_entities: int, clients: int, seconds: float, fe
     wall = time.perf_counter() - t0
     total = sum(n for n, _ in results)
     lat = [x for _, l in results for x in l]
-    return {"lookups_per_s": total / seconds, "clients": clients, "wall_s": wall, **pct(lat)}
+    return {"lookups_per_s": total / seconds, "clients": clients, "wall_s": wall, **latency_summary_ms(lat)}
 
 
 def feast_server_main(port: int) -> None:
@@ -130,21 +122,27 @@ def feast_server_main(port: int) -> None:
                 log_level="warning", access_log=False)
 
 
-def start_server(env: dict, port: int, workers: int, feast_server: bool = False) -> subprocess.Popen:
-    cmd = ([sys.executable, __file__, "--feast-server-port", str(port)] if feast_server else
-           [sys.executable, "-m", "loop.cli", "features", "serve", "--port", str(port), "--workers", str(workers)])
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def start_server(env: dict, port: int, workers: int, log_path: Path, feast_server: bool = False) -> Component:
+    """``convcg features serve`` (or, with ``feast_server``, Feast's own server run by this
+    bench) as its own process, once its /health answers."""
+    if feast_server:
+        server = Component("feast-server", ["--feast-server-port", str(port)], env, log_path,
+                           module="bench.features_online", cwd=ROOT, stop_timeout_s=10)
+    else:
+        server = Component("features-serve", ["features", "serve", "--port", str(port), "--workers", str(workers)],
+                           env, log_path, cwd=ROOT, stop_timeout_s=10)
+    server.start()
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             c.request("GET", "/health")
             if c.getresponse().status == 200:
-                return proc
+                return server
         except OSError:
             time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"server did not start: {proc.stderr.read().decode()[-2000:]}")
+    server.stop(kill=True)
+    raise RuntimeError(f"server did not start: {server.tail(40)}")
 
 
 def main() -> None:
@@ -185,28 +183,27 @@ def main() -> None:
             assert sdk("i1")["impressions_1h"] == [1]
             time_calls(sdk, ids[:200])  # warm-up
             sdk_lat = time_calls(sdk, ids)
-            rows.append((store_kind, "sdk get_online_features", pct(sdk_lat), 1 / statistics.mean(sdk_lat)))
+            rows.append((store_kind, "sdk get_online_features", latency_summary_ms(sdk_lat), 1 / statistics.mean(sdk_lat)))
             reader = OnlineReader(store)
             rd = lambda e: reader.read(VIEW, [e])
             time_calls(rd, ids[:200])
             rd_lat = time_calls(rd, ids)
-            rows.append((store_kind, "OnlineReader.read", pct(rd_lat), 1 / statistics.mean(rd_lat)))
+            rows.append((store_kind, "OnlineReader.read", latency_summary_ms(rd_lat), 1 / statistics.mean(rd_lat)))
             servers = [(f"http serve w={w}", w, False) for w in args.workers]
             if not args.no_feast_server:
                 servers.append(("http feast feature server", 1, True))
             for name, workers, feast_api in servers:
                 port = free_port()
-                server = start_server({**os.environ, **env_settings}, port, workers, feast_api)
+                server = start_server(env_settings, port, workers, tmp / f"server-{port}.log", feast_api)
                 try:
                     http_latency(port, ids[:300], feast_api)
                     lat = http_latency(port, ids, feast_api)
-                    rows.append((store_kind, f"{name} (1 client)", pct(lat), 1 / statistics.mean(lat)))
+                    rows.append((store_kind, f"{name} (1 client)", latency_summary_ms(lat), 1 / statistics.mean(lat)))
                     tp = http_throughput(port, args.entities, args.clients, args.seconds, feast_api)
                     rows.append((store_kind, f"{name} ({args.clients} clients)",
                                  {k: tp[k] for k in ("p50_ms", "p99_ms", "mean_ms")}, tp["lookups_per_s"]))
                 finally:
-                    server.terminate()
-                    server.wait(10)
+                    server.stop()
         finally:
             if store_kind == "redis":
                 delete_redis_project_keys(settings)

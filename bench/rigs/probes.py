@@ -1,5 +1,5 @@
 """Shared by the freshness benchmarks: probes whose visibility in the online store is polled
-from outside the components, and the printed summary."""
+from outside the components, the CPU share of each process, and the printed summary."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 import time
 from itertools import islice
 
-import numpy as np
+from convcg.stats import latency_summary_ms
 
 
 class ProbeWatcher:
@@ -114,59 +114,7 @@ class CpuShares:
         return f"CPU (% of one core) over the steady window: {', '.join(parts)}; total {sum(self.shares.values()):.0f}%"
 
 
-def print_probe_summary(label: str, a: np.ndarray, lost: int) -> None:
-    print(f"probe {label}: p50 {np.percentile(a, 50) * 1000:.0f} ms  p90 {np.percentile(a, 90) * 1000:.0f} ms  "
-          f"p99 {np.percentile(a, 99) * 1000:.0f} ms  max {a.max() * 1000:.0f} ms  (never visible: {lost})")
-
-
-class SinkRig:
-    """A broker (found or started), fresh topics, a Feast repo on ``store`` and a running
-    `convcg features sink` process with a metrics port: what both freshness benches need."""
-
-    def __init__(self, store: str, tmp_prefix: str, extra_env: dict[str, str] | None = None,
-                 redis_connection: str | None = None) -> None:
-        import os
-        import subprocess
-        import sys
-        import tempfile
-        import uuid
-        from pathlib import Path
-
-        from convcg.broker import create_topics, find_or_start_broker, free_port
-        from convcg.contract import Topics
-        from features.online import OnlineReader
-        from features.settings import FeaturesSettings
-        from features.store import apply_repo
-
-        root = Path(__file__).resolve().parents[1]
-        self.store = store
-        self.tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix))
-        self.broker = find_or_start_broker(log_path=self.tmp / "broker.log")
-        self.topics = Topics(prefix=f"b{uuid.uuid4().hex[:6]}-")
-        create_topics(self.broker.bootstrap, self.topics.all(), 3)
-        self.settings = FeaturesSettings(repo_dir=self.tmp / "feast", labels_dir=self.tmp / "labels",
-                                         project=f"bench{uuid.uuid4().hex[:8]}", online_store=store,
-                                         topic_prefix=self.topics.prefix, consumer_group=f"g-{self.topics.prefix}",
-                                         **({"redis_connection": redis_connection} if redis_connection else {}))
-        self.reader = OnlineReader(apply_repo(self.settings))
-        self.metrics_port = free_port()
-        s = self.settings
-        self.env = {**os.environ, "CONVCG_FEATURES_REPO_DIR": str(s.repo_dir),
-                    "CONVCG_FEATURES_LABELS_DIR": str(s.labels_dir), "CONVCG_FEATURES_PROJECT": s.project,
-                    "CONVCG_FEATURES_ONLINE_STORE": store, "CONVCG_FEATURES_CONSUMER_GROUP": s.consumer_group,
-                    "CONVCG_FEATURES_REDIS_CONNECTION": s.redis_connection,
-                    **(extra_env or {})}
-        self.root = root
-        self.sink = subprocess.Popen(
-            [sys.executable, "-m", "loop.cli", "features", "sink", "--bootstrap", self.broker.bootstrap,
-             "--topic-prefix", self.topics.prefix, "--metrics-port", str(self.metrics_port)],
-            env=self.env, cwd=root, stdout=subprocess.DEVNULL, stderr=open(self.tmp / "sink.log", "wb"))
-
-    def close(self) -> None:
-        from features.store import delete_redis_project_keys
-
-        self.sink.terminate()
-        self.sink.wait(30)
-        self.broker.stop()
-        if self.store == "redis":
-            delete_redis_project_keys(self.settings)
+def print_probe_summary(label: str, freshness_s, lost: int) -> None:
+    st = latency_summary_ms(freshness_s, (50, 90, 99))
+    print(f"probe {label}: p50 {st['p50_ms']:.0f} ms  p90 {st['p90_ms']:.0f} ms  "
+          f"p99 {st['p99_ms']:.0f} ms  max {st['max_ms']:.0f} ms  (never visible: {lost})")

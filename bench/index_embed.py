@@ -1,6 +1,6 @@
 """Embedding throughput of a real two-tower model and the refresher's full artifact build.
 
-    python bench/bench_index_embed.py [--items 200000] [--registry var/registry]
+    python -m bench.index_embed [--items 200000] [--registry var/registry]
 
 Model: the registry's current version if ``--registry`` has one; otherwise a model with the
 training component's default ``ModelConfig`` (64-d, parallel DCNv2 + MLP towers; untrained
@@ -18,8 +18,8 @@ import shutil
 import time
 from pathlib import Path
 
-from bench_index_common import fmt, percentiles
-
+from bench.rigs.index import fmt
+from convcg.stats import latency_summary_ms
 from index_refresher.builder import build_artifact
 from index_refresher.index_build import embed_catalog
 from index_refresher.settings import RefresherSettings
@@ -84,7 +84,7 @@ def main() -> None:
         t = time.perf_counter()
         model.embed_queries([{"user_id": f"u{i}", "surface": "home", "recent_items": ["i1", "i2"]}])
         lat.append(time.perf_counter() - t)
-    print(f"query tower, one query at a time (1 thread): {fmt(percentiles(lat[50:]))}")
+    print(f"query tower, one query at a time (1 thread): {fmt(latency_summary_ms(lat[50:]))}")
     torch.set_num_threads(a.threads)
 
     settings = RefresherSettings(registry_root=registry_root, index_root=workdir / "indexes",

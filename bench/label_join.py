@@ -1,12 +1,14 @@
 """Label-join throughput of one Faust worker vs the raw consume rate of the same topics.
 
-    python bench/bench_label_join.py [--events 200000] [--partitions 3]
+    python -m bench.label_join [--events 200000] [--partitions 3]
 
 Produces a synthetic log (seeded) into the event topics of a real broker (KAFKA_BOOTSTRAP or a
 local Tansu), then measures in the same run:
   1. raw consume: a plain kafka-python consumer reading all three topics (no parsing);
   2. label join: one `convcg worker` process; events/s from its first consumed batch to the
      last, read off its Prometheus counter (so the ~20 s consumer-group join is excluded).
+Interpreter options for the worker process (e.g. ``-X importtime``) can be given in
+``BENCH_PY_ARGS``. The processes' logs go to a temporary directory, printed at the end.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
-import sys
+import tempfile
 import time
-import urllib.request
+from pathlib import Path
 
 import orjson
 
+from bench import ROOT
 from convcg.broker import create_topics, find_or_start_broker, free_port
 from convcg.contract import Topics, event_to_dict
 from convcg.kafka_io import json_producer
+from convcg.metrics_scrape import fetch_samples, metric_sum
+from loop.supervisor import Component
 from streams.control import closing_watermark, send_watermark
 from streams.label_rules import LabelRules
 
@@ -62,21 +66,16 @@ def raw_consume_rate(bootstrap: str, topics: Topics, total: int) -> float:
 
 
 def scrape(port: int, name: str) -> float:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
+    return metric_sum(fetch_samples(port, timeout=2, missing_ok=True), name)
 
 
-def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int) -> tuple[float, float]:
+def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int, logs: Path) -> tuple[float, float]:
     port = free_port()
-    env = dict(os.environ, CONVCG_STREAMS_BOOTSTRAP=bootstrap, CONVCG_STREAMS_TOPIC_PREFIX=prefix,
-               CONVCG_STREAMS_APP_ID=f"{prefix}bench", CONVCG_STREAMS_METRICS_PORT=str(port),
-               CONVCG_STREAMS_PARTITIONS=str(partitions))
-    proc = subprocess.Popen([sys.executable, *os.environ.get("BENCH_PY_ARGS", "").split(), "-m", "loop.cli", "worker"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"CONVCG_STREAMS_BOOTSTRAP": bootstrap, "CONVCG_STREAMS_TOPIC_PREFIX": prefix,
+           "CONVCG_STREAMS_APP_ID": f"{prefix}bench", "CONVCG_STREAMS_METRICS_PORT": str(port),
+           "CONVCG_STREAMS_PARTITIONS": str(partitions)}
+    worker = Component("worker", ["worker"], env, logs / "worker.log", cwd=ROOT, stop_timeout_s=30,
+                       interpreter_args=tuple(os.environ.get("BENCH_PY_ARGS", "").split())).start()
     try:
         first = None
         deadline = time.monotonic() + 600
@@ -91,18 +90,20 @@ def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int) -> tup
             time.sleep(0.05)
         raise TimeoutError("worker did not finish")
     finally:
-        proc.terminate()
-        proc.wait(30)
+        worker.stop()
 
 
-def faust_noop_rate(bootstrap: str, prefix: str, total: int) -> float:
-    script = os.path.join(os.path.dirname(__file__), "faust_noop_agent.py")
-    done = subprocess.run([sys.executable, script, bootstrap, prefix, str(total)], capture_output=True,
-                          text=True, timeout=600)
+def faust_noop_rate(bootstrap: str, prefix: str, total: int, logs: Path) -> float:
+    agent = Component("faust-noop-agent", [bootstrap, prefix, str(total)], {}, logs / "faust_noop_agent.log",
+                      module="bench.faust_noop_agent", cwd=ROOT).start()
+    try:
+        agent.wait(600)
+    finally:
+        agent.stop()
     # Faust's worker redirects stdout into its log, so the line may carry a log prefix
-    match = re.search(r"RATE (\d+)", done.stdout + done.stderr)
+    match = re.search(r"RATE (\d+)", agent.log_path.read_text(errors="replace"))
     if match is None:
-        raise RuntimeError(f"no-op agent printed no rate:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"no-op agent printed no rate:\n{agent.tail(40)}")
     return float(match.group(1))
 
 
@@ -116,10 +117,11 @@ def main() -> None:
     broker = find_or_start_broker()
     topics = Topics(f"bench{int(time.time())}-")
     create_topics(broker.bootstrap, topics.all(), args.partitions)
+    logs = Path(tempfile.mkdtemp(prefix="bench-label-join-"))
     produce(broker.bootstrap, topics, events, args.partitions)
     raw = raw_consume_rate(broker.bootstrap, topics, len(events))
-    ceiling = faust_noop_rate(broker.bootstrap, topics.prefix, len(events))
-    rate, labels = worker_rate(broker.bootstrap, topics.prefix, len(events), args.partitions)
+    ceiling = faust_noop_rate(broker.bootstrap, topics.prefix, len(events), logs)
+    rate, labels = worker_rate(broker.bootstrap, topics.prefix, len(events), args.partitions, logs)
     print(f"events: {len(events)}  partitions: {args.partitions}  broker: {broker.kind}  cores: {os.cpu_count()}"
           f"  load: {os.getloadavg()[0]:.1f}")
     print(f"raw consume (kafka-python, no parsing): {raw:,.0f} events/s")
@@ -127,6 +129,7 @@ def main() -> None:
     print(f"label join (1 Faust worker):            {rate:,.0f} events/s   labels emitted: {labels:,.0f}")
     print(f"ratio join / raw consume:               {rate / raw:.2f}")
     print(f"ratio join / Faust no-op ceiling:       {rate / ceiling:.2f}")
+    print(f"logs: {logs}")
     broker.stop()
 
 

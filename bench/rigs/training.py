@@ -7,22 +7,18 @@ streaming rules run offline (``streams.label_join.compute_labels``).
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from registry.model import TwoTowerModel  # noqa: E402
-from registry.model_config import ModelConfig  # noqa: E402
+from registry.model import TwoTowerModel
+from registry.model_config import ModelConfig
 from training.config import OptimConfig
-from training.evaluation import evaluate_model  # noqa: E402
-from training.examples import build_examples, replay_sample, time_split  # noqa: E402
-from training.trainer import FitStats, fit  # noqa: E402
+from training.evaluation import evaluate_model
+from training.examples import build_examples, replay_sample, time_split
+from training.trainer import FitStats, fit
 
 THREADS = 2  # as the brief asks; on a busy machine 1 is far faster (see OptimConfig.threads)
 ML100K = "movielens-100k"

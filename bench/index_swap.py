@@ -1,6 +1,6 @@
 """Hot swap under steady query load: errors and latency before, during and after the swap.
 
-    python bench/bench_index_swap.py [--items 1000000] [--rate 200] [--clients 4] [--steady-s 10]
+    python -m bench.index_swap [--items 1000000] [--rate 200] [--clients 4] [--steady-s 10]
 
 A retrieval server (its own process) serves index A over clustered synthetic items; client
 threads send top-k queries at a fixed total rate; then the server is told to load index B of
@@ -20,14 +20,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_index_common import (
+
+from bench.rigs.index import (
     RetrieveClient,
     ServerProcess,
     clustered_vectors,
     fmt,
-    percentiles,
 )
-
+from convcg.metrics_scrape import parse_samples
+from convcg.stats import latency_summary_ms
 from index_refresher.builder import build_from_vectors
 from index_refresher.index_build import IndexParams
 from registry.index_artifact import MANIFEST_FILE, artifact_dir, new_index_version
@@ -100,7 +101,7 @@ def main() -> None:
     p.add_argument("--swaps", type=int, default=2, help="swaps A->B, B->A, ... under load")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--artifact", default=None, help="reuse this index artifact (e.g. one kept by "
-                   "bench_index_query.py --keep, same --dim/--clusters/--seed) instead of building one")
+                   "bench.index_query --keep, same --dim/--clusters/--seed) instead of building one")
     p.add_argument("--workdir", default="var/bench/index_swap")
     a = p.parse_args()
 
@@ -147,7 +148,7 @@ def main() -> None:
                       f"{body.get('seconds', float('nan')):.2f}s", flush=True)
                 time.sleep(a.steady_s / 2)
             records = list(load.records)
-        metrics = httpx.get(server.url + "/metrics").text
+        metrics = parse_samples(httpx.get(server.url + "/metrics").text)
 
     rec = np.array([(s, lat, st) for s, lat, st, _ in records])
     errors = int((rec[:, 2] != 200).sum())
@@ -157,7 +158,7 @@ def main() -> None:
         during_mask |= (rec[:, 0] >= started) & (rec[:, 0] <= done + 0.5)
     during = rec[during_mask]
     after = rec[rec[:, 0] > swaps[-1][1] + 0.5]
-    s, d, af = percentiles(steady[:, 1]), percentiles(during[:, 1]), percentiles(after[:, 1])
+    s, d, af = latency_summary_ms(steady[:, 1]), latency_summary_ms(during[:, 1]), latency_summary_ms(after[:, 1])
     achieved = len(steady) / (swaps[0][0] - steady_from)
     print(f"\n{a.items:,} items ({a.kind}), top-{a.k}, target rate {a.rate:.0f} q/s (achieved {achieved:.0f} q/s "
           f"steady), {a.clients} clients, {len(rec)} queries, {len(swaps)} swaps")
@@ -167,12 +168,17 @@ def main() -> None:
     print(f"after swaps: {fmt(af)}")
     ratio = d["p99_ms"] / s["p99_ms"]
     print(f"p99 during swap / steady p99 = {ratio:.2f}x (target <= 2x): {'PASS' if ratio <= 2 and errors == 0 else 'MISS'}")
-    print("server metrics:", ", ".join(l for l in metrics.splitlines()
-                                      if l.startswith(("convcg_retrieval_swaps_total", "convcg_retrieval_swap_seconds_sum",
-                                                       "convcg_retrieval_refused", "convcg_retrieval_released"))))
+    shown = ("convcg_retrieval_swaps_total", "convcg_retrieval_swap_seconds_sum", "convcg_retrieval_refused",
+             "convcg_retrieval_released")
+    print("server metrics:", ", ".join(f"{m.name}{_labels(m.labels)} {m.value}" for m in metrics
+                                      if m.name.startswith(shown)))
     plot(rec, swaps, steady_from, workdir / "swap_timeline.png", a)
     shutil.rmtree(workdir / "synthetic-a", ignore_errors=True)
     shutil.rmtree(workdir / "synthetic-b", ignore_errors=True)
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
 
 
 def plot(rec, swaps, t0, out: Path, a) -> None:

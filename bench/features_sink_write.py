@@ -1,9 +1,9 @@
 """CPU cost per feature update of the features sink's hot path, without Kafka.
 
-    python bench/bench_features_sink_write.py [--updates 30000] [--store redis|sqlite|both]
+    python -m bench.features_sink_write [--updates 30000] [--store redis|sqlite|both]
 
 Makes the feature updates the streams worker would send for a steady stream of raw events
-(users and items drawn uniformly, as in bench_pipeline_freshness.py; the real
+(users and items drawn uniformly, as in bench.pipeline_freshness; the real
 `StreamingAggregator` computes them, drained every 0.5 s of events at 5,000 events/s), as wire
 JSON. Then, in one process against the real store (Redis at 127.0.0.1:6379, or SQLite):
 
@@ -18,7 +18,6 @@ each in batches of the sink's poll size, newest-per-entity coalesced as the sink
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -26,9 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 class Record:  # the fields of an aiokafka ConsumerRecord the sink reads

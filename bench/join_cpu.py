@@ -1,12 +1,12 @@
 """CPU cost of the worker's own per-batch code, without Kafka and without Faust.
 
-    python bench/bench_join_cpu.py [--impressions 60000] [--batch 5000] [--profile]
+    python -m bench.join_cpu [--impressions 60000] [--batch 5000] [--profile]
 
 Feeds a seeded synthetic log, as Faust-shaped records, through `JoinProcessor.process` (parse and
 validate, the label join, the streaming aggregates, serialising labels / states / feature
 updates). The broker-facing parts are replaced by sinks that only count (the producer, the
 commit, the table's changelog), so the figure is the join's own CPU cost per event: the part a
-faster framework could not remove. Compare with `bench_label_join.py`, which runs the real
+faster framework could not remove. Compare with `bench.label_join`, which runs the real
 worker against a real broker.
 """
 

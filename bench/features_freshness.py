@@ -7,55 +7,27 @@ the online store until each probe is visible. Freshness = visible time - produce
 end to end from outside the sink. The sink's own Prometheus histogram
 (convcg_features_freshness_seconds) is scraped at the end and printed beside it.
 
-    python bench/bench_features_freshness.py --rate 5000 --seconds 30 --store sqlite
+    python -m bench.features_freshness --rate 5000 --seconds 30 --store sqlite
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import orjson
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench import ROOT
+from bench.rigs.paced import send_paced
+from bench.rigs.probes import ProbeWatcher, print_probe_summary
+from bench.rigs.sink import SinkRig
+from convcg.metrics_scrape import fetch_samples, histogram_buckets, metric_sum
+from convcg.stats import histogram_quantile, latency_summary_ms
 
-from freshness_probes import ProbeWatcher, SinkRig, print_probe_summary  # noqa: E402
-
-
-def scrape_histogram(port: int, name: str) -> tuple[list[tuple[float, float]], float]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request("GET", "/metrics")
-    text = c.getresponse().read().decode()
-    buckets: dict[float, float] = {}
-    for line in text.splitlines():
-        if line.startswith(f"{name}_bucket"):
-            le = line.split('le="')[1].split('"')[0]
-            buckets[float("inf") if le == "+Inf" else float(le)] = buckets.get(
-                float("inf") if le == "+Inf" else float(le), 0.0) + float(line.rsplit(" ", 1)[1])
-    items = sorted(buckets.items())
-    return items, (items[-1][1] if items else 0.0)
-
-
-def scrape_sum(port: int, prefix: str) -> float:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request("GET", "/metrics")
-    return sum(float(line.rsplit(" ", 1)[1]) for line in c.getresponse().read().decode().splitlines()
-               if line.startswith(prefix))
-
-
-def histogram_quantile(items: list[tuple[float, float]], q: float) -> float:
-    total = items[-1][1]
-    for le, cum in items:
-        if cum >= q * total:
-            return le
-    return float("inf")
+FRESHNESS = "convcg_features_freshness_seconds"
 
 
 def main() -> None:
@@ -75,7 +47,7 @@ def main() -> None:
     from tests.helpers_features import full_update
 
     rig = SinkRig(args.store, "bench-fresh-")
-    topics, sink, tmp, metrics_port = rig.topics, rig.sink, rig.tmp, rig.metrics_port
+    topics, metrics_port = rig.topics, rig.metrics_port
     broker, reader = rig.broker, rig.reader
     producer = json_producer(broker.bootstrap, linger_ms=5)  # as the worker's output producer
     watcher = ProbeWatcher(reader).start()
@@ -93,8 +65,7 @@ def main() -> None:
         # warm-up: until the sink has joined its group and a probe comes through
         k, t_warm = 0, time.time()
         while not watcher.fresh:
-            if sink.poll() is not None:
-                raise RuntimeError(f"sink exited: {(tmp / 'sink.log').read_text()[-2000:]}")
+            rig.check_alive()
             probe(k)
             k += 1
             producer.flush()
@@ -112,42 +83,42 @@ def main() -> None:
             u = full_update(e, f"{e[0]}{which}", time.time(), i, ingest_ms=placeholder)
             payloads.append((u.entity_id.encode(), orjson.dumps(u.to_dict())))
         marker = str(placeholder).encode()
-        tick = 0.005
-        sent, start = 0, time.perf_counter()
-        next_probe = start
-        while sent < n_total:
-            now = time.perf_counter()
-            due = min(n_total, int((now - start) * args.rate)) - sent
+
+        def send_due(start: int, end: int) -> None:
             stamp = str(int(time.time() * 1000)).encode()
-            for key, raw in payloads[sent:sent + max(0, due)]:
+            for key, raw in payloads[start:end]:
                 producer.send(topics.feature_updates, key=key, value=raw.replace(marker, stamp))
-            sent += max(0, due)
-            if now >= next_probe:
-                probe(k)
-                k += 1
-                next_probe += args.probe_ms / 1000
-            time.sleep(max(0.0, tick - (time.perf_counter() - now)))
+
+        def next_probe() -> None:
+            nonlocal k
+            probe(k)
+            k += 1
+
+        sent, start = send_paced(args.rate, send_due, total=n_total, every_s=args.probe_ms / 1000,
+                                 on_every=next_probe)
         producer.flush()
         elapsed = time.perf_counter() - start
         lost = watcher.wait_pending(30)
     finally:
         watcher.stop()
-        buckets, count = scrape_histogram(metrics_port, "convcg_features_freshness_seconds")
-        busy_s = scrape_sum(metrics_port, "convcg_features_sink_batch_seconds_sum")
-        written = scrape_sum(metrics_port, "convcg_features_sink_updates_total{")
+        samples = fetch_samples(metrics_port, timeout=5)
+        buckets = histogram_buckets(samples, FRESHNESS)
+        busy_s = metric_sum(samples, "convcg_features_sink_batch_seconds_sum")
+        written = metric_sum(samples, "convcg_features_sink_updates_total")
         rig.close()
 
     a = np.array(watcher.fresh)
+    count = buckets[-1][1] if buckets else 0.0
     print(f"\nfreshness, {args.store} online store, {args.skew} entities, steady {sent / elapsed:.0f} events/s for {elapsed:.1f}s "
           f"({sent} updates + {len(a)} probes; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
     print_probe_summary("event->visible", a, lost)
     if count:
-        print(f"sink histogram convcg_features_freshness_seconds: {count:.0f} observations, "
+        print(f"sink histogram {FRESHNESS}: {count:.0f} observations, "
               f"p50 <= {histogram_quantile(buckets, 0.5)} s, p99 <= {histogram_quantile(buckets, 0.99)} s")
     if busy_s:
         print(f"sink: {written:.0f} updates written in {busy_s:.1f} s of batch work -> capacity "
               f"{written / busy_s:.0f} updates/s while busy (wall time, on the shared cores)")
-    p99 = np.percentile(a, 99)
+    p99 = latency_summary_ms(a)["p99_ms"] / 1000
     print(f"target p99 <= 1 s at 5,000 events/s: {p99:.3f} s -> {'MET' if p99 <= 1 and sent / elapsed >= 4900 else 'MISSED'}")
     try:
         import matplotlib
@@ -158,7 +129,7 @@ def main() -> None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         fig, ax = plt.subplots(figsize=(7, 3.5))
         ax.hist(a * 1000, bins=60)
-        ax.axvline(np.percentile(a, 99) * 1000, color="r", label="p99")
+        ax.axvline(p99 * 1000, color="r", label="p99")
         ax.set_xlabel("event -> visible online (ms)")
         ax.set_ylabel("probes")
         ax.set_title(f"features freshness, {args.store}, {sent / elapsed:.0f} events/s")

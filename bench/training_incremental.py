@@ -6,7 +6,7 @@
 2. Fine-tuning reaches >= 98% of a full retrain's conversion recall@100 at <= 10% of its
    compute (examples processed; training seconds printed too), on the same data.
 
-    python bench/bench_training_incremental.py [--epochs 3] [--skip-compare]
+    python -m bench.training_incremental [--epochs 3] [--skip-compare]
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 import torch
-from bench_training_common import (
+
+from bench.rigs.training import (
     THREADS,
     incremental_vs_full,
     movielens_labels,
     sample_negatives,
 )
-
 from registry.model_config import ModelConfig
 from training.config import OptimConfig, TrainingSettings
 from training.evaluation import full_catalog

@@ -5,7 +5,7 @@ model over seeded synthetic labels, at two batch sizes. Baseline in the same run
 default model trained with plain dense Adam on every parameter (what a naive loop does); our
 trainer uses SparseAdam for the id tables, so a step only touches the batch's rows.
 
-    python bench/bench_training_throughput.py [--labels 30000]
+    python -m bench.training_throughput [--labels 30000]
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import argparse
 import time
 
 import torch
-from bench_training_common import THREADS
 
+from bench.rigs.training import THREADS
 from registry.model import TwoTowerModel
 from registry.model_config import ModelConfig
 from tests.helpers_training import tiny_config

@@ -2,7 +2,7 @@
 (validation, windows) → feature-update topic → `convcg features sink` → online store, with the
 label-join `convcg worker` consuming the same events beside them (as deployed).
 
-    python bench/bench_pipeline_freshness.py [--rate 5000] [--seconds 20] [--store default|sqlite|redis]
+    python -m bench.pipeline_freshness [--rate 5000] [--seconds 20] [--store default|sqlite|redis]
 
 ``--store default`` is the online store `convcg up` runs on (``loop.online_store``: a private
 redis-server started for the run when the binary is on PATH, else SQLite); ``redis`` is the
@@ -14,27 +14,26 @@ uniformly), and meanwhile every ``--probe-ms`` an impression for a fresh user; a
 the online store until that user's ``impressions_1h`` appears. Freshness = visible time -
 produce time of the raw event, measured from outside the components. The sink's histogram (raw
 event's Kafka timestamp → online write) is scraped and printed beside it, and so is the CPU
-each process used. `bench_features_freshness.py` measures the sink's leg alone.
+each process used. `bench.features_freshness` measures the sink's leg alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import orjson
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench.rigs.paced import send_paced
+from bench.rigs.probes import CpuShares, ProbeWatcher, print_probe_summary
+from bench.rigs.sink import SinkRig
+from convcg.metrics_scrape import fetch_samples, histogram_buckets, metric_sum
+from convcg.stats import histogram_quantile, latency_summary_ms
 
-from bench_features_freshness import histogram_quantile, scrape_histogram, scrape_sum  # noqa: E402
-from freshness_probes import CpuShares, ProbeWatcher, SinkRig, print_probe_summary  # noqa: E402
+FRESHNESS = "convcg_features_freshness_seconds"
 
 
 def main() -> None:
@@ -67,15 +66,11 @@ def main() -> None:
     rig = SinkRig(kind, "bench-pipe-", redis_connection=private.server.connection if private and private.server else None)
     topics, sink, tmp, sink_port, broker, reader = (rig.topics, rig.sink, rig.tmp, rig.metrics_port, rig.broker,
                                                     rig.reader)
-    env = {**rig.env, "CONVCG_STREAMS_BOOTSTRAP": broker.bootstrap, "CONVCG_STREAMS_TOPIC_PREFIX": topics.prefix,
+    env = {"CONVCG_STREAMS_BOOTSTRAP": broker.bootstrap, "CONVCG_STREAMS_TOPIC_PREFIX": topics.prefix,
            "CONVCG_STREAMS_APP_ID": f"{topics.prefix}worker", "CONVCG_STREAMS_METRICS_PORT": str(worker_port),
            "CONVCG_STREAMS_DATA_DIR": str(tmp / "streams")}
-    worker = None if args.without_label_join else subprocess.Popen(
-        [sys.executable, "-m", "loop.cli", "worker"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=open(tmp / "worker.log", "wb"))
-    aggregates = subprocess.Popen([sys.executable, "-m", "loop.cli", "aggregates", "--metrics-port", "0"],
-                                  env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                  stderr=open(tmp / "aggregates.log", "wb"))
+    worker = None if args.without_label_join else rig.start("worker", ["worker"], env)
+    aggregates = rig.start("aggregates", ["aggregates", "--metrics-port", "0"], env)
     watcher = ProbeWatcher(reader).start()
     seq = iter(range(10**12))
 
@@ -96,7 +91,7 @@ def main() -> None:
     from confluent_kafka import Producer
 
     # linger: librdkafka's default 5 ms unless --linger-ms says otherwise. The bundled Tansu's fetch
-    # cost grows with the record batches it stores (bench/bench_broker_batches.py), so a shorter
+    # cost grows with the record batches it stores (bench/broker_batches.py), so a shorter
     # linger (more, smaller batches) makes the broker slower the longer a run lasts. Probes go
     # through the same producer as the load, so its linger is part of what they measure.
     fast = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": args.linger_ms})
@@ -123,15 +118,11 @@ def main() -> None:
         def worker_consuming() -> bool:
             if worker is None:
                 return True
-            try:
-                return scrape_sum(worker_port, "convcg_stream_events_total") > 0
-            except OSError:  # its metrics server is not up yet
-                return False
+            # its metrics server may not be up yet
+            return metric_sum(fetch_samples(worker_port, missing_ok=True), "convcg_stream_events_total") > 0
 
         while not (watcher.fresh and worker_consuming()):
-            for proc, name in ((sink, "sink"), (worker, "worker"), (aggregates, "aggregates")):
-                if proc is not None and proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited: {(tmp / f'{name}.log').read_text()[-2000:]}")
+            rig.check_alive()
             probe(k)
             k += 1
             fast.flush()
@@ -144,47 +135,42 @@ def main() -> None:
                          "redis": (private.server.process.pid if private and private.server
                                    else CpuShares.redis_pid() if kind == "redis" else None)})
         cpu.start()
-        tick = 0.005
-        start = time.perf_counter()
-        next_probe = start
-        while sent < n_total:
-            now = time.perf_counter()
-            due = max(0, min(n_total, int((now - start) * args.rate)) - sent)
+
+        def send_due(start: int, end: int) -> None:
             stamp = orjson.dumps(time.time())
-            for topic, key, value in load[sent:sent + due]:
+            for topic, key, value in load[start:end]:
                 fast.produce(topic, value.replace(marker, stamp), key)
             fast.poll(0)
-            sent += due
-            if now >= next_probe:
-                probe(k)
-                k += 1
-                next_probe += args.probe_ms / 1000
-            time.sleep(max(0.0, tick - (time.perf_counter() - now)))
+
+        def next_probe() -> None:
+            nonlocal k
+            probe(k)
+            k += 1
+
+        sent, start = send_paced(args.rate, send_due, total=n_total, every_s=args.probe_ms / 1000,
+                                 on_every=next_probe)
         fast.flush()
         elapsed = time.perf_counter() - start
         cpu.stop()
         lost = watcher.wait_pending(30)
     finally:
         watcher.stop()
-        buckets, count = scrape_histogram(sink_port, "convcg_features_freshness_seconds")
-        for proc in (worker, aggregates):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(30)
+        buckets = histogram_buckets(fetch_samples(sink_port, timeout=5), FRESHNESS)
         rig.close()
         if private is not None:
             private.stop()
 
     a = np.array(watcher.fresh)
+    count = buckets[-1][1] if buckets else 0.0
     beside = "alone" if worker is None else "label-join worker beside"
     print(f"\npipeline freshness (aggregates + sink, {beside}), {args.store} online store, steady {sent / elapsed:.0f} raw "
           f"events/s for {elapsed:.1f}s, producer linger {args.linger_ms} ms ({len(a)} probes; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
     print_probe_summary("raw event->visible", a, lost)
     print(cpu.summary())
     if count:
-        print(f"sink histogram convcg_features_freshness_seconds: {count:.0f} observations, "
+        print(f"sink histogram {FRESHNESS}: {count:.0f} observations, "
               f"p50 <= {histogram_quantile(buckets, 0.5)} s, p99 <= {histogram_quantile(buckets, 0.99)} s")
-    p99 = np.percentile(a, 99)
+    p99 = latency_summary_ms(a)["p99_ms"] / 1000
     print(f"target p99 <= 1 s at {args.rate:,} events/s: {p99:.3f} s -> {'MET' if p99 <= 1.0 else 'MISSED'}")
 
 

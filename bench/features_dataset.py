@@ -5,8 +5,8 @@ advertisers with ingestion times, an item catalog), then runs ``convcg dataset``
 process and reports wall time and the child's peak RSS. A sample of output rows is checked
 against a pandas ``merge_asof`` reference so a fast-but-wrong build cannot pass.
 
-    python bench/bench_features_dataset.py --labels 1000000
-    python bench/bench_features_dataset.py --labels 50000 --users 5000 --items 2000   # quick
+    python -m bench.features_dataset --labels 1000000
+    python -m bench.features_dataset --labels 50000 --users 5000 --items 2000   # quick
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +22,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import ROOT
+from loop.supervisor import Component
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
@@ -127,7 +125,7 @@ def main() -> None:
     frames = generate(root, args, rng)
     print(f"generated {args.labels} labels, feature rows {{k: len(v)}} = "
           f"{ {k: len(v) for k, v in frames.items()} } in {time.perf_counter() - t0:.1f}s under {root}")
-    env = {**os.environ, "CONVCG_FEATURES_REPO_DIR": str(root / "feast"), "CONVCG_FEATURES_LABELS_DIR": str(root / "labels"),
+    env = {"CONVCG_FEATURES_REPO_DIR": str(root / "feast"), "CONVCG_FEATURES_LABELS_DIR": str(root / "labels"),
            "CONVCG_FEATURES_CATALOG_PATH": str(root / "catalog" / "items.parquet"),
            "CONVCG_FEATURES_DATASETS_DIR": str(root / "datasets")}
     if args.slice_rows:
@@ -136,12 +134,13 @@ def main() -> None:
         out = root / "datasets" / f"train-{engine}.parquet"
         t1 = time.perf_counter()
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        proc = subprocess.run([sys.executable, "-m", "loop.cli", "dataset", "--out", str(out), "--engine", engine],
-                              env=env, cwd=ROOT, capture_output=True, text=True)
+        build = Component(f"dataset-{engine}", ["dataset", "--out", str(out), "--engine", engine], env,
+                          root / f"dataset-{engine}.log", cwd=ROOT).start()
+        returncode = build.wait()
         wall = time.perf_counter() - t1
         peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 / 1024
-        if proc.returncode != 0:
-            raise SystemExit(f"convcg dataset --engine {engine} failed:\n{proc.stderr[-3000:]}")
+        if returncode != 0:
+            raise SystemExit(f"convcg dataset --engine {engine} failed:\n{build.tail(60)}")
         result = pd.read_parquet(out)
         bad = check_sample(result, frames, 30 * DAY, rng)
         print(f"\n[{engine}] point-in-time training set: {len(result)} rows x {result.shape[1]} cols in {wall:.1f}s "

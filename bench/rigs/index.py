@@ -3,25 +3,23 @@
 - clustered synthetic item vectors (seeded) and a matching *synthetic query model*: a stand-in
   model version whose query tower maps a user id to a seeded vector near one of the clusters,
   so the retrieval service can be benchmarked over 1M synthetic items without a trained model;
-- a retrieval server in a separate process (``python bench/bench_index_common.py serve ...``)
+- a retrieval server in a separate process (``python -m bench.rigs.index serve ...``)
   so that client and server do not share a GIL;
-- latency statistics.
+- the printed form of a latency summary (``convcg.stats.latency_summary_ms``).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench import ROOT
+from loop.supervisor import Component
 
 
 def cluster_centers(dim: int, clusters: int, seed: int) -> np.ndarray:
@@ -67,14 +65,6 @@ class SyntheticQueryModel:
 
     def embed_items(self, catalog, item_features=None, batch_size: int = 4096) -> np.ndarray:
         raise NotImplementedError("synthetic benchmark vectors are given, not embedded")
-
-
-def percentiles(latencies_s) -> dict[str, float]:
-    a = np.asarray(latencies_s) * 1000.0
-    if len(a) == 0:
-        return {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
-    return {"n": int(len(a)), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "max_ms": float(a.max())}
 
 
 def fmt(stats: dict) -> str:
@@ -127,21 +117,23 @@ class ServerProcess:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, __file__, "serve", "--index-root", str(index_root), "--port", str(self.port),
-               "--dim", str(dim), "--clusters", str(clusters), "--seed", str(seed), "--threads", str(threads)]
+        args = ["serve", "--index-root", str(index_root), "--port", str(self.port), "--dim", str(dim),
+                "--clusters", str(clusters), "--seed", str(seed), "--threads", str(threads)]
         if model_version:
-            cmd += ["--model-version", model_version]
+            args += ["--model-version", model_version]
         if index_version:
-            cmd += ["--index-version", index_version]
-        self.proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            args += ["--index-version", index_version]
+        # its log goes to this bench's own output
+        self.component = Component("retrieval-server", args, {}, None, module="bench.rigs.index", cwd=ROOT,
+                                   stop_timeout_s=15).start()
 
     def wait_serving(self, timeout: float = 300) -> None:
         import httpx
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            if not self.component.alive:
+                raise RuntimeError(f"server exited with {self.component.returncode}")
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return
@@ -151,13 +143,7 @@ class ServerProcess:
         raise TimeoutError("server did not start serving")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.component.stop()
 
     def __enter__(self):
         return self

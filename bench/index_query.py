@@ -1,6 +1,6 @@
 """Retrieval query latency and throughput, top-k over clustered synthetic items (64-d).
 
-    python bench/bench_index_query.py [--sizes 100000,1000000] [--queries 2000] [--http-queries 2000]
+    python -m bench.index_query [--sizes 100000,1000000] [--queries 2000] [--http-queries 2000]
 
 For every catalog size, in one run:
   * build time of the exact (IndexFlatIP) and the ANN (HNSW32) index, through the same code the
@@ -22,15 +22,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_index_common import (
+
+from bench.rigs.index import (
     RetrieveClient,
     ServerProcess,
     SyntheticQueryModel,
     clustered_vectors,
     fmt,
-    percentiles,
 )
-
+from convcg.stats import latency_summary_ms
 from index_refresher.builder import build_from_vectors
 from index_refresher.index_build import IndexParams, exact_top_ids, recall_at_k
 from registry.index_artifact import load_artifact
@@ -44,7 +44,7 @@ def in_process(pair: ServingPair, model, users: list[str], k: int) -> tuple[dict
         t = time.perf_counter()
         pair.search(model.embed_queries([{"user_id": u, "surface": "home"}]), k)
         lat.append(time.perf_counter() - t)
-    return percentiles(lat), len(users) / (time.perf_counter() - started)
+    return latency_summary_ms(lat), len(users) / (time.perf_counter() - started)
 
 
 def http_sequential(url: str, users: list[str], k: int) -> tuple[dict, float]:
@@ -59,7 +59,7 @@ def http_sequential(url: str, users: list[str], k: int) -> tuple[dict, float]:
         lat.append(time.perf_counter() - t)
         assert status == 200
     client.close()
-    return percentiles(lat), len(users) / (time.perf_counter() - started)
+    return latency_summary_ms(lat), len(users) / (time.perf_counter() - started)
 
 
 def http_concurrent(url: str, users: list[str], k: int, clients: int) -> tuple[dict, float]:
@@ -84,7 +84,7 @@ def http_concurrent(url: str, users: list[str], k: int, clients: int) -> tuple[d
         t.start()
     for t in threads:
         t.join()
-    return percentiles(lat), len(users) / (time.perf_counter() - started)
+    return latency_summary_ms(lat), len(users) / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -158,7 +158,7 @@ def main() -> None:
                 hn = a.http_queries if kind == "hnsw" else a.exact_queries
                 stats, qps = http_sequential(server.url, users[:hn], a.k)
                 cstats, cqps = http_concurrent(server.url, users[:hn], a.k, clients=4)
-                rss = _rss_mb(server.proc.pid)
+                rss = _rss_mb(server.component.pid)
             res.update(http=stats, http_qps=qps, http4=cstats, http4_qps=cqps, server_rss_mb=rss)
             print(f"[{kind}] HTTP sequential: {fmt(stats)} qps={qps:.0f}", flush=True)
             print(f"[{kind}] HTTP 4 clients:  {fmt(cstats)} qps={cqps:.0f}  (server RSS {rss:.0f} MB)", flush=True)

@@ -1,6 +1,6 @@
 """The bundled Tansu broker's CPU under a steady produce + tail-consume load, by producer linger.
 
-    python bench/bench_broker_batches.py [--rate 5000] [--lingers 2 5 20] [--windows 5]
+    python -m bench.broker_batches [--rate 5000] [--lingers 2 5 20] [--windows 5]
 
 For each linger: a fresh Tansu (memory storage) on a free port, one librdkafka producer sending
 ``--rate`` small messages/s over 6 partitions, and one aiokafka consumer reading at the tail
@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.rigs.paced import send_paced
 
 TOPICS = ("bb-impressions", "bb-engagements")
 PAYLOAD = b'{"event_id":"e","impression_id":"i","ts":1700000000.0,"user_id":"u1","item_id":"i1"}'
@@ -32,14 +29,13 @@ def produce(bootstrap: str, rate: int, linger_ms: int, stop: threading.Event) ->
     from confluent_kafka import Producer
 
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms})
-    sent, t0 = 0, time.perf_counter()
-    while not stop.is_set():
-        due = int((time.perf_counter() - t0) * rate) - sent
-        for _ in range(due):
-            p.produce(TOPICS[sent % 2], PAYLOAD, str(sent % 1000).encode())
-            sent += 1
+
+    def send(start: int, end: int) -> None:
+        for n in range(start, end):
+            p.produce(TOPICS[n % 2], PAYLOAD, str(n % 1000).encode())
         p.poll(0)
-        time.sleep(0.005)
+
+    send_paced(rate, send, stop=stop)
     p.flush(10)
 
 

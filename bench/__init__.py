@@ -1,0 +1,8 @@
+"""Benchmarks and experiments, each run from the repository root as ``python -m bench.NAME``
+(``--help`` lists its options); the rigs they share are in ``bench.rigs``. Each prints its
+figures beside a baseline measured in the same run."""
+
+from pathlib import Path
+
+#: the repository root: the working directory of the processes the benches start
+ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ import logging
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -89,7 +89,7 @@ def _is_unengaged_slot(impression_id: str) -> bool:
 def serve_negatives(events, served: ServedItems, advertiser_of: dict[str, str]):
     """Replace each rating's non-engaged impressions by the retriever's picks for that user
     (first ones the user was not shown yet); ids and times stay, so the log stays replayable."""
-    from convcg.contract import Impression
+    from convcg.contract import Impression, replace_event
 
     shown: dict[str, set[str]] = {}
     out = []
@@ -99,7 +99,7 @@ def serve_negatives(events, served: ServedItems, advertiser_of: dict[str, str]):
             if _is_unengaged_slot(e.impression_id):
                 pick = next((i for i in served.for_user(e.user_id) if i not in seen), None)
                 if pick is not None:
-                    e = replace(e, item_id=pick, advertiser_id=advertiser_of.get(pick, e.advertiser_id))
+                    e = replace_event(e, item_id=pick, advertiser_id=advertiser_of.get(pick, e.advertiser_id))
             seen.add(e.item_id)
         out.append(e)
     return out

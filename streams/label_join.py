@@ -58,12 +58,14 @@ class ImpressionState(msgspec.Struct, gc=False):
         return self.engagement_ts is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """The persisted form: the impression's fields and the join's flags, in one object."""
+        """The persisted form: the impression's fields and the join's flags, in one JSON object.
+        (Only strings, numbers and a tuple of strings: the garbage collector stops tracking
+        such a dict, and the worker keeps one per pending impression.)"""
         d = msgspec.structs.asdict(self.imp)
         d["engagement_ts"] = self.engagement_ts
         d["negative_emitted"] = self.negative_emitted
         d["converted"] = self.converted
-        d["conversion_ids"] = list(self.conversion_ids)
+        d["conversion_ids"] = self.conversion_ids
         return d
 
     @classmethod
@@ -105,6 +107,9 @@ class LabelJoiner:
         self._seq = 0
         self._out = JoinOutput()
         self.counters: Counter[str] = Counter()
+        # the rule for each kind of event; each releases the event's token once its effects are out
+        self._handlers = {Impression: self._on_impression, Engagement: self._on_engagement_event,
+                          Conversion: self._on_conversion_event}
 
     # --- input -----------------------------------------------------------------------------
 
@@ -126,32 +131,39 @@ class LabelJoiner:
     def advance(self, watermark: float) -> None:
         """Move the watermark (never backwards) and apply everything at or before it.
 
-        Events and timers are applied in (time, rank, ...) order: the earliest of the reorder
-        buffer's head and the two timer heaps' heads goes first. An event's rank is below
-        `RANK_TIMER`, so at equal times the event goes first."""
+        Events and timers are applied in (time, rank, ...) order: before each buffered event,
+        every timer due before it fires (earliest first, across both timer heaps); an event's
+        rank is below `RANK_TIMER`, so a timer at the event's own time fires after it."""
         if watermark > self.watermark:
             self.watermark = watermark
         wm = self.watermark
-        buffer, timers, expiries = self._buffer, self._timers, self._expiries
+        buffer = self._buffer
         if self._arrived:  # one sort (mostly merging already sorted runs) instead of a heap push each
             buffer += self._arrived
             buffer.sort()
             self._arrived = []
-        pop, buffered_ids, apply, fire = heapq.heappop, self._buffered_ids, self._apply, self._fire
+        timers, expiries, fire_before = self._timers, self._expiries, self._fire_before
+        handlers, buffered_ids = self._handlers, self._buffered_ids
         i, n = 0, len(buffer)
+        while i < n and buffer[i][0] <= wm:
+            ts, _, event_id, _, event, token = buffer[i]
+            i += 1
+            if (timers and timers[0][0] < ts) or (expiries and expiries[0][0] < ts):
+                fire_before(ts, False)
+            buffered_ids.discard(event_id)
+            handlers[type(event)](event, token)
+        del buffer[:i]
+        fire_before(wm, True)
+
+    def _fire_before(self, t: float, inclusive: bool) -> None:
+        """Fire the timers due before ``t`` (or at it, if ``inclusive``), earliest first."""
+        timers, expiries, pop, fire = self._timers, self._expiries, heapq.heappop, self._fire
         while True:
             heap = expiries if expiries and (not timers or expiries[0] < timers[0]) else timers
-            if i < n and buffer[i][0] <= wm and (not heap or buffer[i][0] <= heap[0][0]):
-                _, _, event_id, _, event, token = buffer[i]
-                i += 1
-                buffered_ids.discard(event_id)
-                apply(event, token)
-            elif heap and heap[0][0] <= wm:
-                _, _, kind, key = pop(heap)
-                fire(kind, key)
-            else:
-                break
-        del buffer[:i]
+            if not heap or heap[0][0] > t or (heap[0][0] == t and not inclusive):
+                return
+            _, _, kind, key = pop(heap)
+            fire(kind, key)
 
     def drain(self) -> JoinOutput:
         out, self._out = self._out, JoinOutput()
@@ -174,14 +186,7 @@ class LabelJoiner:
 
     # --- rules -----------------------------------------------------------------------------
 
-    def _apply(self, event: Event, token: Any) -> None:
-        if isinstance(event, Impression):
-            self._on_impression(event)
-        elif isinstance(event, Engagement):
-            if not self._on_engagement(event, token):
-                return  # parked as an orphan: its token is released when resolved
-        else:
-            self._on_conversion(event)
+    def _release(self, token: Any) -> None:
         if token is not None:
             self._out.released.append(token)
 
@@ -195,17 +200,25 @@ class LabelJoiner:
     def _changed(self, st: ImpressionState) -> None:
         self._out.changed[st.imp.impression_id] = st  # serialised once per drain by the caller
 
-    def _on_impression(self, imp: Impression) -> None:
-        if imp.impression_id in self.impressions:
+    def _on_impression(self, imp: Impression, token: Any) -> None:
+        imp_id = imp.impression_id
+        if imp_id in self.impressions:
             self.counters["duplicate_impressions"] += 1
-            return
-        st = ImpressionState(imp)
-        self._install(st)
-        self._changed(st)
-        for engagement, token in self._orphans.pop(imp.impression_id, ()):  # engagements that came first
-            self._on_engagement(engagement, None)
-            if token is not None:
-                self._out.released.append(token)
+        else:
+            st = self.impressions[imp_id] = ImpressionState(imp)
+            heapq.heappush(self._timers, (negative_deadline(imp.ts, self.rules), RANK_TIMER, _TIMER_NEGATIVE, imp_id))
+            heapq.heappush(self._expiries, (attribution_deadline(imp.ts, self.rules), RANK_TIMER, _TIMER_EXPIRE, imp_id))
+            self._out.changed[imp_id] = st
+            if self._orphans:
+                for engagement, orphan_token in self._orphans.pop(imp_id, ()):  # engagements that came first
+                    self._on_engagement(engagement, None)
+                    self._release(orphan_token)
+        if token is not None:
+            self._out.released.append(token)
+
+    def _on_engagement_event(self, e: Engagement, token: Any) -> None:
+        if self._on_engagement(e, token):
+            self._release(token)  # else parked as an orphan: its token is released when resolved
 
     def _on_engagement(self, e: Engagement, token: Any) -> bool:
         st = self.impressions.get(e.impression_id)
@@ -234,6 +247,10 @@ class LabelJoiner:
         imp = st.imp
         self._touches.setdefault((imp.user_id, imp.item_id), []).append(
             (st.engagement_ts, imp.ts, imp.impression_id))
+
+    def _on_conversion_event(self, c: Conversion, token: Any) -> None:
+        self._on_conversion(c)
+        self._release(token)
 
     def _on_conversion(self, c: Conversion) -> None:
         if c.impression_id:
@@ -267,16 +284,15 @@ class LabelJoiner:
             if self.impressions.get(key) is None:
                 for engagement, token in self._orphans.pop(key, ()):
                     self._drop(engagement, "engagement_for_unknown_impression")
-                    if token is not None:
-                        self._out.released.append(token)
+                    self._release(token)
             return
         st = self.impressions.get(key)
         if st is None:
             return
         if kind == _TIMER_NEGATIVE:
-            if not (st.engaged or st.converted or st.negative_emitted):
+            if not (st.engagement_ts is not None or st.converted or st.negative_emitted):
                 st.negative_emitted = True
-                self._changed(st)
+                self._out.changed[key] = st
                 self._emit(st, "negative", negative_deadline(st.imp.ts, self.rules))
         else:  # expiry: the attribution window is over, forget the impression
             del self.impressions[key]

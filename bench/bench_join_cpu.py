@@ -24,6 +24,7 @@ import zlib
 import orjson
 
 from convcg.contract import Topics, event_to_dict
+from convcg.runtime import tune_garbage_collector
 from streams.datasets import load_log
 from streams.settings import StreamSettings
 from streams.worker import JoinProcessor
@@ -125,10 +126,12 @@ def main() -> None:
         off = offsets[(topic, p)] = offsets.get((topic, p), -1) + 1
         raw.append((topic, p, off, orjson.dumps(event_to_dict(e)), e.user_id.encode()))
     del log
+    settings = StreamSettings(idle_source_after_s=0)
+    tune_garbage_collector(settings.gc_gen0_threshold)  # as `run_worker` does
     cpus, walls = [], []
     for _ in range(1 if args.profile else args.repeat):
         output = CountingOutput()
-        processor = JoinProcessor(StreamSettings(idle_source_after_s=0), App(), Table(), output)
+        processor = JoinProcessor(settings, App(), Table(), output)
         processor._read_state = lambda partition: {}  # a fresh start: no changelog to restore from
         prof = cProfile.Profile(time.process_time) if args.profile else None
         wall, cpu = feed(processor, raw, args.batch, prof)

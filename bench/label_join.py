@@ -65,6 +65,12 @@ def raw_consume_rate(bootstrap: str, topics: Topics, total: int) -> float:
     return n / dt
 
 
+#: how often the worker's /metrics is read: each scrape costs the worker CPU (and its GIL) to
+#: render, so a tight loop would slow what it measures; the rate's error is at most this over
+#: the run's length
+SCRAPE_EVERY_S = 0.25
+
+
 def scrape(port: int, name: str) -> float:
     return metric_sum(fetch_samples(port, timeout=2, missing_ok=True), name)
 
@@ -87,7 +93,7 @@ def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int, logs: 
             if n >= total:
                 labels = scrape(port, "convcg_stream_labels_total")
                 return (n - first[1]) / (now - first[0]), labels
-            time.sleep(0.05)
+            time.sleep(SCRAPE_EVERY_S)
         raise TimeoutError("worker did not finish")
     finally:
         worker.stop()

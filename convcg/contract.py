@@ -14,7 +14,9 @@ seconds since the Unix epoch (UTC).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 # --- topics -------------------------------------------------------------------------------
 
@@ -78,41 +80,54 @@ ENGAGEMENT_TYPES = ("click", "save", "closeup", "add_to_cart")
 CONVERSION_TYPES = ("checkout", "add_to_cart")
 
 # --- events ---------------------------------------------------------------------------------
+#
+# Events are msgspec Structs: `convcg.validation` decodes a record straight into one, and the
+# field types below are the checks made while decoding (a non-empty string, a known surface, a
+# non-negative position...). ``event_type`` is the tag: a record may declare it, and then it must
+# name the topic's type. ``gc=False``: an event holds only strings and numbers, so the garbage
+# collector never needs to scan it (the join holds many).
+
+NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
+#: event time is after the Unix epoch (seconds); how far ahead of now is checked by the reader
+EventTime = Annotated[float, msgspec.Meta(gt=0)]
+#: a non-negative JSON integer (within int64: larger ones are left to the detailed checks)
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Surface = Literal[SURFACES]  # type: ignore[valid-type]
+EngagementType = Literal[ENGAGEMENT_TYPES]  # type: ignore[valid-type]
+ConversionType = Literal[CONVERSION_TYPES]  # type: ignore[valid-type]
 
 
-@dataclass(slots=True)
-class Impression:
-    event_id: str
-    impression_id: str
-    ts: float
-    user_id: str
-    item_id: str
-    advertiser_id: str
-    surface: str
-    position: int
+class Impression(msgspec.Struct, gc=False, tag_field="event_type", tag="impression"):
+    event_id: NonEmptyStr
+    impression_id: NonEmptyStr
+    ts: EventTime
+    user_id: NonEmptyStr
+    item_id: NonEmptyStr
+    advertiser_id: NonEmptyStr
+    surface: Surface
+    position: Count
 
 
-@dataclass(slots=True)
-class Engagement:
-    event_id: str
-    impression_id: str
-    ts: float
-    user_id: str
-    item_id: str
-    type: str
-    dwell_ms: int
+class Engagement(msgspec.Struct, gc=False, tag_field="event_type", tag="engagement"):
+    event_id: NonEmptyStr
+    impression_id: NonEmptyStr
+    ts: EventTime
+    user_id: NonEmptyStr
+    item_id: NonEmptyStr
+    type: EngagementType
+    dwell_ms: Count
 
 
-@dataclass(slots=True)
-class Conversion:
-    event_id: str
-    ts: float
-    user_id: str
-    item_id: str
-    advertiser_id: str
-    type: str
-    value: float
-    impression_id: str | None = None
+class Conversion(msgspec.Struct, gc=False, tag_field="event_type", tag="conversion"):
+    event_id: NonEmptyStr
+    ts: EventTime
+    user_id: NonEmptyStr
+    item_id: NonEmptyStr
+    advertiser_id: NonEmptyStr
+    type: ConversionType
+    value: NonNegative
+    impression_id: NonEmptyStr | None = None
 
 
 Event = Impression | Engagement | Conversion
@@ -133,10 +148,16 @@ def event_type_of(event: Event) -> EventType:
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
-    d = asdict(event)
+    """The event's JSON object (without the ``event_type`` tag, as producers write it)."""
+    d = msgspec.structs.asdict(event)
     if isinstance(event, Conversion) and d.get("impression_id") is None:
         d.pop("impression_id")
     return d
+
+
+def replace_event(event: Event, **changes: Any) -> Event:
+    """A copy of ``event`` with some fields changed."""
+    return msgspec.structs.replace(event, **changes)
 
 
 # --- labels ---------------------------------------------------------------------------------
@@ -145,10 +166,10 @@ LabelKind = Literal["engagement", "conversion", "negative", "correction"]
 LABEL_KINDS: tuple[str, ...] = ("engagement", "conversion", "negative", "correction")
 
 
-@dataclass(slots=True)
-class Label:
+class Label(msgspec.Struct, gc=False):
     """One labelling decision (append-only). ``label_id`` is deterministic, so a label
-    re-emitted after a crash has the same id and consumers deduplicate on it."""
+    re-emitted after a crash has the same id and consumers deduplicate on it. Its JSON form
+    is `encode_label`'s."""
 
     label_id: str
     impression_id: str
@@ -166,14 +187,17 @@ class Label:
     position: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return msgspec.structs.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Label":
         return cls(**{k: d[k] for k in LABEL_FIELDS if k in d})
 
 
-LABEL_FIELDS: tuple[str, ...] = tuple(Label.__dataclass_fields__)
+#: the label topic's JSON encoding (field order as declared)
+encode_label = msgspec.json.Encoder().encode
+
+LABEL_FIELDS: tuple[str, ...] = Label.__struct_fields__
 
 
 def label_id(impression_id: str, kind: str, cause_event_id: str | None = None) -> str:

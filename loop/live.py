@@ -16,11 +16,10 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import replace
 
 import orjson
 
-from convcg.contract import Impression, Topics, event_to_dict
+from convcg.contract import Impression, Topics, event_to_dict, replace_event
 from loop.freshness import SendLog
 from loop.probes import FeatureProbes, ProbePicker
 from streams.replay import topic_for
@@ -96,7 +95,7 @@ def serve_negatives(events, served, advertiser_of: dict[str, str], shown: dict[s
             if _is_unengaged_slot(e.impression_id):
                 pick = next((i for i in served.for_user(e.user_id) if i not in seen), None)
                 if pick is not None:
-                    e = replace(e, item_id=pick, advertiser_id=advertiser_of.get(pick, e.advertiser_id))
+                    e = replace_event(e, item_id=pick, advertiser_id=advertiser_of.get(pick, e.advertiser_id))
             seen.add(e.item_id)
         out.append(e)
     return out

@@ -21,15 +21,15 @@ from __future__ import annotations
 from collections import deque
 from typing import Hashable
 
+import msgspec
 
-class Pending:
-    """One delivered record: done once every effect of it is on the broker."""
 
-    __slots__ = ("offset", "done")
+class Pending(msgspec.Struct, gc=False):
+    """One delivered record: done once every effect of it is on the broker. (``gc=False``: it
+    holds two numbers, so the garbage collector need not scan the one per record in flight.)"""
 
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-        self.done = False
+    offset: int
+    done: bool = False
 
 
 REPEAT = "repeat"  # a second delivery of a record already tracked: the first copy carries the effect

@@ -115,6 +115,9 @@ def run_worker(settings: StreamSettings, loglevel: str = "warning") -> None:
 
         start_http_server(settings.metrics_port)
     app = build_app(settings, partition_counts)
+    from convcg.runtime import tune_garbage_collector
+
+    tune_garbage_collector(settings.gc_gen0_threshold)
     log.info("streams worker %s on %s (topics prefix %r, %d partitions)", settings.app_id,
              settings.bootstrap, settings.topic_prefix, settings.partitions)
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from convcg.contract import Conversion, Topics
+from convcg.contract import Conversion, Topics, encode_label
 from convcg.partitioning import PARTITIONER, PlacementCheck
 from convcg.validation import InvalidEvent, Watermark, dead_letter, parse_event
 from streams import metrics
@@ -222,7 +222,7 @@ class JoinProcessor:
         kinds: Counter[str] = Counter()
         for label in out.labels:
             kinds[label.kind] += 1
-            send(topics.labels, orjson.dumps(label), label.user_id.encode(), partition)
+            send(topics.labels, encode_label(label), label.user_id.encode(), partition)
         for kind, n in kinds.items():
             metrics.LABELS_OUT.labels(kind).inc(n)
         for event, reason in out.dropped:

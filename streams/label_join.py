@@ -20,6 +20,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import msgspec
+
 from convcg.contract import Conversion, Engagement, Event, Impression, Label, label_id
 from streams.label_rules import (
     RANK_CONVERSION,
@@ -39,34 +41,39 @@ _TIMER_NEGATIVE, _TIMER_EXPIRE, _TIMER_ORPHAN = 0, 1, 2
 _RANK = {Impression: RANK_IMPRESSION, Engagement: RANK_ENGAGEMENT, Conversion: RANK_CONVERSION}
 
 
-@dataclass(slots=True)
-class ImpressionState:
-    """What the join remembers about one served impression until its attribution window ends."""
+class ImpressionState(msgspec.Struct, gc=False):
+    """What the join remembers about one served impression until its attribution window ends.
+
+    ``gc=False``: it holds only an event and strings (no reference cycles), so the garbage
+    collector does not scan the many the join keeps."""
 
     imp: Impression
     engagement_ts: float | None = None
     negative_emitted: bool = False
     converted: bool = False
-    conversion_ids: list[str] = field(default_factory=list)
+    conversion_ids: tuple[str, ...] = ()
 
     @property
     def engaged(self) -> bool:
         return self.engagement_ts is not None
 
     def to_dict(self) -> dict[str, Any]:
-        i = self.imp
-        return {"event_id": i.event_id, "impression_id": i.impression_id, "ts": i.ts, "user_id": i.user_id,
-                "item_id": i.item_id, "advertiser_id": i.advertiser_id, "surface": i.surface,
-                "position": i.position, "engagement_ts": self.engagement_ts,
-                "negative_emitted": self.negative_emitted, "converted": self.converted,
-                "conversion_ids": self.conversion_ids}
+        """The persisted form: the impression's fields and the join's flags, in one JSON object.
+        (Only strings, numbers and a tuple of strings: the garbage collector stops tracking
+        such a dict, and the worker keeps one per pending impression.)"""
+        d = msgspec.structs.asdict(self.imp)
+        d["engagement_ts"] = self.engagement_ts
+        d["negative_emitted"] = self.negative_emitted
+        d["converted"] = self.converted
+        d["conversion_ids"] = self.conversion_ids
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ImpressionState":
         imp = Impression(d["event_id"], d["impression_id"], d["ts"], d["user_id"], d["item_id"],
                          d["advertiser_id"], d["surface"], d["position"])
         return cls(imp, d.get("engagement_ts"), d.get("negative_emitted", False),
-                   d.get("converted", False), list(d.get("conversion_ids", [])))
+                   d.get("converted", False), tuple(d.get("conversion_ids", ())))
 
 
 @dataclass
@@ -85,13 +92,24 @@ class LabelJoiner:
         self.watermark = -math.inf
         self.impressions: dict[str, ImpressionState] = {}
         self._touches: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
-        self._buffer: list[tuple] = []  # (ts, rank, event_id, seq, event, token)
+        # the reorder buffer: entries (ts, rank, event_id, seq, event, token), in that order
+        # (seq is unique, so entries never tie); those added since the last `advance` wait
+        # unsorted in _arrived and are sorted in once per advance
+        self._buffer: list[tuple] = []
+        self._arrived: list[tuple] = []
         self._buffered_ids: set[str] = set()
-        self._timers: list[tuple] = []  # (time, RANK_TIMER, kind, impression_id)
+        # timers, (time, RANK_TIMER, kind, impression_id), in two heaps: the short negative and
+        # orphan deadlines apart from the attribution-window expiries, which are far more (one
+        # per impression of the whole window) and would make every pop of the others dearer
+        self._timers: list[tuple] = []
+        self._expiries: list[tuple] = []
         self._orphans: dict[str, list[tuple[Engagement, Any]]] = {}
         self._seq = 0
         self._out = JoinOutput()
         self.counters: Counter[str] = Counter()
+        # the rule for each kind of event; each releases the event's token once its effects are out
+        self._handlers = {Impression: self._on_impression, Engagement: self._on_engagement_event,
+                          Conversion: self._on_conversion_event}
 
     # --- input -----------------------------------------------------------------------------
 
@@ -107,27 +125,45 @@ class LabelJoiner:
             self.counters["late_events"] += 1
         self._buffered_ids.add(event.event_id)
         self._seq += 1
-        heapq.heappush(self._buffer, (event.ts, _RANK[type(event)], event.event_id, self._seq, event, token))
+        self._arrived.append((event.ts, _RANK[type(event)], event.event_id, self._seq, event, token))
         return True
 
     def advance(self, watermark: float) -> None:
-        """Move the watermark (never backwards) and apply everything at or before it."""
+        """Move the watermark (never backwards) and apply everything at or before it.
+
+        Events and timers are applied in (time, rank, ...) order: before each buffered event,
+        every timer due before it fires (earliest first, across both timer heaps); an event's
+        rank is below `RANK_TIMER`, so a timer at the event's own time fires after it."""
         if watermark > self.watermark:
             self.watermark = watermark
         wm = self.watermark
-        buffer, timers = self._buffer, self._timers
+        buffer = self._buffer
+        if self._arrived:  # one sort (mostly merging already sorted runs) instead of a heap push each
+            buffer += self._arrived
+            buffer.sort()
+            self._arrived = []
+        timers, expiries, fire_before = self._timers, self._expiries, self._fire_before
+        handlers, buffered_ids = self._handlers, self._buffered_ids
+        i, n = 0, len(buffer)
+        while i < n and buffer[i][0] <= wm:
+            ts, _, event_id, _, event, token = buffer[i]
+            i += 1
+            if (timers and timers[0][0] < ts) or (expiries and expiries[0][0] < ts):
+                fire_before(ts, False)
+            buffered_ids.discard(event_id)
+            handlers[type(event)](event, token)
+        del buffer[:i]
+        fire_before(wm, True)
+
+    def _fire_before(self, t: float, inclusive: bool) -> None:
+        """Fire the timers due before ``t`` (or at it, if ``inclusive``), earliest first."""
+        timers, expiries, pop, fire = self._timers, self._expiries, heapq.heappop, self._fire
         while True:
-            next_event = buffer[0] if buffer and buffer[0][0] <= wm else None
-            next_timer = timers[0] if timers and timers[0][0] <= wm else None
-            if next_event is None and next_timer is None:
+            heap = expiries if expiries and (not timers or expiries[0] < timers[0]) else timers
+            if not heap or heap[0][0] > t or (heap[0][0] == t and not inclusive):
                 return
-            if next_timer is None or (next_event is not None and next_event[:2] <= next_timer[:2]):
-                _, _, event_id, _, event, token = heapq.heappop(buffer)
-                self._buffered_ids.discard(event_id)
-                self._apply(event, token)
-            else:
-                _, _, kind, key = heapq.heappop(timers)
-                self._fire(kind, key)
+            _, _, kind, key = pop(heap)
+            fire(kind, key)
 
     def drain(self) -> JoinOutput:
         out, self._out = self._out, JoinOutput()
@@ -135,7 +171,7 @@ class LabelJoiner:
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) + len(self._arrived)
 
     # --- persistence -----------------------------------------------------------------------
 
@@ -150,14 +186,7 @@ class LabelJoiner:
 
     # --- rules -----------------------------------------------------------------------------
 
-    def _apply(self, event: Event, token: Any) -> None:
-        if isinstance(event, Impression):
-            self._on_impression(event)
-        elif isinstance(event, Engagement):
-            if not self._on_engagement(event, token):
-                return  # parked as an orphan: its token is released when resolved
-        else:
-            self._on_conversion(event)
+    def _release(self, token: Any) -> None:
         if token is not None:
             self._out.released.append(token)
 
@@ -166,22 +195,30 @@ class LabelJoiner:
         self.impressions[imp.impression_id] = st
         if not (st.engaged or st.converted or st.negative_emitted):
             heapq.heappush(self._timers, (negative_deadline(imp.ts, self.rules), RANK_TIMER, _TIMER_NEGATIVE, imp.impression_id))
-        heapq.heappush(self._timers, (attribution_deadline(imp.ts, self.rules), RANK_TIMER, _TIMER_EXPIRE, imp.impression_id))
+        heapq.heappush(self._expiries, (attribution_deadline(imp.ts, self.rules), RANK_TIMER, _TIMER_EXPIRE, imp.impression_id))
 
     def _changed(self, st: ImpressionState) -> None:
         self._out.changed[st.imp.impression_id] = st  # serialised once per drain by the caller
 
-    def _on_impression(self, imp: Impression) -> None:
-        if imp.impression_id in self.impressions:
+    def _on_impression(self, imp: Impression, token: Any) -> None:
+        imp_id = imp.impression_id
+        if imp_id in self.impressions:
             self.counters["duplicate_impressions"] += 1
-            return
-        st = ImpressionState(imp)
-        self._install(st)
-        self._changed(st)
-        for engagement, token in self._orphans.pop(imp.impression_id, ()):  # engagements that came first
-            self._on_engagement(engagement, None)
-            if token is not None:
-                self._out.released.append(token)
+        else:
+            st = self.impressions[imp_id] = ImpressionState(imp)
+            heapq.heappush(self._timers, (negative_deadline(imp.ts, self.rules), RANK_TIMER, _TIMER_NEGATIVE, imp_id))
+            heapq.heappush(self._expiries, (attribution_deadline(imp.ts, self.rules), RANK_TIMER, _TIMER_EXPIRE, imp_id))
+            self._out.changed[imp_id] = st
+            if self._orphans:
+                for engagement, orphan_token in self._orphans.pop(imp_id, ()):  # engagements that came first
+                    self._on_engagement(engagement, None)
+                    self._release(orphan_token)
+        if token is not None:
+            self._out.released.append(token)
+
+    def _on_engagement_event(self, e: Engagement, token: Any) -> None:
+        if self._on_engagement(e, token):
+            self._release(token)  # else parked as an orphan: its token is released when resolved
 
     def _on_engagement(self, e: Engagement, token: Any) -> bool:
         st = self.impressions.get(e.impression_id)
@@ -211,6 +248,10 @@ class LabelJoiner:
         self._touches.setdefault((imp.user_id, imp.item_id), []).append(
             (st.engagement_ts, imp.ts, imp.impression_id))
 
+    def _on_conversion_event(self, c: Conversion, token: Any) -> None:
+        self._on_conversion(c)
+        self._release(token)
+
     def _on_conversion(self, c: Conversion) -> None:
         if c.impression_id:
             st = self.impressions.get(c.impression_id)
@@ -232,7 +273,7 @@ class LabelJoiner:
         if c.event_id in st.conversion_ids:
             self.counters["duplicate_conversions"] += 1
             return
-        st.conversion_ids.append(c.event_id)
+        st.conversion_ids += (c.event_id,)
         st.converted = True
         self._changed(st)
         self._emit(st, conversion_kind(st.negative_emitted), c.ts, cause=c.event_id, conversion=1,
@@ -243,16 +284,15 @@ class LabelJoiner:
             if self.impressions.get(key) is None:
                 for engagement, token in self._orphans.pop(key, ()):
                     self._drop(engagement, "engagement_for_unknown_impression")
-                    if token is not None:
-                        self._out.released.append(token)
+                    self._release(token)
             return
         st = self.impressions.get(key)
         if st is None:
             return
         if kind == _TIMER_NEGATIVE:
-            if not (st.engaged or st.converted or st.negative_emitted):
+            if not (st.engagement_ts is not None or st.converted or st.negative_emitted):
                 st.negative_emitted = True
-                self._changed(st)
+                self._out.changed[key] = st
                 self._emit(st, "negative", negative_deadline(st.imp.ts, self.rules))
         else:  # expiry: the attribution window is over, forget the impression
             del self.impressions[key]

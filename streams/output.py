@@ -35,20 +35,26 @@ class OutputProducer:
             "acks": "all",
             "enable.idempotence": False,
             "partitioner": LIBRDKAFKA_PARTITIONER,  # the contract's placement (convcg.partitioning)
+            # a delivery report (a Python call) only for a message that failed, not for each one
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
             **conf,
         })
         self._errors: list[str] = []
         self.sent = 0
 
-    def _on_delivery(self, err, msg) -> None:
+    def _on_delivery(self, err, msg) -> None:  # called for failed deliveries only
         if err is not None:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None) -> None:
-        kwargs = {} if partition is None else {"partition": partition}
+        produce = self._producer.produce
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=self._on_delivery, **kwargs)
+                if partition is None:
+                    produce(topic, value, key)
+                else:
+                    produce(topic, value, key, partition)
                 break
             except BufferError:  # local queue full: let librdkafka drain it
                 self._producer.poll(0.05)

@@ -30,6 +30,9 @@ class StreamSettings(BaseSettings):
     data_dir: Path = Field(Path("var/streams"), description="Faust's local data folder (one per app id)")
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 = off")
     rules: LabelRules = Field(default_factory=LabelRules)
+    gc_gen0_threshold: int = Field(50_000, ge=700, description="net allocations between collections of the youngest "
+                                   "generation in the worker process (CPython's default 700 promotes a batch's short-lived "
+                                   "objects; see convcg.runtime.tune_garbage_collector)")
 
     # --- the aggregates worker (convcg aggregates) -----------------------------------------
     feature_flush_interval_s: float = Field(0.1, ge=0, description="send coalesced feature updates at most this "

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import time
 from collections import namedtuple
-from dataclasses import replace
 
 import orjson
 import pytest
 
 from convcg.broker import free_port
-from convcg.contract import Impression, Topics
+from convcg.contract import Impression, Topics, replace_event
 from convcg.kafka_io import json_producer, read_topic
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from streams.aggregates import StreamingAggregator
@@ -89,7 +88,7 @@ def test_sends_exactly_the_pure_aggregates_and_skips_bad_records(broker, topics,
             type(e).__name__ == "Impression" for e in events)
         # live: a new event is counted and sent within the flush interval
         first = next(e for e in events if isinstance(e, Impression))
-        later = replace(first, event_id="live-1", impression_id="live-imp-1", ts=max(e.ts for e in events) + 1)
+        later = replace_event(first, event_id="live-1", impression_id="live-imp-1", ts=max(e.ts for e in events) + 1)
         produce_events(broker.bootstrap, topics, [later], PARTITIONS, close=False)
         expected_live = _expected(events + [later])
         assert expected_live[("user", first.user_id)] != expected[("user", first.user_id)]
@@ -161,7 +160,7 @@ def test_goes_live_when_the_last_offsets_of_a_partition_hold_no_record(broker, t
     events = _log(seed=5)[:300]
     produce_events(broker.bootstrap, topics, events, PARTITIONS, close=False)
     first = next(e for e in events if isinstance(e, Impression))
-    late = replace(first, event_id="tx-1", impression_id="tx-imp-1", user_id="tx-user")
+    late = replace_event(first, event_id="tx-1", impression_id="tx-imp-1", user_id="tx-user")
     tx = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": f"{topics.prefix}tx"})
     tx.init_transactions(30)
     tx.begin_transaction()

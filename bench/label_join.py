@@ -77,7 +77,7 @@ def scrape(port: int, name: str) -> float:
 
 def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int, logs: Path) -> tuple[float, float]:
     port = free_port()
-    env = {"CONVCG_STREAMS_BOOTSTRAP": bootstrap, "CONVCG_STREAMS_TOPIC_PREFIX": prefix,
+    env = {"CONVCG_STREAMS_KAFKA__BOOTSTRAP": bootstrap, "CONVCG_STREAMS_KAFKA__TOPIC_PREFIX": prefix,
            "CONVCG_STREAMS_APP_ID": f"{prefix}bench", "CONVCG_STREAMS_METRICS_PORT": str(port),
            "CONVCG_STREAMS_PARTITIONS": str(partitions)}
     worker = Component("worker", ["worker"], env, logs / "worker.log", cwd=ROOT, stop_timeout_s=30,

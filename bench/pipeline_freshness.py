@@ -66,7 +66,7 @@ def main() -> None:
     rig = SinkRig(kind, "bench-pipe-", redis_connection=private.server.connection if private and private.server else None)
     topics, sink, tmp, sink_port, broker, reader = (rig.topics, rig.sink, rig.tmp, rig.metrics_port, rig.broker,
                                                     rig.reader)
-    env = {"CONVCG_STREAMS_BOOTSTRAP": broker.bootstrap, "CONVCG_STREAMS_TOPIC_PREFIX": topics.prefix,
+    env = {"CONVCG_STREAMS_KAFKA__BOOTSTRAP": broker.bootstrap, "CONVCG_STREAMS_KAFKA__TOPIC_PREFIX": topics.prefix,
            "CONVCG_STREAMS_APP_ID": f"{topics.prefix}worker", "CONVCG_STREAMS_METRICS_PORT": str(worker_port),
            "CONVCG_STREAMS_DATA_DIR": str(tmp / "streams")}
     worker = None if args.without_label_join else rig.start("worker", ["worker"], env)

@@ -162,7 +162,7 @@ def main() -> int:
     logs = home / "logs"
     parts = {
         "worker": Component("worker", ["worker", "--metrics-port", str(ports["worker"])],
-                            {"CONVCG_STREAMS_BOOTSTRAP": broker.bootstrap}, logs / "worker.log", ports["worker"]),
+                            {"CONVCG_STREAMS_KAFKA__BOOTSTRAP": broker.bootstrap}, logs / "worker.log", ports["worker"]),
         "trainer": Component("trainer", ["trainer", "--bootstrap", broker.bootstrap, "--registry", str(registry),
                                          "--trigger-labels", "10000", "--trigger-seconds", "15",
                                          "--metrics-port", str(ports["trainer"])],

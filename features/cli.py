@@ -36,7 +36,7 @@ def apply_cmd(online_store: str | None) -> None:
 
 
 @features_command.command("sink")
-@click.option("--bootstrap", envvar="KAFKA_BOOTSTRAP", default=None, help="Kafka bootstrap servers.")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap (default: CONVCG_FEATURES_KAFKA__BOOTSTRAP, KAFKA_BOOTSTRAP).")
 @click.option("--topic-prefix", default=None)
 @click.option("--online-store", type=click.Choice(["sqlite", "redis"]), default=None)
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics on this port.")
@@ -46,10 +46,9 @@ def sink_cmd(bootstrap: str | None, topic_prefix: str | None, online_store: str 
     from convcg.runtime import run_until_signalled
     from features.sink import FeatureSink
 
-    s = _settings(topic_prefix=topic_prefix, online_store=online_store, metrics_port=metrics_port)
-    bootstrap = bootstrap or s.bootstrap
-    if not bootstrap:
-        raise click.UsageError("no broker: pass --bootstrap or set KAFKA_BOOTSTRAP")
+    s = _settings(online_store=online_store, metrics_port=metrics_port)
+    s.kafka = s.kafka.with_overrides(bootstrap, topic_prefix)
+    bootstrap = s.kafka.bootstrap
     if s.metrics_port:
         from prometheus_client import start_http_server
 

@@ -13,9 +13,11 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from convcg.kafka_settings import KafkaSettings
+
 
 class FeaturesSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CONVCG_FEATURES_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CONVCG_FEATURES_", env_nested_delimiter="__", extra="ignore")
 
     # --- Feast repo ---------------------------------------------------------------------
     project: str = Field("convcg", description="Feast project; also isolates Redis keys")
@@ -39,8 +41,7 @@ class FeaturesSettings(BaseSettings):
         30.0, description="feature values older than this are not joined / served (0 = no limit)")
 
     # --- Kafka sink ---------------------------------------------------------------------
-    bootstrap: str | None = Field(None, description="default: KAFKA_BOOTSTRAP env or the CLI flag")
-    topic_prefix: str = ""
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     consumer_group: str = "convcg-features-sink"
     batch_max_records: int = Field(1000, description="records per poll; ~1,000 wrote fastest per update (bench)")
     batch_max_wait_ms: int = 100

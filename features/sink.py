@@ -136,7 +136,7 @@ class FeatureSink:
     def __init__(self, settings: FeaturesSettings, bootstrap: str, writer: FeastWriter | None = None):
         self.settings = settings
         self.bootstrap = bootstrap
-        self.topics = Topics(settings.topic_prefix)
+        self.topics = Topics(settings.kafka.topic_prefix)
         self.writer = writer or FeastWriter(settings)
         self.stop_requested = asyncio.Event()
         self.batches_written = 0

@@ -133,15 +133,14 @@ def status(url: str | None) -> None:
 
 @click.command("refresher")
 @click.option("--once", is_flag=True, help="One registry check (build + push if needed), then exit.")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap for new items (CONVCG_INDEX_BOOTSTRAP; "
-              "empty: no new-item watching).")
-@click.option("--topic-prefix", default=None, help="Topic prefix (CONVCG_INDEX_TOPIC_PREFIX).")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap: watch the impressions topic for new items there "
+              "(else CONVCG_INDEX_WATCH_NEW_ITEMS with CONVCG_INDEX_KAFKA__BOOTSTRAP / KAFKA_BOOTSTRAP).")
+@click.option("--topic-prefix", default=None, help="Topic prefix (CONVCG_INDEX_KAFKA__TOPIC_PREFIX).")
 @click.option("--from-beginning", is_flag=True, help="Scan the impressions topic from its start.")
 def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | None, from_beginning: bool) -> None:
     """Watch the registry (and impressions) and keep the retrieval index current."""
     import threading
 
-    from convcg.contract import Topics
     from index_refresher.refresher import (
         NewItemWatcher,
         RegistryRefresher,
@@ -150,7 +149,8 @@ def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | Non
     )
     from registry.item_tower import registry_model_loader
 
-    settings = _settings(bootstrap=bootstrap, topic_prefix=topic_prefix)
+    settings = _settings(**({"watch_new_items": True} if bootstrap else {}))
+    settings.kafka = settings.kafka.with_overrides(bootstrap, topic_prefix)
     _lower_priority(settings.build_niceness)
 
     def current_version():
@@ -166,14 +166,14 @@ def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | Non
         sys.exit(1 if refresher.failed else 0)
     stop = threading.Event()
     threads = []
-    if settings.bootstrap:
-        watcher = NewItemWatcher(settings.bootstrap, Topics(settings.topic_prefix).impressions, admin,
+    if settings.watch_new_items:
+        watcher = NewItemWatcher(settings.kafka.bootstrap, settings.kafka.topics.impressions, admin,
                                  known_item_ids(settings), settings.new_items_path,
                                  settings.new_item_flush_s, settings.new_item_batch, from_beginning,
                                  settings.max_future_s)
         threads.append(threading.Thread(target=watcher.run, args=(stop,), name="new-items", daemon=True))
     else:
-        log.info("no bootstrap configured: not watching impressions for new items")
+        log.info("not watching impressions for new items (no --bootstrap, CONVCG_INDEX_WATCH_NEW_ITEMS off)")
     for t in threads:
         t.start()
     try:

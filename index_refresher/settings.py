@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from convcg.kafka_settings import KafkaSettings
 from convcg.validation import DEFAULT_MAX_FUTURE_S
 
 
@@ -17,7 +18,7 @@ class RefresherSettings(BaseSettings):
     Every path defaults under ``./var/``.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CONVCG_INDEX_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CONVCG_INDEX_", env_nested_delimiter="__", extra="ignore")
 
     # --- where things live
     registry_root: Path = Path("var/registry")
@@ -50,8 +51,9 @@ class RefresherSettings(BaseSettings):
     admin_token: str = Field("", repr=False)
     poll_interval_s: float = 5.0
     admin_timeout_s: float = 600.0
-    bootstrap: str = ""
-    topic_prefix: str = ""
+    #: watch the impressions topic for new items (``convcg refresher --bootstrap`` turns it on)
+    watch_new_items: bool = False
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     #: new items are embedded and pushed in batches at most this far apart
     new_item_flush_s: float = 1.0
     new_item_batch: int = 512

@@ -152,10 +152,10 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
     try:
         Component("features-apply", ["features", "apply"], features_env, logs / "features-apply.log").start().process.wait()
         worker = sup.start(Component("streams-worker", ["worker", "--metrics-port", str(ports["worker"])],
-                                     {**common, "CONVCG_STREAMS_BOOTSTRAP": bootstrap},
+                                     {**common, "CONVCG_STREAMS_KAFKA__BOOTSTRAP": bootstrap},
                                      logs / "streams-worker.log", ports["worker"]))
         aggregates = sup.start(Component("streams-aggregates", ["aggregates", "--metrics-port", str(ports["aggregates"])],
-                            {**common, "CONVCG_STREAMS_BOOTSTRAP": bootstrap},
+                            {**common, "CONVCG_STREAMS_KAFKA__BOOTSTRAP": bootstrap},
                             logs / "streams-aggregates.log", ports["aggregates"]))
         sink = sup.start(Component("features-sink", ["features", "sink", "--bootstrap", bootstrap,
                                                      "--metrics-port", str(ports["sink"])],

@@ -52,11 +52,11 @@ class AggregatesWorker:
 
     def __init__(self, settings: StreamSettings, output: Any | None = None) -> None:
         self.settings = settings
-        self.topics = Topics(settings.topic_prefix)
+        self.topics = Topics(settings.kafka.topic_prefix)
         self.type_of_topic = {self.topics.impressions: "impression", self.topics.engagements: "engagement",
                               self.topics.conversions: "conversion"}
         self.aggregator = StreamingAggregator()
-        self.output = output if output is not None else OutputProducer(settings.bootstrap)
+        self.output = output if output is not None else OutputProducer(settings.kafka.bootstrap)
         self.live = False  # caught up with the log as it was at start: updates are sent
         self.positions: dict[Any, int] = {}  # (topic, partition) -> the consumer's next offset
         self.stop_requested = asyncio.Event()
@@ -113,7 +113,7 @@ class AggregatesWorker:
 
         s = self.settings
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False,
+            bootstrap_servers=s.kafka.bootstrap, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=s.aggregates_fetch_max_wait_ms,
             fetch_min_bytes=s.aggregates_fetch_min_bytes)
         await consumer.start()
@@ -186,7 +186,7 @@ def run_aggregates(settings: StreamSettings) -> None:
     from convcg.broker import create_topics
     from convcg.runtime import run_until_signalled
 
-    create_topics(settings.bootstrap, Topics(settings.topic_prefix).all(), settings.partitions)
+    create_topics(settings.kafka.bootstrap, Topics(settings.kafka.topic_prefix).all(), settings.partitions)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 

@@ -9,7 +9,7 @@ from streams.replay import replay_command  # noqa: F401  (exported to loop.cli)
 
 
 @click.command("worker")
-@click.option("--bootstrap", envvar="CONVCG_STREAMS_BOOTSTRAP", help="Kafka bootstrap (default from settings)")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap (default: CONVCG_STREAMS_KAFKA__BOOTSTRAP, KAFKA_BOOTSTRAP)")
 @click.option("--topic-prefix", default=None)
 @click.option("--app-id", default=None, help="Faust app id = consumer group")
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (0 = off)")
@@ -18,13 +18,13 @@ def worker_command(bootstrap, topic_prefix, app_id, metrics_port) -> None:
     from streams.faust_app import run_worker
     from streams.settings import StreamSettings
 
-    overrides = {k: v for k, v in dict(bootstrap=bootstrap, topic_prefix=topic_prefix, app_id=app_id,
-                                        metrics_port=metrics_port).items() if v is not None}
-    run_worker(StreamSettings(**overrides))
+    settings = StreamSettings(**{k: v for k, v in dict(app_id=app_id, metrics_port=metrics_port).items() if v is not None})
+    settings.kafka = settings.kafka.with_overrides(bootstrap, topic_prefix)
+    run_worker(settings)
 
 
 @click.command("aggregates")
-@click.option("--bootstrap", envvar="CONVCG_STREAMS_BOOTSTRAP", help="Kafka bootstrap (default from settings)")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap (default: CONVCG_STREAMS_KAFKA__BOOTSTRAP, KAFKA_BOOTSTRAP)")
 @click.option("--topic-prefix", default=None)
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (0 = off)")
 def aggregates_command(bootstrap, topic_prefix, metrics_port) -> None:
@@ -33,9 +33,9 @@ def aggregates_command(bootstrap, topic_prefix, metrics_port) -> None:
     from streams.aggregates_worker import run_aggregates
     from streams.settings import StreamSettings
 
-    overrides = {k: v for k, v in dict(bootstrap=bootstrap, topic_prefix=topic_prefix,
-                                        metrics_port=metrics_port).items() if v is not None}
-    run_aggregates(StreamSettings(**overrides))
+    settings = StreamSettings(**({} if metrics_port is None else {"metrics_port": metrics_port}))
+    settings.kafka = settings.kafka.with_overrides(bootstrap, topic_prefix)
+    run_aggregates(settings)
 
 
 @click.command("labels")

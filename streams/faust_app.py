@@ -34,11 +34,11 @@ def build_app(settings: StreamSettings, partition_counts: dict[str, int] | None 
     """The Faust app of one worker (one consumer group = ``settings.app_id``)."""
     import faust
 
-    topics = Topics(settings.topic_prefix)
+    topics = Topics(settings.kafka.topic_prefix)
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.bootstrap}",
+        broker=f"kafka://{settings.kafka.bootstrap}",
         store="memory://",
         datadir=str(settings.data_dir / f"{settings.app_id}-data"),
         autodiscover=False,
@@ -61,10 +61,10 @@ def build_app(settings: StreamSettings, partition_counts: dict[str, int] | None 
     # acks=False: Faust neither tracks nor commits these offsets; the processor commits them
     source = app.topic(*topics.events, key_serializer="raw", value_serializer="raw", acks=False)
     table = app.Table(STATE_TABLE, partitions=settings.partitions)  # JSON keys and values
-    output = OutputProducer(settings.bootstrap)
-    processor = JoinProcessor(settings, FaustConsumerPort(app, settings.bootstrap, settings.app_id,
+    output = OutputProducer(settings.kafka.bootstrap)
+    processor = JoinProcessor(settings, FaustConsumerPort(app, settings.kafka.bootstrap, settings.app_id,
                                                                     partition_counts),
-                              JoinStateChangelog(settings.bootstrap, table, output), output)
+                              JoinStateChangelog(settings.kafka.bootstrap, table, output), output)
 
     @app.agent(source, name="label-join")
     async def label_join(stream):
@@ -107,9 +107,9 @@ def run_worker(settings: StreamSettings, loglevel: str = "warning") -> None:
 
     from convcg.broker import create_topics, topic_partitions
 
-    topics = Topics(settings.topic_prefix)
-    create_topics(settings.bootstrap, topics.all(), settings.partitions)
-    partition_counts = topic_partitions(settings.bootstrap, topics.events)
+    topics = Topics(settings.kafka.topic_prefix)
+    create_topics(settings.kafka.bootstrap, topics.all(), settings.partitions)
+    partition_counts = topic_partitions(settings.kafka.bootstrap, topics.events)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
@@ -119,5 +119,5 @@ def run_worker(settings: StreamSettings, loglevel: str = "warning") -> None:
 
     tune_garbage_collector(settings.gc_gen0_threshold)
     log.info("streams worker %s on %s (topics prefix %r, %d partitions)", settings.app_id,
-             settings.bootstrap, settings.topic_prefix, settings.partitions)
+             settings.kafka.bootstrap, settings.kafka.topic_prefix, settings.partitions)
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

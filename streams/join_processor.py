@@ -57,7 +57,7 @@ class JoinProcessor:
         self.consumer = consumer
         self.output = output
         self.changelog = changelog
-        t = Topics(settings.topic_prefix)
+        t = Topics(settings.kafka.topic_prefix)
         self.topics = t
         self.source_topics = t.events
         self.type_of_topic = {t.impressions: "impression", t.engagements: "engagement", t.conversions: "conversion"}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from pathlib import Path
@@ -21,9 +20,11 @@ from pathlib import Path
 import click
 import orjson
 from prometheus_client import Counter
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.contract import Conversion, Engagement, Topics, event_to_dict
+from convcg.kafka_settings import KafkaSettings
 
 log = logging.getLogger("convcg.replay")
 
@@ -31,13 +32,15 @@ REPLAYED = Counter("convcg_replay_events_total", "Events produced by replay, by 
 
 #: sleeping less than this is not worth a flush + sleep; the lag is caught up on the next event
 MIN_SLEEP_SECONDS = 0.005
+#: how long `convcg replay` waits for the broker to answer before saying how to give one
+BROKER_CHECK_S = 5.0
 
 
 class ReplaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CONVCG_REPLAY_")
+    model_config = SettingsConfigDict(env_prefix="CONVCG_REPLAY_", env_nested_delimiter="__")
 
     partitions: int = 3
-    topic_prefix: str = ""
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     catalog_out: Path = Path("var/catalog/items.parquet")
     linger_ms: int = 20
     batch_bytes: int = 512 * 1024
@@ -171,23 +174,12 @@ def parse_option(text: str) -> tuple[str, object]:
     return key.replace("-", "_"), raw
 
 
-def resolve_bootstrap(bootstrap: str | None) -> str:
-    if bootstrap:
-        return bootstrap
-    if os.environ.get("KAFKA_BOOTSTRAP"):
-        from convcg.broker import find_or_start_broker
-
-        return find_or_start_broker().bootstrap
-    raise click.UsageError("no broker given: pass --bootstrap HOST:PORT (or set KAFKA_BOOTSTRAP), "
-                           "or start a local one with `convcg broker`")
-
-
 @click.command("replay")
 @click.argument("source")
 @click.option("--speed", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Seconds of event time per wall-clock second; 0 = as fast as possible.")
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Replay only the first N events.")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap HOST:PORT (default: $KAFKA_BOOTSTRAP).")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap HOST:PORT (default: CONVCG_REPLAY_KAFKA__BOOTSTRAP, KAFKA_BOOTSTRAP).")
 @click.option("--topic-prefix", default=None, help="Prefix of every topic name.")
 @click.option("--partitions", type=click.IntRange(min=1), default=None, help="Partitions of topics created here.")
 @click.option("--catalog-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -203,12 +195,18 @@ def replay_command(source: str, speed: float, limit: int | None, bootstrap: str 
                    topic_prefix: str | None, partitions: int | None, catalog_out: Path | None,
                    seed: int | None, options: tuple[str, ...], close: bool, no_progress: bool) -> None:
     """Replay SOURCE (movielens-100k | open-bandit | synthetic | a JSONL file) into the topics."""
-    from convcg.broker import create_topics
+    from convcg.broker import create_topics, wait_until_ready
     from streams.datasets import load_log
     from streams.datasets.wheels import WheelFetchError
 
     s = ReplaySettings()
-    bootstrap = resolve_bootstrap(bootstrap)
+    kafka = s.kafka.with_overrides(bootstrap, topic_prefix)
+    bootstrap = kafka.bootstrap
+    try:
+        wait_until_ready(bootstrap, timeout=BROKER_CHECK_S)
+    except TimeoutError:
+        raise click.UsageError(f"no broker answers at {bootstrap}: pass --bootstrap HOST:PORT (or set "
+                               "KAFKA_BOOTSTRAP), or start a local one with `convcg broker`") from None
     loader_options = dict(parse_option(o) for o in options)
     if seed is not None:
         loader_options["seed"] = seed
@@ -218,7 +216,7 @@ def replay_command(source: str, speed: float, limit: int | None, bootstrap: str 
         raise click.BadParameter(str(exc), param_hint="SOURCE") from None
     except WheelFetchError as exc:
         raise click.ClickException(f"could not fetch the data for {source}: {exc}") from None
-    topics = Topics(s.topic_prefix if topic_prefix is None else topic_prefix)
+    topics = kafka.topics
     created = create_topics(bootstrap, topics.all(), partitions or s.partitions)
     if created:
         log.info("created topics %s", ", ".join(created))

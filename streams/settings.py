@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from convcg.kafka_settings import KafkaSettings
 from convcg.validation import DEFAULT_MAX_FUTURE_S
 from streams.label_rules import LabelRules
 
@@ -14,8 +15,7 @@ from streams.label_rules import LabelRules
 class StreamSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVCG_STREAMS_", env_nested_delimiter="__")
 
-    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
-    topic_prefix: str = ""
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     partitions: int = Field(3, ge=1, description="partitions of every topic (all co-partitioned by user)")
     app_id: str = Field("convcg-streams", description="Faust app id = consumer group")
     batch_max: int = Field(5000, ge=1, description="events per processing batch (stream.take)")

@@ -32,6 +32,6 @@ def start_worker(bootstrap: str, topics: Topics, app_id: str, log_path: Path, **
 def start_component(args: list[str], bootstrap: str, topics: Topics, log_path: Path, **env_extra) -> Component:
     """Any streams command (e.g. ``["aggregates"]``) as its own process on ``topics``; a stop
     waits up to 30 s for a clean shutdown before SIGKILL."""
-    env = {"CONVCG_STREAMS_BOOTSTRAP": bootstrap, "CONVCG_STREAMS_TOPIC_PREFIX": topics.prefix,
+    env = {"CONVCG_STREAMS_KAFKA__BOOTSTRAP": bootstrap, "CONVCG_STREAMS_KAFKA__TOPIC_PREFIX": topics.prefix,
            **{k: str(v) for k, v in env_extra.items()}}
     return Component(args[0], args, env, log_path, stop_timeout_s=30).start()

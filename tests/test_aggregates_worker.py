@@ -13,6 +13,7 @@ import pytest
 from convcg.broker import free_port
 from convcg.contract import Impression, Topics, replace_event
 from convcg.kafka_io import json_producer, read_topic
+from convcg.kafka_settings import KafkaSettings
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from streams.aggregates import StreamingAggregator
 from streams.aggregates_worker import AggregatesWorker
@@ -130,7 +131,7 @@ class ListOutput:
 
 def test_count_skips_bad_records_and_sends_one_update_per_entity():
     topics = Topics("x-")
-    worker = AggregatesWorker(StreamSettings(topic_prefix="x-"), output=ListOutput())
+    worker = AggregatesWorker(StreamSettings(kafka=KafkaSettings(topic_prefix="x-")), output=ListOutput())
     imp = {"event_id": "e1", "impression_id": "i1", "ts": 1_700_000_000.0, "user_id": "u1", "item_id": "it1",
            "advertiser_id": "a1", "surface": "home", "position": 0}
     records = [Rec(1, 10, orjson.dumps(imp), 1_700_000_000_500), Rec(1, 11, b"{bad", 0),
@@ -166,7 +167,7 @@ def test_goes_live_when_the_last_offsets_of_a_partition_hold_no_record(broker, t
     tx.begin_transaction()
     tx.produce(topics.impressions, orjson.dumps(event_to_dict(late)), late.user_id.encode(), partition=0)
     tx.commit_transaction(30)
-    worker = AggregatesWorker(StreamSettings(bootstrap=broker.bootstrap, topic_prefix=topics.prefix),
+    worker = AggregatesWorker(StreamSettings(kafka=KafkaSettings(bootstrap=broker.bootstrap, topic_prefix=topics.prefix)),
                               output=ListOutput())
 
     async def run_until_live(timeout_s: float = 30.0) -> None:

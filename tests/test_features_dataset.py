@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from convcg.contract import ENTITIES
+from convcg.kafka_settings import KafkaSettings
 from features.dataset import build_training_set
 from features.definitions import stream_view_name
 from features.offline import write_part
@@ -91,7 +92,7 @@ def test_no_leakage_either_way_through_the_real_sink(broker, topics, tmp_path):
     from convcg.kafka_io import json_producer
     from features.sink import BackgroundSink, FeatureSink
 
-    s = _settings(tmp_path, topic_prefix=topics.prefix, consumer_group=f"g-{topics.prefix}",
+    s = _settings(tmp_path, kafka=KafkaSettings(topic_prefix=topics.prefix), consumer_group=f"g-{topics.prefix}",
                   offline_flush_seconds=0.2)
     producer = json_producer(broker.bootstrap)
 

@@ -14,6 +14,7 @@ import pytest
 
 from convcg.broker import free_port
 from convcg.kafka_io import json_producer, read_topic
+from convcg.kafka_settings import KafkaSettings
 from features.definitions import stream_view_name
 from features.offline import part_files, read_parts
 from features.online import OnlineReader
@@ -28,7 +29,7 @@ T = 1_700_000_000.0
 
 def _settings(tmp_path: Path, topics, **kw) -> FeaturesSettings:
     return FeaturesSettings(repo_dir=tmp_path / "feast", labels_dir=tmp_path / "labels",
-                            topic_prefix=topics.prefix, project=f"t{uuid.uuid4().hex[:10]}",
+                            kafka=KafkaSettings(topic_prefix=topics.prefix), project=f"t{uuid.uuid4().hex[:10]}",
                             consumer_group=f"g-{topics.prefix}", retry_initial_seconds=0.1,
                             retry_max_seconds=0.5, offline_flush_seconds=0.3, **kw)
 

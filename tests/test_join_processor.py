@@ -12,6 +12,7 @@ from typing import NamedTuple
 import orjson
 
 from convcg.contract import Impression, Topics, event_to_dict
+from convcg.kafka_settings import KafkaSettings
 from streams.control import closing_watermark
 from streams.join_processor import JoinProcessor
 from streams.join_state import WATERMARK_KEY, JoinStateChangelog
@@ -115,7 +116,7 @@ def processor(consumer, restored: dict | None = None, read=None):
     output = ListOutput()
     changelog = JoinStateChangelog("unused:9092", Table(), output)
     changelog.read = read or (lambda partition: dict(restored or {}))
-    settings = StreamSettings(topic_prefix="jp-", commit_interval_s=1e-9, idle_source_after_s=0)
+    settings = StreamSettings(kafka=KafkaSettings(topic_prefix="jp-"), commit_interval_s=1e-9, idle_source_after_s=0)
     return JoinProcessor(settings, consumer, changelog, output), output
 
 

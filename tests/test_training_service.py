@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from convcg.kafka_io import json_producer, read_topic
+from convcg.kafka_settings import KafkaSettings
 from convcg.validation import decode_label
 from registry.store import ModelRegistry
 from tests.helpers_training import tiny_config
@@ -54,7 +55,7 @@ def test_trainer_service_trains_then_finetunes_from_the_labels_topic(broker, top
     first, second = labels.iloc[:1500], labels.iloc[1500:]
     rows1 = first.to_dict("records")
     settings = TrainingSettings(
-        bootstrap=broker.bootstrap, topic_prefix=topics.prefix, consumer_group="",  # no group join
+        kafka=KafkaSettings(bootstrap=broker.bootstrap, topic_prefix=topics.prefix), consumer_group="",  # no group join
         registry_root=tmp_path / "registry", label_store=tmp_path / "store",
         catalog_path=tmp_path / "catalog.parquet", trigger_labels=len(rows1), trigger_seconds=3600,
         min_labels_first_train=500, gate_tolerance=1.0, gate_k=20, model=tiny_config(),

@@ -12,6 +12,7 @@ def _settings(registry: str | None = None, **overrides):
     from training.config import TrainingSettings
 
     settings = TrainingSettings()
+    settings.kafka = settings.kafka.with_overrides(overrides.pop("bootstrap", None), overrides.pop("topic_prefix", None))
     update = {k: v for k, v in overrides.items() if v is not None}
     if registry:
         update["registry_root"] = Path(registry)

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from convcg.kafka_settings import KafkaSettings
 from registry.model_config import ModelConfig
 
 
@@ -46,8 +47,7 @@ class TrainingSettings(BaseSettings):
     reports_dir: Path = Path("var/reports")
 
     # trainer service triggers
-    bootstrap: str = "127.0.0.1:9092"
-    topic_prefix: str = ""
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     consumer_group: str = "convcg-trainer"
     #: event time a label id is remembered for, to drop redelivered copies (see convcg.dedupe)
     dedupe_horizon_s: float = Field(8 * 86400.0, gt=0)

@@ -64,7 +64,7 @@ class TrainerMetrics:
 class TrainerService:
     def __init__(self, settings: TrainingSettings, show_progress: bool = False):
         self.settings = settings
-        self.topics = Topics(prefix=settings.topic_prefix)
+        self.topics = Topics(prefix=settings.kafka.topic_prefix)
         self.store = LabelStore(settings.label_store)
         self.registry = ModelRegistry(settings.registry_root)
         self.metrics = TrainerMetrics()
@@ -90,7 +90,7 @@ class TrainerService:
         from convcg.kafka_io import json_producer
 
         s = self.settings
-        conf = {"bootstrap.servers": s.bootstrap, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+        conf = {"bootstrap.servers": s.kafka.bootstrap, "enable.auto.commit": False, "auto.offset.reset": "earliest",
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,
                 "group.id": s.consumer_group or "convcg-trainer-reader"}
         self._consumer = Consumer(conf)
@@ -100,7 +100,7 @@ class TrainerService:
             metadata = self._consumer.list_topics(self.topics.labels, timeout=10).topics.get(self.topics.labels)
             parts = sorted(metadata.partitions) if metadata is not None and metadata.error is None else []
             self._consumer.assign([TopicPartition(self.topics.labels, p, OFFSET_BEGINNING) for p in parts])
-        self._producer = json_producer(s.bootstrap)
+        self._producer = json_producer(s.kafka.bootstrap)
 
     def _commit(self) -> None:
         from confluent_kafka import KafkaError, KafkaException

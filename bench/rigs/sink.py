@@ -11,6 +11,7 @@ from pathlib import Path
 from bench import ROOT
 from convcg.broker import create_topics, find_or_start_broker, free_port
 from convcg.contract import Topics
+from convcg.kafka_settings import KafkaSettings
 from features.online import OnlineReader
 from features.settings import FeaturesSettings
 from features.store import apply_repo, delete_redis_project_keys
@@ -27,7 +28,7 @@ class SinkRig:
         create_topics(self.broker.bootstrap, self.topics.all(), 3)
         self.settings = FeaturesSettings(repo_dir=self.tmp / "feast", labels_dir=self.tmp / "labels",
                                          project=f"bench{uuid.uuid4().hex[:8]}", online_store=store,
-                                         topic_prefix=self.topics.prefix, consumer_group=f"g-{self.topics.prefix}",
+                                         kafka=KafkaSettings(topic_prefix=self.topics.prefix), consumer_group=f"g-{self.topics.prefix}",
                                          **({"redis_connection": redis_connection} if redis_connection else {}))
         self.reader = OnlineReader(apply_repo(self.settings))
         self.metrics_port = free_port()

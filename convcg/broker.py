@@ -161,10 +161,13 @@ def find_or_start_broker(storage: str = MEMORY_STORAGE, log_path: Path | None = 
 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1) -> list[str]:
-    """Create topics explicitly (idempotent). Returns the names that were newly created."""
+    """Create topics explicitly (idempotent), those named ``*-changelog`` compacted. Returns the
+    names that were newly created."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
+
+    from convcg.contract import COMPACTED_SUFFIX
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
@@ -172,7 +175,9 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int, replica
         wanted = [n for n in names if n not in existing]
         if wanted:
             try:
-                admin.create_topics([NewTopic(n, partitions, replication) for n in wanted])
+                admin.create_topics([NewTopic(n, partitions, replication,
+                                              topic_configs={"cleanup.policy": "compact"} if n.endswith(COMPACTED_SUFFIX) else {})
+                                     for n in wanted])
             except TopicAlreadyExistsError:
                 pass
         return wanted

@@ -15,6 +15,7 @@ import pytest
 from convcg.broker import free_port
 from convcg.contract import Impression, Topics
 from convcg.kafka_io import json_producer, read_topic
+from convcg.partitioning import partition_for
 from streams.aggregates import StreamingAggregator
 from streams.aggregates_worker import AggregatesWorker
 from streams.datasets import load_log
@@ -126,8 +127,25 @@ class ListOutput:
     def send(self, topic, value, key=None, partition=None) -> None:
         self.sent.append((topic, value, key))
 
+    def poll(self) -> None:
+        pass
+
     async def flush(self) -> None:
         pass
+
+
+def _route(worker, topic: str, output: ListOutput) -> None:
+    """Hand the records one stage forwarded to the next stage, as the broker would (offsets
+    counted per partition)."""
+    offsets: dict[int, int] = {}
+    records = []
+    for t, value, key in output.sent:
+        if t == topic:
+            p = partition_for(key, PARTITIONS)
+            records.append(Rec(p, offsets.setdefault(p, 0), value, 0))
+            offsets[p] += 1
+    for p in sorted(offsets):
+        worker.count(topic, [r for r in records if r.partition == p], now=0.0)
 
 
 def test_count_skips_bad_records_and_sends_one_update_per_entity():
@@ -141,10 +159,14 @@ def test_count_skips_bad_records_and_sends_one_update_per_entity():
                Rec(1, 14, orjson.dumps(imp), 0)]  # a redelivered event: counted once
     counts = worker.count(topics.impressions, records, now=1_700_000_001.0)
     assert counts == {"impression": 3, "skipped:malformed_json": 1}
+    _route(worker, topics.aggregates_by_item, worker.output)  # the user stage forwards by item,
+    _route(worker, topics.aggregates_by_advertiser, worker.output)  # the item stage by advertiser
     assert worker.send_updates(now=1_700_000_001.0) == 3  # user, item, advertiser
-    sent = {orjson.loads(v)["entity"]: orjson.loads(v) for _, v, _ in worker.output.sent}
-    assert {t for t, _, _ in worker.output.sent} == {topics.feature_updates}
+    updates = [(t, v) for t, v, _ in worker.output.sent if t == topics.feature_updates]
+    sent = {orjson.loads(v)["entity"]: orjson.loads(v) for _, v in updates}
+    assert len(updates) == 3
     assert sent["user"]["features"]["impressions_1h"] == 2 and sent["user"]["ingest_ms"] == 1_700_000_000_900
+    assert sent["advertiser"]["features"]["impressions_1h"] == 2  # the redelivery was not forwarded
     assert worker.send_updates(now=1_700_000_002.0) == 0  # nothing touched since
 
 
@@ -182,7 +204,8 @@ def test_goes_live_when_the_last_offsets_of_a_partition_hold_no_record(broker, t
 
     asyncio.run(run_until_live())
     assert worker.live, "the rebuild never ended"
-    users = {orjson.loads(v)["entity_id"] for _, v, _ in worker.output.sent if orjson.loads(v)["entity"] == "user"}
+    updates = [orjson.loads(v) for t, v, _ in worker.output.sent if t == topics.feature_updates]
+    users = {u["entity_id"] for u in updates if u["entity"] == "user"}
     assert "tx-user" in users and first.user_id in users
 
 

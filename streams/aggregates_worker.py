@@ -232,10 +232,12 @@ class AggregatesWorker:
             ends = await consumer.end_offsets(list(assigned))
             self.targets.update({(tp.topic, tp.partition): end for tp, end in ends.items()})
             self.restore_seconds = time.monotonic() - t0
+            metrics.AGG_STAGE_PARTITIONS.set(len(self.stages))
             self._assigned_at = time.monotonic()
             metrics.AGG_RESTORE_SECONDS.set(self.restore_seconds)
+            metrics.AGG_RESTORED_ENTITIES.set(sum(len(s.table) for s in restored))
             log.warning("aggregates: restored %d stage partitions %s in %.2fs (%d entities, %d seen ids); "
-                        "catching up with %d records", len(new), new, self.restore_seconds,
+                        "end offsets now %d in all", len(new), new, self.restore_seconds,
                         sum(len(s.table) for s in restored), sum(len(s.seen) for s in restored),
                         sum(ends.values()))
 
@@ -254,6 +256,7 @@ class AggregatesWorker:
             for tp in revoked:
                 self.targets.pop((tp.topic, tp.partition), None)
                 self.positions.pop((tp.topic, tp.partition), None)
+            metrics.AGG_STAGE_PARTITIONS.set(len(self.stages))
             log.warning("aggregates: revoked %s", sorted(keys))
 
     async def _check_live(self, consumer) -> None:

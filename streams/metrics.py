@@ -33,6 +33,9 @@ AGG_RESTORE_SECONDS = Gauge("convcg_aggregates_restore_seconds",
                             "How long restoring the newly assigned partitions' state from the changelogs took (last assignment)")
 AGG_CATCHUP_SECONDS = Gauge("convcg_aggregates_catchup_seconds",
                             "From an assignment to every assigned partition reaching the end offsets seen then")
+AGG_RESTORED_ENTITIES = Gauge("convcg_aggregates_restored_entities",
+                              "Entities restored from the changelogs at the last assignment")
+AGG_STAGE_PARTITIONS = Gauge("convcg_aggregates_stage_partitions", "Stage partitions assigned to this worker")
 AGG_STAGE_RECORDS = Counter("convcg_aggregates_stage_records_total", "Records read by each aggregates stage", ["stage"])
 AGG_STATE_RECORDS = Counter("convcg_aggregates_state_records_total", "Records written to the aggregates changelogs",
                             ["stage"])

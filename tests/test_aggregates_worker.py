@@ -215,3 +215,69 @@ def test_caught_up_compares_the_consumers_positions_with_the_end_offsets():
     assert not AggregatesWorker.caught_up({tp: 15}, targets)
     assert AggregatesWorker.caught_up({tp: 16}, targets)  # an empty partition (end 0) needs no read
     assert AggregatesWorker.caught_up({tp: 17, other: 3}, targets)
+
+
+def _wait_shared(ports: list[int], procs, stage_partitions: int = 3 * PARTITIONS, timeout: float = 90.0) -> None:
+    """Until every worker holds stage partitions and together they hold all of them."""
+    deadline = time.monotonic() + timeout
+    held: list[float] = []
+    while time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), "convcg aggregates exited"
+        try:
+            held = [_metric(port, "convcg_aggregates_stage_partitions") for port in ports]
+        except OSError:
+            held = []
+        if held and all(held) and sum(held) == stage_partitions:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the group never shared the partitions: {held}")
+
+
+@pytest.mark.broker
+def test_two_aggregates_workers_in_one_group_give_exactly_the_features_of_one(broker, topics, tmp_path):
+    events = _log(seed=7)
+    ports = [free_port(), free_port()]
+    procs = [_start(broker.bootstrap, topics, tmp_path / f"agg{k}.log", port) for k, port in enumerate(ports)]
+    try:
+        _wait_shared(ports, procs)
+        produce_events(broker.bootstrap, topics, events, PARTITIONS)
+        expected = _expected(events)
+        assert _wait_for(broker.bootstrap, topics, expected, procs[0]) == expected
+        counted = [_metric(port, "convcg_aggregates_events_total") for port in ports]
+        assert all(counted) and sum(counted) >= len(events), counted  # both did part of the work
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+@pytest.mark.broker
+def test_one_of_two_workers_killed_mid_stream_and_restarted_gives_exactly_the_same_features(broker, topics, tmp_path):
+    events = _log(seed=9)
+    half = len(events) // 2
+    ports = [free_port(), free_port()]
+    procs = [_start(broker.bootstrap, topics, tmp_path / f"agg{k}.log", port) for k, port in enumerate(ports)]
+    restarted = None
+    try:
+        _wait_shared(ports, procs)
+        produce_events(broker.bootstrap, topics, events[:half], PARTITIONS, close=False)
+        assert _wait_for(broker.bootstrap, topics, _expected(events[:half]), procs[0]) == _expected(events[:half])
+        time.sleep(2 * StreamSettings().aggregates_state_flush_s + 0.5)  # the first half's state is committed
+        produce_events(broker.bootstrap, topics, events[half:], PARTITIONS, close=False)
+        stop(procs[1], kill=True)  # SIGKILL while the second half streams in: its last flush is lost
+        restart_port = free_port()
+        restarted = _start(broker.bootstrap, topics, tmp_path / "agg-restarted.log", restart_port)
+        _wait_shared([ports[0], restart_port], [procs[0], restarted], timeout=120)
+        expected = _expected(events)
+        deadline = time.monotonic() + 60
+        while _metric(restart_port, "convcg_aggregates_catchup_seconds") == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)  # the restarted worker went live: it has sent its entities' values
+        assert _wait_for(broker.bootstrap, topics, expected, restarted) == expected
+        restore_s = [_metric(port, "convcg_aggregates_restore_seconds") for port in (ports[0], restart_port)]
+        print(f"\nrestore time from the changelogs: survivor {restore_s[0]:.2f}s, restarted worker {restore_s[1]:.2f}s")
+        assert _metric(restart_port, "convcg_aggregates_restored_entities") > 0  # state came from the changelog
+        # ... and the log was not re-read: at most the second half (the tail after the commit)
+        assert _metric(restart_port, "convcg_aggregates_events_total") <= len(events) - half
+    finally:
+        for proc in (*procs, restarted):
+            if proc is not None:
+                stop(proc)

@@ -20,6 +20,10 @@ topics and partitions are read side by side, and a rebuild reads whole logs) is 
 counted for the advertiser as soon as one is known, so the counts do not depend on the order
 the topics are read in (``stats['no_advertiser']`` counts the parked ones).
 
+`convcg aggregates` runs these windows scaled out, one entity kind per stage partition
+(`streams.aggregate_stage`); this class computes all three in one place (the reference the
+stages are tested against, and the benches' baseline).
+
 Idempotent: an ``event_id`` seen before is ignored. The seen-set keeps ids for at least
 ``dedupe_horizon_seconds`` of event time behind the newest event: whenever it has doubled
 since the last pruning (drained or not) it forgets the ids behind the horizon and keeps at

@@ -41,6 +41,7 @@ topic for raw events (one dead letter per bad record, not one per reader).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import Counter
@@ -366,5 +367,8 @@ def run_aggregates(settings: StreamSettings) -> None:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port)
+    # the state is millions of small lists and tuples that live long: a young-generation
+    # collection every 700 allocations would keep re-scanning them
+    gc.set_threshold(*settings.aggregates_gc_thresholds)
     worker = AggregatesWorker(settings)
     run_until_signalled(worker.stop_requested, worker.run)

@@ -159,16 +159,21 @@ def find_or_start_broker(storage: str = MEMORY_STORAGE, log_path: Path | None = 
 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1) -> list[str]:
-    """Create topics explicitly (idempotent). Returns the names that were newly created."""
+    """Create topics explicitly (idempotent), those named ``*-changelog`` compacted. Returns the
+    names that were newly created."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
+
+    from convcg.contract import COMPACTED_SUFFIX
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=30).topics)
     wanted = [n for n in dict.fromkeys(names) if n not in existing]
     if not wanted:
         return []
-    futures = admin.create_topics([NewTopic(n, partitions, replication) for n in wanted], operation_timeout=30)
+    futures = admin.create_topics([NewTopic(n, partitions, replication,
+                                            config={"cleanup.policy": "compact"} if n.endswith(COMPACTED_SUFFIX) else {})
+                                   for n in wanted], operation_timeout=30)
     for name, future in futures.items():
         try:
             future.result(timeout=60)

@@ -63,13 +63,39 @@ class Topics:
     def events(self) -> tuple[str, str, str]:
         return (self.impressions, self.engagements, self.conversions)
 
+    # `convcg aggregates`: events re-keyed by item / advertiser between its stages, and each
+    # stage's state (compacted: see ``COMPACTED_SUFFIX``)
+    @property
+    def aggregates_by_item(self) -> str:
+        return self._t("aggregates-by-item")
+
+    @property
+    def aggregates_by_advertiser(self) -> str:
+        return self._t("aggregates-by-advertiser")
+
+    def aggregates_changelog(self, stage: str) -> str:
+        """The changelog of one aggregates stage (``user``, ``item`` or ``advertiser``)."""
+        if stage not in ENTITIES:
+            raise ValueError(f"unknown aggregates stage {stage!r}")
+        return self._t(f"aggregates-{stage}{COMPACTED_SUFFIX}")
+
+    @property
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.aggregates_by_item, self.aggregates_by_advertiser,
+                *(self.aggregates_changelog(e) for e in ENTITIES))
+
     def of_event(self, event: "Event") -> str:
         """The topic an event is read from."""
         return {"impression": self.impressions, "engagement": self.engagements,
                 "conversion": self.conversions}[event_type_of(event)]
 
     def all(self) -> tuple[str, ...]:
-        return (*self.events, self.labels, self.feature_updates, self.dead_letters, self.unattributed)
+        return (*self.events, self.labels, self.feature_updates, self.dead_letters, self.unattributed,
+                *self.aggregates)
+
+
+#: topics named so hold state (last value per key) and are created compacted
+COMPACTED_SUFFIX = "-changelog"
 
 
 EVENT_TYPES = ("impression", "engagement", "conversion")

@@ -20,6 +20,10 @@ topics and partitions are read side by side, and a rebuild reads whole logs) is 
 counted for the advertiser as soon as one is known, so the counts do not depend on the order
 the topics are read in (``stats['no_advertiser']`` counts the parked ones).
 
+`convcg aggregates` runs these windows scaled out, one entity kind per stage partition
+(`streams.aggregate_stage`); this class computes all three in one place (the reference the
+stages are tested against, and the benches' baseline).
+
 Idempotent: an ``event_id`` seen before is ignored. The seen-set keeps ids for at least
 ``dedupe_horizon_seconds`` of event time behind the newest event: whenever it has doubled
 since the last pruning (drained or not) it forgets the ids behind the horizon and keeps at
@@ -111,10 +115,10 @@ class _EntityWindows:
             if age < w1h:
                 sums[base] += 1
 
-    def advance(self, new_bucket: int, widths: list[int]) -> None:
+    def advance(self, new_bucket: int, widths: list[int]) -> list[int]:
         """Settle the windows at ``new_bucket``: subtract the buckets that left each window
         (found by bisection, so each bucket costs O(1) per window over its life) and drop those
-        that left the longest one."""
+        that left the longest one. Returns the dropped buckets."""
         old, counts, keys, sums = self.bucket, self.counts, self.keys, self.sums
         for w, width in enumerate(widths):  # buckets in (old - width, new - width] leave window w
             lo = bisect_right(keys, old - width)
@@ -125,11 +129,31 @@ class _EntityWindows:
                 sums[_N_WINDOWS + w] -= engs
                 sums[2 * _N_WINDOWS + w] -= convs
         expired = bisect_right(keys, new_bucket - widths[-1])
+        dropped = keys[:expired]
         if expired:
-            for b in keys[:expired]:
+            for b in dropped:
                 del counts[b]
             del keys[:expired]
         self.bucket = new_bucket
+        return dropped
+
+    @classmethod
+    def from_buckets(cls, newest: float, bucket: int, counts: dict[int, list[int]], widths: list[int]) -> "_EntityWindows":
+        """An entity's windows rebuilt from its bucket counts (a restore), settled at ``bucket``;
+        buckets outside every window are left out."""
+        st = cls(newest, bucket, 0)
+        sums = st.sums
+        for b in sorted(counts):
+            age = bucket - b
+            if age >= widths[-1]:
+                continue
+            row = st.counts[b] = list(counts[b])
+            st.keys.append(b)
+            for w, width in enumerate(widths):
+                if age < width:
+                    for kind in range(_N_KINDS):
+                        sums[kind * _N_WINDOWS + w] += row[kind]
+        return st
 
 
 class AggregateSettings(BaseSettings):
@@ -159,6 +183,16 @@ def smoothed_rate(successes: float, trials: float, alpha: float, beta: float) ->
     """Posterior mean of a Beta(alpha, beta) prior after ``successes`` in ``trials``, capped at 1
     (an impression may collect several engagements)."""
     return min(1.0, (successes + alpha) / (trials + alpha + beta))
+
+
+def window_features(sums: list[int], ctr_a: float, ctr_ab: float, cvr_a: float, cvr_ab: float) -> dict[str, Any]:
+    """The features of one entity from its window sums: the counts and the smoothed rates
+    (``ctr_ab`` = the CTR prior's alpha + beta, likewise ``cvr_ab``), as ``drain`` sends them."""
+    features: dict[str, Any] = dict(zip(_COUNT_NAMES, sums))
+    impressions_7d, engagements_7d, conversions_7d = sums[2], sums[5], sums[8]
+    features["ctr_7d"] = min(1.0, (engagements_7d + ctr_a) / (impressions_7d + ctr_ab))
+    features["cvr_7d"] = min(1.0, (conversions_7d + cvr_a) / (engagements_7d + cvr_ab))
+    return features
 
 
 def insert_recent(recent: list[list], ts: float, item_id: str, n: int) -> None:
@@ -292,11 +326,11 @@ class StreamingAggregator:
 
     def drain(self) -> list[FeatureUpdate]:
         """One update per entity touched since the last drain (in first-touch order), as of
-        its newest event time. Same values as ``features()``, inlined for speed."""
+        its newest event time. Same values as ``features()``."""
         s = self.settings
         ctr_a, ctr_ab = s.ctr_prior_alpha, s.ctr_prior_alpha + s.ctr_prior_beta
         cvr_a, cvr_ab = s.cvr_prior_alpha, s.cvr_prior_alpha + s.cvr_prior_beta
-        seconds, widths, recent, names = self._bucket_seconds, self._widths, self._recent, _COUNT_NAMES
+        seconds, widths, recent = self._bucket_seconds, self._widths, self._recent
         updates: list[FeatureUpdate] = []
         append = updates.append
         for entity in ENTITIES:
@@ -306,11 +340,7 @@ class StreamingAggregator:
                 newest_bucket = int(st.newest // seconds)
                 if newest_bucket > st.bucket:
                     st.advance(newest_bucket, widths)
-                sums = st.sums
-                features: dict[str, Any] = dict(zip(names, sums))
-                impressions_7d, engagements_7d, conversions_7d = sums[2], sums[5], sums[8]
-                features["ctr_7d"] = min(1.0, (engagements_7d + ctr_a) / (impressions_7d + ctr_ab))
-                features["cvr_7d"] = min(1.0, (conversions_7d + cvr_a) / (engagements_7d + cvr_ab))
+                features = window_features(st.sums, ctr_a, ctr_ab, cvr_a, cvr_ab)
                 if is_user:
                     features["last_engaged_items"] = [item for _, item in recent.get(key, ())]
                 append(FeatureUpdate(entity, key, st.newest, st.ingest_ms, features))

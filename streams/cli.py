@@ -28,8 +28,8 @@ def worker_command(bootstrap, topic_prefix, app_id, metrics_port) -> None:
 @click.option("--topic-prefix", default=None)
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (0 = off)")
 def aggregates_command(bootstrap, topic_prefix, metrics_port) -> None:
-    """Run the streaming feature aggregates: every event partition -> per user / item /
-    advertiser windows -> the feature-updates topic (rebuilt from the log start on each start)."""
+    """Run a streaming feature aggregates worker (one of a consumer group): user, item and
+    advertiser windows -> the feature-updates topic (state restored from its changelogs)."""
     from streams.aggregates_worker import run_aggregates
     from streams.settings import StreamSettings
 

@@ -29,7 +29,16 @@ AGG_UPDATE_DELAY = Histogram(
     "convcg_aggregates_update_delay_seconds",
     "From the newest event of an update entering Kafka to the update being sent (the aggregates' leg of freshness)",
     ["entity"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
-AGG_REBUILD_SECONDS = Gauge("convcg_aggregates_rebuild_seconds", "How long the rebuild from the log start took")
+AGG_RESTORE_SECONDS = Gauge("convcg_aggregates_restore_seconds",
+                            "How long restoring the newly assigned partitions' state from the changelogs took (last assignment)")
+AGG_CATCHUP_SECONDS = Gauge("convcg_aggregates_catchup_seconds",
+                            "From an assignment to every assigned partition reaching the end offsets seen then")
+AGG_RESTORED_ENTITIES = Gauge("convcg_aggregates_restored_entities",
+                              "Entities restored from the changelogs at the last assignment")
+AGG_STAGE_PARTITIONS = Gauge("convcg_aggregates_stage_partitions", "Stage partitions assigned to this worker")
+AGG_STAGE_RECORDS = Counter("convcg_aggregates_stage_records_total", "Records read by each aggregates stage", ["stage"])
+AGG_STATE_RECORDS = Counter("convcg_aggregates_state_records_total", "Records written to the aggregates changelogs",
+                            ["stage"])
 AGG_LAG = Gauge("convcg_aggregates_consumer_lag", "Highwater minus next offset, per source topic-partition",
                 ["topic", "partition"])
 

@@ -60,6 +60,10 @@ class OutputProducer:
                 self._producer.poll(0.05)
         self.sent += 1
 
+    def poll(self) -> None:
+        """Serve delivery reports without waiting (errors surface at the next flush)."""
+        self._producer.poll(0)
+
     def flush_blocking(self, timeout: float = 60.0) -> None:
         remaining = self._producer.flush(timeout)
         if remaining:

@@ -44,5 +44,11 @@ class StreamSettings(BaseSettings):
     aggregates_fetch_min_bytes: int = Field(
         65536, ge=1, description="bytes a fetch waits for (up to fetch_max_wait_ms): fewer, fuller fetches "
         "(on the bundled Tansu every fetch costs in proportion to the record batches it stores)")
+    aggregates_group: str = Field("", description="consumer group of the aggregates workers; empty: "
+                                  "<topic_prefix>convcg-aggregates")
+    aggregates_state_flush_s: float = Field(1.0, gt=0, description="write changed state to the changelogs and commit "
+                                            "offsets this often: a restart re-reads at most about this much of the log")
+    aggregates_gc_thresholds: tuple[int, int, int] = Field((50_000, 20, 100), description="gc.set_threshold of "
+                                                           "`convcg aggregates` (Python's default is 700, 10, 10)")
     aggregates_report_every_s: float = Field(5.0, gt=0, description="lag metrics / rebuild progress this often")
     aggregates_evict_every_s: float = Field(60.0, gt=0, description="drop entities outside every window this often")

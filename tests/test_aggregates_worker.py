@@ -15,6 +15,7 @@ from convcg.contract import Impression, Topics, replace_event
 from convcg.kafka_io import json_producer, read_topic
 from convcg.kafka_settings import KafkaSettings
 from convcg.metrics_scrape import fetch_samples, metric_sum
+from convcg.partitioning import partition_for
 from streams.aggregates import StreamingAggregator
 from streams.aggregates_worker import AggregatesWorker
 from streams.datasets import load_log
@@ -125,8 +126,25 @@ class ListOutput:
     def send(self, topic, value, key=None, partition=None) -> None:
         self.sent.append((topic, value, key))
 
+    def poll(self) -> None:
+        pass
+
     async def flush(self) -> None:
         pass
+
+
+def _route(worker, topic: str, output: ListOutput) -> None:
+    """Hand the records one stage forwarded to the next stage, as the broker would (offsets
+    counted per partition)."""
+    offsets: dict[int, int] = {}
+    records = []
+    for t, value, key in output.sent:
+        if t == topic:
+            p = partition_for(key, PARTITIONS)
+            records.append(Rec(p, offsets.setdefault(p, 0), value, 0))
+            offsets[p] += 1
+    for p in sorted(offsets):
+        worker.count(topic, [r for r in records if r.partition == p], now=0.0)
 
 
 def test_count_skips_bad_records_and_sends_one_update_per_entity():
@@ -140,10 +158,14 @@ def test_count_skips_bad_records_and_sends_one_update_per_entity():
                Rec(1, 14, orjson.dumps(imp), 0)]  # a redelivered event: counted once
     counts = worker.count(topics.impressions, records, now=1_700_000_001.0)
     assert counts == {"impression": 3, "skipped:malformed_json": 1}
+    _route(worker, topics.aggregates_by_item, worker.output)  # the user stage forwards by item,
+    _route(worker, topics.aggregates_by_advertiser, worker.output)  # the item stage by advertiser
     assert worker.send_updates(now=1_700_000_001.0) == 3  # user, item, advertiser
-    sent = {orjson.loads(v)["entity"]: orjson.loads(v) for _, v, _ in worker.output.sent}
-    assert {t for t, _, _ in worker.output.sent} == {topics.feature_updates}
+    updates = [(t, v) for t, v, _ in worker.output.sent if t == topics.feature_updates]
+    sent = {orjson.loads(v)["entity"]: orjson.loads(v) for _, v in updates}
+    assert len(updates) == 3
     assert sent["user"]["features"]["impressions_1h"] == 2 and sent["user"]["ingest_ms"] == 1_700_000_000_900
+    assert sent["advertiser"]["features"]["impressions_1h"] == 2  # the redelivery was not forwarded
     assert worker.send_updates(now=1_700_000_002.0) == 0  # nothing touched since
 
 
@@ -181,7 +203,8 @@ def test_goes_live_when_the_last_offsets_of_a_partition_hold_no_record(broker, t
 
     asyncio.run(run_until_live())
     assert worker.live, "the rebuild never ended"
-    users = {orjson.loads(v)["entity_id"] for _, v, _ in worker.output.sent if orjson.loads(v)["entity"] == "user"}
+    updates = [orjson.loads(v) for t, v, _ in worker.output.sent if t == topics.feature_updates]
+    users = {u["entity_id"] for u in updates if u["entity"] == "user"}
     assert "tx-user" in users and first.user_id in users
 
 
@@ -191,3 +214,69 @@ def test_caught_up_compares_the_consumers_positions_with_the_end_offsets():
     assert not AggregatesWorker.caught_up({tp: 15}, targets)
     assert AggregatesWorker.caught_up({tp: 16}, targets)  # an empty partition (end 0) needs no read
     assert AggregatesWorker.caught_up({tp: 17, other: 3}, targets)
+
+
+def _wait_shared(ports: list[int], procs, stage_partitions: int = 3 * PARTITIONS, timeout: float = 90.0) -> None:
+    """Until every worker holds stage partitions and together they hold all of them."""
+    deadline = time.monotonic() + timeout
+    held: list[float] = []
+    while time.monotonic() < deadline:
+        assert all(p.alive for p in procs), "convcg aggregates exited"
+        try:
+            held = [_metric(port, "convcg_aggregates_stage_partitions") for port in ports]
+        except OSError:
+            held = []
+        if held and all(held) and sum(held) == stage_partitions:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the group never shared the partitions: {held}")
+
+
+@pytest.mark.broker
+def test_two_aggregates_workers_in_one_group_give_exactly_the_features_of_one(broker, topics, tmp_path):
+    events = _log(seed=7)
+    ports = [free_port(), free_port()]
+    procs = [_start(broker.bootstrap, topics, tmp_path / f"agg{k}.log", port) for k, port in enumerate(ports)]
+    try:
+        _wait_shared(ports, procs)
+        produce_events(broker.bootstrap, topics, events, PARTITIONS)
+        expected = _expected(events)
+        assert _wait_for(broker.bootstrap, topics, expected, procs[0]) == expected
+        counted = [_metric(port, "convcg_aggregates_events_total") for port in ports]
+        assert all(counted) and sum(counted) >= len(events), counted  # both did part of the work
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+@pytest.mark.broker
+def test_one_of_two_workers_killed_mid_stream_and_restarted_gives_exactly_the_same_features(broker, topics, tmp_path):
+    events = _log(seed=9)
+    half = len(events) // 2
+    ports = [free_port(), free_port()]
+    procs = [_start(broker.bootstrap, topics, tmp_path / f"agg{k}.log", port) for k, port in enumerate(ports)]
+    restarted = None
+    try:
+        _wait_shared(ports, procs)
+        produce_events(broker.bootstrap, topics, events[:half], PARTITIONS, close=False)
+        assert _wait_for(broker.bootstrap, topics, _expected(events[:half]), procs[0]) == _expected(events[:half])
+        time.sleep(2 * StreamSettings().aggregates_state_flush_s + 0.5)  # the first half's state is committed
+        produce_events(broker.bootstrap, topics, events[half:], PARTITIONS, close=False)
+        procs[1].stop(kill=True)  # SIGKILL while the second half streams in: its last flush is lost
+        restart_port = free_port()
+        restarted = _start(broker.bootstrap, topics, tmp_path / "agg-restarted.log", restart_port)
+        _wait_shared([ports[0], restart_port], [procs[0], restarted], timeout=120)
+        expected = _expected(events)
+        deadline = time.monotonic() + 60
+        while _metric(restart_port, "convcg_aggregates_catchup_seconds") == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)  # the restarted worker went live: it has sent its entities' values
+        assert _wait_for(broker.bootstrap, topics, expected, restarted) == expected
+        restore_s = [_metric(port, "convcg_aggregates_restore_seconds") for port in (ports[0], restart_port)]
+        print(f"\nrestore time from the changelogs: survivor {restore_s[0]:.2f}s, restarted worker {restore_s[1]:.2f}s")
+        assert _metric(restart_port, "convcg_aggregates_restored_entities") > 0  # state came from the changelog
+        # ... and the log was not re-read: at most the second half (the tail after the commit)
+        assert _metric(restart_port, "convcg_aggregates_events_total") <= len(events) - half
+    finally:
+        for proc in (*procs, restarted):
+            if proc is not None:
+                proc.stop()

@@ -191,7 +191,7 @@ def test_kafka_runs_in_kraft_mode_with_three_partitions_and_topics_are_created(s
     assert ctx.params["partitions"] == KAFKA_PARTITIONS and ctx.params["topic_prefix"] == ""
     assert env_of(topics_service)["KAFKA_BOOTSTRAP"] == bootstrap  # external broker: create topics, exit
     assert topics_service.get("restart") == "no"
-    assert len(Topics("").all()) == 7
+    assert len(Topics("").all()) == 12  # 7 + the aggregates' 2 repartition topics and 3 changelogs
 
     # every component talks to that same listener with the same (empty) topic prefix
     for name, s in convcg_services(services).items():

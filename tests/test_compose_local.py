@@ -6,7 +6,7 @@ Feast project isolated per test. The replay is limited to the first events of th
 
 It shows the compose configuration works, not just parses: the one-shots exit 0, the long-running
 services stay up, both label-join workers (one consumer group) get partitions and process events,
-labels come out, the aggregates worker counts every event, and the features sink writes the
+labels come out, the aggregates workers count every event, and the features sink writes the
 streaming features into Redis where the features HTTP service reads them back.
 """
 
@@ -37,8 +37,8 @@ pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[1]
 REPLAY_LIMIT = 3000
 ONE_SHOTS = ("topics", "features-apply")
-LONG_RUNNING = ("streams-worker-1", "streams-worker-2", "streams-aggregates", "features-sink", "features-serve",
-                "trainer")
+LONG_RUNNING = ("streams-worker-1", "streams-worker-2", "streams-aggregates-1", "streams-aggregates-2", "features-sink",
+                "features-serve", "trainer")
 PORT_ARGS = ("--port", "--metrics-port")
 WAIT_S = 150.0
 #: ${NAME}, ${NAME:-default}, ${NAME:?message}: the interpolation forms Compose applies to the file
@@ -164,9 +164,10 @@ def test_compose_services_run_with_the_files_commands_and_environment(broker, tm
             [compose.metric(w, worker_port, "convcg_stream_events_total")
              for w in ("streams-worker-1", "streams-worker-2")]), compose, "both workers to process the replay")
         assert sum(per_worker) < 2 * REPLAY_LIMIT  # shared, not each reading everything
-        # the one aggregates worker reads every partition
-        wait_for(lambda: compose.metric("streams-aggregates", 9104, "convcg_aggregates_events_total") >= REPLAY_LIMIT,
-                 compose, "the aggregates worker to count the replay")
+        # the two aggregates workers of their consumer group share the partitions
+        wait_for(lambda: (lambda n: n if all(n) and sum(n) >= REPLAY_LIMIT else None)(
+            [compose.metric(w, 9104, "convcg_aggregates_events_total")
+             for w in ("streams-aggregates-1", "streams-aggregates-2")]), compose, "both aggregates workers to count the replay")
 
         labels = wait_for(lambda: dedupe(read_topic(broker.bootstrap, topics.labels, timeout=5, idle=0.5)),
                           compose, "labels")

@@ -300,3 +300,23 @@ class DeadLetter:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# --- operational metrics ----------------------------------------------------------------------
+
+class MetricNames:
+    """Prometheus metrics that other processes read (the whole-loop supervisor paces itself by
+    them, operators alert on them): their names are part of the contract. Counters are
+    exposed as ``<name>_total``."""
+
+    EVENTS_JOINED = "convcg_stream_events"  # valid events the label join consumed, by type
+    LABELS_EMITTED = "convcg_stream_labels"  # labels the label join emitted, by kind
+    EVENTS_AGGREGATED = "convcg_aggregates_events"  # valid events counted into the feature aggregates
+    LABELS_TRAINED_ON = "convcg_trainer_labels_consumed"  # new labels the trainer accepted
+    LABELS_REDELIVERED = "convcg_trainer_labels_duplicate"  # redelivered labels the trainer ignored
+    INDEX_SWAPS = "convcg_retrieval_swaps"  # serving pair swaps by kind
+    FEATURE_FRESHNESS = "convcg_features_freshness_seconds"  # histogram: event in Kafka -> online
+
+    @staticmethod
+    def total(counter: str) -> str:
+        return f"{counter}_total"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from convcg.contract import MetricNames
+
 #: fine below 1 s (the freshness target), coarse above: for operators' alerts and dashboards;
 #: reports measure exact percentiles from probes instead (loop.freshness)
 FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
@@ -11,7 +13,7 @@ FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
 FRESHNESS = Histogram(
-    "convcg_features_freshness_seconds",
+    MetricNames.FEATURE_FRESHNESS,
     "Time from an event entering Kafka (FeatureUpdate.ingest_ms) to its value being visible in "
     "the online store", ["entity"], buckets=FRESHNESS_BUCKETS)
 SINK_UPDATES = Counter("convcg_features_sink_updates_total",

@@ -8,9 +8,10 @@ import json
 import math
 from pathlib import Path
 
+from convcg.contract import MetricNames
 from convcg.metrics_scrape import Sample, metric_sum
 
-FRESHNESS = "convcg_features_freshness_seconds"
+FRESHNESS = MetricNames.FEATURE_FRESHNESS
 
 
 def evaluate_versions(events, split_index: int, catalog, registry) -> list[dict]:

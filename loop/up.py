@@ -28,6 +28,7 @@ from pathlib import Path
 
 import click
 
+from convcg.contract import MetricNames as M
 from loop.online_store import StoreChoice
 from loop.supervisor import Component, Supervisor, wait_until
 
@@ -183,8 +184,8 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
                             interval=1.0, supervisor=sup)
         # the live phase measures freshness of a stream the pipeline keeps up with: start it once
         # the label join and the aggregates have consumed the warm-up backlog
-        wait_until(lambda: min(worker.metric_sum("convcg_stream_events_total"),
-                               aggregates.metric_sum("convcg_aggregates_events_total")) >= len(warm),
+        wait_until(lambda: min(worker.metric_sum(M.total(M.EVENTS_JOINED)),
+                               aggregates.metric_sum(M.total(M.EVENTS_AGGREGATED))) >= len(warm),
                    settings.timeout_s, "the worker and the aggregates to consume the warm-up", interval=0.5,
                    supervisor=sup)
         click.echo(f"first model {before} is serving and the warm-up is consumed; live phase starts")
@@ -192,13 +193,13 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
         # --- live ----------------------------------------------------------------------------
         live_result = _live_phase(settings, full, warm, live, bootstrap, topics, ports, sup, watch, before)
         replayed = len(warm) + live_result["pace"].sent
-        wait_until(lambda: worker.metric_sum("convcg_stream_events_total") >= replayed, settings.timeout_s,
+        wait_until(lambda: worker.metric_sum(M.total(M.EVENTS_JOINED)) >= replayed, settings.timeout_s,
                    "the worker to consume every replayed event", supervisor=sup)
         # let the trainer take its last step and the refresher swap it in (the watch keeps
         # recording when each version starts serving)
-        labels_emitted = worker.metric_sum("convcg_stream_labels_total")
-        wait_until(lambda: trainer.metric_sum("convcg_trainer_labels_consumed_total")
-                   + trainer.metric_sum("convcg_trainer_labels_duplicate_total") >= labels_emitted,
+        labels_emitted = worker.metric_sum(M.total(M.LABELS_EMITTED))
+        wait_until(lambda: trainer.metric_sum(M.total(M.LABELS_TRAINED_ON))
+                   + trainer.metric_sum(M.total(M.LABELS_REDELIVERED)) >= labels_emitted,
                    settings.timeout_s, "the trainer to read every label", supervisor=sup)
         time.sleep(settings.trigger_seconds + 5)
         reg = ModelRegistry(registry)
@@ -269,17 +270,17 @@ def _report(home, settings: LoopSettings, full, events, n_live_end: int, bootstr
     raw_labels = [json.loads(r.value) for r in raw]
     labels = dedupe(raw_labels)
     dead = read_topic(bootstrap, topics.dead_letters, timeout=30)
-    histogram = [s for s in sink.metrics() if s.name.startswith("convcg_features_freshness_seconds")]
+    histogram = [s for s in sink.metrics() if s.name.startswith(M.FEATURE_FRESHNESS)]
     probes, served, pace = live_result["probes"], live_result["served"], live_result["pace"]
     label_fresh, model_fresh = label_and_model_freshness(raw, live_result["sends"], reg, watch.serving_since,
                                                          live_result["live_start"])
     summary = {
         "dataset": settings.dataset, "events_replayed": replayed, "events_held_out": len(events) - n_live_end,
-        "events_processed": worker.metric_sum("convcg_stream_events_total"),
+        "events_processed": worker.metric_sum(M.total(M.EVENTS_JOINED)),
         "labels_by_kind": count_by_kind(labels), "labels_redelivered": len(raw_labels) - len(labels),
         "dead_letters": len(dead), "model_versions": reg.versions(), "model_before": before,
         "model_after": final, "model_versions_served": list(watch.serving_since),
-        "index_swaps": retrieval.metric_sum("convcg_retrieval_swaps_total"),
+        "index_swaps": retrieval.metric_sum(M.total(M.INDEX_SWAPS)),
         "retriever_queries": served.queries, "retriever_query_failures": served.failures,
         "live_pace": pace.as_dict(),
         "feature_freshness_seconds": {**exact_percentiles(probes.delays), "never_visible": probes.lost,

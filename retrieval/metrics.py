@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from convcg.contract import MetricNames
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 SWAP_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)
 
@@ -21,7 +23,7 @@ class RetrievalMetrics:
         self.served = Counter("convcg_retrieval_served", "Queries answered, by the (model, index) "
                               "version pair that answered them", ["model_version", "index_version"],
                               registry=r)
-        self.swaps = Counter("convcg_retrieval_swaps", "Serving pair swaps by kind (load, rollback)",
+        self.swaps = Counter(MetricNames.INDEX_SWAPS, "Serving pair swaps by kind (load, rollback)",
                              ["kind"], registry=r)
         self.swap_duration = Histogram("convcg_retrieval_swap_seconds",
                                        "Time to load and verify a new serving pair, until swapped in",

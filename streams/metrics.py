@@ -6,8 +6,10 @@ import math
 
 from prometheus_client import Counter, Gauge, Histogram
 
-EVENTS_IN = Counter("convcg_stream_events_total", "Valid events consumed, by type", ["type"])
-LABELS_OUT = Counter("convcg_stream_labels_total", "Labels emitted, by kind", ["kind"])
+from convcg.contract import MetricNames
+
+EVENTS_IN = Counter(MetricNames.EVENTS_JOINED, "Valid events consumed, by type", ["type"])
+LABELS_OUT = Counter(MetricNames.LABELS_EMITTED, "Labels emitted, by kind", ["kind"])
 DEAD_LETTERS = Counter("convcg_stream_dead_letters_total", "Records sent to the dead-letter topic, by reason", ["reason"])
 DROPPED = Counter("convcg_stream_dropped_total", "Valid events dropped by the join with a reason (late / unattributable)", ["reason"])
 REDELIVERED = Counter("convcg_stream_redelivered_records_total", "Records Faust delivered a second time (skipped: the first copy carries the effect)", ["topic"])
@@ -20,7 +22,7 @@ BUFFERED = Gauge("convcg_stream_buffered_events", "Events held in the reorder bu
 PENDING = Gauge("convcg_stream_pending_impressions", "Impressions inside their attribution window, per partition", ["partition"])
 
 # --- the aggregates worker (convcg aggregates) ------------------------------------------------
-AGG_EVENTS_IN = Counter("convcg_aggregates_events_total", "Valid events counted into the feature aggregates, by type",
+AGG_EVENTS_IN = Counter(MetricNames.EVENTS_AGGREGATED, "Valid events counted into the feature aggregates, by type",
                         ["type"])
 AGG_SKIPPED = Counter("convcg_aggregates_skipped_total",
                       "Invalid events skipped by the aggregates (the label join worker dead-letters them), by reason",

@@ -25,7 +25,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from convcg.contract import LABEL_FIELDS, Topics
+from convcg.contract import LABEL_FIELDS, MetricNames, Topics
 from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import InvalidLabel, dead_letter, decode_label
 from registry.store import ModelRegistry
@@ -49,8 +49,8 @@ class TrainerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.consumed = Counter("convcg_trainer_labels_consumed", "new labels accepted", registry=r)
-        self.duplicates = Counter("convcg_trainer_labels_duplicate", "redelivered labels ignored", registry=r)
+        self.consumed = Counter(MetricNames.LABELS_TRAINED_ON, "new labels accepted", registry=r)
+        self.duplicates = Counter(MetricNames.LABELS_REDELIVERED, "redelivered labels ignored", registry=r)
         self.too_old = Counter("convcg_trainer_labels_too_old",
                                "labels older than the dedupe horizon of their partition, not taken", registry=r)
         self.invalid = Counter("convcg_trainer_labels_invalid", "labels sent to the dead-letter topic",

@@ -15,14 +15,17 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
 # dependencies before sources, so a code change does not reinstall them
 COPY pyproject.toml README.md ./
-RUN mkdir -p convcg streams features training index_refresher \
+RUN mkdir -p convcg streams features training registry index_refresher retrieval loop \
     && pip install . && pip uninstall -y convcg
 
 COPY convcg ./convcg
 COPY streams ./streams
 COPY features ./features
 COPY training ./training
+COPY registry ./registry
 COPY index_refresher ./index_refresher
+COPY retrieval ./retrieval
+COPY loop ./loop
 RUN pip install --no-deps .
 
 # every component keeps its state under ./var (a shared volume in docker-compose.yml)

@@ -136,7 +136,7 @@ def main() -> None:
         out = root / "datasets" / f"train-{engine}.parquet"
         t1 = time.perf_counter()
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        proc = subprocess.run([sys.executable, "-m", "convcg.cli", "dataset", "--out", str(out), "--engine", engine],
+        proc = subprocess.run([sys.executable, "-m", "loop.cli", "dataset", "--out", str(out), "--engine", engine],
                               env=env, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t1
         peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 / 1024

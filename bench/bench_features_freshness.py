@@ -72,7 +72,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from convcg.kafka_io import json_producer
-    from features.samples import full_update
+    from tests.helpers_features import full_update
 
     rig = SinkRig(args.store, "bench-fresh-")
     topics, sink, tmp, metrics_port = rig.topics, rig.sink, rig.tmp, rig.metrics_port

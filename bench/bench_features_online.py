@@ -41,8 +41,8 @@ def pct(samples_s: list[float]) -> dict[str, float]:
 
 
 def fill_store(settings, n_entities: int):
-    from features.samples import full_update
     from features.sink import Batch, FeastWriter
+    from tests.helpers_features import full_update
 
     writer = FeastWriter(settings)
     t = time.time()
@@ -132,7 +132,7 @@ def feast_server_main(port: int) -> None:
 
 def start_server(env: dict, port: int, workers: int, feast_server: bool = False) -> subprocess.Popen:
     cmd = ([sys.executable, __file__, "--feast-server-port", str(port)] if feast_server else
-           [sys.executable, "-m", "convcg.cli", "features", "serve", "--port", str(port), "--workers", str(workers)])
+           [sys.executable, "-m", "loop.cli", "features", "serve", "--port", str(port), "--workers", str(workers)])
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 90
     while time.time() < deadline:

@@ -172,8 +172,8 @@ def serve_main(argv: list[str]) -> None:
     import faiss
     import uvicorn
 
-    from index_refresher.service import build_service, create_app
-    from index_refresher.settings import IndexSettings
+    from retrieval.service import build_service, create_app
+    from retrieval.settings import RetrievalSettings
 
     p = argparse.ArgumentParser()
     p.add_argument("--index-root", required=True)
@@ -187,7 +187,7 @@ def serve_main(argv: list[str]) -> None:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="server %(asctime)s %(levelname)s %(name)s: %(message)s")
     faiss.omp_set_num_threads(a.threads)
-    settings = IndexSettings(index_root=Path(a.index_root), port=a.port)
+    settings = RetrievalSettings(index_root=Path(a.index_root), port=a.port)
     service = build_service(settings, model_loader=lambda v: SyntheticQueryModel(v, a.dim, a.clusters, a.seed))
     if a.model_version:
         result = service.loader.load(a.model_version, a.index_version)

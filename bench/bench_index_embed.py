@@ -22,14 +22,14 @@ from bench_index_common import fmt, percentiles
 
 from index_refresher.builder import build_artifact
 from index_refresher.index_build import embed_catalog
-from index_refresher.settings import IndexSettings
+from index_refresher.settings import RefresherSettings
 
 
 def publish_default_model(root: Path, config) -> str:
-    from training.model import TwoTowerModel
-    from training.registry import ModelRegistry
-
     import torch
+
+    from registry.model import TwoTowerModel
+    from registry.store import ModelRegistry
 
     torch.manual_seed(0)
     return ModelRegistry(root).publish(TwoTowerModel(config), config, {}, {})
@@ -48,10 +48,10 @@ def main() -> None:
     import faiss
     import torch
 
-    from training.config import ModelConfig
-    from training.registry import ModelRegistry
+    from registry.model_config import ModelConfig
+    from registry.store import ModelRegistry
+    from tests.helpers_training import tiny_config
     from training.synthetic import synthetic_catalog
-    from training.trainer import tiny_config
 
     torch.set_num_threads(a.threads)
     faiss.omp_set_num_threads(a.threads)
@@ -87,12 +87,12 @@ def main() -> None:
     print(f"query tower, one query at a time (1 thread): {fmt(percentiles(lat[50:]))}")
     torch.set_num_threads(a.threads)
 
-    settings = IndexSettings(registry_root=registry_root, index_root=workdir / "indexes",
+    settings = RefresherSettings(registry_root=registry_root, index_root=workdir / "indexes",
                              embed_batch_size=a.batch_size)
     t = time.perf_counter()
     path = build_artifact(model, settings, catalog=catalog, progress=True)
     total = time.perf_counter() - t
-    from index_refresher.artifact import read_manifest
+    from registry.index_artifact import read_manifest
 
     m = read_manifest(path)
     print(f"full build of {a.items:,} items: {total:.1f}s (embed {m['embed_seconds']:.1f}s, "

@@ -22,14 +22,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_index_common import (
+    RetrieveClient,
+    ServerProcess,
+    SyntheticQueryModel,
+    clustered_vectors,
+    fmt,
+    percentiles,
+)
 
-from bench_index_common import (RetrieveClient, ServerProcess, SyntheticQueryModel, clustered_vectors, fmt,
-                                percentiles)
-
-from index_refresher.artifact import load_artifact
 from index_refresher.builder import build_from_vectors
 from index_refresher.index_build import IndexParams, exact_top_ids, recall_at_k
-from index_refresher.serving import ServingPair
+from registry.index_artifact import load_artifact
+from retrieval.serving import ServingPair
 
 
 def in_process(pair: ServingPair, model, users: list[str], k: int) -> tuple[dict, float]:
@@ -173,7 +178,7 @@ def main() -> None:
 
 
 def _sid(item_id: str) -> int:
-    from index_refresher.idmap import stable_id
+    from registry.idmap import stable_id
 
     return stable_id(item_id)
 

@@ -20,12 +20,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_index_common import (
+    RetrieveClient,
+    ServerProcess,
+    clustered_vectors,
+    fmt,
+    percentiles,
+)
 
-from bench_index_common import RetrieveClient, ServerProcess, clustered_vectors, fmt, percentiles
-
-from index_refresher.artifact import MANIFEST_FILE, artifact_dir, new_index_version
 from index_refresher.builder import build_from_vectors
 from index_refresher.index_build import IndexParams
+from registry.index_artifact import MANIFEST_FILE, artifact_dir, new_index_version
 
 
 def copy_as_version(path: Path, index_root: Path, model_version: str) -> Path:

@@ -75,7 +75,7 @@ def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int) -> tup
     env = dict(os.environ, CONVCG_STREAMS_BOOTSTRAP=bootstrap, CONVCG_STREAMS_TOPIC_PREFIX=prefix,
                CONVCG_STREAMS_APP_ID=f"{prefix}bench", CONVCG_STREAMS_METRICS_PORT=str(port),
                CONVCG_STREAMS_PARTITIONS=str(partitions))
-    proc = subprocess.Popen([sys.executable, *os.environ.get("BENCH_PY_ARGS", "").split(), "-m", "convcg.cli", "worker"], env=env,
+    proc = subprocess.Popen([sys.executable, *os.environ.get("BENCH_PY_ARGS", "").split(), "-m", "loop.cli", "worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         first = None

@@ -58,9 +58,9 @@ def main() -> None:
            "CONVCG_STREAMS_APP_ID": f"{topics.prefix}worker", "CONVCG_STREAMS_METRICS_PORT": str(worker_port),
            "CONVCG_STREAMS_DATA_DIR": str(tmp / "streams")}
     worker = None if args.without_label_join else subprocess.Popen(
-        [sys.executable, "-m", "convcg.cli", "worker"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+        [sys.executable, "-m", "loop.cli", "worker"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
         stderr=open(tmp / "worker.log", "wb"))
-    aggregates = subprocess.Popen([sys.executable, "-m", "convcg.cli", "aggregates", "--metrics-port", "0"],
+    aggregates = subprocess.Popen([sys.executable, "-m", "loop.cli", "aggregates", "--metrics-port", "0"],
                                   env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=open(tmp / "aggregates.log", "wb"))
     watcher = ProbeWatcher(reader).start()

@@ -17,10 +17,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.config import ModelConfig, OptimConfig  # noqa: E402
+from registry.model import TwoTowerModel  # noqa: E402
+from registry.model_config import ModelConfig  # noqa: E402
+from training.config import OptimConfig
 from training.evaluation import evaluate_model  # noqa: E402
 from training.examples import build_examples, replay_sample, time_split  # noqa: E402
-from training.model import TwoTowerModel  # noqa: E402
 from training.trainer import FitStats, fit  # noqa: E402
 
 THREADS = 2  # as the brief asks; on a busy machine 1 is far faster (see OptimConfig.threads)

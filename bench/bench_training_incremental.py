@@ -17,9 +17,15 @@ import time
 from pathlib import Path
 
 import torch
+from bench_training_common import (
+    THREADS,
+    incremental_vs_full,
+    movielens_labels,
+    sample_negatives,
+)
 
-from bench_training_common import THREADS, incremental_vs_full, movielens_labels, sample_negatives
-from training.config import ModelConfig, OptimConfig, TrainingSettings
+from registry.model_config import ModelConfig
+from training.config import OptimConfig, TrainingSettings
 from training.evaluation import full_catalog
 from training.examples import time_split
 from training.pipeline import finetune_step, full_training_step

@@ -14,14 +14,16 @@ import argparse
 import time
 
 import torch
-
 from bench_training_common import THREADS
-from training.config import ModelConfig, OptimConfig
+
+from registry.model import TwoTowerModel
+from registry.model_config import ModelConfig
+from tests.helpers_training import tiny_config
+from training.config import OptimConfig
 from training.examples import build_examples
 from training.losses import multitask_loss
-from training.model import TwoTowerModel
 from training.synthetic import synthetic_catalog, synthetic_labels
-from training.trainer import fit, tiny_config
+from training.trainer import fit
 
 
 def dense_adam_epoch(config: ModelConfig, examples, batch_size: int) -> float:

@@ -19,12 +19,16 @@ import argparse
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
+from bench_training_common import (
+    incremental_vs_full,
+    movielens_labels,
+    sample_negatives,
+    train_and_evaluate,
+)
 
-from bench_training_common import (incremental_vs_full, movielens_labels, sample_negatives,
-                                   train_and_evaluate)
-from training.config import LossConfig, ModelConfig, OptimConfig, TowerConfig
+from registry.model_config import LossConfig, ModelConfig, TowerConfig
+from training.config import OptimConfig
 from training.evaluation import evaluate_scorer, full_catalog, popularity_scorer
 from training.examples import time_split
 

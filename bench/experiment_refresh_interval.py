@@ -268,10 +268,11 @@ def evaluate_arms(arms: list[Arm], history: pd.DataFrame, heldout: pd.DataFrame,
 
 def run(args) -> tuple[list[Arm], dict]:
     import torch
+    from bench_training_common import movielens_labels, sample_negatives
     from tqdm.auto import tqdm
 
-    from bench_training_common import movielens_labels, sample_negatives
-    from training.config import ModelConfig, OptimConfig, TrainingSettings
+    from registry.model_config import ModelConfig
+    from training.config import OptimConfig, TrainingSettings
     from training.evaluation import full_catalog
     from training.trainer import train_full
 

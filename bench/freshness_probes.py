@@ -155,7 +155,7 @@ class SinkRig:
                     **(extra_env or {})}
         self.root = root
         self.sink = subprocess.Popen(
-            [sys.executable, "-m", "convcg.cli", "features", "sink", "--bootstrap", self.broker.bootstrap,
+            [sys.executable, "-m", "loop.cli", "features", "sink", "--bootstrap", self.broker.bootstrap,
              "--topic-prefix", self.topics.prefix, "--metrics-port", str(self.metrics_port)],
             env=self.env, cwd=root, stdout=subprocess.DEVNULL, stderr=open(self.tmp / "sink.log", "wb"))
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from convcg.broker import create_topics, find_or_start_broker, free_port
 from convcg.contract import Topics
 from convcg.kafka_io import read_topic
-from convcg.supervisor import Component, wait_until
+from loop.supervisor import Component, wait_until
 from streams.datasets import load_log
 from streams.datasets.event_log import EventLog
 from streams.label_join import compute_labels

@@ -30,9 +30,16 @@ from tqdm import tqdm
 
 from convcg.contract import ENTITIES, LABEL_FIELDS
 from features import pit
-from features.definitions import (CATALOG_FEATURES, CATALOG_VIEW, CREATED_TIMESTAMP,
-                                  EVENT_TIMESTAMP, JOIN_KEYS, VIEW_ENTITY, stream_feature_schema,
-                                  stream_view_name)
+from features.definitions import (
+    CATALOG_FEATURES,
+    CATALOG_VIEW,
+    CREATED_TIMESTAMP,
+    EVENT_TIMESTAMP,
+    JOIN_KEYS,
+    VIEW_ENTITY,
+    stream_feature_schema,
+    stream_view_name,
+)
 from features.offline import read_parts
 from features.settings import FeaturesSettings
 from features.updates import LABEL_SCHEMA, stream_schema

@@ -31,12 +31,20 @@ import orjson
 from convcg.contract import ENTITIES, FeatureUpdate, Label, Topics
 from features import metrics
 from features.definitions import stream_view_name
-from features.online_rows import row_writer
 from features.offline import read_parts, write_part
+from features.online_rows import row_writer
 from features.pending import PendingOffline
 from features.settings import FeaturesSettings
-from features.updates import (LABEL_SCHEMA, InvalidMessage, group_by_entity, labels_table,
-                              latest_per_entity, new_labels, parse_feature_update, parse_label)
+from features.updates import (
+    LABEL_SCHEMA,
+    InvalidMessage,
+    group_by_entity,
+    labels_table,
+    latest_per_entity,
+    new_labels,
+    parse_feature_update,
+    parse_label,
+)
 
 log = logging.getLogger("convcg.features.sink")
 

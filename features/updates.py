@@ -13,7 +13,12 @@ from typing import Any
 import pyarrow as pa
 
 from convcg.contract import ENTITIES, LABEL_FIELDS, FeatureUpdate, Label
-from features.definitions import CREATED_TIMESTAMP, EVENT_TIMESTAMP, JOIN_KEYS, stream_feature_schema
+from features.definitions import (
+    CREATED_TIMESTAMP,
+    EVENT_TIMESTAMP,
+    JOIN_KEYS,
+    stream_feature_schema,
+)
 
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 _ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "strings": pa.list_(pa.string())}

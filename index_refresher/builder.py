@@ -9,10 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from index_refresher.artifact import write_artifact
-from index_refresher.idmap import IdMap, stable_ids
-from index_refresher.index_build import (EXACT, IndexParams, ItemTower, build_index, embed_catalog,
-                                         measure_recall, recall_queries)
+from index_refresher.index_build import (
+    EXACT,
+    IndexParams,
+    build_index,
+    embed_catalog,
+    measure_recall,
+    recall_queries,
+)
+from registry.idmap import IdMap, stable_ids
+from registry.index_artifact import write_artifact
+from registry.item_tower import ItemTower
 
 log = logging.getLogger("convcg.index.builder")
 

@@ -1,6 +1,7 @@
-"""Click commands of the index_refresher component: ``refresher``, ``retrieval``, ``index``.
+"""Click commands of the index refresher: ``refresher`` and ``index`` (build, and the admin
+calls load / rollback / status it makes to the retrieval service).
 
-Heavy imports (FAISS, torch, uvicorn) happen inside the commands so ``convcg --help`` is fast.
+Heavy imports (FAISS, torch) happen inside the commands so ``convcg --help`` is fast.
 """
 
 from __future__ import annotations
@@ -15,24 +16,14 @@ log = logging.getLogger("convcg.index.cli")
 
 
 def _settings(**overrides):
-    from index_refresher.settings import IndexSettings
+    from index_refresher.settings import RefresherSettings
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per admin call otherwise
-    return IndexSettings(**{k: v for k, v in overrides.items() if v is not None})
+    return RefresherSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def _print(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _set_threads(n: int) -> None:
-    """Per-query thread budget of the serving process (FAISS per search thread, torch)."""
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
 
 
 def _lower_priority(niceness: int) -> None:
@@ -44,31 +35,6 @@ def _lower_priority(niceness: int) -> None:
             log.info("refresher runs at niceness +%d (builds yield the CPU to serving)", niceness)
         except OSError as exc:
             log.warning("could not lower the refresher's CPU priority: %s", exc)
-
-
-@click.group("retrieval")
-def retrieval_command() -> None:
-    """The retrieval HTTP service (user -> top-k items)."""
-
-
-@retrieval_command.command("serve")
-@click.option("--host", default=None, help="Bind address (CONVCG_INDEX_HOST).")
-@click.option("--port", type=int, default=None, help="Port (CONVCG_INDEX_PORT).")
-@click.option("--load/--no-load", default=True, show_default=True,
-              help="Load the registry's current version (latest index artifact) at start.")
-def serve(host: str | None, port: int | None, load: bool) -> None:
-    """Serve /retrieve, /health, /metrics and /admin/* ."""
-    import uvicorn
-
-    from index_refresher.service import build_service, create_app
-
-    settings = _settings(host=host, port=port)
-    _set_threads(settings.search_threads)
-    service = build_service(settings)
-    if load:
-        service.loader.load_in_background(None)  # registry's current version, newest artifact
-    log.info("retrieval service on http://%s:%d", settings.host, settings.port)
-    uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_level="warning")
 
 
 @click.group("index")
@@ -83,10 +49,10 @@ def index_command() -> None:
 @click.option("--load", "push", is_flag=True, help="Then ask the retrieval service to load it.")
 def build(model_version: str | None, catalog_path: str | None, push: bool) -> None:
     """Embed the catalog with a model version and write a versioned index artifact."""
-    from index_refresher.artifact import read_manifest
     from index_refresher.builder import BuildError, build_artifact
-    from index_refresher.loader import registry_model_loader
     from index_refresher.refresher import AdminError, RetrievalAdminClient
+    from registry.index_artifact import read_manifest
+    from registry.item_tower import registry_model_loader
 
     settings = _settings(catalog_path=catalog_path)
     try:
@@ -140,8 +106,8 @@ def load_cmd(model_version: str | None, index_version: str | None, url: str | No
 @click.option("--url", default=None, help="Retrieval service URL (CONVCG_INDEX_RETRIEVAL_URL).")
 def status(url: str | None) -> None:
     """What the retrieval service serves, and the index artifacts on disk."""
-    from index_refresher.artifact import list_artifacts, read_manifest
     from index_refresher.refresher import AdminError, RetrievalAdminClient
+    from registry.index_artifact import list_artifacts, read_manifest
 
     settings = _settings(retrieval_url=url)
     try:
@@ -169,15 +135,19 @@ def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | Non
     import threading
 
     from convcg.contract import Topics
-    from index_refresher.loader import registry_model_loader
-    from index_refresher.refresher import (NewItemWatcher, RegistryRefresher, RetrievalAdminClient,
-                                           known_item_ids)
+    from index_refresher.refresher import (
+        NewItemWatcher,
+        RegistryRefresher,
+        RetrievalAdminClient,
+        known_item_ids,
+    )
+    from registry.item_tower import registry_model_loader
 
     settings = _settings(bootstrap=bootstrap, topic_prefix=topic_prefix)
     _lower_priority(settings.build_niceness)
 
     def current_version():
-        from training.registry import ModelRegistry
+        from registry.store import ModelRegistry
 
         return ModelRegistry(settings.registry_root).current_version()
 

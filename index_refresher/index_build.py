@@ -2,7 +2,7 @@
 
 Exact inner-product search (``IndexFlatIP``) below ``exact_max_items``; HNSW (inner product)
 at or above it. Either way the index is wrapped in ``IndexIDMap2`` so results come back as the
-stable int64 ids of :mod:`index_refresher.idmap`.
+stable int64 ids of :mod:`registry.idmap`.
 """
 
 from __future__ import annotations
@@ -10,25 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+
+from registry.item_tower import ItemTower, check_vectors
 
 log = logging.getLogger("convcg.index.build")
 
 EXACT = "flat_ip"
 HNSW = "hnsw_ip"
-
-
-class ItemTower(Protocol):
-    """What the index needs from a model version (``training.registry.LoadedModel``)."""
-
-    version: str
-    dim: int
-
-    def embed_items(self, catalog: Any, item_features: Any = None, batch_size: int = 4096) -> np.ndarray: ...
-
-    def embed_queries(self, queries: list[dict]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -47,16 +38,6 @@ class IndexParams:
 
     def kind_for(self, count: int) -> str:
         return EXACT if count < self.exact_max_items else HNSW
-
-
-def check_vectors(vectors: np.ndarray, count: int, dim: int, what: str = "item embeddings") -> np.ndarray:
-    """Refuse embeddings of the wrong shape or with NaN/inf; return them as C-contiguous float32."""
-    if vectors.ndim != 2 or vectors.shape != (count, dim):
-        raise ValueError(f"{what}: expected shape ({count}, {dim}), got {vectors.shape}")
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if not np.isfinite(vectors).all():
-        raise ValueError(f"{what}: contains NaN or inf")
-    return vectors
 
 
 def embed_catalog(model: ItemTower, catalog: Any, item_features: Any = None,

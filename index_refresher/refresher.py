@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from index_refresher.artifact import latest_artifact
 from index_refresher.builder import build_artifact, read_catalog
-from index_refresher.loader import ModelLoader
+from registry.index_artifact import latest_artifact
+from registry.item_tower import ModelLoader
 
 log = logging.getLogger("convcg.index.refresher")
 

@@ -1,4 +1,5 @@
-"""Typed settings of the index_refresher component (env prefix ``CONVCG_INDEX_``)."""
+"""Typed settings of the index refresher (env prefix ``CONVCG_INDEX_``, shared with the retrieval
+service: one environment configures both sides of the index)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class IndexSettings(BaseSettings):
-    """Everything the index builder, the retrieval service and the refresher can be tuned by.
+class RefresherSettings(BaseSettings):
+    """Everything the index builder and the refresher can be tuned by.
 
     Every path defaults under ``./var/``.
     """
@@ -35,25 +36,6 @@ class IndexSettings(BaseSettings):
     #: a build whose measured ANN recall is below this is refused
     min_recall: float = 0.90
     seed: int = 0
-
-    # --- retrieval service
-    host: str = "127.0.0.1"
-    port: int = 8470
-    default_k: int = 100
-    max_k: int = 1000
-    #: faiss OpenMP threads per search (1 keeps concurrent HTTP queries from fighting over cores)
-    search_threads: int = 1
-    #: answer queries on the event loop (no thread hop; best when a search takes ~1 ms, e.g.
-    #: HNSW) instead of the worker thread pool (lets slow exact searches overlap)
-    inline_queries: bool = False
-    #: features HTTP service base URL; empty means "no online user features"
-    features_url: str = ""
-    features_path: str = "/online-features/user_stream/{user_id}"
-    #: bearer token of the features service (its CONVCG_FEATURES_API_TOKEN), if it needs one
-    features_token: str = ""
-    features_timeout_s: float = 0.05
-    #: an old serving pair is released this long after a swap if in-flight queries still hold it
-    release_grace_s: float = 0.0
 
     # --- refresher
     #: CPU niceness of the refresher process: index builds yield the cores to the retrieval

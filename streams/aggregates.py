@@ -37,8 +37,17 @@ from typing import Any
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from convcg.contract import (COUNTED, ENTITIES, WINDOW_SECONDS, WINDOWS, Conversion, Engagement, FeatureUpdate,
-                             Impression, count_feature_names)
+from convcg.contract import (
+    COUNTED,
+    ENTITIES,
+    WINDOW_SECONDS,
+    WINDOWS,
+    Conversion,
+    Engagement,
+    FeatureUpdate,
+    Impression,
+    count_feature_names,
+)
 
 STATE_VERSION = 1
 SEEN_PRUNE_MIN = 10_000  # the seen-set is not pruned below this size

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 try:
-    from streams.replay import replay_command  # noqa: F401  (exported to convcg.cli)
+    from streams.replay import replay_command  # noqa: F401  (exported to loop.cli)
 except ImportError:  # replay not built yet
     pass
 

@@ -31,7 +31,7 @@ def produce_events(bootstrap: str, topics: Topics, events, partitions: int, clos
 def start_worker(bootstrap: str, topics: Topics, app_id: str, log_path: Path, **env_extra) -> subprocess.Popen:
     env = dict(os.environ, CONVCG_STREAMS_BOOTSTRAP=bootstrap, CONVCG_STREAMS_TOPIC_PREFIX=topics.prefix,
                CONVCG_STREAMS_APP_ID=app_id, **{k: str(v) for k, v in env_extra.items()})
-    return subprocess.Popen([sys.executable, "-m", "convcg.cli", "worker"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "loop.cli", "worker"], env=env,
                             stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -49,5 +49,5 @@ def start_component(args: list[str], bootstrap: str, topics: Topics, log_path: P
     """Any streams command (e.g. ``["aggregates"]``) as its own process on ``topics``."""
     env = dict(os.environ, CONVCG_STREAMS_BOOTSTRAP=bootstrap, CONVCG_STREAMS_TOPIC_PREFIX=topics.prefix,
                **{k: str(v) for k, v in env_extra.items()})
-    return subprocess.Popen([sys.executable, "-m", "convcg.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "loop.cli", *args], env=env,
                             stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)

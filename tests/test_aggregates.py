@@ -10,7 +10,12 @@ import random
 import pytest
 
 from convcg.contract import STREAM_FEATURES, Conversion, Engagement, Impression
-from streams.aggregates import AggregateSettings, StreamingAggregator, insert_recent, smoothed_rate
+from streams.aggregates import (
+    AggregateSettings,
+    StreamingAggregator,
+    insert_recent,
+    smoothed_rate,
+)
 
 H, D = 3600, 86400
 EXACT = AggregateSettings(bucket_seconds=1)

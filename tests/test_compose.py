@@ -20,10 +20,11 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 from convcg.broker import docker_engine_answers
-from convcg.cli import main
 from convcg.contract import Topics
 from features.settings import FeaturesSettings
-from index_refresher.settings import IndexSettings
+from index_refresher.settings import RefresherSettings
+from loop.cli import main
+from retrieval.settings import RetrievalSettings
 from streams.datasets.settings import ConversionDelaySettings, DatasetSettings
 from streams.replay import ReplaySettings
 from streams.settings import StreamSettings
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
-    StreamSettings, FeaturesSettings, TrainingSettings, IndexSettings, ReplaySettings,
+    StreamSettings, FeaturesSettings, TrainingSettings, RefresherSettings, RetrievalSettings, ReplaySettings,
     DatasetSettings, ConversionDelaySettings)
 #: environment variables read outside the settings classes
 OTHER_ENV = {"KAFKA_BOOTSTRAP"}
@@ -89,9 +90,15 @@ def option_names(cmd: click.Command) -> set[str]:
 
 
 def settings_class_for(var: str) -> type[BaseSettings] | None:
-    """The settings class whose env prefix is the longest one starting ``var``."""
+    """The settings class whose env prefix is the longest one starting ``var`` and that has the
+    field (the refresher and the retrieval service share ``CONVCG_INDEX_``); with no such
+    field, the first class of that prefix."""
     matches = [c for c in SETTINGS_CLASSES if var.startswith(c.model_config["env_prefix"])]
-    return max(matches, key=lambda c: len(c.model_config["env_prefix"]), default=None)
+    if not matches:
+        return None
+    longest = max(len(c.model_config["env_prefix"]) for c in matches)
+    matches = [c for c in matches if len(c.model_config["env_prefix"]) == longest]
+    return next((c for c in matches if field_path_exists(c, var)), matches[0])
 
 
 def field_path_exists(cls: type[BaseModel], var: str) -> bool:

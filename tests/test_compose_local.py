@@ -86,7 +86,7 @@ class LocalCompose:
 
     def popen(self, name: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "ab")
-        return subprocess.Popen([sys.executable, "-m", "convcg.cli", *self.command(name, extra)],
+        return subprocess.Popen([sys.executable, "-m", "loop.cli", *self.command(name, extra)],
                                 env=self.env(name), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 

@@ -16,9 +16,9 @@ from convcg.contract import ENTITIES
 from features.dataset import build_training_set
 from features.definitions import stream_view_name
 from features.offline import write_part
-from features.samples import full_update, sample_catalog, sample_label
 from features.settings import FeaturesSettings
 from features.updates import labels_table, updates_table
+from tests.helpers_features import full_update, sample_catalog, sample_label
 
 T = 1_700_000_000.0
 

@@ -9,9 +9,15 @@ from convcg.contract import STREAM_FEATURES
 from features import pit
 from features.dataset import training_column, training_feature_refs
 from features.online import UnknownFeature, UnknownFeatureView, resolve_features
-from features.samples import full_update, sample_label
-from features.updates import (InvalidMessage, latest_per_entity, new_labels, parse_feature_update,
-                              parse_label, updates_table)
+from features.updates import (
+    InvalidMessage,
+    latest_per_entity,
+    new_labels,
+    parse_feature_update,
+    parse_label,
+    updates_table,
+)
+from tests.helpers_features import full_update, sample_label
 
 T = 1_700_000_000.0
 

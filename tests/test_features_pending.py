@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 from features.definitions import CREATED_TIMESTAMP
 from features.pending import PendingOffline
-from features.samples import full_update, sample_label
 from features.updates import updates_table
+from tests.helpers_features import full_update, sample_label
 
 Rec = namedtuple("Rec", "topic partition offset")
 T = 1_700_000_000.0

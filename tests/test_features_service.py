@@ -7,9 +7,9 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from features.samples import full_update
 from features.settings import FeaturesSettings
 from features.sink import Batch, FeastWriter
+from tests.helpers_features import full_update
 
 T = 1_700_000_000.0
 

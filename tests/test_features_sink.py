@@ -17,10 +17,10 @@ from convcg.kafka_io import json_producer, read_topic
 from features.definitions import stream_view_name
 from features.offline import part_files, read_parts
 from features.online import OnlineReader
-from features.samples import full_update, sample_label
 from features.settings import FeaturesSettings
 from features.sink import BackgroundSink, FeastWriter, FeatureSink
 from features.updates import LABEL_SCHEMA, stream_schema
+from tests.helpers_features import full_update, sample_label
 
 pytestmark = pytest.mark.broker
 T = 1_700_000_000.0

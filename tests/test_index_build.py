@@ -8,15 +8,30 @@ import shutil
 import numpy as np
 import pytest
 
-from index_refresher.artifact import (INDEX_FILE, MANIFEST_FILE, ArtifactError, find_artifact,
-                                      latest_artifact, load_artifact)
 from index_refresher.builder import build_from_vectors
-from index_refresher.idmap import IdCollisionError, IdMap, stable_id
-from index_refresher.index_build import (EXACT, HNSW, IndexParams, build_index, exact_top_ids,
-                                         index_kind, measure_recall, recall_at_k, recall_queries)
+from index_refresher.index_build import (
+    EXACT,
+    HNSW,
+    IndexParams,
+    build_index,
+    exact_top_ids,
+    index_kind,
+    measure_recall,
+    recall_at_k,
+    recall_queries,
+)
 from index_refresher.refresher import new_item_rows
-from index_refresher.serving import DeltaItems
-from index_refresher.validation import BadRequest, parse_new_items, parse_retrieve
+from registry.idmap import IdCollisionError, IdMap, stable_id
+from registry.index_artifact import (
+    INDEX_FILE,
+    MANIFEST_FILE,
+    ArtifactError,
+    find_artifact,
+    latest_artifact,
+    load_artifact,
+)
+from retrieval.serving import DeltaItems
+from retrieval.validation import BadRequest, parse_new_items, parse_retrieve
 
 
 def clustered(n: int, dim: int = 16, clusters: int = 20, seed: int = 0) -> np.ndarray:

@@ -7,10 +7,10 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from index_refresher.loader import registry_model_loader
-from index_refresher.service import build_service, create_app
-from index_refresher.testing import running_server, tiny_registry
-from index_refresher.user_features import HttpUserFeatureSource, features_from_response
+from registry.item_tower import registry_model_loader
+from retrieval.service import build_service, create_app
+from retrieval.user_features import HttpUserFeatureSource, features_from_response
+from tests.helpers_index import running_server, tiny_registry
 
 T = 1_700_000_000.0
 TOKEN = "s3cret"
@@ -19,10 +19,10 @@ TOKEN = "s3cret"
 @pytest.fixture(scope="module")
 def features_url(tmp_path_factory):
     """The features component's HTTP service over a real Feast SQLite online store."""
-    from features.samples import full_update
     from features.service import create_app as features_app
     from features.settings import FeaturesSettings
     from features.sink import Batch, FeastWriter
+    from tests.helpers_features import full_update
 
     root = tmp_path_factory.mktemp("features")
     s = FeaturesSettings(repo_dir=root / "feast", labels_dir=root / "labels", online_store="sqlite",

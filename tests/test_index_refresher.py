@@ -12,13 +12,18 @@ from click.testing import CliRunner
 
 from convcg.contract import Impression, event_to_dict
 from convcg.kafka_io import json_producer
-from index_refresher.artifact import latest_artifact, load_artifact
 from index_refresher.builder import read_catalog
-from index_refresher.loader import registry_model_loader
-from index_refresher.refresher import NewItemWatcher, RegistryRefresher, RetrievalAdminClient
-from index_refresher.service import build_service, create_app
-from index_refresher.testing import running_server, tiny_registry
-from training.registry import ModelRegistry, train_tiny_model_for_tests
+from index_refresher.refresher import (
+    NewItemWatcher,
+    RegistryRefresher,
+    RetrievalAdminClient,
+)
+from registry.index_artifact import latest_artifact, load_artifact
+from registry.item_tower import registry_model_loader
+from registry.store import ModelRegistry
+from retrieval.service import build_service, create_app
+from tests.helpers_index import running_server, tiny_registry
+from tests.helpers_training import train_tiny_model_for_tests
 
 N_ITEMS = 200
 RETRIEVABLE_WITHIN_S = 10.0
@@ -93,7 +98,7 @@ def test_refresher_builds_and_pushes_new_versions_and_new_items(tmp_path, broker
                "CONVCG_INDEX_NEW_ITEMS_PATH": str(settings.new_items_path),
                "CONVCG_INDEX_RETRIEVAL_URL": url,
                "CONVCG_INDEX_BUILD_NICENESS": "0"}  # don't renice the whole test process
-        from convcg.cli import main
+        from loop.cli import main
 
         result = CliRunner().invoke(main, ["refresher", "--once"], env=env)
         assert result.exit_code == 0, result.output
@@ -125,7 +130,7 @@ def test_refresher_does_not_retry_a_version_it_cannot_build(tmp_path):
 
 
 def test_build_command_writes_an_artifact(tmp_path):
-    from convcg.cli import main
+    from loop.cli import main
 
     settings, _, _ = tiny_registry(tmp_path, n_items=60, versions=1, build_indexes=False)
     env = {"CONVCG_INDEX_REGISTRY_ROOT": str(settings.registry_root),

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from index_refresher.artifact import INDEX_FILE, read_manifest
 from index_refresher.builder import build_from_vectors
 from index_refresher.index_build import IndexParams
-from index_refresher.loader import registry_model_loader
-from index_refresher.service import build_service, create_app
-from index_refresher.testing import tiny_registry
+from registry.index_artifact import INDEX_FILE, read_manifest
+from registry.item_tower import registry_model_loader
+from retrieval.service import build_service, create_app
+from tests.helpers_index import tiny_registry
 
 N_ITEMS = 300
 

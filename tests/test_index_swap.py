@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from index_refresher.loader import registry_model_loader
-from index_refresher.service import build_service, create_app
-from index_refresher.testing import running_server, tiny_registry
+from registry.item_tower import registry_model_loader
+from retrieval.service import build_service, create_app
+from tests.helpers_index import running_server, tiny_registry
 
 USERS = [f"u{i}" for i in range(12)]
 K = 20
@@ -134,7 +134,7 @@ def test_in_flight_query_keeps_the_old_pair_until_it_finishes(world):
 
 
 def test_rollback_and_status_commands_against_a_running_service(world):
-    from convcg.cli import main
+    from loop.cli import main
 
     settings, pairs, _ = world
     v1, v2 = sorted(pairs)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from convcg.loop import LoopSettings, _is_unengaged_slot, run_loop, serve_negatives
+from loop.up import LoopSettings, _is_unengaged_slot, run_loop, serve_negatives
 
 
 def test_only_unengaged_movielens_slots_are_replaced_by_served_items():

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import TEST_PARTITIONS
 from convcg.contract import event_to_dict
 from convcg.kafka_io import read_topic
 from streams.datasets import EventLog, load_log, write_jsonl
 from streams.datasets.settings import DatasetSettings
 from streams.replay import replay, replay_command, seconds_until_due
+from tests.conftest import TEST_PARTITIONS
 
 SLICE = 3000
 

@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from registry.store import ModelRegistry
+from tests.helpers_training import tiny_config
 from training.cli import finetune_command, train_command
 from training.config import OptimConfig, TrainingSettings
 from training.pipeline import finetune_step, full_training_step
 from training.plots import PLOT_NAME
-from training.registry import ModelRegistry
 from training.synthetic import synthetic_catalog, synthetic_labels
-from training.trainer import gate_decision, tiny_config
+from training.trainer import gate_decision
 
 
 def test_gate_decision():

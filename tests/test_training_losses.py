@@ -6,10 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import LossConfig
+from registry.model_config import LossConfig
 from training.evaluation import recall_at_k
-from training.losses import (ROLE_CONVERSION, ROLE_ENGAGEMENT, ROLE_NEGATIVE, advertiser_softmax_loss,
-                             fake_negative_weights, in_batch_softmax_loss, multitask_loss, served_logistic_loss)
+from training.losses import (
+    ROLE_CONVERSION,
+    ROLE_ENGAGEMENT,
+    ROLE_NEGATIVE,
+    advertiser_softmax_loss,
+    fake_negative_weights,
+    in_batch_softmax_loss,
+    multitask_loss,
+    served_logistic_loss,
+)
 
 
 def np_softmax_ce(logits: np.ndarray, target: int) -> float:

@@ -5,14 +5,31 @@ import pandas as pd
 import pytest
 import torch
 
-from training.config import ModelConfig, TowerConfig
-from training.encoding import encode_items, encode_queries, hash_ids, queries_frame, squash
-from training.evaluation import evaluate_scorer, full_catalog, model_scorer, popularity_scorer
-from training.examples import build_examples, recent_engaged_items, roles_and_weights, time_split
+from registry.encoding import (
+    encode_items,
+    encode_queries,
+    hash_ids,
+    queries_frame,
+    squash,
+)
+from registry.model import CrossNetwork, TwoTowerModel
+from registry.model_config import TowerConfig
+from tests.helpers_training import tiny_config
+from training.evaluation import (
+    evaluate_scorer,
+    full_catalog,
+    model_scorer,
+    popularity_scorer,
+)
+from training.examples import (
+    build_examples,
+    recent_engaged_items,
+    roles_and_weights,
+    time_split,
+)
 from training.losses import ROLE_CONVERSION, ROLE_ENGAGEMENT, ROLE_NEGATIVE
-from training.model import CrossNetwork, TwoTowerModel
 from training.synthetic import synthetic_catalog, synthetic_labels
-from training.trainer import tiny_config, train_full
+from training.trainer import train_full
 
 
 def test_cross_network_is_dcnv2_formula():

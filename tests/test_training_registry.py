@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from registry.model import TwoTowerModel
+from registry.store import MANIFEST, WEIGHTS, ModelRegistry, RegistryError
+from tests.helpers_training import tiny_config, train_tiny_model_for_tests
 from training.cli import registry_command
-from training.registry import MANIFEST, WEIGHTS, ModelRegistry, RegistryError, train_tiny_model_for_tests
 from training.synthetic import synthetic_catalog
-from training.trainer import tiny_config
-from training.model import TwoTowerModel
 
 
 @pytest.fixture(scope="module")

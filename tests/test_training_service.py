@@ -7,12 +7,12 @@ import orjson
 import pytest
 
 from convcg.kafka_io import json_producer, read_topic
+from registry.store import ModelRegistry
+from tests.helpers_training import tiny_config
 from training.config import OptimConfig, TrainingSettings
 from training.label_store import LabelStore
-from training.registry import ModelRegistry
 from training.service import TrainerService, parse_label
 from training.synthetic import synthetic_catalog, synthetic_labels
-from training.trainer import tiny_config
 
 
 def test_parse_label_rejects_bad_input_with_reason():

@@ -96,7 +96,7 @@ def registry_command() -> None:
 @click.option("--registry", default=None)
 def registry_list(registry: str | None) -> None:
     """Versions, oldest first; * marks the current one."""
-    from training.registry import ModelRegistry
+    from registry.store import ModelRegistry
 
     reg = ModelRegistry(_settings(registry).registry_root)
     current = reg.current_version()
@@ -112,7 +112,7 @@ def registry_list(registry: str | None) -> None:
 @click.option("--registry", default=None)
 def registry_rollback(registry: str | None) -> None:
     """Make the previous version current."""
-    from training.registry import ModelRegistry, RegistryError
+    from registry.store import ModelRegistry, RegistryError
 
     reg = ModelRegistry(_settings(registry).registry_root)
     try:

@@ -15,9 +15,17 @@ import pandas as pd
 import torch
 
 from convcg.contract import LABEL_FIELDS
-from training.config import ModelConfig
-from training.encoding import (ITEM_PREFIXES, RECENT_ITEMS_FEATURE, USER_PREFIX, ItemInputs, QueryInputs,
-                               encode_items, encode_queries, numeric_feature_columns)
+from registry.encoding import (
+    ITEM_PREFIXES,
+    RECENT_ITEMS_FEATURE,
+    USER_PREFIX,
+    ItemInputs,
+    QueryInputs,
+    encode_items,
+    encode_queries,
+    numeric_feature_columns,
+)
+from registry.model_config import ModelConfig
 from training.losses import ROLE_CONVERSION, ROLE_ENGAGEMENT, ROLE_NEGATIVE
 
 CONVERSION_KINDS = ("conversion", "correction")

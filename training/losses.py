@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from training.config import LossConfig
+from registry.model_config import LossConfig
 
 ROLE_NEGATIVE, ROLE_ENGAGEMENT, ROLE_CONVERSION = 0, 1, 2
 NEG_INF = -1e9

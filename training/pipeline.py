@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from registry.store import ModelRegistry
 from training.config import TrainingSettings
 from training.examples import validate_labels
 from training.plots import plot_versions
-from training.registry import ModelRegistry
 from training.trainer import finetune, train_full
 
 log = logging.getLogger("convcg.training.pipeline")

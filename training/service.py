@@ -18,15 +18,26 @@ import time
 
 import orjson
 import pandas as pd
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 
 from convcg.contract import LABEL_FIELDS, Label, Topics
+from registry.store import ModelRegistry
 from training.config import TrainingSettings
 from training.evaluation import full_catalog
 from training.examples import REQUIRED_LABEL_COLUMNS
 from training.label_store import LabelStore
-from training.pipeline import StepOutcome, finetune_step, full_training_step, load_catalog
-from training.registry import ModelRegistry
+from training.pipeline import (
+    StepOutcome,
+    finetune_step,
+    full_training_step,
+    load_catalog,
+)
 
 log = logging.getLogger("convcg.training.service")
 POLL_MS = 500

@@ -12,22 +12,20 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from training.config import ModelConfig, OptimConfig, TowerConfig, TrainingSettings
+from registry.model import TwoTowerModel, sparse_and_dense_parameters
+from registry.model_config import ModelConfig
+from training.config import OptimConfig, TrainingSettings
 from training.evaluation import evaluate_model, metric_name
-from training.examples import Examples, build_examples, feature_columns, replay_sample, time_split
+from training.examples import (
+    Examples,
+    build_examples,
+    feature_columns,
+    replay_sample,
+    time_split,
+)
 from training.losses import multitask_loss
-from training.model import TwoTowerModel, sparse_and_dense_parameters
 
 log = logging.getLogger("convcg.training.trainer")
-
-
-def tiny_config(**overrides) -> ModelConfig:
-    """A small model for tests and quick demos (trains in seconds)."""
-    tower = TowerConfig(cross_layers=1, mlp_layers=1, mlp_width=32)
-    base = dict(embedding_dim=16, id_dim=8, user_buckets=512, item_buckets=1024, advertiser_buckets=128,
-                category_buckets=64, recent_items=5, query_tower=tower, item_tower=tower)
-    base.update(overrides)
-    return ModelConfig(**base)
 
 
 def with_detected_features(config: ModelConfig, labels: pd.DataFrame) -> ModelConfig:

@@ -12,7 +12,15 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from convcg.contract import EVENT_CLASSES, Conversion, Engagement, Event, Impression, event_to_dict, event_type_of
+from convcg.contract import (
+    EVENT_CLASSES,
+    Conversion,
+    Engagement,
+    Event,
+    Impression,
+    event_to_dict,
+    event_type_of,
+)
 
 #: Order of event types sharing one timestamp: an impression precedes its engagement,
 #: which precedes a conversion.

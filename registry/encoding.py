@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from training.config import ModelConfig
+from registry.model_config import ModelConfig
 
 USER_PREFIX = "user__"
 ITEM_PREFIXES = ("item__", "advertiser__")

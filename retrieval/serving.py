@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from index_refresher.artifact import IndexArtifact
-from index_refresher.index_build import ItemTower, check_vectors
+from registry.index_artifact import IndexArtifact
+from registry.item_tower import ItemTower, check_vectors
 
 log = logging.getLogger("convcg.index.serving")
 

@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-log = logging.getLogger("convcg.supervisor")
+log = logging.getLogger("loop.supervisor")
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Component:
     def start(self) -> "Component":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "convcg.cli", *self.args],
+        self.process = subprocess.Popen([sys.executable, "-m", "loop.cli", *self.args],
                                         env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         log.info("started %s (pid %d): convcg %s", self.name, self.process.pid, " ".join(self.args))

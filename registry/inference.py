@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from training.encoding import encode_items, encode_queries
-from training.model import TwoTowerModel
+from registry.encoding import encode_items, encode_queries
+from registry.model import TwoTowerModel
 
 DEFAULT_BATCH = 4096
 

@@ -1,4 +1,5 @@
-"""Running the retrieval app on a real socket (uvicorn in a thread): tests and benchmarks."""
+"""Index test rigs: the retrieval app on a real socket (uvicorn in a thread), and a registry of
+tiny genuinely trained models with index artifacts."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ import time
 from typing import Iterator
 
 from convcg.broker import free_port
+from index_refresher.settings import RefresherSettings
+from retrieval.settings import RetrievalSettings
 
 STARTUP_TIMEOUT_S = 20.0
+
+
+class IndexTestSettings(RefresherSettings, RetrievalSettings):
+    """Both sides of the index on one settings object, as one ``CONVCG_INDEX_`` environment
+    configures both processes; tests hand it to the refresher and to the service alike."""
 
 
 @contextlib.contextmanager
@@ -45,16 +53,15 @@ def tiny_registry(root, n_items: int = 300, versions: int = 2, build_indexes: bo
     from pathlib import Path
 
     from index_refresher.builder import build_artifact
-    from index_refresher.loader import registry_model_loader
-    from index_refresher.settings import IndexSettings
-    from training.registry import train_tiny_model_for_tests
+    from registry.item_tower import registry_model_loader
+    from tests.helpers_training import train_tiny_model_for_tests
     from training.synthetic import synthetic_catalog
 
     root = Path(root)
     catalog = synthetic_catalog(n_items)
     root.mkdir(parents=True, exist_ok=True)
     catalog.to_parquet(root / "catalog.parquet", index=False)
-    settings = IndexSettings(registry_root=root / "registry", index_root=root / "registry" / "indexes",
+    settings = IndexTestSettings(registry_root=root / "registry", index_root=root / "registry" / "indexes",
                              catalog_path=root / "catalog.parquet",
                              new_items_path=root / "new_items.parquet", **settings_overrides)
     load = registry_model_loader(settings.registry_root)

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.config import ModelConfig, TowerConfig
-from training.encoding import PAD, ItemInputs, QueryInputs, item_dense_width
+from registry.encoding import PAD, ItemInputs, QueryInputs, item_dense_width
+from registry.model_config import ModelConfig, TowerConfig
 
 TASKS = ("conversion", "engagement")
 

@@ -16,17 +16,15 @@ import time
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
-from index_refresher.artifact import ArtifactError, find_artifact, load_artifact
-from index_refresher.index_build import ItemTower
-from index_refresher.metrics import RetrievalMetrics
-from index_refresher.serving import ServingPair, ServingState
+from registry.index_artifact import ArtifactError, find_artifact, load_artifact
+from registry.item_tower import ModelLoader
+from retrieval.metrics import RetrievalMetrics
+from retrieval.serving import ServingPair, ServingState
 
 log = logging.getLogger("convcg.index.loader")
 
 #: model version (None: the registry's current one) -> loaded model
-ModelLoader = Callable[[str | None], ItemTower]
 
 LOADER_NICENESS = 10
 WARMUP_QUERY = {"user_id": "__warmup__", "surface": "home"}
@@ -55,17 +53,6 @@ class LoadResult:
         return asdict(self)
 
 
-def registry_model_loader(registry_root: Path) -> ModelLoader:
-    """Model versions from the training component's registry (imported lazily: torch)."""
-
-    def load(version: str | None) -> ItemTower:
-        from training.registry import ModelRegistry
-
-        return ModelRegistry(Path(registry_root)).load(version)
-
-    return load
-
-
 def _lower_thread_priority() -> None:
     try:  # Linux: a thread is a task, so this lowers only the loader thread
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
@@ -87,7 +74,7 @@ class PairLoader:
         """Load and verify a pair without serving it. Raises LoadRefused."""
         try:
             model = self.model_loader(model_version)
-        except Exception as exc:  # training.registry.RegistryError and friends
+        except Exception as exc:  # registry.store.RegistryError and friends
             raise LoadRefused("model", f"model version {model_version or '(current)'} refused: {exc}") from exc
         if model_version is not None and model.version != model_version:
             raise LoadRefused("version_mismatch", f"asked for model {model_version}, registry gave {model.version}")

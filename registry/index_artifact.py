@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from index_refresher.idmap import IdMap
+from registry.idmap import IdMap
 
 log = logging.getLogger("convcg.index.artifact")
 

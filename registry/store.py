@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.config import MODEL_FORMAT_VERSION, ModelConfig
+from registry.model_config import MODEL_FORMAT_VERSION, ModelConfig
 
 log = logging.getLogger("convcg.training.registry")
 
@@ -80,15 +80,15 @@ class LoadedModel:
     def embed_items(self, catalog: pd.DataFrame, item_features: pd.DataFrame | None = None,
                     batch_size: int = 4096) -> np.ndarray:
         """float32 ``[len(catalog), dim]``, L2-normalised, in catalog order."""
-        from training.inference import embed_items
+        from registry.inference import embed_items
 
         return embed_items(self.model, catalog, item_features, batch_size)
 
     def embed_queries(self, queries: list[dict]) -> np.ndarray:
         """float32 ``[len(queries), dim]``. Each dict: ``user_id``, ``surface``, optional
         ``recent_items`` (item ids, newest first) and user feature values by name."""
-        from training.encoding import queries_frame
-        from training.inference import embed_query_frame
+        from registry.encoding import queries_frame
+        from registry.inference import embed_query_frame
 
         if not queries:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -143,7 +143,7 @@ class ModelRegistry:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from training.model import TwoTowerModel
+        from registry.model import TwoTowerModel
 
         if not folder.is_dir():
             raise RegistryError(f"version {version!r} does not exist in {self.root}")
@@ -268,17 +268,3 @@ class ModelRegistry:
                 log.info("rolled back %s -> %s", current, candidate)
                 return candidate
             raise RegistryError(f"registry {self.root}: no loadable version before {current}")
-
-
-def train_tiny_model_for_tests(root: Path | str, catalog: pd.DataFrame, seed: int = 0,
-                               n_users: int = 40, n_labels: int = 600) -> str:
-    """Train a small real model on synthetic labels over ``catalog`` (a few seconds) and
-    publish it into the registry at ``root``. Returns the version id. For other components'
-    tests that need a genuine published version."""
-    from training.synthetic import synthetic_labels
-    from training.trainer import tiny_config, train_full
-
-    labels = synthetic_labels(catalog, n_users=n_users, n_labels=n_labels, seed=seed)
-    result = train_full(labels, catalog, tiny_config(), epochs=2, batch_size=128, seed=seed,
-                        evaluate_holdout=False, show_progress=False)
-    return ModelRegistry(root).publish(result.model, result.model.config, result.metrics, result.data_range)

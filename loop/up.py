@@ -26,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from convcg.supervisor import Component, Supervisor, wait_until
+from loop.supervisor import Component, Supervisor, wait_until
 
 log = logging.getLogger("convcg.up")
 
@@ -106,12 +106,11 @@ def serve_negatives(events, served: ServedItems, advertiser_of: dict[str, str]):
 
 
 def run_loop(home: Path, settings: LoopSettings) -> dict:
-    import pandas as pd
 
     from convcg.broker import create_topics, find_or_start_broker, free_port
     from convcg.contract import Topics
     from convcg.kafka_io import read_topic
-    from convcg.report import write_report
+    from loop.report import write_report
     from streams.datasets import load_log
     from streams.datasets.event_log import EventLog
     from streams.labels import count_by_kind, dedupe
@@ -219,7 +218,7 @@ def run_loop(home: Path, settings: LoopSettings) -> dict:
                    + trainer.metric_sum("convcg_trainer_labels_duplicate_total") >= labels_emitted,
                    settings.timeout_s, "the trainer to read every label", supervisor=sup)
         time.sleep(settings.trigger_seconds + 5)
-        from training.registry import ModelRegistry
+        from registry.store import ModelRegistry
 
         reg = ModelRegistry(registry)
         final = reg.current_version()

@@ -16,14 +16,19 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
-from index_refresher.loader import LoaderBusy, PairLoader
-from index_refresher.metrics import RetrievalMetrics
-from index_refresher.serving import NoServingPair, ServingPair, ServingState, configure_search_threads
-from index_refresher.user_features import NoUserFeatures, UserFeatureSource
-from index_refresher.validation import BadRequest, parse_new_items, parse_retrieve
+from retrieval.loader import LoaderBusy, PairLoader
+from retrieval.metrics import RetrievalMetrics
+from retrieval.serving import (
+    NoServingPair,
+    ServingPair,
+    ServingState,
+    configure_search_threads,
+)
+from retrieval.user_features import NoUserFeatures, UserFeatureSource
+from retrieval.validation import BadRequest, parse_new_items, parse_retrieve
 
 log = logging.getLogger("convcg.index.service")
 
@@ -224,8 +229,8 @@ def create_app(service: RetrievalService) -> FastAPI:
 def build_service(settings, model_loader=None, feature_source: UserFeatureSource | None = None,
                   metrics: RetrievalMetrics | None = None) -> RetrievalService:
     """Wire a service from settings (registry-backed model loader by default)."""
-    from index_refresher.loader import registry_model_loader
-    from index_refresher.user_features import user_feature_source
+    from registry.item_tower import registry_model_loader
+    from retrieval.user_features import user_feature_source
 
     configure_search_threads(settings.search_threads)
     metrics = metrics or RetrievalMetrics()

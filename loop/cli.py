@@ -27,8 +27,9 @@ COMPONENT_COMMANDS: dict[str, tuple[str, ...]] = {
     "streams.cli": ("replay", "worker", "aggregates", "labels"),
     "features.cli": ("features", "dataset"),
     "training.cli": ("train", "finetune", "trainer", "registry"),
-    "index_refresher.cli": ("refresher", "retrieval", "index"),
-    "convcg.loop": ("up",),
+    "index_refresher.cli": ("refresher", "index"),
+    "retrieval.cli": ("retrieval",),
+    "loop.up": ("up",),
 }
 
 

@@ -1,0 +1,37 @@
+"""Typed settings of the retrieval service (env prefix ``CONVCG_INDEX_``, shared with the
+refresher: one environment configures both sides of the index)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RetrievalSettings(BaseSettings):
+    """Everything the retrieval HTTP service can be tuned by. Every path defaults under ``./var/``."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVCG_INDEX_", extra="ignore")
+
+    # --- where the model versions and their index artifacts live
+    registry_root: Path = Path("var/registry")
+    index_root: Path = Path("var/registry/indexes")  # beside the model versions
+
+    # --- the service
+    host: str = "127.0.0.1"
+    port: int = 8470
+    default_k: int = 100
+    max_k: int = 1000
+    #: faiss OpenMP threads per search (1 keeps concurrent HTTP queries from fighting over cores)
+    search_threads: int = 1
+    #: answer queries on the event loop (no thread hop; best when a search takes ~1 ms, e.g.
+    #: HNSW) instead of the worker thread pool (lets slow exact searches overlap)
+    inline_queries: bool = False
+
+    # --- online user features
+    #: features HTTP service base URL; empty means "no online user features"
+    features_url: str = ""
+    features_path: str = "/online-features/user_stream/{user_id}"
+    #: bearer token of the features service (its CONVCG_FEATURES_API_TOKEN), if it needs one
+    features_token: str = ""
+    features_timeout_s: float = 0.05

@@ -12,12 +12,20 @@ may count).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
-from convcg.contract import Conversion, Engagement, Impression
-from streams.datasets.event_log import EventLog
+from convcg.contract import Conversion, Engagement, Event, Impression
+
+
+class EventLog(Protocol):
+    """What is read of an event log (``streams.datasets.EventLog`` has it): its events in
+    event-time order and its catalog (item_id, advertiser_id, category)."""
+
+    events: Sequence[Event]
+    catalog: pd.DataFrame
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ class LossConfig(BaseModel):
     #: ``fn_weighting``: Ktena et al. 2019 fake-negative weighting of the served-impression
     #: loss; ``plain``: train on the corrected stream as it is (the fake negative stays)
     correction_mode: Literal["fn_weighting", "plain"] = "fn_weighting"
+    #: the softmax's candidates: the batch's positive items (+ hard negatives), or every
+    #: catalog item (for catalogs small enough to embed at every step)
+    negatives: Literal["in_batch", "catalog"] = "in_batch"
     #: subtract log(sampling probability) from in-batch logits (sampling-bias correction)
     logq_correction: bool = True
     temperature: float = Field(0.05, gt=0.0)

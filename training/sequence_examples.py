@@ -15,6 +15,7 @@ import torch
 
 from registry.encoding import PAD, QueryInputs, encode_items, hash_ids
 from registry.model_config import ModelConfig
+from training.catalog_loss import CatalogExamples
 from training.examples import Examples, item_log_probability, join_catalog, roles_and_weights, validate_labels
 from training.losses import ROLE_NEGATIVE
 from training.pit_data import Interactions
@@ -66,9 +67,9 @@ class SequenceFeatures:
         return self._inputs(user_ids, surfaces, batch)
 
 
-def sequence_examples(labels: pd.DataFrame, features: SequenceFeatures, catalog: pd.DataFrame) -> Examples:
-    """Label rows as training examples; each row's query is the user's sequence strictly
-    before its impression time."""
+def sequence_examples(labels: pd.DataFrame, features: SequenceFeatures, catalog: pd.DataFrame) -> CatalogExamples:
+    """Label rows as training examples (with each row's catalog position); each row's query
+    is the user's sequence strictly before its impression time."""
     validate_labels(labels)
     role, weight = roles_and_weights(labels)
     keep = role >= 0
@@ -76,6 +77,8 @@ def sequence_examples(labels: pd.DataFrame, features: SequenceFeatures, catalog:
     role, weight = role[keep], weight[keep]
     queries = features.at(frame["user_id"].to_numpy(object), frame["impression_ts"].to_numpy(np.float64),
                           frame["surface"].tolist())
-    return Examples(queries=queries, items=encode_items(frame, features.config), role=torch.from_numpy(role),
-                    weight=torch.from_numpy(weight),
-                    logq=torch.from_numpy(item_log_probability(frame["item_id"], role > ROLE_NEGATIVE)))
+    examples = Examples(queries=queries, items=encode_items(frame, features.config), role=torch.from_numpy(role),
+                        weight=torch.from_numpy(weight),
+                        logq=torch.from_numpy(item_log_probability(frame["item_id"], role > ROLE_NEGATIVE)))
+    position = pd.Series(np.arange(len(catalog)), index=catalog["item_id"].to_numpy())
+    return CatalogExamples(examples, torch.from_numpy(position.reindex(frame["item_id"]).to_numpy(np.int64)))

@@ -21,13 +21,13 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, Field
 
-from registry.encoding import encode_items
+from registry.encoding import ItemInputs, encode_items
 from registry.model import TwoTowerModel
 from registry.model_config import ModelConfig
 from training.config import OptimConfig
 from training.eval_settings import ProtocolSettings
-from training.examples import Examples
-from training.losses import multitask_loss
+from training.catalog_loss import CatalogExamples, catalog_multitask_loss
+from training.losses import LossParts, multitask_loss
 from training.pit_data import Interactions
 from training.pit_protocol import EvaluationSet, QueryBatch, Scorer, split_time
 from training.sequence_examples import SequenceFeatures, catalog_frame, sequence_examples
@@ -72,13 +72,23 @@ def _step_lr(step: int, epoch: int, cfg: ConvergenceConfig) -> float:
     return warm * cfg.lr_decay_per_epoch ** epoch
 
 
-def train_epochs(model: TwoTowerModel, examples: Examples, cfg: ConvergenceConfig, epochs: int,
-                 after_epoch=None) -> list[float]:
+def batch_loss(model: TwoTowerModel, batch: CatalogExamples, catalog: ItemInputs,
+               catalog_advertiser: torch.Tensor) -> LossParts:
+    if model.config.loss.negatives == "catalog":
+        return catalog_multitask_loss(model, batch, catalog, catalog_advertiser)
+    ex = batch.examples
+    return multitask_loss(model.embed(ex.queries, ex.items), ex.role, ex.weight, ex.items.item,
+                          ex.items.advertiser, ex.logq, model.served_bias, model.config.loss)
+
+
+def train_epochs(model: TwoTowerModel, examples: CatalogExamples, catalog: pd.DataFrame, cfg: ConvergenceConfig,
+                 epochs: int, after_epoch=None) -> list[float]:
     """Mini-batch epochs; ``after_epoch(epoch, model) -> stop?`` runs after each one."""
     torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)
     gen = torch.Generator().manual_seed(cfg.seed)
     optimizers = make_optimizers(model, OptimConfig(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay))
+    catalog_items = encode_items(catalog, model.config)
     step, losses = 0, []
     for epoch in range(epochs):
         model.train()
@@ -86,10 +96,10 @@ def train_epochs(model: TwoTowerModel, examples: Examples, cfg: ConvergenceConfi
         total, batches = 0.0, 0
         for s in range(0, len(examples), cfg.batch_size):
             batch = examples.select(order[s:s + cfg.batch_size])
-            result = multitask_loss(model.embed(batch.queries, batch.items), batch.role, batch.weight,
-                                    batch.items.item, batch.items.advertiser, batch.logq, model.served_bias,
-                                    model.config.loss)
-            if len(batch) < 2 or not result.total.requires_grad:
+            if len(batch) < 2:
+                continue
+            result = batch_loss(model, batch, catalog_items, catalog_items.advertiser)
+            if not result.total.requires_grad:
                 continue
             for opt in optimizers:
                 for group in opt.param_groups:
@@ -151,12 +161,12 @@ def train_to_convergence(labels: pd.DataFrame, inter: Interactions, cut: float, 
         return epoch + 1 - best["epoch"] >= cfg.patience
 
     train_epochs(model, sequence_examples(training_labels(rows, val_cut, cfg.negative_share, cfg.seed),
-                                          features, catalog), cfg, cfg.max_epochs, validate)
+                                          features, catalog), catalog, cfg, cfg.max_epochs, validate)
     if cfg.refit_full:
         torch.manual_seed(cfg.seed)
         model = TwoTowerModel(config)
         train_epochs(model, sequence_examples(training_labels(rows, cut, cfg.negative_share, cfg.seed),
-                                              features, catalog), cfg, best["epoch"])
+                                              features, catalog), catalog, cfg, best["epoch"])
     else:
         model.load_state_dict(best["state"])
     return ConvergedModel(model, best["epoch"], scores, time.perf_counter() - start)

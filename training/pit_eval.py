@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from registry.model_config import ModelConfig, SequenceConfig, TowerConfig
+from registry.model_config import LossConfig, ModelConfig, SequenceConfig
 from training.baselines import baseline_scorers
 from training.eval_settings import EvalSettings
 from training.pit_data import Interactions
@@ -27,12 +27,16 @@ REPORTED_METRICS = ("conversion_recall@20", "conversion_recall@100", "conversion
                     "static_conversion_recall@100")
 BASELINES = ("popularity", "recent_popularity", "item_knn", "ease")
 RowFilter = Callable[[pd.DataFrame], pd.DataFrame] | None
+#: a model variant: its config, a label row filter, overrides of the training settings
+Variant = tuple[ModelConfig, RowFilter, dict]
 
 
 def retriever_config(**overrides) -> ModelConfig:
-    """The conversion retriever: causal self-attention over the last 50 engagements, parallel
-    DCNv2 + MLP towers, unified multi-task head, every loss lever on."""
-    base = dict(id_dim=64, recent_items=50, sequence=SequenceConfig(encoder="attention"))
+    """The conversion retriever: causal self-attention over the last 20 engagements (time-gap
+    embeddings, dwell), parallel DCNv2 + MLP towers, unified multi-task head, softmax over the
+    whole catalog, every other loss lever on."""
+    base = dict(id_dim=32, item_buckets=20_000, recent_items=20, sequence=SequenceConfig(encoder="attention"),
+                loss=LossConfig(negatives="catalog"))
     base.update(overrides)
     return ModelConfig(**base)
 
@@ -45,14 +49,14 @@ def unweighted_engagements(labels: pd.DataFrame) -> pd.DataFrame:
     return labels.assign(engagement_weight=1.0)
 
 
-def model_variants(base: ModelConfig, ablations: bool = True) -> dict[str, tuple[ModelConfig, RowFilter]]:
-    """name -> (config, label row filter); the conversion retriever first."""
+def model_variants(base: ModelConfig, ablations: bool = True) -> dict[str, Variant]:
+    """name -> (config, label row filter, training overrides); the conversion retriever first."""
     loss = base.loss
 
     def with_loss(**kw) -> ModelConfig:
         return base.model_copy(update={"loss": loss.model_copy(update=kw)})
 
-    out: dict[str, tuple[ModelConfig, RowFilter]] = {
+    out: dict[str, tuple] = {
         "conversion_retriever": (base, None),
         "engagement_two_tower": (with_loss(conversion_weight=0.0, engagement_weight=1.0, advertiser_weight=0.0),
                                  engagement_only),
@@ -76,8 +80,10 @@ def model_variants(base: ModelConfig, ablations: bool = True) -> dict[str, tuple
         "ablation: no logQ": (with_loss(logq_correction=False), None),
         "ablation: no engagement task": (with_loss(engagement_weight=0.0), None),
         "ablation: engagements unweighted by dwell": (base, unweighted_engagements),
+        "ablation: in-batch negatives": (with_loss(negatives="in_batch"), None),
+        "ablation: training queries at impression time": (base, None, {"query_time": "impression"}),
     })
-    return out
+    return {name: (v[0], v[1], v[2] if len(v) > 2 else {}) for name, v in out.items()}
 
 
 def summarize(runs: dict[str, list[dict[str, float]]], metrics=REPORTED_METRICS) -> dict[str, dict]:
@@ -106,8 +112,9 @@ def table(summary: dict[str, dict], metrics=REPORTED_METRICS) -> str:
 
 def run_evaluation(dataset: str, labels: pd.DataFrame, inter: Interactions, settings: EvalSettings,
                    seeds: int, training: ConvergenceConfig, base: ModelConfig | None = None,
-                   ablations: bool = True, only: tuple[str, ...] = ()) -> dict:
-    """The JSON document of one dataset's run (see ``convcg eval``)."""
+                   ablations: bool = True, only: tuple[str, ...] = (), models: bool = True) -> dict:
+    """The JSON document of one dataset's run (see ``convcg eval``); ``models=False`` runs
+    the baselines only (``labels`` may then be None)."""
     cut = split_time(inter, settings.protocol.test_quantile)
     evaluation = EvaluationSet.build(inter, cut)
     runs: dict[str, list[dict[str, float]]] = {}
@@ -116,12 +123,17 @@ def run_evaluation(dataset: str, labels: pd.DataFrame, inter: Interactions, sett
         runs[name] = [evaluation.evaluate(scorer, settings.protocol)]
         log.info("%s: %s", name, {m: round(runs[name][0][m], 4) for m in REPORTED_METRICS})
     trained: dict[str, dict] = {}
-    for name, (config, row_filter) in model_variants(base or retriever_config(), ablations).items():
+    variants = model_variants(base or retriever_config(), ablations) if models else {}
+    unknown = set(only) - set(variants)
+    if unknown:
+        raise ValueError(f"no model variant named {sorted(unknown)}; have {sorted(variants)}")
+    for name, (config, row_filter, overrides) in variants.items():
         if only and name not in only:
             continue
         runs[name], trained[name] = [], {"best_epochs": [], "seconds": []}
         for seed in range(seeds):
-            result = train_to_convergence(labels, inter, cut, config, training.model_copy(update={"seed": seed}),
+            result = train_to_convergence(labels, inter, cut, config,
+                                          training.model_copy(update={"seed": seed, **overrides}),
                                           settings.protocol, row_filter)
             runs[name].append(evaluation.evaluate(model_scorer(result.model, SequenceFeatures(inter, config)),
                                                   settings.protocol))

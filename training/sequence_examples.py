@@ -67,15 +67,28 @@ class SequenceFeatures:
         return self._inputs(user_ids, surfaces, batch)
 
 
-def sequence_examples(labels: pd.DataFrame, features: SequenceFeatures, catalog: pd.DataFrame) -> CatalogExamples:
+def query_times(frame: pd.DataFrame, labels: pd.DataFrame, query_time: str) -> np.ndarray:
+    """When each training row's query is asked: at its impression, or (``engagement``) at the
+    impression's first engagement when it has one (the moment an evaluation query is asked),
+    else at the impression."""
+    ts = frame["impression_ts"].to_numpy(np.float64)
+    if query_time == "impression":
+        return ts
+    eng = labels[labels["kind"] == "engagement"]
+    first = eng.groupby("impression_id")["label_ts"].min()
+    return frame["impression_id"].map(first).fillna(frame["impression_ts"]).to_numpy(np.float64)
+
+
+def sequence_examples(labels: pd.DataFrame, features: SequenceFeatures, catalog: pd.DataFrame,
+                      query_time: str = "impression") -> CatalogExamples:
     """Label rows as training examples (with each row's catalog position); each row's query
-    is the user's sequence strictly before its impression time."""
+    is the user's sequence strictly before its query time (``query_times``)."""
     validate_labels(labels)
     role, weight = roles_and_weights(labels)
     keep = role >= 0
     frame = join_catalog(labels[keep].reset_index(drop=True), catalog)
     role, weight = role[keep], weight[keep]
-    queries = features.at(frame["user_id"].to_numpy(object), frame["impression_ts"].to_numpy(np.float64),
+    queries = features.at(frame["user_id"].to_numpy(object), query_times(frame, labels, query_time),
                           frame["surface"].tolist())
     examples = Examples(queries=queries, items=encode_items(frame, features.config), role=torch.from_numpy(role),
                         weight=torch.from_numpy(weight),

@@ -15,6 +15,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -38,16 +39,19 @@ VALIDATION_METRIC = "conversion_recall@100"
 
 
 class ConvergenceConfig(BaseModel):
-    max_epochs: int = Field(12, ge=1)
+    max_epochs: int = Field(8, ge=1)
     patience: int = Field(2, ge=1)
-    batch_size: int = Field(1024, ge=2)
-    learning_rate: float = Field(2e-3, gt=0)
+    batch_size: int = Field(256, ge=2)
+    learning_rate: float = Field(5e-3, gt=0)
     lr_decay_per_epoch: float = Field(0.8, gt=0, le=1)
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(0.0, ge=0)
-    refit_full: bool = False
+    refit_full: bool = True
     #: share of the hard-negative rows kept (seeded sample; positives are all kept)
     negative_share: float = Field(0.25, gt=0, le=1)
+    #: when a training row's query is asked: ``impression`` (its served time) or ``engagement``
+    #: (the impression's first engagement when it has one: when the evaluation asks)
+    query_time: Literal["impression", "engagement"] = "engagement"
     seed: int = 0
     #: torch threads: 1 is faster than 2 on a machine shared with other work
     threads: int = Field(1, ge=1)
@@ -161,12 +165,12 @@ def train_to_convergence(labels: pd.DataFrame, inter: Interactions, cut: float, 
         return epoch + 1 - best["epoch"] >= cfg.patience
 
     train_epochs(model, sequence_examples(training_labels(rows, val_cut, cfg.negative_share, cfg.seed),
-                                          features, catalog), catalog, cfg, cfg.max_epochs, validate)
+                                          features, catalog, cfg.query_time), catalog, cfg, cfg.max_epochs, validate)
     if cfg.refit_full:
         torch.manual_seed(cfg.seed)
         model = TwoTowerModel(config)
         train_epochs(model, sequence_examples(training_labels(rows, cut, cfg.negative_share, cfg.seed),
-                                              features, catalog), catalog, cfg, best["epoch"])
+                                              features, catalog, cfg.query_time), catalog, cfg, best["epoch"])
     else:
         model.load_state_dict(best["state"])
     return ConvergedModel(model, best["epoch"], scores, time.perf_counter() - start)

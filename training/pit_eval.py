@@ -61,10 +61,15 @@ def model_variants(base: ModelConfig, ablations: bool = True) -> dict[str, Varia
         "engagement_two_tower": (with_loss(conversion_weight=0.0, engagement_weight=1.0, advertiser_weight=0.0),
                                  engagement_only),
     }
-    if not ablations:
-        return out
+    if ablations:
+        out.update(ablation_variants(base, with_loss))
+    return {name: (v[0], v[1], v[2] if len(v) > 2 else {}) for name, v in out.items()}
+
+
+def ablation_variants(base: ModelConfig, with_loss) -> dict[str, tuple]:
+    """One lever switched off (or the other way) per variant."""
     sequential = base.query_tower.model_copy(update={"stacking": "sequential"})
-    out.update({
+    return {
         "ablation: mean pooling": (base.model_copy(update={"sequence": base.sequence.model_copy(
             update={"encoder": "mean"})}), None),
         "ablation: position embeddings": (base.model_copy(update={"sequence": base.sequence.model_copy(
@@ -82,8 +87,7 @@ def model_variants(base: ModelConfig, ablations: bool = True) -> dict[str, Varia
         "ablation: engagements unweighted by dwell": (base, unweighted_engagements),
         "ablation: in-batch negatives": (with_loss(negatives="in_batch"), None),
         "ablation: training queries at impression time": (base, None, {"query_time": "impression"}),
-    })
-    return {name: (v[0], v[1], v[2] if len(v) > 2 else {}) for name, v in out.items()}
+    }
 
 
 def summarize(runs: dict[str, list[dict[str, float]]], metrics=REPORTED_METRICS) -> dict[str, dict]:

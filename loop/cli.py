@@ -31,6 +31,7 @@ COMPONENT_COMMANDS: dict[str, tuple[str, ...]] = {
     "index_refresher.cli": ("refresher", "index"),
     "retrieval.cli": ("retrieval",),
     "loop.up": ("up",),
+    "loop.eval": ("eval",),
 }
 
 

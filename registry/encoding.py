@@ -74,14 +74,23 @@ class ItemInputs:
 class QueryInputs:
     user: torch.Tensor     # [n] long
     surface: torch.Tensor  # [n] long
-    recent: torch.Tensor   # [n, recent_items] long, PAD where empty
+    recent: torch.Tensor   # [n, recent_items] long, newest first, PAD where empty
     dense: torch.Tensor    # [n, len(user_features)] float
+    recent_age: torch.Tensor | None = None    # [n, recent_items] float seconds at query time
+    recent_dwell: torch.Tensor | None = None  # [n, recent_items] float dwell ms
+
+    def __post_init__(self) -> None:
+        if self.recent_age is None:
+            self.recent_age = torch.zeros(self.recent.shape, dtype=torch.float32)
+        if self.recent_dwell is None:
+            self.recent_dwell = torch.zeros(self.recent.shape, dtype=torch.float32)
 
     def __len__(self) -> int:
         return len(self.user)
 
     def select(self, idx) -> "QueryInputs":
-        return QueryInputs(self.user[idx], self.surface[idx], self.recent[idx], self.dense[idx])
+        return QueryInputs(self.user[idx], self.surface[idx], self.recent[idx], self.dense[idx],
+                           self.recent_age[idx], self.recent_dwell[idx])
 
 
 def item_dense_width(config: ModelConfig) -> int:

@@ -1,6 +1,7 @@
 """The two-tower retriever: plain, composable ``nn.Module``s.
 
-Each tower embeds its ids (hashed buckets; sparse gradients, so a step only touches the rows
+The query tower's main input is the user's recent engagement sequence, encoded by
+``registry.sequence`` (mean pooling or causal self-attention). Each tower embeds its ids (hashed buckets; sparse gradients, so a step only touches the rows
 of the batch's ids, see ``training.trainer.make_optimizers``), concatenates them with its numeric features and
 runs a DCNv2 ``CrossNetwork`` and an ``MLP``: in parallel on the same input (outputs
 concatenated) or stacked (cross network, then MLP). A linear projection gives the embedding,
@@ -14,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from registry.encoding import PAD, ItemInputs, QueryInputs, item_dense_width
+from registry.encoding import ItemInputs, QueryInputs, item_dense_width
+from registry.sequence import SequenceEncoder
 from registry.model_config import ModelConfig, TowerConfig
 
 TASKS = ("conversion", "engagement")
@@ -81,23 +83,24 @@ class Heads(nn.Module):
 
 
 class QueryTower(nn.Module):
-    """User id, surface, mean of recent engaged items, user streaming features."""
+    """Surface, the encoded recent-engagement sequence (``registry.sequence``), user
+    streaming features, and the user id when ``user_id_embedding`` is on."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         d = config.id_dim
-        self.user = nn.Embedding(config.user_buckets, d, sparse=True)
+        self.user = nn.Embedding(config.user_buckets, d, sparse=True) if config.user_id_embedding else None
         self.surface = nn.Embedding(config.surface_buckets, d)
-        self.recent = nn.Embedding(config.item_buckets + 1, d, padding_idx=PAD, sparse=True)
-        width_in = 3 * d + len(config.user_features)
+        self.sequence = SequenceEncoder(config)
+        width_in = (2 + config.user_id_embedding) * d + len(config.user_features)
         self.block = CrossMLPBlock(width_in, config.query_tower)
         self.heads = Heads(self.block.width_out, config.embedding_dim, config.loss.heads == "separate")
 
     def hidden(self, q: QueryInputs) -> torch.Tensor:
-        mask = (q.recent != PAD).unsqueeze(-1).float()
-        pooled = (self.recent(q.recent) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        x = torch.cat([self.user(q.user), self.surface(q.surface), pooled, q.dense], dim=-1)
-        return self.block(x)
+        parts = [self.surface(q.surface), self.sequence(q.recent, q.recent_age, q.recent_dwell), q.dense]
+        if self.user is not None:
+            parts.insert(0, self.user(q.user))
+        return self.block(torch.cat(parts, dim=-1))
 
     def forward(self, q: QueryInputs, task: str = "conversion") -> torch.Tensor:
         return self.heads(self.hidden(q), task)

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 #: Bump when the meaning of a saved config or the module layout changes incompatibly.
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 
 
 class TowerConfig(BaseModel):
@@ -22,6 +22,24 @@ class TowerConfig(BaseModel):
     mlp_layers: int = Field(2, ge=1, le=8)
     mlp_width: int = Field(128, ge=4)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class SequenceConfig(BaseModel):
+    """How the query tower turns the user's recent engagements (newest first, each with its
+    age at query time and its dwell) into one vector (see ``registry.sequence``)."""
+
+    #: ``mean``: mean of the item embeddings; ``attention``: causal self-attention
+    #: (SASRec-style), read out at the newest engagement
+    encoder: Literal["mean", "attention"] = "mean"
+    #: ``position``: recency rank embedding; ``time_gap``: embedding of the log2 age bucket
+    time_encoding: Literal["position", "time_gap"] = "time_gap"
+    layers: int = Field(1, ge=1, le=6)
+    heads: int = Field(2, ge=1, le=8)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    #: ages fall into buckets floor(log2(1 + seconds)), the last one open-ended
+    age_buckets: int = Field(32, ge=2, le=64)
+    #: add a learned projection of the log dwell time to each engagement's token
+    dwell: bool = True
 
 
 class LossConfig(BaseModel):
@@ -41,6 +59,9 @@ class LossConfig(BaseModel):
     #: ``fn_weighting``: Ktena et al. 2019 fake-negative weighting of the served-impression
     #: loss; ``plain``: train on the corrected stream as it is (the fake negative stays)
     correction_mode: Literal["fn_weighting", "plain"] = "fn_weighting"
+    #: the softmax's candidates: the batch's positive items (+ hard negatives), or every
+    #: catalog item (for catalogs small enough to embed at every step)
+    negatives: Literal["in_batch", "catalog"] = "in_batch"
     #: subtract log(sampling probability) from in-batch logits (sampling-bias correction)
     logq_correction: bool = True
     temperature: float = Field(0.05, gt=0.0)
@@ -57,7 +78,11 @@ class ModelConfig(BaseModel):
     advertiser_buckets: int = Field(10_000, ge=16)
     category_buckets: int = Field(1_000, ge=4)
     surface_buckets: int = Field(16, ge=4)
-    recent_items: int = Field(10, ge=0, le=100)
+    recent_items: int = Field(10, ge=0, le=200)
+    sequence: SequenceConfig = SequenceConfig()
+    #: a user id embedding in the query tower; off by default: most users at query time are
+    #: new, or have changed since training
+    user_id_embedding: bool = False
     query_tower: TowerConfig = TowerConfig()
     item_tower: TowerConfig = TowerConfig()
     loss: LossConfig = LossConfig()

@@ -65,12 +65,12 @@ def test_finetune_publishes_when_the_gate_passes_and_not_when_it_fails(tmp_path,
     # the held-out slice is the most recent part of the new labels
     assert rng["heldout"]["impression_ts_min"] >= new["impression_ts"].quantile(0.75)
 
-    # a fine-tune on corrupted new labels (user ids shuffled, except in the held-out slice)
+    # a fine-tune on corrupted new labels (item ids shuffled, except in the held-out slice)
     # scores worse on the held-out slice: refused, the serving version stays
     scrambled = new.copy()
     early = (scrambled["impression_ts"] < scrambled["impression_ts"].quantile(0.8)).to_numpy()
-    users = scrambled.loc[early, "user_id"].to_numpy()
-    scrambled.loc[early, "user_id"] = np.random.default_rng(0).permutation(users)
+    items = scrambled.loc[early, "item_id"].to_numpy()
+    scrambled.loc[early, "item_id"] = np.random.default_rng(0).permutation(items)
     broken = _settings(tmp_path, finetune_learning_rate=0.01, finetune_epochs=5, replay_ratio=0.0,
                        gate_tolerance=0.0)
     bad = finetune_step(broken, scrambled, older, catalog, show_progress=False)

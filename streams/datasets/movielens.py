@@ -95,15 +95,21 @@ def movielens_100k(seed: int = 0, negatives_per_rating: int = 2,
     items = _read_table(wheel, "item")
     kg = _read_table(wheel, "kg")
     link = _read_table(wheel, "link")
-    rng = np.random.default_rng(seed)
-
     genre = first_genres(items)
     advertiser_of = production_company_advertisers(kg, link)
     item_ids = sorted(set(items["item_id"]) | set(inter["item_id"]), key=int)
     advertiser = {i: advertiser_of.get(i, f"adv_genre_{genre.get(i, 'unknown')}") for i in item_ids}
+    return ratings_event_log(NAME, inter, item_ids, advertiser, genre, seed, negatives_per_rating, s)
+
+
+def ratings_event_log(name: str, inter: pd.DataFrame, item_ids: list[str], advertiser: dict[str, str],
+                      genre: dict[str, str], seed: int, negatives_per_rating: int,
+                      s: DatasetSettings) -> EventLog:
+    """Ratings (``user_id, item_id, rating, timestamp``) as an ads event log (see the module
+    docstring); items are named ``i<item_id>``, users ``u<user_id>``."""
+    rng = np.random.default_rng(seed)
     catalog = make_catalog([f"i{i}" for i in item_ids], [advertiser[i] for i in item_ids],
                            [genre.get(i, "unknown") for i in item_ids], [np.nan] * len(item_ids))
-
     item_index = {i: n for n, i in enumerate(item_ids)}
     users = inter["user_id"].to_numpy()
     user_codes, user_idx = np.unique(users.astype(np.int64), return_inverse=True)
@@ -154,6 +160,6 @@ def movielens_100k(seed: int = 0, negatives_per_rating: int = 2,
                                  "checkout", float(conv_value[c]),
                                  f"imp-{key}" if conv_has_click_id[c] else None))
     sort_events(events)
-    log.info("movielens-100k: %d ratings -> %d events (%d conversions), %d items, %d advertisers",
-             n, len(events), n_conv, len(item_ids), len(set(adv_str)))
-    return EventLog(name=NAME, events=events, catalog=catalog)
+    log.info("%s: %d ratings -> %d events (%d conversions), %d items, %d advertisers",
+             name, n, len(events), n_conv, len(item_ids), len(set(adv_str)))
+    return EventLog(name=name, events=events, catalog=catalog)

@@ -9,6 +9,7 @@ from streams.datasets.event_log import EventLog, read_jsonl
 
 LOADERS: dict[str, str] = {
     "movielens-100k": "streams.datasets.movielens:movielens_100k",
+    "movielens-1m": "streams.datasets.movielens_1m:movielens_1m",
     "open-bandit": "streams.datasets.open_bandit:open_bandit",
     "synthetic": "streams.datasets.synthetic:synthetic",
 }
@@ -22,7 +23,7 @@ def _loader(name: str) -> Callable[..., EventLog]:
 
 
 def load_log(name: str, **options) -> EventLog:
-    """A named dataset (``movielens-100k``, ``open-bandit``, ``synthetic``; ``options`` go to
+    """A named dataset (``movielens-100k``, ``movielens-1m``, ``open-bandit``, ``synthetic``; ``options`` go to
     its loader) or the path of a JSONL event file (``event_type`` field on each line)."""
     if name in LOADERS:
         return _loader(name)(**options)

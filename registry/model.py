@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from registry.encoding import ItemInputs, QueryInputs, item_dense_width
-from registry.sequence import SequenceEncoder
 from registry.model_config import ModelConfig, TowerConfig
+from registry.sequence import SequenceEncoder
 
 TASKS = ("conversion", "engagement")
 

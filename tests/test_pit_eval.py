@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from training.pit_eval import REPORTED_METRICS, model_variants, retriever_config, summarize, table
+from training.pit_eval import (
+    REPORTED_METRICS,
+    model_variants,
+    retriever_config,
+    summarize,
+    table,
+)
 
 
 def test_variants_name_the_retriever_the_engagement_model_and_ablations():

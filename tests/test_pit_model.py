@@ -12,12 +12,21 @@ from registry.model import TwoTowerModel
 from registry.model_config import ModelConfig, SequenceConfig, TowerConfig
 from streams.datasets import load_log
 from streams.label_join import compute_labels
+from tests.test_pit_protocol import buy, click, tiny_log
 from training.eval_settings import ProtocolSettings
 from training.pit_data import interactions_from_log
 from training.pit_protocol import EvaluationSet, split_time
-from training.sequence_examples import SequenceFeatures, catalog_frame, sequence_examples
-from training.sequence_trainer import ConvergenceConfig, model_scorer, train_epochs, training_labels
-from tests.test_pit_protocol import buy, click, tiny_log
+from training.sequence_examples import (
+    SequenceFeatures,
+    catalog_frame,
+    sequence_examples,
+)
+from training.sequence_trainer import (
+    ConvergenceConfig,
+    model_scorer,
+    train_epochs,
+    training_labels,
+)
 
 SMALL_TOWER = TowerConfig(cross_layers=1, mlp_layers=1, mlp_width=32)
 

@@ -9,7 +9,13 @@ from convcg.contract import Conversion, Engagement, Impression
 from streams.datasets import EventLog, catalog_from_events, load_log, sort_events
 from training.eval_settings import ProtocolSettings
 from training.pit_data import interactions_from_log
-from training.pit_protocol import EvaluationSet, make_queries, rank_queries, recall_metrics, split_time
+from training.pit_protocol import (
+    EvaluationSet,
+    make_queries,
+    rank_queries,
+    recall_metrics,
+    split_time,
+)
 
 ITEMS = ("a", "b", "c", "d", "e")
 

@@ -18,8 +18,15 @@ import torch.nn.functional as F
 from registry.encoding import ItemInputs
 from registry.model import TwoTowerModel
 from training.examples import Examples
-from training.losses import (NEG_INF, ROLE_CONVERSION, ROLE_ENGAGEMENT, ROLE_NEGATIVE, LossParts,
-                             served_logistic_loss, weighted_mean)
+from training.losses import (
+    NEG_INF,
+    ROLE_CONVERSION,
+    ROLE_ENGAGEMENT,
+    ROLE_NEGATIVE,
+    LossParts,
+    served_logistic_loss,
+    weighted_mean,
+)
 
 
 @dataclass

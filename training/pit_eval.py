@@ -17,7 +17,11 @@ from training.eval_settings import EvalSettings
 from training.pit_data import Interactions
 from training.pit_protocol import EvaluationSet, split_time
 from training.sequence_examples import SequenceFeatures
-from training.sequence_trainer import ConvergenceConfig, model_scorer, train_to_convergence
+from training.sequence_trainer import (
+    ConvergenceConfig,
+    model_scorer,
+    train_to_convergence,
+)
 
 log = logging.getLogger("convcg.training.eval")
 

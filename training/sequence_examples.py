@@ -16,7 +16,13 @@ import torch
 from registry.encoding import PAD, QueryInputs, encode_items, hash_ids
 from registry.model_config import ModelConfig
 from training.catalog_loss import CatalogExamples
-from training.examples import Examples, item_log_probability, join_catalog, roles_and_weights, validate_labels
+from training.examples import (
+    Examples,
+    item_log_probability,
+    join_catalog,
+    roles_and_weights,
+    validate_labels,
+)
 from training.losses import ROLE_NEGATIVE
 from training.pit_data import Interactions
 from training.pit_protocol import HistoryIndex, QueryBatch

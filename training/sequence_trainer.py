@@ -25,13 +25,17 @@ from pydantic import BaseModel, Field
 from registry.encoding import ItemInputs, encode_items
 from registry.model import TwoTowerModel
 from registry.model_config import ModelConfig
+from training.catalog_loss import CatalogExamples, catalog_multitask_loss
 from training.config import OptimConfig
 from training.eval_settings import ProtocolSettings
-from training.catalog_loss import CatalogExamples, catalog_multitask_loss
 from training.losses import LossParts, multitask_loss
 from training.pit_data import Interactions
 from training.pit_protocol import EvaluationSet, QueryBatch, Scorer, split_time
-from training.sequence_examples import SequenceFeatures, catalog_frame, sequence_examples
+from training.sequence_examples import (
+    SequenceFeatures,
+    catalog_frame,
+    sequence_examples,
+)
 from training.trainer import make_optimizers
 
 log = logging.getLogger("convcg.training.sequence")

@@ -98,7 +98,7 @@ class LocalCompose:
                 value = str(self.port(name, int(value)))
             env[key] = value
         for prefix in ("STREAMS", "FEATURES", "TRAINING", "INDEX", "REPLAY"):
-            env[f"CONVCG_{prefix}_TOPIC_PREFIX"] = self.prefix
+            env[f"CONVCG_{prefix}_KAFKA__TOPIC_PREFIX"] = self.prefix
         env["CONVCG_FEATURES_PROJECT"] = f"compose_{self.prefix.strip('-')}"  # own Redis keys
         env["CONVCG_STREAMS_APP_ID"] = f"{self.prefix}{env.get('CONVCG_STREAMS_APP_ID', '')}"
         env["CONVCG_TRAINING_CONSUMER_GROUP"] = f"{self.prefix}trainer"

@@ -58,6 +58,28 @@ def test_replay_of_movielens_slice_gives_exactly_the_reference_labels(broker, to
     assert all(l["user_id"] and l["impression_ts"] <= l["label_ts"] for l in labels)
 
 
+def test_two_workers_in_one_group_give_exactly_the_labels_of_one(broker, topics, tmp_path):
+    """The way to scale the label join: a second worker in the same consumer group takes over
+    partitions; the labels are the same decisions as one worker's (the reference's)."""
+    from convcg.broker import free_port
+    from convcg.metrics_scrape import fetch_samples, metric_sum
+
+    log = load_log("movielens-100k").head(6000)
+    expected = reference_label_ids(log.events, RULES)
+    produce_events(broker.bootstrap, topics, log.events, PARTITIONS)
+    ports = [free_port(), free_port()]
+    workers = [start_worker(broker.bootstrap, topics, f"{topics.prefix}app", tmp_path / f"worker{k}.log",
+                            CONVCG_STREAMS_METRICS_PORT=port) for k, port in enumerate(ports)]
+    try:
+        got = wait_for_labels(broker.bootstrap, topics, len(expected), worker=workers[0])
+        per_worker = [metric_sum(fetch_samples(port, missing_ok=True), "convcg_stream_labels_total") for port in ports]
+    finally:
+        for w in workers:
+            w.stop()
+    assert {l["label_id"]: l["kind"] for l in dedupe(got)} == expected
+    assert all(n > 0 for n in per_worker), f"both workers must have labelled partitions: {per_worker}"
+
+
 def test_worker_killed_mid_stream_loses_and_duplicates_nothing(broker, topics, tmp_path):
     """SIGKILL mid-stream, restart: exactly the undisturbed labels. Five causes of lost labels
     were found here one after another (see the README's crash-safety notes); the last one, the

@@ -75,28 +75,37 @@ def scrape(port: int, name: str) -> float:
     return metric_sum(fetch_samples(port, timeout=2, missing_ok=True), name)
 
 
-def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int, logs: Path) -> tuple[float, float]:
-    port = free_port()
-    env = {"CONVCG_STREAMS_KAFKA__BOOTSTRAP": bootstrap, "CONVCG_STREAMS_KAFKA__TOPIC_PREFIX": prefix,
-           "CONVCG_STREAMS_APP_ID": f"{prefix}bench", "CONVCG_STREAMS_METRICS_PORT": str(port),
-           "CONVCG_STREAMS_PARTITIONS": str(partitions)}
-    worker = Component("worker", ["worker"], env, logs / "worker.log", cwd=ROOT, stop_timeout_s=30,
-                       interpreter_args=tuple(os.environ.get("BENCH_PY_ARGS", "").split())).start()
+def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int, logs: Path,
+                workers: int = 1) -> tuple[float, float]:
+    """Label-join rate of ``workers`` workers in one consumer group (a fresh group, reading the
+    log from its start): events/s summed over the workers, from the first event counted to the
+    last; and the labels they emitted."""
+    ports = [free_port() for _ in range(workers)]
+    components = []
+    for k, port in enumerate(ports):
+        env = {"CONVCG_STREAMS_KAFKA__BOOTSTRAP": bootstrap, "CONVCG_STREAMS_KAFKA__TOPIC_PREFIX": prefix,
+               "CONVCG_STREAMS_APP_ID": f"{prefix}bench{workers}", "CONVCG_STREAMS_METRICS_PORT": str(port),
+               "CONVCG_STREAMS_PARTITIONS": str(partitions),
+               "CONVCG_STREAMS_DATA_DIR": str(logs / f"streams-{workers}-{k}")}
+        components.append(Component(f"worker-{workers}-{k}", ["worker"], env, logs / f"worker-{workers}-{k}.log",
+                                    cwd=ROOT, stop_timeout_s=30,
+                                    interpreter_args=tuple(os.environ.get("BENCH_PY_ARGS", "").split())).start())
     try:
         first = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            n = scrape(port, "convcg_stream_events_total")
+            n = sum(scrape(port, "convcg_stream_events_total") for port in ports)
             now = time.perf_counter()
             if n > 0 and first is None:
                 first = (now, n)
             if n >= total:
-                labels = scrape(port, "convcg_stream_labels_total")
+                labels = sum(scrape(port, "convcg_stream_labels_total") for port in ports)
                 return (n - first[1]) / (now - first[0]), labels
             time.sleep(SCRAPE_EVERY_S)
-        raise TimeoutError("worker did not finish")
+        raise TimeoutError(f"{workers} worker(s) did not finish")
     finally:
-        worker.stop()
+        for component in components:
+            component.stop()
 
 
 def faust_noop_rate(bootstrap: str, prefix: str, total: int, logs: Path) -> float:
@@ -118,6 +127,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000, help="impressions to generate")
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", default="1,2", help="label-join worker counts to run, one group each")
     args = ap.parse_args()
     events = synthetic_events(args.events, args.seed)
     broker = find_or_start_broker()
@@ -127,12 +137,19 @@ def main() -> None:
     produce(broker.bootstrap, topics, events, args.partitions)
     raw = raw_consume_rate(broker.bootstrap, topics, len(events))
     ceiling = faust_noop_rate(broker.bootstrap, topics.prefix, len(events), logs)
-    rate, labels = worker_rate(broker.bootstrap, topics.prefix, len(events), args.partitions, logs)
+    rates = {n: worker_rate(broker.bootstrap, topics.prefix, len(events), args.partitions, logs, n)
+             for n in (int(w) for w in args.workers.split(","))}
+    rate, labels = rates[min(rates)]
     print(f"events: {len(events)}  partitions: {args.partitions}  broker: {broker.kind}  cores: {os.cpu_count()}"
           f"  load: {os.getloadavg()[0]:.1f}")
     print(f"raw consume (kafka-python, no parsing): {raw:,.0f} events/s")
     print(f"Faust take_events, agent does nothing:  {ceiling:,.0f} events/s   (the framework's ceiling)")
-    print(f"label join (1 Faust worker):            {rate:,.0f} events/s   labels emitted: {labels:,.0f}")
+    for n, (r, lab) in rates.items():
+        print(f"label join ({n} Faust worker{'s' if n > 1 else ' '} in a group):  {r:,.0f} events/s   labels emitted: {lab:,.0f}")
+    if len(rates) > 1:
+        many = max(rates)
+        print(f"ratio {many} workers / {min(rates)}:                 {rates[many][0] / rate:.2f}"
+              f"   (same labels: {rates[many][1] == labels})")
     print(f"ratio join / raw consume:               {rate / raw:.2f}")
     print(f"ratio join / Faust no-op ceiling:       {rate / ceiling:.2f}")
     print(f"logs: {logs}")

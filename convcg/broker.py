@@ -10,7 +10,6 @@ Order of preference (same for the CLI and the test fixture):
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import shutil
@@ -20,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
+
+from convcg.server_process import start_server_process
 
 log = logging.getLogger("convcg.broker")
 
@@ -103,22 +104,9 @@ def start_tansu(port: int | None = None, storage: str = MEMORY_STORAGE, log_path
     url = f"tcp://127.0.0.1:{port}"
     cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
            "--storage-engine", storage]
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, stop = start_server_process(cmd, log_path)
     bootstrap = f"127.0.0.1:{port}"
 
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if log_path:
-            out.close()  # type: ignore[union-attr]
-
-    atexit.register(stop)
     try:
         wait_until_ready(bootstrap, process=proc)
     except Exception as exc:

@@ -7,7 +7,6 @@ store is rebuilt from the stream), bound to 127.0.0.1 only, stopped with the run
 
 from __future__ import annotations
 
-import atexit
 import logging
 import shutil
 import socket
@@ -16,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from convcg.server_process import start_server_process
 
 log = logging.getLogger("convcg.redis_server")
 
@@ -78,21 +79,8 @@ def start_redis(workdir: Path, port: int | None = None, log_path: Path | None = 
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
            "--dir", str(workdir.absolute()), "--protected-mode", "yes"]
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, stop = start_server_process(cmd, log_path)
 
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if log_path:
-            out.close()  # type: ignore[union-attr]
-
-    atexit.register(stop)
     try:
         _wait_ready(port, proc, timeout)
     except Exception:

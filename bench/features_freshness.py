@@ -22,12 +22,15 @@ import orjson
 
 from bench import ROOT
 from bench.rigs.paced import send_paced
-from bench.rigs.probes import ProbeWatcher, print_probe_summary
+from bench.rigs.probes import (
+    ProbeWatcher,
+    freshness_verdict,
+    print_probe_summary,
+    print_sink_histogram,
+)
 from bench.rigs.sink import SinkRig
+from convcg.contract import MetricNames
 from convcg.metrics_scrape import fetch_samples, histogram_buckets, metric_sum
-from convcg.stats import histogram_quantile, latency_summary_ms
-
-FRESHNESS = "convcg_features_freshness_seconds"
 
 
 def main() -> None:
@@ -102,24 +105,21 @@ def main() -> None:
     finally:
         watcher.stop()
         samples = fetch_samples(metrics_port, timeout=5)
-        buckets = histogram_buckets(samples, FRESHNESS)
+        buckets = histogram_buckets(samples, MetricNames.FEATURE_FRESHNESS)
         busy_s = metric_sum(samples, "convcg_features_sink_batch_seconds_sum")
         written = metric_sum(samples, "convcg_features_sink_updates_total")
         rig.close()
 
     a = np.array(watcher.fresh)
-    count = buckets[-1][1] if buckets else 0.0
     print(f"\nfreshness, {args.store} online store, {args.skew} entities, steady {sent / elapsed:.0f} events/s for {elapsed:.1f}s "
           f"({sent} updates + {len(a)} probes; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
     print_probe_summary("event->visible", a, lost)
-    if count:
-        print(f"sink histogram {FRESHNESS}: {count:.0f} observations, "
-              f"p50 <= {histogram_quantile(buckets, 0.5)} s, p99 <= {histogram_quantile(buckets, 0.99)} s")
+    print_sink_histogram(buckets)
     if busy_s:
         print(f"sink: {written:.0f} updates written in {busy_s:.1f} s of batch work -> capacity "
               f"{written / busy_s:.0f} updates/s while busy (wall time, on the shared cores)")
-    p99 = latency_summary_ms(a)["p99_ms"] / 1000
-    print(f"target p99 <= 1 s at 5,000 events/s: {p99:.3f} s -> {'MET' if p99 <= 1 and sent / elapsed >= 4900 else 'MISSED'}")
+    p99, met = freshness_verdict(a, lost)
+    print(f"target p99 <= 1 s at 5,000 events/s: {p99:.3f} s -> {'MET' if met and sent / elapsed >= 4900 else 'MISSED'}")
     try:
         import matplotlib
 

@@ -28,12 +28,16 @@ import numpy as np
 import orjson
 
 from bench.rigs.paced import send_paced
-from bench.rigs.probes import CpuShares, ProbeWatcher, print_probe_summary
+from bench.rigs.probes import (
+    CpuShares,
+    ProbeWatcher,
+    freshness_verdict,
+    print_probe_summary,
+    print_sink_histogram,
+)
 from bench.rigs.sink import SinkRig
+from convcg.contract import MetricNames
 from convcg.metrics_scrape import fetch_samples, histogram_buckets, metric_sum
-from convcg.stats import histogram_quantile, latency_summary_ms
-
-FRESHNESS = "convcg_features_freshness_seconds"
 
 
 def main() -> None:
@@ -155,23 +159,20 @@ def main() -> None:
         lost = watcher.wait_pending(30)
     finally:
         watcher.stop()
-        buckets = histogram_buckets(fetch_samples(sink_port, timeout=5), FRESHNESS)
+        buckets = histogram_buckets(fetch_samples(sink_port, timeout=5), MetricNames.FEATURE_FRESHNESS)
         rig.close()
         if private is not None:
             private.stop()
 
     a = np.array(watcher.fresh)
-    count = buckets[-1][1] if buckets else 0.0
     beside = "alone" if worker is None else "label-join worker beside"
     print(f"\npipeline freshness (aggregates + sink, {beside}), {args.store} online store, steady {sent / elapsed:.0f} raw "
           f"events/s for {elapsed:.1f}s, producer linger {args.linger_ms} ms ({len(a)} probes; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
     print_probe_summary("raw event->visible", a, lost)
     print(cpu.summary())
-    if count:
-        print(f"sink histogram {FRESHNESS}: {count:.0f} observations, "
-              f"p50 <= {histogram_quantile(buckets, 0.5)} s, p99 <= {histogram_quantile(buckets, 0.99)} s")
-    p99 = latency_summary_ms(a)["p99_ms"] / 1000
-    print(f"target p99 <= 1 s at {args.rate:,} events/s: {p99:.3f} s -> {'MET' if p99 <= 1.0 else 'MISSED'}")
+    print_sink_histogram(buckets)
+    p99, met = freshness_verdict(a, lost)
+    print(f"target p99 <= 1 s at {args.rate:,} events/s: {p99:.3f} s -> {'MET' if met else 'MISSED'}")
 
 
 if __name__ == "__main__":

@@ -48,3 +48,12 @@ def test_histogram_quantile_is_the_upper_bound_of_the_bucket_it_falls_in():
 def test_histogram_summary_and_bucket_counts():
     assert histogram_summary(BUCKETS) == {"count": 100.0, "p50": 0.1, "p90": 0.5, "p99": 1.0}
     assert bucket_counts(BUCKETS) == [(0.1, 50.0), (0.5, 40.0), (1.0, 9.0), (math.inf, 1.0)]
+
+
+def test_the_freshness_verdict_fails_when_nothing_was_seen_or_a_probe_never_arrived():
+    from bench.rigs.probes import freshness_verdict
+
+    assert freshness_verdict([0.1, 0.2, 0.3], lost=0) == (pytest.approx(0.298), True)
+    assert freshness_verdict([0.1, 0.2, 0.3], lost=1)[1] is False  # a probe never visible
+    assert freshness_verdict([], lost=0)[1] is False  # no probe at all: nothing was measured
+    assert freshness_verdict([0.5, 2.0], lost=0)[1] is False

@@ -7,7 +7,8 @@ import threading
 import time
 from itertools import islice
 
-from convcg.stats import latency_summary_ms
+from convcg.contract import MetricNames
+from convcg.stats import histogram_quantile, latency_summary_ms
 
 
 class ProbeWatcher:
@@ -118,3 +119,18 @@ def print_probe_summary(label: str, freshness_s, lost: int) -> None:
     st = latency_summary_ms(freshness_s, (50, 90, 99))
     print(f"probe {label}: p50 {st['p50_ms']:.0f} ms  p90 {st['p90_ms']:.0f} ms  "
           f"p99 {st['p99_ms']:.0f} ms  max {st['max_ms']:.0f} ms  (never visible: {lost})")
+
+
+def print_sink_histogram(buckets) -> None:
+    """The sink's own freshness histogram (bucket bounds, for operators) beside the probes."""
+    count = buckets[-1][1] if buckets else 0.0
+    if count:
+        print(f"sink histogram {MetricNames.FEATURE_FRESHNESS}: {count:.0f} observations, "
+              f"p50 <= {histogram_quantile(buckets, 0.5)} s, p99 <= {histogram_quantile(buckets, 0.99)} s")
+
+
+def freshness_verdict(freshness_s, lost: int, target_s: float = 1.0) -> tuple[float, bool]:
+    """(p99 in seconds, met?): met only if probes were seen, every probe became visible and
+    their p99 is within the target; no probe at all, or one never visible, is a miss."""
+    p99 = latency_summary_ms(freshness_s)["p99_ms"] / 1000
+    return p99, bool(len(freshness_s)) and lost == 0 and p99 <= target_s

@@ -86,12 +86,12 @@ class QueryTower(nn.Module):
     """Surface, the encoded recent-engagement sequence (``registry.sequence``), user
     streaming features, and the user id when ``user_id_embedding`` is on."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, shared_items: nn.Embedding | None = None):
         super().__init__()
         d = config.id_dim
         self.user = nn.Embedding(config.user_buckets, d, sparse=True) if config.user_id_embedding else None
         self.surface = nn.Embedding(config.surface_buckets, d)
-        self.sequence = SequenceEncoder(config)
+        self.sequence = SequenceEncoder(config, shared_items)
         width_in = (2 + config.user_id_embedding) * d + len(config.user_features)
         self.block = CrossMLPBlock(width_in, config.query_tower)
         self.heads = Heads(self.block.width_out, config.embedding_dim, config.loss.heads == "separate")
@@ -137,8 +137,8 @@ class TwoTowerModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.query_tower = QueryTower(config)
         self.item_tower = ItemTower(config)
+        self.query_tower = QueryTower(config, self.item_tower.item)
         #: bias of the pointwise served-impression logit (hard negatives, FN weighting)
         self.served_bias = nn.Parameter(torch.zeros(()))
 

@@ -40,6 +40,9 @@ class SequenceConfig(BaseModel):
     age_buckets: int = Field(32, ge=2, le=64)
     #: add a learned projection of the log dwell time to each engagement's token
     dwell: bool = True
+    #: the engagements' item embeddings are the item tower's item-id table (SASRec ties its
+    #: input and output item embeddings); off: the sequence has its own table
+    share_item_embeddings: bool = False
 
 
 class LossConfig(BaseModel):
@@ -64,6 +67,9 @@ class LossConfig(BaseModel):
     negatives: Literal["in_batch", "catalog"] = "in_batch"
     #: subtract log(sampling probability) from in-batch logits (sampling-bias correction)
     logq_correction: bool = True
+    #: catalog softmax only: the items the user engaged with before the query's time are not
+    #: candidates (as in the point-in-time protocol, which excludes them from the ranking)
+    mask_history: bool = False
     temperature: float = Field(0.05, gt=0.0)
 
 

@@ -67,18 +67,34 @@ class CausalSelfAttention(nn.Module):
 
 
 class SequenceEncoder(nn.Module):
-    """Item embedding table of the recent engagements and the configured encoder."""
+    """Item embedding table of the recent engagements and the configured encoder.
 
-    def __init__(self, config: ModelConfig):
+    With ``share_item_embeddings`` the table is the item tower's (``shared_items``, indexed by
+    bucket, where the sequence holds bucket + 1 and PAD), so what the model learns about an
+    item as a candidate also serves it as history."""
+
+    def __init__(self, config: ModelConfig, shared_items: nn.Embedding | None = None):
         super().__init__()
         d = config.id_dim
-        self.items = nn.Embedding(config.item_buckets + 1, d, padding_idx=PAD, sparse=True)
         cfg = config.sequence
+        if cfg.share_item_embeddings:
+            if shared_items is None:
+                raise ValueError("share_item_embeddings needs the item tower's item table")
+            self.shared = [shared_items]  # a list: not registered twice as a submodule
+            self.items = None
+        else:
+            self.shared = []
+            self.items = nn.Embedding(config.item_buckets + 1, d, padding_idx=PAD, sparse=True)
         self.encoder = (CausalSelfAttention(d, config.recent_items, cfg) if cfg.encoder == "attention"
                         else MeanPooling())
         self.width_out = d
 
     def forward(self, recent: torch.Tensor, age: torch.Tensor, dwell: torch.Tensor) -> torch.Tensor:
+        present = recent != PAD
         if recent.shape[1] == 0:
-            return self.items.weight.new_zeros((recent.shape[0], self.width_out))
-        return self.encoder(self.items(recent), recent != PAD, age, dwell)
+            return torch.zeros((recent.shape[0], self.width_out))
+        if self.items is not None:
+            tokens = self.items(recent)
+        else:
+            tokens = self.shared[0]((recent - 1).clamp(min=0)) * present.unsqueeze(-1)
+        return self.encoder(tokens, present, age, dwell)

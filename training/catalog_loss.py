@@ -30,17 +30,49 @@ from training.losses import (
 
 
 @dataclass
+class HistoryRows:
+    """Where each row's visible history lies: catalog positions ``items[start[r]:end[r]]``."""
+
+    items: torch.Tensor  # [engagements] long, catalog position of each engagement
+    start: torch.Tensor  # [n] long
+    end: torch.Tensor    # [n] long
+
+    def select(self, idx) -> "HistoryRows":
+        return HistoryRows(self.items, self.start[idx], self.end[idx])
+
+    def mask(self, n_items: int) -> torch.Tensor:
+        """[n, n_items] True where the item is in the row's history."""
+        lengths = self.end - self.start
+        row = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        first = torch.repeat_interleave(self.start - torch.cumsum(lengths, 0) + lengths, lengths)
+        out = torch.zeros((len(lengths), n_items), dtype=torch.bool)
+        out[row, self.items[first + torch.arange(int(lengths.sum()))]] = True
+        return out
+
+
+@dataclass
 class CatalogExamples:
-    """Examples and the catalog position of each row's item."""
+    """Examples, the catalog position of each row's item and (optionally) its history."""
 
     examples: Examples
     catalog_index: torch.Tensor  # [n] long
+    history: HistoryRows | None = None
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def select(self, idx) -> "CatalogExamples":
-        return CatalogExamples(self.examples.select(idx), self.catalog_index[idx])
+        return CatalogExamples(self.examples.select(idx), self.catalog_index[idx],
+                               None if self.history is None else self.history.select(idx))
+
+    def candidate_mask(self, rows: torch.Tensor, n_items: int) -> torch.Tensor | None:
+        """[len(rows), n_items] True where an item is not a candidate of the row's softmax:
+        in its history and not its own positive; None without a history."""
+        if self.history is None:
+            return None
+        mask = self.history.select(rows).mask(n_items)
+        mask[torch.arange(len(rows)), self.catalog_index[rows]] = False
+        return mask
 
 
 def catalog_multitask_loss(model: TwoTowerModel, batch: CatalogExamples, catalog: ItemInputs,
@@ -64,7 +96,11 @@ def catalog_multitask_loss(model: TwoTowerModel, batch: CatalogExamples, catalog
         if task_weight == 0 or len(rows) == 0:
             continue
         q, c = emb[task]
-        ce = F.cross_entropy(q[rows] @ c.T / cfg.temperature, idx[rows], reduction="none")
+        logits = q[rows] @ c.T / cfg.temperature
+        excluded = batch.candidate_mask(rows, c.shape[0]) if cfg.mask_history else None
+        if excluded is not None:
+            logits = logits.masked_fill(excluded, NEG_INF)
+        ce = F.cross_entropy(logits, idx[rows], reduction="none")
         loss = weighted_mean(ce, ex.weight[rows])
         total = total + task_weight * loss
         parts[task] = float(loss.detach())

@@ -15,7 +15,7 @@ import torch
 
 from registry.encoding import PAD, QueryInputs, encode_items, hash_ids
 from registry.model_config import ModelConfig
-from training.catalog_loss import CatalogExamples
+from training.catalog_loss import CatalogExamples, HistoryRows
 from training.examples import (
     Examples,
     item_log_probability,
@@ -60,17 +60,28 @@ class SequenceFeatures:
     def for_batch(self, batch: QueryBatch, surface: str = DEFAULT_SURFACE) -> QueryInputs:
         return self._inputs(self.inter.user_ids[batch.user], [surface] * len(batch), batch)
 
-    def at(self, user_ids: np.ndarray, as_of: np.ndarray, surfaces) -> QueryInputs:
-        """Inputs of users (string ids; unknown ones have no history) as of ``as_of``."""
+    def history_bounds(self, user_ids: np.ndarray, as_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user position or -1, start, end): users' engagement rows strictly before ``as_of``."""
         user = self.user_position.reindex(user_ids).fillna(-1).to_numpy(np.int64)
         known = user >= 0
         start = np.zeros(len(user), dtype=np.int64)
         end = np.zeros(len(user), dtype=np.int64)
         start[known] = self.inter.user_offsets[user[known]]
         end[known] = self.index.end(user[known], as_of[known])
+        return user, start, end
+
+    def at(self, user_ids: np.ndarray, as_of: np.ndarray, surfaces) -> QueryInputs:
+        """Inputs of users (string ids; unknown ones have no history) as of ``as_of``."""
+        user, start, end = self.history_bounds(user_ids, as_of)
         batch = QueryBatch(self.inter, np.maximum(user, 0), np.zeros(len(user), np.int64),
                            np.asarray(as_of, np.float64), start, end)
         return self._inputs(user_ids, surfaces, batch)
+
+    def history_rows(self, user_ids: np.ndarray, as_of: np.ndarray) -> HistoryRows:
+        """Each row's visible engagements as catalog positions (``catalog_frame`` order)."""
+        _, start, end = self.history_bounds(user_ids, as_of)
+        items = torch.from_numpy(self.inter.engagements["item"].to_numpy(np.int64))
+        return HistoryRows(items, torch.from_numpy(start), torch.from_numpy(end))
 
 
 def query_times(frame: pd.DataFrame, labels: pd.DataFrame, query_time: str) -> np.ndarray:
@@ -94,10 +105,12 @@ def sequence_examples(labels: pd.DataFrame, features: SequenceFeatures, catalog:
     keep = role >= 0
     frame = join_catalog(labels[keep].reset_index(drop=True), catalog)
     role, weight = role[keep], weight[keep]
-    queries = features.at(frame["user_id"].to_numpy(object), query_times(frame, labels, query_time),
-                          frame["surface"].tolist())
+    users, as_of = frame["user_id"].to_numpy(object), query_times(frame, labels, query_time)
+    queries = features.at(users, as_of, frame["surface"].tolist())
     examples = Examples(queries=queries, items=encode_items(frame, features.config), role=torch.from_numpy(role),
                         weight=torch.from_numpy(weight),
                         logq=torch.from_numpy(item_log_probability(frame["item_id"], role > ROLE_NEGATIVE)))
     position = pd.Series(np.arange(len(catalog)), index=catalog["item_id"].to_numpy())
-    return CatalogExamples(examples, torch.from_numpy(position.reindex(frame["item_id"]).to_numpy(np.int64)))
+    same_order = np.array_equal(catalog["item_id"].to_numpy(), features.inter.item_ids)
+    return CatalogExamples(examples, torch.from_numpy(position.reindex(frame["item_id"]).to_numpy(np.int64)),
+                           features.history_rows(users, as_of) if same_order else None)

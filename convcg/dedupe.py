@@ -17,6 +17,8 @@ import math
 from typing import Hashable
 
 PRUNE_MIN = 1024
+#: the default horizon of the readers that deduplicate labels (trainer, features sink)
+DEFAULT_HORIZON_S = 8 * 86400.0
 
 
 class SeenWithinHorizon:
@@ -35,18 +37,21 @@ class SeenWithinHorizon:
     def __contains__(self, record_id: str) -> bool:
         return record_id in self._seen
 
+    def too_old_for(self, partition: Hashable | None, ts: float) -> bool:
+        """Whether ``add`` would refuse a record at ``ts`` on ``partition`` as older than its
+        partition's horizon (nothing is changed)."""
+        return partition is not None and ts < self._newest.get(partition, -math.inf) - self.horizon_s
+
     def add(self, partition: Hashable | None, record_id: str, ts: float) -> bool:
         """True if the record is new (and now remembered); False for a duplicate or a record
         older than its partition's horizon."""
         if record_id in self._seen:
             return False
-        if partition is not None:
-            newest = self._newest.get(partition, -math.inf)
-            if ts > newest:
-                self._newest[partition] = ts
-            elif ts < newest - self.horizon_s:
-                self.too_old += 1
-                return False
+        if self.too_old_for(partition, ts):
+            self.too_old += 1
+            return False
+        if partition is not None and ts > self._newest.get(partition, -math.inf):
+            self._newest[partition] = ts
         self._seen[record_id] = ts
         if len(self._seen) >= self._prune_at:
             self._prune()

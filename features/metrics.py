@@ -21,7 +21,8 @@ SINK_UPDATES = Counter("convcg_features_sink_updates_total",
 SINK_ONLINE_ROWS = Counter("convcg_features_sink_online_rows_total",
                            "Rows written to the online store (after coalescing per entity)", ["entity"])
 SINK_LABELS = Counter("convcg_features_sink_labels_total",
-                      "Labels consumed, by result (written | duplicate)", ["result"])
+                      "Labels consumed, by result (written | duplicate | too_old: older than the dedupe horizon "
+                      "of their partition, not written)", ["result"])
 SINK_DEAD_LETTERS = Counter("convcg_features_sink_dead_letters_total",
                             "Malformed messages sent to the dead-letter topic", ["topic"])
 SINK_WRITE_FAILURES = Counter("convcg_features_sink_write_failures_total",

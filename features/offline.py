@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -47,3 +48,40 @@ def read_parts(directory: Path, schema: pa.Schema, columns: list[str] | None = N
         return empty.select(columns) if columns else empty
     ds = pads.dataset([str(f) for f in files], schema=schema, format="parquet")
     return ds.to_table(columns=columns, filter=filter)
+
+
+def column_max(path: Path, column: str) -> float | None:
+    """Largest value of a numeric ``column`` in one part file, from its parquet statistics
+    (the column is read only if a row group has none); None for a file without rows."""
+    pf = pq.ParquetFile(path)
+    md = pf.metadata
+    best = None
+    for g in range(md.num_row_groups):
+        group = md.row_group(g)
+        if group.num_rows == 0:
+            continue
+        chunk = next(group.column(c) for c in range(group.num_columns) if group.column(c).path_in_schema == column)
+        stats = chunk.statistics
+        if stats is None or not stats.has_min_max:
+            top = pc.max(pf.read_row_group(g, columns=[column]).column(column)).as_py()
+        else:
+            top = stats.max
+        if top is not None and (best is None or top > best):
+            best = top
+    return best
+
+
+def read_recent_parts(directory: Path, schema: pa.Schema, time_column: str, horizon: float,
+                      columns: list[str] | None = None) -> pa.Table:
+    """The rows of ``directory`` whose ``time_column`` is within ``horizon`` of its newest value
+    stored. Files wholly older are skipped on their statistics, never read, so what is held is
+    bounded by the horizon, not by the history on disk."""
+    newest = {f: column_max(f, time_column) for f in part_files(directory)}
+    known = [t for t in newest.values() if t is not None]
+    if not known:
+        empty = schema.empty_table()
+        return empty.select(columns) if columns else empty
+    cutoff = max(known) - horizon
+    recent = [str(f) for f, t in newest.items() if t is not None and t >= cutoff]
+    ds = pads.dataset(recent, schema=schema, format="parquet")
+    return ds.to_table(columns=columns, filter=pc.field(time_column) >= cutoff)

@@ -34,16 +34,16 @@ def stamp_created(table: pa.Table, created: datetime) -> pa.Table:
 @dataclass
 class PendingOffline:
     tables: dict[str, list[pa.Table]] = field(default_factory=dict)
-    labels: list[Label] = field(default_factory=list)
+    labels: list[tuple[int, Label]] = field(default_factory=list)  # (labels-topic partition, label)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next offset
     rows: int = 0
     since: float | None = None  # monotonic time of the first poll added
     created: datetime | None = None  # ingestion time stamped by the flush
     done: set[str] = field(default_factory=set)  # write stages finished (a retry repeats none)
 
-    def add(self, updates: list, labels: list[Label], records: list, now: float) -> None:
-        """One poll: its valid updates and labels, and every record's offset (valid or not:
-        a dead-lettered record is handled once it is on the dead-letter topic)."""
+    def add(self, updates: list, labels: list[tuple[int, Label]], records: list, now: float) -> None:
+        """One poll: its valid updates and (partition, label) pairs, and every record's offset
+        (valid or not: a dead-lettered record is handled once it is on the dead-letter topic)."""
         for entity, ups in group_by_entity(updates).items():
             self.tables.setdefault(entity, []).append(updates_table(entity, ups, _PLACEHOLDER))
         self.labels += labels

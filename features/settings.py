@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from convcg.dedupe import DEFAULT_HORIZON_S
 from convcg.kafka_settings import KafkaSettings
 
 
@@ -54,6 +55,10 @@ class FeaturesSettings(BaseSettings):
     retry_initial_seconds: float = 0.2
     retry_max_seconds: float = 10.0
     labels_dir: Path = Path("var/labels")
+    dedupe_horizon_s: float = Field(
+        DEFAULT_HORIZON_S, gt=0, description="event time a label id is remembered for, to drop "
+        "redelivered copies (convcg.dedupe; the trainer's setting of the same name): the sink "
+        "loads only the stored labels this close to the newest one at start, and forgets older ids")
     metrics_port: int | None = Field(None, description="sink: serve /metrics on this port")
 
     # --- HTTP service -------------------------------------------------------------------

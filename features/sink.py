@@ -11,7 +11,9 @@ consumer loop the three rules are a dozen visible lines. (In streams/ only the l
 runs on Faust; the feature updates come from `convcg aggregates`, a plain consumer loop.)
 
 Delivery: at-least-once. Online writes are idempotent (same value, newest event time wins);
-a redelivered label is dropped by ``label_id`` (ids already on disk are loaded at start);
+a redelivered label is dropped by ``label_id``, remembered for ``dedupe_horizon_s`` of event
+time per partition (``convcg.dedupe``; the stored labels within that horizon of the newest are
+loaded at start, older ones are not, so memory is bounded by the horizon, not the history);
 a redelivered feature row may be appended offline twice with the same values, which the
 point-in-time join resolves to the same value.
 """
@@ -29,10 +31,11 @@ from typing import Any, Callable
 import orjson
 
 from convcg.contract import ENTITIES, FeatureUpdate, Label, Topics
+from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import InvalidLabel, dead_letter, decode_dead_letter, parse_label
 from features import metrics
 from features.definitions import stream_view_name
-from features.offline import read_parts, write_part
+from features.offline import read_recent_parts, write_part
 from features.online_rows import row_writer
 from features.pending import PendingOffline
 from features.settings import FeaturesSettings
@@ -61,7 +64,7 @@ class Batch:
     retry after a partial failure repeats none of them."""
 
     updates: list[FeatureUpdate] = field(default_factory=list)
-    labels: list[Label] = field(default_factory=list)
+    labels: list[tuple[int, Label]] = field(default_factory=list)  # (labels-topic partition, label)
     dead_letters: list[bytes] = field(default_factory=list)
     done: set[str] = field(default_factory=set)
     created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
@@ -82,7 +85,7 @@ def decode_records(records: list, topics: Topics) -> Batch:
             if rec.topic == topics.feature_updates:
                 batch.updates.append(parse_feature_update(obj))
             else:
-                batch.labels.append(parse_label(obj))
+                batch.labels.append((rec.partition, parse_label(obj)))
         except orjson.JSONDecodeError as exc:
             batch.dead_letters.append(dead_letter_for(rec, "malformed_json", f"not valid JSON: {exc}"))
         except InvalidLabel as exc:
@@ -102,11 +105,13 @@ class FeastWriter:
         self.store = store if store is not None else apply_repo(settings)
         self.online = row_writer(self.store, fast=settings.online_writer == "fast")
         self._freshness = {e: metrics.FRESHNESS.labels(e) for e in ENTITIES}
-        self.seen_label_ids: set[str] = set(
-            read_parts(settings.labels_dir, LABEL_SCHEMA, columns=["label_id"])
-            .column("label_id").to_pylist())
-        log.info("sink writer ready: %d label ids already stored in %s",
-                 len(self.seen_label_ids), settings.labels_dir)
+        self.seen_label_ids = SeenWithinHorizon(settings.dedupe_horizon_s)
+        stored = read_recent_parts(settings.labels_dir, LABEL_SCHEMA, "label_ts", settings.dedupe_horizon_s,
+                                   columns=["label_id", "label_ts"])
+        for label_id, label_ts in zip(stored.column("label_id").to_pylist(), stored.column("label_ts").to_pylist()):
+            self.seen_label_ids.add(None, label_id, label_ts)
+        log.info("sink writer ready: %d label ids of the last %.0f s of event time stored in %s",
+                 len(self.seen_label_ids), settings.dedupe_horizon_s, settings.labels_dir)
 
     def write_online(self, batch: Batch) -> None:
         for entity, ups in group_by_entity(latest_per_entity(batch.updates)).items():
@@ -124,12 +129,16 @@ class FeastWriter:
             metrics.SINK_UPDATES.labels(entity).inc(table.num_rows)
 
     def write_labels(self, pending: PendingOffline) -> None:
-        fresh = new_labels(pending.labels, self.seen_label_ids)
+        fresh, too_old = new_labels(pending.labels, self.seen_label_ids)
         if fresh:
-            write_part(self.settings.labels_dir, labels_table(fresh, pending.created))
-            self.seen_label_ids.update(lab.label_id for lab in fresh)
+            write_part(self.settings.labels_dir, labels_table([lab for _, lab in fresh], pending.created))
+            for partition, lab in fresh:
+                self.seen_label_ids.add(partition, lab.label_id, lab.label_ts)
+        if too_old:
+            log.warning("%d labels older than the dedupe horizon of their partition: not written", too_old)
         metrics.SINK_LABELS.labels("written").inc(len(fresh))
-        metrics.SINK_LABELS.labels("duplicate").inc(len(pending.labels) - len(fresh))
+        metrics.SINK_LABELS.labels("too_old").inc(too_old)
+        metrics.SINK_LABELS.labels("duplicate").inc(len(pending.labels) - len(fresh) - too_old)
 
 
 class FeatureSink:

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from convcg.contract import ENTITIES, LABEL_FIELDS, FeatureUpdate, Label
+from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import LABEL_FLOAT_FIELDS, LABEL_INT_FIELDS, LABEL_STR_FIELDS
 from features.definitions import (
     CREATED_TIMESTAMP,
@@ -133,15 +134,24 @@ LABEL_SCHEMA = pa.schema(
 assert set(LABEL_FIELDS) <= set(LABEL_SCHEMA.names), "LABEL_SCHEMA must cover every Label field"
 
 
-def new_labels(labels: list[Label], seen_ids: set[str]) -> list[Label]:
-    """Labels whose label_id is not in ``seen_ids`` (nor repeated earlier in this batch)."""
-    out, batch_ids = [], set()
-    for lab in labels:
-        if lab.label_id in seen_ids or lab.label_id in batch_ids:
+def new_labels(labels: list[tuple[int, Label]], seen: SeenWithinHorizon) -> tuple[list[tuple[int, Label]], int]:
+    """The (partition, label) pairs to write: label_id neither remembered in ``seen`` nor
+    repeated earlier in this batch, and not older than its partition's dedupe horizon; and how
+    many were refused as too old. ``seen`` is not changed: the caller adds the pairs once they
+    are written, so a failed write retried finds them new again."""
+    out, batch_ids, too_old = [], set(), 0
+    batch_newest: dict[int, float] = {}  # per partition, of the labels taken so far in this batch
+    for partition, lab in labels:
+        if lab.label_id in seen or lab.label_id in batch_ids:
+            continue
+        ts = lab.label_ts
+        if seen.too_old_for(partition, ts) or ts < batch_newest.get(partition, ts) - seen.horizon_s:
+            too_old += 1
             continue
         batch_ids.add(lab.label_id)
-        out.append(lab)
-    return out
+        batch_newest[partition] = max(ts, batch_newest.get(partition, ts))
+        out.append((partition, lab))
+    return out, too_old
 
 
 def labels_table(labels: list[Label], created: datetime) -> pa.Table:

@@ -43,8 +43,22 @@ class ConsumerPort(Protocol):
 
 
 class FaustConsumerPort:
-    """The port on a Faust app's consumer (faust-streaming 0.15: its committed offsets have
-    no public getter, and its own commit path is ``Consumer._commit_offsets``)."""
+    """The port on a Faust app's consumer. Two calls have no public API in faust-streaming 0.15.3
+    and use Faust's private consumer attributes, here only; tests/test_consumer_port.py runs
+    them on a real Faust consumer, so an upgrade that removes or changes them fails there:
+
+    * ``committed``: Faust has no ``Consumer.committed(tp)``. ``Consumer._committed_offset`` is
+      filled by its seek to the committed offsets on assignment and by its commits. The public
+      Monitor sensor's ``tp_committed_offsets`` is not the same (only commits made since the
+      start, not the offsets the partitions started at, which the watermark needs), and
+      aiokafka's public ``AIOKafkaConsumer.committed(tp)`` is reachable only through Faust's
+      private ``Consumer._thread`` (and is a broker round trip: ``committed_on_broker``).
+    * ``commit``: Faust's public ``Consumer.commit(topics)`` takes topics or partitions, not
+      offsets, and commits only offsets Faust acked itself: none on these ``acks=False``
+      topics. ``Consumer._commit_offsets(offsets)`` is the path below it: it skips partitions
+      no longer assigned, flushes the producer, commits, and records the committed offsets.
+
+    The generation id (``App.consumer_generation_id``) and ``Consumer.highwater`` are public."""
 
     def __init__(self, app: Any, bootstrap: str, group_id: str, partition_counts: dict[str, int] | None = None) -> None:
         self.app = app
@@ -62,7 +76,8 @@ class FaustConsumerPort:
         return TP(topic, partition)
 
     def committed(self, tp: Hashable) -> int | None:
-        known = getattr(self.app.consumer, "_committed_offset", {})  # filled when Faust seeks
+        # private: no public committed-offset getter in Faust (see the class docstring)
+        known = self.app.consumer._committed_offset  # filled when Faust seeks, and by commits
         if tp not in known:
             return None
         offset = known[tp]
@@ -78,6 +93,7 @@ class FaustConsumerPort:
             return None
 
     async def commit(self, offsets: dict[Hashable, int]) -> None:
+        # private: no public commit of explicit offsets in Faust (see the class docstring)
         await self.app.consumer._commit_offsets(offsets)
 
     async def read_range(self, tp: Hashable, start: int, end: int) -> list:

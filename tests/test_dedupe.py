@@ -21,6 +21,9 @@ def test_duplicates_within_the_horizon_are_found_and_partitions_keep_their_own_t
 def test_a_record_older_than_the_horizon_is_refused_and_counted():
     seen = SeenWithinHorizon(horizon_s=DAY)
     seen.add(0, "new", 10 * DAY)
+    assert seen.too_old_for(0, 10 * DAY - DAY - 1) and not seen.too_old_for(None, 0.0)
+    assert not seen.too_old_for(1, 0.0)  # a partition not read yet has no horizon
+    assert seen.too_old == 0 and "old" not in seen  # asking changes nothing
     assert not seen.add(0, "old", 10 * DAY - DAY - 1) and seen.too_old == 1
     assert seen.add(0, "late-but-within", 10 * DAY - DAY + 1)
 

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from convcg.contract import STREAM_FEATURES
+from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import InvalidLabel, parse_label
 from features import pit
 from features.dataset import training_column, training_feature_refs
@@ -65,7 +66,20 @@ def test_latest_per_entity_keeps_newest_event_time_not_arrival_order():
 
 def test_new_labels_dedupes_against_stored_and_within_batch():
     l1, l2 = sample_label("imp1", "u", "i", "a", T), sample_label("imp2", "u", "i", "a", T)
-    assert new_labels([l1, l2, l1], seen_ids={l2.label_id}) == [l1]
+    seen = SeenWithinHorizon(horizon_s=86400.0)
+    seen.add(0, l2.label_id, l2.label_ts)
+    assert new_labels([(0, l1), (1, l2), (1, l1)], seen) == ([(0, l1)], 0)
+    assert l1.label_id not in seen  # the caller remembers what it has written
+
+
+def test_new_labels_refuses_a_label_older_than_its_partitions_horizon():
+    seen = SeenWithinHorizon(horizon_s=86400.0)
+    seen.add(0, "newest", T + 10 * 86400.0)
+    old = sample_label("imp-old", "u", "i", "a", T)
+    assert new_labels([(0, old)], seen) == ([], 1)
+    assert new_labels([(1, old)], seen) == ([(1, old)], 0)  # other partitions keep their own time
+    later = sample_label("imp-later", "u", "i", "a", T + 5 * 86400.0)
+    assert new_labels([(1, later), (1, old), (2, old)], seen) == ([(1, later), (2, old)], 1)  # within a batch too
 
 
 def test_updates_table_has_fixed_schema_even_with_nulls():

@@ -28,7 +28,7 @@ def test_tables_hold_every_update_with_the_flush_time_as_ingestion_time():
     polls = [[full_update("user", f"u{i}", T + i, i) for i in range(3)],
              [full_update("user", "u0", T + 9, 9), full_update("item", "i1", T, 1)]]
     for k, ups in enumerate(polls):
-        p.add(ups, [sample_label(f"imp{k}", "u0", "i1", "a1", T)], [Rec("f", 0, k)], now=float(k))
+        p.add(ups, [(0, sample_label(f"imp{k}", "u0", "i1", "a1", T))], [Rec("f", 0, k)], now=float(k))
     created = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
     tables = p.updates_tables(created)
     assert p.rows == 7 and len(p.labels) == 2

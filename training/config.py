@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from convcg.dedupe import DEFAULT_HORIZON_S
 from convcg.kafka_settings import KafkaSettings
 from registry.model_config import ModelConfig
 
@@ -50,7 +51,7 @@ class TrainingSettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     consumer_group: str = "convcg-trainer"
     #: event time a label id is remembered for, to drop redelivered copies (see convcg.dedupe)
-    dedupe_horizon_s: float = Field(8 * 86400.0, gt=0)
+    dedupe_horizon_s: float = Field(DEFAULT_HORIZON_S, gt=0)
     trigger_labels: int = Field(10_000, ge=1)
     trigger_seconds: float = Field(3600.0, gt=0)
     #: labels needed before the first full training when the registry is empty

@@ -50,15 +50,21 @@ def load_dataset(name: str, cache_dir: Path, with_labels: bool = True):
               help="--no-models: the baselines only (no labelling, no training).")
 @click.option("--only", multiple=True, help="Train only these models (the baselines always run).")
 @click.option("--max-epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None, help="Training mini-batch size (default: the trainer's).")
+@click.option("--refit/--no-refit", default=True, show_default=True,
+              help="Re-train the best epoch count on the whole training period (--no-refit: keep the "
+                   "best validation state; about half the training time).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default="var/cache/eval", show_default=True)
 def eval_command(dataset: str, seeds: int, json_path: str | None, ablations: bool, models: bool,
-                 only: tuple[str, ...], max_epochs: int | None, cache_dir: str) -> None:
+                 only: tuple[str, ...], max_epochs: int | None, batch_size: int | None, refit: bool,
+                 cache_dir: str) -> None:
     """Point-in-time retrieval quality: one table, and JSON with mean and std over seeds."""
     from training.eval_settings import EvalSettings
-    from training.pit_eval import run_evaluation, table
+    from training.pit_eval import run_evaluation, table, verdict_table
     from training.sequence_trainer import ConvergenceConfig
 
-    training = ConvergenceConfig() if max_epochs is None else ConvergenceConfig(max_epochs=max_epochs)
+    overrides = {"max_epochs": max_epochs, "batch_size": batch_size}
+    training = ConvergenceConfig(refit_full=refit, **{k: v for k, v in overrides.items() if v is not None})
     labels, inter = load_dataset(dataset, Path(cache_dir), with_labels=models)
     result = run_evaluation(dataset, labels, inter, EvalSettings(), seeds, training, ablations=ablations,
                             only=only, models=models)
@@ -66,6 +72,9 @@ def eval_command(dataset: str, seeds: int, json_path: str | None, ablations: boo
                f"{result['conversion_queries']} test conversions ({result['conversion_queries_cold']} from users "
                f"cold at T), {result['engagement_queries']} test engagements; {seeds} seed(s)")
     click.echo(table(result["models"]))
+    if result["reference_directions"]:
+        click.echo("\nReference-design directions (paired bootstrap over test users, PIT conversion recall@100):")
+        click.echo(verdict_table(result["reference_directions"]))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from training.pit_eval import (
@@ -31,3 +32,22 @@ def test_summary_is_mean_and_sample_std_over_runs():
     assert summary["one"]["conversion_recall@100"] == {"mean": 0.25, "std": 0.0}
     text = table(summary)
     assert "| m | 0.6000 ± 0.1414" in text and "| one | 0.2500 |" in text
+
+
+def test_paired_differences_and_verdicts_per_reference_direction():
+    from training.pit_eval import paired_differences, reference_verdicts, verdict_table
+
+    users = np.repeat(np.arange(200), 5)
+    rng = np.random.default_rng(0)
+    retriever = (rng.random(1000) < 0.6).astype(float)
+    worse = retriever * (rng.random(1000) < 0.7)  # loses some of the retriever's hits
+    hits = {"conversion_retriever": [retriever, retriever], "ablation: separate heads": [worse],
+            "ablation: no hard negatives": [retriever], "popularity": [worse]}
+    paired = paired_differences(hits, users)
+    assert set(paired) == {"ablation: separate heads", "ablation: no hard negatives", "popularity"}
+    verdicts = reference_verdicts(paired)
+    assert verdicts["unified > separate heads"]["verdict"] == "reproduced"
+    assert verdicts["hard negatives help"]["verdict"] == "not reproduced (within noise)"
+    assert "parallel > sequential" not in verdicts  # not run, so no verdict
+    assert "reproduced" in verdict_table(verdicts)
+    assert paired_differences({"popularity": [worse]}, users) == {}

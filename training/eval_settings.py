@@ -27,7 +27,7 @@ class BaselineSettings(BaseModel):
     #: these, chosen on the validation slice)
     knn_last_items: tuple[int, ...] = (5, 10, 20, 50)
     #: EASE's L2 penalty, chosen on the validation slice from these
-    ease_lambdas: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
+    ease_lambdas: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0)
 
 
 class EvalSettings(BaseSettings):

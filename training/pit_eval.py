@@ -14,6 +14,7 @@ import pandas as pd
 from registry.model_config import LossConfig, ModelConfig, SequenceConfig
 from training.baselines import baseline_scorers
 from training.eval_settings import EvalSettings
+from training.paired_bootstrap import paired_bootstrap
 from training.pit_data import Interactions
 from training.pit_protocol import EvaluationSet, split_time
 from training.sequence_examples import SequenceFeatures
@@ -30,6 +31,17 @@ REPORTED_METRICS = ("conversion_recall@20", "conversion_recall@100", "conversion
                     "engagement_recall@100", "conversion_recall@100_cold", "conversion_recall@100_warm",
                     "static_conversion_recall@100")
 BASELINES = ("popularity", "recent_popularity", "item_knn", "ease")
+#: the query set and K of the paired bootstrap (conversion retriever minus each other model)
+PAIRED_KEY, PAIRED_K = ("conversion", PROTOCOL_NAME), 100
+PRIMARY = "conversion_retriever"
+#: directions the reference design reports: name -> the ablation that switches it off
+REFERENCE_DIRECTIONS = {
+    "parallel > sequential": "ablation: sequential DCN -> MLP",
+    "unified > separate heads": "ablation: separate heads",
+    "advertiser loss helps": "ablation: no advertiser loss",
+    "hard negatives help": "ablation: no hard negatives",
+    "fake-negative weighting helps": "ablation: no fake-negative weighting",
+}
 RowFilter = Callable[[pd.DataFrame], pd.DataFrame] | None
 #: a model variant: its config, a label row filter, overrides of the training settings
 Variant = tuple[ModelConfig, RowFilter, dict]
@@ -127,8 +139,15 @@ def run_evaluation(dataset: str, labels: pd.DataFrame, inter: Interactions, sett
     evaluation = EvaluationSet.build(inter, cut)
     runs: dict[str, list[dict[str, float]]] = {}
     scorers, chosen = baseline_scorers(inter, cut, settings.baselines, settings.protocol)
+    hits: dict[str, list[np.ndarray]] = {}
+
+    def grade(name: str, scorer) -> dict[str, float]:
+        ranks = evaluation.ranks(scorer, settings.protocol)
+        hits.setdefault(name, []).append((ranks[PAIRED_KEY] < PAIRED_K).astype(np.float64))
+        return evaluation.metrics(ranks, settings.protocol)
+
     for name, scorer in scorers.items():
-        runs[name] = [evaluation.evaluate(scorer, settings.protocol)]
+        runs[name] = [grade(name, scorer)]
         log.info("%s: %s", name, {m: round(runs[name][0][m], 4) for m in REPORTED_METRICS})
     trained: dict[str, dict] = {}
     variants = model_variants(base or retriever_config(), ablations) if models else {}
@@ -143,8 +162,7 @@ def run_evaluation(dataset: str, labels: pd.DataFrame, inter: Interactions, sett
             result = train_to_convergence(labels, inter, cut, config,
                                           training.model_copy(update={"seed": seed, **overrides}),
                                           settings.protocol, row_filter)
-            runs[name].append(evaluation.evaluate(model_scorer(result.model, SequenceFeatures(inter, config)),
-                                                  settings.protocol))
+            runs[name].append(grade(name, model_scorer(result.model, SequenceFeatures(inter, config))))
             trained[name]["best_epochs"].append(result.best_epochs)
             trained[name]["seconds"].append(round(result.seconds, 1))
             log.info("%s seed %d (%d epochs, %.0f s): %s", name, seed, result.best_epochs, result.seconds,
@@ -152,5 +170,32 @@ def run_evaluation(dataset: str, labels: pd.DataFrame, inter: Interactions, sett
     counts = {f"{task}_queries": len(q) for (task, protocol), q in evaluation.queries.items()
               if protocol == PROTOCOL_NAME}
     counts["conversion_queries_cold"] = int(evaluation.queries[("conversion", PROTOCOL_NAME)].cold.sum())
+    paired = paired_differences(hits, evaluation.queries[PAIRED_KEY].user)
     return {"dataset": dataset, "protocol": PROTOCOL_NAME, "split_time": cut, "seeds": seeds, **counts,
-            "baselines_chosen_on_validation": chosen, "training": trained, "models": summarize(runs)}
+            "baselines_chosen_on_validation": chosen, "training": trained, "models": summarize(runs),
+            "paired_vs_conversion_retriever": paired, "reference_directions": reference_verdicts(paired)}
+
+
+def paired_differences(hits: dict[str, list[np.ndarray]], users: np.ndarray) -> dict[str, dict]:
+    """Conversion retriever minus each other model: PIT conversion recall@100 and its paired
+    bootstrap 95% interval over test users (hits averaged over seeds first)."""
+    if PRIMARY not in hits:
+        return {}
+    mine = np.mean(hits[PRIMARY], axis=0)
+    return {name: paired_bootstrap(mine, np.mean(h, axis=0), users).as_dict()
+            for name, h in hits.items() if name != PRIMARY}
+
+
+def reference_verdicts(paired: dict[str, dict]) -> dict[str, dict]:
+    """Each reference-design direction that was run: its ablation, difference, interval, verdict."""
+    return {direction: {"ablation": name, **paired[name]}
+            for direction, name in REFERENCE_DIRECTIONS.items() if name in paired}
+
+
+def verdict_table(verdicts: dict[str, dict]) -> str:
+    lines = ["| direction (reference design) | retriever minus ablation | 95% CI over users | verdict |",
+             "| --- | ---: | --- | --- |"]
+    for direction, v in verdicts.items():
+        lines.append(f"| {direction} | {v['difference']:+.4f} | [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] "
+                     f"| {v['verdict']} |")
+    return "\n".join(lines)

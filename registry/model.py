@@ -92,7 +92,7 @@ class QueryTower(nn.Module):
         self.user = nn.Embedding(config.user_buckets, d, sparse=True) if config.user_id_embedding else None
         self.surface = nn.Embedding(config.surface_buckets, d)
         self.sequence = SequenceEncoder(config, shared_items)
-        width_in = (2 + config.user_id_embedding) * d + len(config.user_features)
+        width_in = (1 + config.user_id_embedding) * d + self.sequence.width_out + len(config.user_features)
         self.block = CrossMLPBlock(width_in, config.query_tower)
         self.heads = Heads(self.block.width_out, config.embedding_dim, config.loss.heads == "separate")
 

@@ -43,6 +43,12 @@ class SequenceConfig(BaseModel):
     #: the engagements' item embeddings are the item tower's item-id table (SASRec ties its
     #: input and output item embeddings); off: the sequence has its own table
     share_item_embeddings: bool = False
+    #: the encoder reads the newest this many engagements (0: all ``recent_items``); the rest
+    #: of the window only reaches the query through ``long_term_pooling``
+    attention_items: int = Field(0, ge=0, le=200)
+    #: also the mean of every engaged item's embedding in the window (a long-term taste next to
+    #: the encoder's short-term state), concatenated to the encoder's output
+    long_term_pooling: bool = False
 
 
 class LossConfig(BaseModel):

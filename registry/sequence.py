@@ -6,6 +6,9 @@ where empty, each with its age at query time and its dwell) -> one vector.
   embedding plus a recency embedding (its rank, or its log2 age bucket) plus a projection of
   its log dwell; Transformer layers where an engagement attends to itself and older ones
   only; the output at the newest engagement is the user's state.
+
+The encoder may read only the newest ``attention_items`` of the window; ``long_term_pooling``
+adds the mean over the whole window beside it (short- and long-term taste).
 """
 
 from __future__ import annotations
@@ -85,9 +88,10 @@ class SequenceEncoder(nn.Module):
         else:
             self.shared = []
             self.items = nn.Embedding(config.item_buckets + 1, d, padding_idx=PAD, sparse=True)
-        self.encoder = (CausalSelfAttention(d, config.recent_items, cfg) if cfg.encoder == "attention"
-                        else MeanPooling())
-        self.width_out = d
+        self.short = min(cfg.attention_items or config.recent_items, config.recent_items)
+        self.encoder = (CausalSelfAttention(d, self.short, cfg) if cfg.encoder == "attention" else MeanPooling())
+        self.long_term = MeanPooling() if cfg.long_term_pooling else None
+        self.width_out = d * (2 if cfg.long_term_pooling else 1)
 
     def forward(self, recent: torch.Tensor, age: torch.Tensor, dwell: torch.Tensor) -> torch.Tensor:
         present = recent != PAD
@@ -97,4 +101,8 @@ class SequenceEncoder(nn.Module):
             tokens = self.items(recent)
         else:
             tokens = self.shared[0]((recent - 1).clamp(min=0)) * present.unsqueeze(-1)
-        return self.encoder(tokens, present, age, dwell)
+        n = self.short
+        out = self.encoder(tokens[:, :n], present[:, :n], age[:, :n], dwell[:, :n])
+        if self.long_term is None:
+            return out
+        return torch.cat([out, self.long_term(tokens, present, age, dwell)], dim=-1)

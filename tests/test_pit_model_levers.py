@@ -70,3 +70,24 @@ def test_masked_softmax_gives_no_mass_to_the_history_but_keeps_the_positive():
             assert position["a"] == int(examples.catalog_index[last])
     # fewer candidates: each positive's share of the softmax can only grow
     assert losses[True] < losses[False]
+
+
+def test_long_term_pooling_sees_past_the_attention_window():
+    config = small_config(recent_items=6, sequence=SequenceConfig(encoder="attention", attention_items=2,
+                                                                  long_term_pooling=True))
+    model = TwoTowerModel(config).eval()
+    clicks = [click("u1", item, 10.0 * (n + 1)) for n, item in enumerate("abcde")]
+    inter = interactions_from_log(tiny_log(*clicks))
+    features = SequenceFeatures(inter, config)
+    q = features.at(np.array(["u1"], dtype=object), np.array([100.0]), ["home"])
+    seq = model.query_tower.sequence
+    with torch.no_grad():
+        out = seq(q.recent, q.recent_age, q.recent_dwell)
+        assert out.shape == (1, 2 * config.id_dim)
+        oldest = int(q.recent[0, 4])  # "a": outside the 2-item attention window
+        seq.items.weight[oldest] += 1.0
+        moved = seq(q.recent, q.recent_age, q.recent_dwell)
+    d = config.id_dim
+    assert torch.allclose(out[:, :d], moved[:, :d])  # the encoder only reads the newest two
+    assert not torch.allclose(out[:, d:], moved[:, d:])  # the long-term mean reads all five
+    assert torch.isfinite(model.query_tower(q)).all()

@@ -48,11 +48,15 @@ Variant = tuple[ModelConfig, RowFilter, dict]
 
 
 def retriever_config(**overrides) -> ModelConfig:
-    """The conversion retriever: causal self-attention over the last 20 engagements (time-gap
-    embeddings, dwell), parallel DCNv2 + MLP towers, unified multi-task head, softmax over the
-    whole catalog, every other loss lever on."""
-    base = dict(id_dim=32, item_buckets=20_000, recent_items=20, sequence=SequenceConfig(encoder="attention"),
-                loss=LossConfig(negatives="catalog"))
+    """The conversion retriever: causal self-attention over the newest 20 of the last 200
+    engagements (time-gap embeddings, dwell) beside the mean of all 200 (long-term taste), the
+    sequence reading the item tower's item table, parallel DCNv2 + MLP towers, unified
+    multi-task head, softmax over the whole catalog minus the user's history, every other loss
+    lever on. Chosen on the validation slice (docs/pit_eval.md, "How the retriever was chosen")."""
+    base = dict(id_dim=32, item_buckets=20_000, recent_items=200,
+                sequence=SequenceConfig(encoder="attention", attention_items=20, long_term_pooling=True,
+                                        share_item_embeddings=True, dropout=0.2),
+                loss=LossConfig(negatives="catalog", mask_history=True))
     base.update(overrides)
     return ModelConfig(**base)
 
@@ -91,6 +95,11 @@ def ablation_variants(base: ModelConfig, with_loss) -> dict[str, tuple]:
         "ablation: position embeddings": (base.model_copy(update={"sequence": base.sequence.model_copy(
             update={"time_encoding": "position"})}), None),
         "ablation: user id embedding": (base.model_copy(update={"user_id_embedding": True}), None),
+        "ablation: no long-term pooling": (base.model_copy(update={"sequence": base.sequence.model_copy(
+            update={"long_term_pooling": False})}), None),
+        "ablation: own sequence item table": (base.model_copy(update={"sequence": base.sequence.model_copy(
+            update={"share_item_embeddings": False})}), None),
+        "ablation: history not masked in the softmax": (with_loss(mask_history=False), None),
         "ablation: sequential DCN -> MLP": (base.model_copy(update={
             "query_tower": sequential, "item_tower": base.item_tower.model_copy(update={"stacking": "sequential"})}),
             None),

@@ -46,7 +46,7 @@ class ConvergenceConfig(BaseModel):
     max_epochs: int = Field(8, ge=1)
     patience: int = Field(2, ge=1)
     batch_size: int = Field(256, ge=2)
-    learning_rate: float = Field(5e-3, gt=0)
+    learning_rate: float = Field(1e-2, gt=0)
     lr_decay_per_epoch: float = Field(0.8, gt=0, le=1)
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(0.0, ge=0)

@@ -1,15 +1,21 @@
-"""Bounded soak: kill the streams worker, the trainer and the retrieval service at random
-points during a replay, restart them, and check what must survive.
+"""Bounded soak: SIGKILL every component at random points during a replay (the label-join
+worker, the aggregates workers, the features sink, the trainer, the retrieval service and the
+index refresher), restart them, and check what must survive.
 
-    python -m bench.soak [--minutes 5] [--impressions 60000] [--seed 0]
+    python -m bench.soak [--minutes 10] [--impressions 60000] [--aggregates-workers 2] [--seed 0]
 
 Afterwards: (1) the deduplicated labels equal those of an undisturbed run (the pure rules over
-the same log), so no accepted event was lost and no label was invented or duplicated;
-(2) every retrieval query that reached the service while it was up got an answer (a refused
-connection while the process is down is not a query that arrived); (3) the service answered
-at least 95% of the queries sent while it was up with a model loaded (from its first answer
-after each start until it went down), and it answered at all: a run in which retrieval never
-served fails. Loopback only; bounded in time; stops by itself.
+the same log), so no accepted event was lost and no label was invented or duplicated; (2) once
+the aggregates and the sink have consumed everything, the online features of every user, item
+and advertiser equal those of an undisturbed computation over the same log (the pure
+aggregator), and no other id has any; (3) every retrieval query that reached the service while
+it was up got an answer (a refused connection while the process is down is not a query that
+arrived); (4) the service answered at least 95% of the queries sent while it was up with a model
+loaded (from its first answer after each start until it went down), and it answered at all;
+(5) every component was killed at least once and none exited by itself. Each figure is printed
+on its own line; the exit code is non-zero when a check fails. Loopback only; bounded in time;
+stops by itself. The pure parts are `bench/rigs/soak_checks.py`, the processes
+`bench/rigs/soak_pipeline.py`.
 """
 
 from __future__ import annotations
@@ -21,89 +27,47 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
 
-from convcg.broker import create_topics, find_or_start_broker, free_port
+from bench.rigs.soak_checks import (
+    ANSWERED,
+    DOWN,
+    FAILED,
+    MIN_SERVED_SHARE,
+    NOT_SERVING,
+    FeatureComparison,
+    Query,
+    SoakOutcome,
+    compare_features,
+    count_queries,
+    kill_plan,
+    soak_verdict,
+    undisturbed_features,
+)
+from bench.rigs.soak_pipeline import (
+    DrainWatch,
+    SoakPipeline,
+    dead_letter_reasons,
+    online_ids,
+    read_online_features,
+    sent_updates,
+)
+from convcg.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
 from convcg.kafka_io import read_topic
-from loop.supervisor import Component, wait_until
+from loop.online_store import start_online_store
+from loop.supervisor import wait_until
 from streams.datasets import load_log
 from streams.datasets.event_log import EventLog
 from streams.label_join import compute_labels
 from streams.labels import dedupe
 from streams.replay import replay, write_catalog
 
-#: what became of one retrieval query
-ANSWERED, DOWN, NOT_SERVING, FAILED = "answered", "down", "not serving", "failed"
-#: a failure this close to a SIGKILL of the service was in flight when it died
-IN_FLIGHT_S = 2.0
-MIN_SERVED_SHARE = 0.95
-
-
-@dataclass(frozen=True)
-class Query:
-    at: float  # time.monotonic() when it was answered or failed
-    outcome: str
-    detail: str = ""
-
-
-@dataclass
-class RetrievalCounts:
-    answered: int = 0
-    down: int = 0  # refused connection: the process was down, the query never arrived
-    not_serving: int = 0  # 503: up, no model loaded (yet)
-    cut_in_flight: int = 0
-    failed_while_up: list[str] = field(default_factory=list)
-    #: queries sent while the service was up with a model loaded: from its first answer after a
-    #: start until it went down
-    while_serving: int = 0
-
-    @property
-    def served_share(self) -> float:
-        return self.answered / self.while_serving if self.while_serving else 0.0
-
-
-def count_queries(queries: list[Query], kills: list[float], in_flight_s: float = IN_FLIGHT_S) -> RetrievalCounts:
-    """Tally queries in time order. The service counts as serving from an answer until a
-    refused connection shows it went down; a failure within ``in_flight_s`` of a SIGKILL of
-    the service was cut in flight (the query died with the process)."""
-    counts, serving = RetrievalCounts(), False
-    for q in sorted(queries, key=lambda q: q.at):
-        if q.outcome == ANSWERED:
-            serving = True
-            counts.answered += 1
-            counts.while_serving += 1
-        elif q.outcome == DOWN:
-            serving = False
-            counts.down += 1
-        elif q.outcome == FAILED and any(abs(q.at - k) < in_flight_s for k in kills):
-            counts.cut_in_flight += 1
-        else:
-            if q.outcome == NOT_SERVING:
-                counts.not_serving += 1
-            else:
-                counts.failed_while_up.append(q.detail)
-            counts.while_serving += serving
-    return counts
-
-
-def soak_verdict(lost: int, unexpected: int, retrieval: RetrievalCounts,
-                 min_served_share: float = MIN_SERVED_SHARE) -> list[str]:
-    """Why the soak failed (empty: it passed)."""
-    why = []
-    if lost:
-        why.append(f"{lost} labels lost")
-    if unexpected:
-        why.append(f"{unexpected} unexpected labels")
-    if retrieval.failed_while_up:
-        why.append(f"{len(retrieval.failed_while_up)} retrieval queries failed while it was up")
-    if not retrieval.answered:
-        why.append("retrieval answered no query")
-    elif retrieval.served_share < min_served_share:
-        why.append(f"retrieval answered {retrieval.served_share:.1%} of the queries sent while it was up with a "
-                   f"model loaded (< {min_served_share:.0%})")
-    return why
+#: the share of the run the replay takes (the rest is left for the tail to drain)
+REPLAY_SHARE = 0.7
+#: a killed component stays down this long (seconds) before its restart
+DOWN_S = (1.0, 4.0)
 
 
 class QueryLoad(threading.Thread):
@@ -136,10 +100,80 @@ class QueryLoad(threading.Thread):
             return Query(time.monotonic(), FAILED, repr(exc))
 
 
+class Chaos(threading.Thread):
+    """Runs the kill plan (SIGKILL, down for a while, restart) until ``stop_kills``; until
+    ``stop``, restarts any component that exited by itself and records that it did."""
+
+    def __init__(self, pipeline: SoakPipeline, plan: list[tuple[float, str]], rng: random.Random,
+                 stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.p, self.plan, self.rng, self.stop = pipeline, plan, rng, stop
+        self.stop_kills, self.kills_over = threading.Event(), threading.Event()
+        self.kills: Counter[str] = Counter()
+        self.retrieval_kills: list[float] = []
+        self.exits: list[str] = []  # components that exited by themselves
+
+    def restart_exited(self) -> None:
+        for name, c in self.p.parts.items():
+            if not c.alive:
+                self.exits.append(f"{name} (exit {c.returncode})")
+                print(f"[soak] {name} exited by itself ({c.returncode}); last log lines:\n{c.tail(15)}", flush=True)
+                c.start()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        try:
+            for at, name in self.plan:
+                while not self.stop_kills.wait(min(1.0, max(0.0, t0 + at - time.monotonic()))):
+                    self.restart_exited()
+                    if time.monotonic() >= t0 + at:
+                        break
+                if self.stop_kills.is_set():
+                    break
+                if name == "retrieval":
+                    self.retrieval_kills.append(time.monotonic())
+                self.p.parts[name].stop(kill=True)
+                self.kills[name] += 1
+                print(f"[soak] {time.monotonic() - t0:5.0f}s killed {name}; restarting", flush=True)
+                time.sleep(self.rng.uniform(*DOWN_S))
+                self.p.parts[name].start()
+        finally:
+            self.kills_over.set()
+        while not self.stop.wait(1.0):
+            self.restart_exited()
+
+
+def explain(bootstrap: str, topics: Topics, features: FeatureComparison, lost: set, extra: set,
+            expected: dict, labels: dict) -> None:
+    """A few of the differences, with what the topics say about them."""
+    for label_id in sorted(lost)[:3]:
+        print(f"[soak]   lost label {label_id} ({expected[label_id]})")
+    for label_id in sorted(extra)[:3]:
+        print(f"[soak]   unexpected label {label_id} ({labels[label_id]})")
+    if lost or extra:
+        print(f"[soak]   dead letters: {dict(dead_letter_reasons(bootstrap, topics))}")
+    shown = features.mismatches[:6]
+    sent = sent_updates(bootstrap, topics, {(m.entity, m.entity_id) for m in shown}) if shown else {}
+    for m in shown:
+        updates = sent[(m.entity, m.entity_id)]
+        newest = max((u["event_ts"] for u in updates), default=None)
+        last = updates[-1] if updates else {}
+        print(f"[soak]   {m.entity} {m.entity_id} {m.what}: expected {m.expected!r}, got {m.got!r}; the aggregates "
+              f"sent {len(updates)} updates, newest event_ts {newest}, the last one at {last.get('event_ts')} "
+              f"with {m.what} = {last.get('features', {}).get(m.what)!r}")
+
+
+def yes(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--impressions", type=int, default=60_000)
+    ap.add_argument("--aggregates-workers", type=int, default=2)
+    ap.add_argument("--store", choices=["auto", "redis", "sqlite"], default="auto",
+                    help="online store: auto = a private redis-server if one is on PATH, else SQLite")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--home", type=Path, default=Path("var/soak"))
     args = ap.parse_args()
@@ -148,57 +182,26 @@ def main() -> int:
     log = load_log("synthetic", n_users=2000, n_items=1500, n_advertisers=50, n_impressions=args.impressions,
                    seed=args.seed)
     expected = {l.label_id: l.kind for l in compute_labels(log.events)}
+    expected_features = undisturbed_features(log.events)
     catalog = write_catalog(log, home / "catalog" / "items.parquet")
+    online = start_online_store(args.store, home)
     broker = find_or_start_broker(log_path=home / "broker.log")
     topics = Topics()
     create_topics(broker.bootstrap, topics.all(), 3)
-    registry = home / "registry"
-    ports = {"worker": free_port(), "trainer": free_port(), "retrieval": free_port()}
-    index_env = {"CONVCG_INDEX_REGISTRY_ROOT": str(registry), "CONVCG_INDEX_CATALOG_PATH": str(catalog),
-                 "CONVCG_INDEX_INDEX_ROOT": str(registry / "indexes"),
-                 "CONVCG_INDEX_NEW_ITEMS_PATH": str(home / "new_items.parquet"),
-                 "CONVCG_INDEX_RETRIEVAL_URL": f"http://127.0.0.1:{ports['retrieval']}",
-                 "CONVCG_INDEX_POLL_INTERVAL_S": "2"}
-    logs = home / "logs"
-    parts = {
-        "worker": Component("worker", ["worker", "--metrics-port", str(ports["worker"])],
-                            {"CONVCG_STREAMS_KAFKA__BOOTSTRAP": broker.bootstrap}, logs / "worker.log", ports["worker"]),
-        "trainer": Component("trainer", ["trainer", "--bootstrap", broker.bootstrap, "--registry", str(registry),
-                                         "--trigger-labels", "10000", "--trigger-seconds", "15",
-                                         "--metrics-port", str(ports["trainer"])],
-                             {"CONVCG_TRAINING_CATALOG_PATH": str(catalog),
-                              "CONVCG_TRAINING_LABEL_STORE": str(home / "labels")}, logs / "trainer.log"),
-        "retrieval": Component("retrieval", ["retrieval", "serve", "--port", str(ports["retrieval"])], index_env,
-                               logs / "retrieval.log", ports["retrieval"]),
-    }
-    refresher = Component("refresher", ["refresher"], index_env, logs / "refresher.log")
-    for c in (*parts.values(), refresher):
-        c.start()
+    pipeline = SoakPipeline(home, broker.bootstrap, topics, catalog, online.env, args.aggregates_workers)
+    budget = args.minutes * 60 * REPLAY_SHARE
+    plan = kill_plan(pipeline.parts, budget, rng)
+    print(f"[soak] {len(log.events):,} events over {budget:.0f}s; online store: {online.describe()}; "
+          f"{len(plan)} kills planned of {', '.join(sorted(pipeline.parts))}; home {home}", flush=True)
     stop = threading.Event()
-    load = QueryLoad(f"http://127.0.0.1:{ports['retrieval']}", sorted({e.user_id for e in log.events[:5000]}), stop)
-    load.start()
-    kills: list[str] = []
-    retrieval_kills: list[float] = []
-
-    def chaos() -> None:
-        while not stop.is_set():
-            stop.wait(rng.uniform(15, 35))
-            if stop.is_set():
-                return
-            name = rng.choice(sorted(parts))
-            if name == "retrieval":
-                retrieval_kills.append(time.monotonic())
-            parts[name].stop(kill=True)
-            kills.append(name)
-            print(f"[soak] killed {name}; restarting", flush=True)
-            time.sleep(rng.uniform(1, 4))
-            parts[name].start()
-
-    chaos_thread = threading.Thread(target=chaos, daemon=True)
-    chaos_thread.start()
+    chaos = Chaos(pipeline, plan, rng, stop)
     try:
+        reader = pipeline.start()
+        load = QueryLoad(f"http://127.0.0.1:{pipeline.retrieval_port}",
+                         sorted({e.user_id for e in log.events[:5000]}), stop)
+        load.start()
+        chaos.start()
         events = log.events
-        budget = args.minutes * 60 * 0.7  # leave time for the tail to drain
         chunk = max(1000, len(events) // 40)
         pause = budget / (len(events) / chunk)
         for i in range(0, len(events), chunk):
@@ -206,34 +209,54 @@ def main() -> int:
             replay(EventLog(log.name, events[i:i + chunk], log.catalog), broker.bootstrap, topics, progress=False,
                    close=last)
             time.sleep(pause)
-        stop.set()
-        chaos_thread.join()
-        for c in parts.values():
-            if not c.alive:
-                c.start()
+        chaos.stop_kills.set()
+        chaos.kills_over.wait()
+        drain_s = args.minutes * 60
         got = wait_until(lambda: (lambda raw: raw if len(dedupe(raw)) >= len(expected) else None)(
-            read_topic(broker.bootstrap, topics.labels, timeout=10, idle=1.0)), args.minutes * 60, "every label")
+            read_topic(broker.bootstrap, topics.labels, timeout=10, idle=1.0)), drain_s, "every label")
         labels = {l["label_id"]: l["kind"] for l in dedupe(got)}
         lost = set(expected) - set(labels)
         extra = set(labels) - set(expected)
-        print(f"[soak] kills: {kills}")
-        print(f"[soak] labels: {len(labels)} (expected {len(expected)}), lost {len(lost)}, unexpected {len(extra)}, "
-              f"redelivered copies {len(got) - len(labels)}")
+        drained = DrainWatch(pipeline)
+        try:
+            wait_until(drained, drain_s, "the aggregates and the sink to consume everything", interval=2.0)
+            settled = True
+        except TimeoutError:
+            settled = False
+        print(f"[soak] drain: {drained.last}")
+        ids = online_ids(log)
+        features: FeatureComparison = compare_features(
+            expected_features, read_online_features(reader, ids),
+            [(e, i) for e, entity_ids in ids.items() for i in entity_ids],
+            ts_tolerance_s=1e-6 if online.kind == "redis" else 1.0)
         # a query in flight when the process is SIGKILLed dies with it: not one that "arrived while up"
-        r = count_queries(list(load.queries), retrieval_kills)
-        print(f"[soak] retrieval: answered {r.answered}, not up/not serving {r.down + r.not_serving}, "
-              f"cut by a kill in flight {r.cut_in_flight}, failed while up {len(r.failed_while_up)} "
-              f"{r.failed_while_up[:3]}")
-        print(f"[soak] retrieval answered {r.answered} of {r.while_serving} queries sent while it was up with a "
-              f"model loaded: {r.served_share:.1%} (required >= {MIN_SERVED_SHARE:.0%})")
-        why = soak_verdict(len(lost), len(extra), r)
+        r = count_queries(list(load.queries), chaos.retrieval_kills)
+        outcome = SoakOutcome(len(lost), len(extra), r, features, sorted(pipeline.parts), chaos.kills, settled,
+                              list(chaos.exits))
+        print(f"[soak] labels: {len(labels):,} (undisturbed run {len(expected):,}), identical: "
+              f"{yes(not lost and not extra)} (lost {len(lost)}, unexpected {len(extra)}, "
+              f"redelivered copies {len(got) - len(labels)})")
+        print(f"[soak] features: {features.entities:,} entities, {features.values:,} values compared, identical: "
+              f"{yes(features.identical)} (mismatches {len(features.mismatches)}, "
+              f"{features.looked_up_absent} other ids looked up and absent)")
+        explain(broker.bootstrap, topics, features, lost, extra, expected, labels)
+        print(f"[soak] retrieval: sent {r.sent:,}, answered {r.answered:,}, answered {r.served_share:.1%} of the "
+              f"{r.while_serving:,} sent while serving (required >= {MIN_SERVED_SHARE:.0%}), failed while serving "
+              f"{len(r.failed_while_up)} {r.failed_while_up[:3]} (down {r.down:,}, not serving {r.not_serving:,}, "
+              f"cut in flight by a kill {r.cut_in_flight})")
+        print(f"[soak] kills: {sum(chaos.kills.values())} "
+              f"({', '.join(f'{n} {chaos.kills[n]}' for n in sorted(pipeline.parts))})")
+        print(f"[soak] exited by themselves: {len(chaos.exits)} {chaos.exits}")
+        why = soak_verdict(outcome)
         print("[soak] PASS" if not why else f"[soak] FAIL: {'; '.join(why)}")
         return 0 if not why else 1
     finally:
         stop.set()
-        for c in (*parts.values(), refresher):
-            c.stop()
+        if chaos.is_alive():
+            chaos.join()
+        pipeline.stop()
         broker.stop()
+        online.stop()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,18 @@
 
 For every entity: impressions, engagements and conversions over the 1h / 1d / 7d windows,
 Beta-smoothed ``ctr_7d`` (engagements per impression) and ``cvr_7d`` (conversions per
-engagement), and for users the last N engaged item ids, newest first (distinct items).
+engagement), and for users their last N engagements, newest first: the item ids
+(``last_engaged_items``), event times (``last_engaged_ts``) and dwells (``last_engaged_dwell_ms``).
+
+The engagement sequence is the one the point-in-time protocol reads
+(``training.pit_data.Interactions.engagements``): the *first* engagement per (impression, item)
+(earliest event time, then smallest event id), every one of them (an item engaged from two
+impressions is there twice: no dedupe of items), ordered by (ts, item id, impression id). A
+later engagement of an (impression, item) already in it is left out of the sequence (it still
+counts in the windows). The (impression, item) pairs are remembered beside the event ids for the
+dedupe horizon (``engaged_key``), so two engagements of one impression further apart than that
+would both be in the sequence. A reader keeps the entries strictly before its query time
+(``registry.encoding.recent_sequences``).
 
 Windows move with event time only, never the wall clock. Counts are kept in buckets of
 ``bucket_seconds`` (default 300 s = 5 min). The value of window W for an entity whose newest
@@ -195,20 +206,54 @@ def window_features(sums: list[int], ctr_a: float, ctr_ab: float, cvr_a: float, 
     return features
 
 
-def insert_recent(recent: list[list], ts: float, item_id: str, n: int) -> None:
-    """Keep ``recent`` = [[ts, item_id], ...] newest first, distinct items, at most ``n``."""
-    for k, (old_ts, old_item) in enumerate(recent):
-        if old_item == item_id:
-            if old_ts >= ts:
+#: prefix of the (impression, item) keys remembered beside the event ids (no event id starts so)
+ENGAGED_PREFIX = "\x00engaged\x1f"
+
+
+def engaged_key(impression_id: str, item_id: str) -> str:
+    """The seen-set key of an (impression, item) pair's first engagement."""
+    return f"{ENGAGED_PREFIX}{impression_id}\x1f{item_id}"
+
+
+def recent_entry(ts: float, item_id: str, dwell_ms: float, impression_id: str, event_id: str) -> list:
+    return [ts, item_id, dwell_ms, impression_id, event_id]
+
+
+def _order(entry: list) -> tuple:
+    return entry[0], entry[1], entry[3]  # ts, item id, impression id
+
+
+def insert_recent(recent: list[list], entry: list, n: int) -> None:
+    """Keep ``recent`` = [[ts, item_id, dwell_ms, impression_id, event_id], ...] newest first by
+    (ts, item id, impression id), at most ``n``; of two engagements of one (impression, item)
+    the first (earliest ts, then smallest event id) stays. The same entry again changes nothing."""
+    ts, item_id, _, impression_id, event_id = entry
+    for k, old in enumerate(recent):
+        if old[1] == item_id and old[3] == impression_id:
+            if (old[0], old[4]) <= (ts, event_id):
                 return
             del recent[k]
             break
+    order = _order(entry)
     k = 0
-    while k < len(recent) and recent[k][0] >= ts:
+    while k < len(recent) and _order(recent[k]) > order:
         k += 1
     if k < n:
-        recent.insert(k, [ts, item_id])
+        recent.insert(k, list(entry))
         del recent[n:]
+
+
+def legacy_recent(recent: list[list]) -> list[list]:
+    """Entries restored from a changelog written before dwell and impression were kept
+    (``[ts, item]``) in today's shape."""
+    return [e if len(e) == 5 else recent_entry(float(e[0]), e[1], 0.0, "", "") for e in recent]
+
+
+def recent_features(recent: list[list] | tuple) -> dict[str, list]:
+    """The user's sequence features (``convcg.contract.RECENT_SEQUENCE_FEATURES``), newest
+    first, the same order and length in all three."""
+    return {"last_engaged_items": [e[1] for e in recent], "last_engaged_ts": [float(e[0]) for e in recent],
+            "last_engaged_dwell_ms": [float(e[2]) for e in recent]}
 
 
 class StreamingAggregator:
@@ -224,7 +269,7 @@ class StreamingAggregator:
         self._state: dict[str, dict[str, _EntityWindows]] = {e: {} for e in ENTITIES}
         self._dirty: dict[str, dict[str, _EntityWindows]] = {e: {} for e in ENTITIES}  # since the last drain
         self._tables = [(self._state[e], self._dirty[e]) for e in ENTITIES]  # in the order apply() passes keys
-        self._recent: dict[str, list[list]] = {}  # user -> [[ts, item], ...] newest first
+        self._recent: dict[str, list[list]] = {}  # user -> recent entries (``insert_recent``)
         self._item_advertiser: dict[str, str] = {}
         self._parked: dict[str, list[tuple[float, int]]] = {}  # item -> engagements (ts, ingest_ms) without advertiser
         self._seen: dict[str, float] = {}  # event_id -> ts, in arrival order
@@ -258,10 +303,16 @@ class StreamingAggregator:
         user_id = event.user_id
         if kind == 1:
             advertiser_id = self._item_advertiser.get(item_id)
-            recent = self._recent.get(user_id)
-            if recent is None:
-                recent = self._recent[user_id] = []
-            insert_recent(recent, ts, item_id, self._last_n)
+            pair = engaged_key(event.impression_id, item_id)  # type: ignore[union-attr]  # an engagement
+            first = seen.get(pair)
+            if first is None or ts <= first:  # else a later engagement of the pair: not in the sequence
+                if first is None or ts < first:
+                    seen[pair] = ts
+                recent = self._recent.get(user_id)
+                if recent is None:
+                    recent = self._recent[user_id] = []
+                insert_recent(recent, recent_entry(ts, item_id, float(event.dwell_ms),  # type: ignore[union-attr]
+                                                   event.impression_id, event_id), self._last_n)  # type: ignore[union-attr]
         else:
             advertiser_id = event.advertiser_id  # type: ignore[union-attr]  # not an engagement
             if item_id not in self._item_advertiser:
@@ -321,7 +372,7 @@ class StreamingAggregator:
         out["ctr_7d"] = smoothed_rate(out["engagements_7d"], out["impressions_7d"], s.ctr_prior_alpha, s.ctr_prior_beta)
         out["cvr_7d"] = smoothed_rate(out["conversions_7d"], out["engagements_7d"], s.cvr_prior_alpha, s.cvr_prior_beta)
         if entity == "user":
-            out["last_engaged_items"] = [item for _, item in self._recent.get(key, ())]
+            out.update(recent_features(self._recent.get(key, ())))
         return out
 
     def drain(self) -> list[FeatureUpdate]:
@@ -342,7 +393,7 @@ class StreamingAggregator:
                     st.advance(newest_bucket, widths)
                 features = window_features(st.sums, ctr_a, ctr_ab, cvr_a, cvr_ab)
                 if is_user:
-                    features["last_engaged_items"] = [item for _, item in recent.get(key, ())]
+                    features.update(recent_features(recent.get(key, ())))
                 append(FeatureUpdate(entity, key, st.newest, st.ingest_ms, features))
                 st.ingest_ms = 0
             dirty.clear()

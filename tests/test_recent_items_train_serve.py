@@ -12,7 +12,7 @@ keeps) feeds both sides:
   dict as `/retrieve` does;
 - training: `convcg dataset` (`features.dataset.build_training_set`, Feast's point-in-time
   join, and the merge_asof engine) over the labels of the log's impressions, as of each
-  impression time;
+  impression time, encoded as training examples are (`training.examples.build_examples`);
 - the point-in-time protocol: `training.sequence_examples.SequenceFeatures` over the same
   log's `Interactions`.
 
@@ -55,6 +55,7 @@ from streams.settings import StreamSettings
 from tests.conftest import TEST_PARTITIONS
 from tests.helpers_features import sample_label
 from tests.helpers_index import running_server
+from training.examples import build_examples
 from training.pit_data import interactions_from_log
 from training.sequence_examples import SequenceFeatures
 
@@ -193,6 +194,7 @@ def test_training_and_serving_encode_the_same_sequence_for_the_same_user_at_the_
         pit = sequences.at(frame["user_id"].to_numpy(object), frame["impression_ts"].to_numpy(np.float64),
                            frame["surface"].tolist())
         _assert_same(offline, pit, f"{engine} dataset vs SequenceFeatures")
+        _assert_same(build_examples(frame, None, CONFIG).queries, pit, f"training examples of the {engine} dataset")
         for row, impression_id in enumerate(frame["impression_id"]):
             _assert_same(online[impression_id], offline.select([row]), f"online vs {engine} dataset at {impression_id}")
 

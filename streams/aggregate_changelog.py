@@ -26,7 +26,8 @@ import uuid
 import orjson
 
 from streams.aggregate_stage import ITEM, USER, StageAggregator
-from streams.aggregates import AggregateSettings, _EntityWindows, legacy_recent
+from streams.aggregates import AggregateSettings, _EntityWindows
+from streams.engagement_sequence import legacy_recent
 
 BUCKET, META, SEEN = b"b|", b"m|", b"s|"
 

@@ -47,11 +47,13 @@ from streams.aggregates import (
     WINDOWS,
     AggregateSettings,
     _EntityWindows,
+    window_features,
+)
+from streams.engagement_sequence import (
     engaged_key,
     insert_recent,
     recent_entry,
     recent_features,
-    window_features,
 )
 
 USER, ITEM, ADVERTISER = "user", "item", "advertiser"

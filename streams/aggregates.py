@@ -3,17 +3,9 @@
 For every entity: impressions, engagements and conversions over the 1h / 1d / 7d windows,
 Beta-smoothed ``ctr_7d`` (engagements per impression) and ``cvr_7d`` (conversions per
 engagement), and for users their last N engagements, newest first: the item ids
-(``last_engaged_items``), event times (``last_engaged_ts``) and dwells (``last_engaged_dwell_ms``).
-
-The engagement sequence is the one the point-in-time protocol reads
-(``training.pit_data.Interactions.engagements``): the *first* engagement per (impression, item)
-(earliest event time, then smallest event id), every one of them (an item engaged from two
-impressions is there twice: no dedupe of items), ordered by (ts, item id, impression id). A
-later engagement of an (impression, item) already in it is left out of the sequence (it still
-counts in the windows). The (impression, item) pairs are remembered beside the event ids for the
-dedupe horizon (``engaged_key``), so two engagements of one impression further apart than that
-would both be in the sequence. A reader keeps the entries strictly before its query time
-(``registry.encoding.recent_sequences``).
+(``last_engaged_items``), event times (``last_engaged_ts``) and dwells (``last_engaged_dwell_ms``),
+kept as `streams.engagement_sequence` says (the first engagement per (impression, item), the
+sequence the point-in-time training data reads).
 
 Windows move with event time only, never the wall clock. Counts are kept in buckets of
 ``bucket_seconds`` (default 300 s = 5 min). The value of window W for an entity whose newest
@@ -64,6 +56,12 @@ from convcg.contract import (
     FeatureUpdate,
     Impression,
     count_feature_names,
+)
+from streams.engagement_sequence import (
+    engaged_key,
+    insert_recent,
+    recent_entry,
+    recent_features,
 )
 
 SEEN_PRUNE_MIN = 10_000  # the seen-set is not pruned below this size
@@ -204,56 +202,6 @@ def window_features(sums: list[int], ctr_a: float, ctr_ab: float, cvr_a: float, 
     features["ctr_7d"] = min(1.0, (engagements_7d + ctr_a) / (impressions_7d + ctr_ab))
     features["cvr_7d"] = min(1.0, (conversions_7d + cvr_a) / (engagements_7d + cvr_ab))
     return features
-
-
-#: prefix of the (impression, item) keys remembered beside the event ids (no event id starts so)
-ENGAGED_PREFIX = "\x00engaged\x1f"
-
-
-def engaged_key(impression_id: str, item_id: str) -> str:
-    """The seen-set key of an (impression, item) pair's first engagement."""
-    return f"{ENGAGED_PREFIX}{impression_id}\x1f{item_id}"
-
-
-def recent_entry(ts: float, item_id: str, dwell_ms: float, impression_id: str, event_id: str) -> list:
-    return [ts, item_id, dwell_ms, impression_id, event_id]
-
-
-def _order(entry: list) -> tuple:
-    return entry[0], entry[1], entry[3]  # ts, item id, impression id
-
-
-def insert_recent(recent: list[list], entry: list, n: int) -> None:
-    """Keep ``recent`` = [[ts, item_id, dwell_ms, impression_id, event_id], ...] newest first by
-    (ts, item id, impression id), at most ``n``; of two engagements of one (impression, item)
-    the first (earliest ts, then smallest event id) stays. The same entry again changes nothing."""
-    ts, item_id, _, impression_id, event_id = entry
-    for k, old in enumerate(recent):
-        if old[1] == item_id and old[3] == impression_id:
-            if (old[0], old[4]) <= (ts, event_id):
-                return
-            del recent[k]
-            break
-    order = _order(entry)
-    k = 0
-    while k < len(recent) and _order(recent[k]) > order:
-        k += 1
-    if k < n:
-        recent.insert(k, list(entry))
-        del recent[n:]
-
-
-def legacy_recent(recent: list[list]) -> list[list]:
-    """Entries restored from a changelog written before dwell and impression were kept
-    (``[ts, item]``) in today's shape."""
-    return [e if len(e) == 5 else recent_entry(float(e[0]), e[1], 0.0, "", "") for e in recent]
-
-
-def recent_features(recent: list[list] | tuple) -> dict[str, list]:
-    """The user's sequence features (``convcg.contract.RECENT_SEQUENCE_FEATURES``), newest
-    first, the same order and length in all three."""
-    return {"last_engaged_items": [e[1] for e in recent], "last_engaged_ts": [float(e[0]) for e in recent],
-            "last_engaged_dwell_ms": [float(e[2]) for e in recent]}
 
 
 class StreamingAggregator:

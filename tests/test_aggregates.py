@@ -13,9 +13,9 @@ from convcg.contract import STREAM_FEATURES, Conversion, Engagement, Impression
 from streams.aggregates import (
     AggregateSettings,
     StreamingAggregator,
-    insert_recent,
     smoothed_rate,
 )
+from streams.engagement_sequence import insert_recent
 
 H, D = 3600, 86400
 EXACT = AggregateSettings(bucket_seconds=1)

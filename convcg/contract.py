@@ -248,9 +248,13 @@ def count_feature_names() -> list[str]:
 
 #: Streaming aggregate features per entity, as written into Feast (see features/).
 #: ``ctr_7d`` and ``cvr_7d`` are Beta-smoothed rates over the 7-day window.
-#: ``last_engaged_items`` (user only) is the user's most recent engaged item ids, newest first.
+#: ``last_engaged_items`` / ``last_engaged_ts`` / ``last_engaged_dwell_ms`` (user only) are the
+#: user's last N engagements, newest first, in one order and length: item ids, event times
+#: (seconds) and dwells (ms); the first engagement per (impression, item), as the point-in-time
+#: training data reads them (``streams.aggregates``).
+RECENT_SEQUENCE_FEATURES: tuple[str, ...] = ("last_engaged_items", "last_engaged_ts", "last_engaged_dwell_ms")
 STREAM_FEATURES: dict[str, list[str]] = {
-    "user": count_feature_names() + ["ctr_7d", "cvr_7d", "last_engaged_items"],
+    "user": count_feature_names() + ["ctr_7d", "cvr_7d", *RECENT_SEQUENCE_FEATURES],
     "item": count_feature_names() + ["ctr_7d", "cvr_7d"],
     "advertiser": count_feature_names() + ["ctr_7d", "cvr_7d"],
 }

@@ -7,9 +7,12 @@ the time-sliced pruning that keeps Feast's file-store join small).
 
 Output: one parquet file; the label columns (``convcg.contract.LABEL_FIELDS``) followed by
 feature columns named ``<entity>__<feature>`` (``user__ctr_7d``, ``item__price``,
-``advertiser__impressions_1d``...). List features (``last_engaged_items``) are dropped: the
-training component reads fixed-width columns. A feature the store had no value for (no row, or
-older than the feature TTL) is null.
+``advertiser__impressions_1d``...). The list features (the user's engagement sequence
+``user__last_engaged_items`` / ``user__last_engaged_ts`` / ``user__last_engaged_dwell_ms``) are
+kept, as of the impression time like every other feature, so training reads the sequence the
+retrieval service reads online (``registry.encoding.recent_sequences`` turns them into the
+query tower's input, as of each row's impression time). A feature the store had no value for
+(no row, or older than the feature TTL) is null.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,6 +40,7 @@ from features.definitions import (
     CREATED_TIMESTAMP,
     EVENT_TIMESTAMP,
     JOIN_KEYS,
+    LIST_KINDS,
     VIEW_ENTITY,
     stream_feature_schema,
     stream_view_name,
@@ -46,7 +51,7 @@ from features.updates import LABEL_SCHEMA, stream_schema
 
 log = logging.getLogger("convcg.features.dataset")
 
-DROPPED_KINDS = ("strings",)  # list features are not put in training sets
+DROPPED_KINDS: tuple[str, ...] = ()  # feature kinds left out of training sets (none)
 
 
 @dataclass
@@ -234,7 +239,16 @@ def _assemble(labels: pd.DataFrame, joined: dict[str, list[pd.DataFrame]],
         else:
             frame = frame.assign(**{c: pd.Series(dtype="float64") for c in cols})
     frame = frame.drop(columns=[EVENT_TIMESTAMP]).reset_index(drop=True)
-    return frame.rename(columns={c: training_column(c) for c in frame.columns if "__" in c})
+    frame = frame.rename(columns={c: training_column(c) for c in frame.columns if "__" in c})
+    for column in list_columns(frame.columns):  # no row: None, whatever the join filled in (NaN)
+        frame[column] = [list(v) if isinstance(v, (list, tuple, np.ndarray)) else None for v in frame[column]]
+    return frame
+
+
+def list_columns(columns) -> list[str]:
+    """The training-set columns of list features (``user__last_engaged_items``...)."""
+    lists = {f"{e}__{n}" for e in ENTITIES for n, k in stream_feature_schema(e).items() if k in LIST_KINDS}
+    return [c for c in columns if c in lists]
 
 
 def write_dataset(frame: pd.DataFrame, path: Path, as_of: pd.Timestamp) -> Path:

@@ -40,10 +40,17 @@ def push_source_name(entity: str) -> str:
     return f"{entity}_push"
 
 
+#: list-valued streaming features and their logical type
+LIST_FEATURES: dict[str, str] = {"last_engaged_items": "strings", "last_engaged_ts": "floats",
+                                 "last_engaged_dwell_ms": "floats"}
+LIST_KINDS = ("strings", "floats")
+
+
 def feature_kind(name: str) -> str:
-    """Logical type of a streaming feature: ``int`` counts, ``float`` rates, ``strings`` lists."""
-    if name == "last_engaged_items":
-        return "strings"
+    """Logical type of a streaming feature: ``int`` counts, ``float`` rates, ``strings`` /
+    ``floats`` lists (Feast ``Array(String)`` / ``Array(Float64)``)."""
+    if name in LIST_FEATURES:
+        return LIST_FEATURES[name]
     if name.startswith(("ctr_", "cvr_")):
         return "float"
     return "int"
@@ -64,7 +71,8 @@ def view_features(view: str) -> dict[str, str]:
 def _feast_type(kind: str):
     from feast.types import Array, Float64, Int64, String
 
-    return {"int": Int64, "float": Float64, "string": String, "strings": Array(String)}[kind]
+    return {"int": Int64, "float": Float64, "string": String, "strings": Array(String),
+            "floats": Array(Float64)}[kind]
 
 
 def build_definitions(offline_root: Path, catalog_path: Path, ttl_days: float) -> list[Any]:

@@ -103,13 +103,15 @@ class OnlineReader:
         return out
 
 
-def python_to_value(kind: str, v: Any, Value=None, StringList=None):
+def python_to_value(kind: str, v: Any, Value=None, StringList=None, DoubleList=None):
     """Encode one feature value as the ``ValueProto`` Feast's own push would store (pass the
     proto classes in hot loops to skip the import lookup)."""
-    if Value is None:
-        from feast.protos.feast.types.Value_pb2 import StringList, Value
+    if Value is None or DoubleList is None:
+        from feast.protos.feast.types.Value_pb2 import DoubleList, StringList, Value
     if v is None:
         return Value()
+    if kind == "floats":
+        return Value(double_list_val=DoubleList(val=v))
     if kind == "int":
         return Value(int64_val=v)
     if kind == "float":
@@ -139,7 +141,7 @@ class OnlineWriter:
 
     def write(self, entity: str, updates: list, created: datetime) -> None:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import StringList, Value
+        from feast.protos.feast.types.Value_pb2 import DoubleList, StringList, Value
 
         from features.definitions import stream_feature_schema
         from features.updates import ts_to_datetime
@@ -147,6 +149,6 @@ class OnlineWriter:
         schema = list(stream_feature_schema(entity).items())
         join_key = JOIN_KEYS[entity]
         rows = [(EntityKey(join_keys=[join_key], entity_values=[Value(string_val=u.entity_id)]),
-                 {n: python_to_value(k, u.features.get(n), Value, StringList) for n, k in schema},
+                 {n: python_to_value(k, u.features.get(n), Value, StringList, DoubleList) for n, k in schema},
                  ts_to_datetime(u.event_ts), created) for u in updates]
         self._online_store.online_write_batch(self.store.config, self._views[entity], rows, None)

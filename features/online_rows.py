@@ -26,7 +26,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from features.definitions import JOIN_KEYS, stream_feature_schema, stream_view_name
+from features.definitions import (
+    JOIN_KEYS,
+    LIST_KINDS,
+    stream_feature_schema,
+    stream_view_name,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ENTITY_KEY_CACHE = 200_000  # serialised entity keys kept (cleared when full)
@@ -37,9 +42,9 @@ class ValueBytes:
     """``ValueProto(...).SerializeToString()`` of one logical kind, memoised for scalars."""
 
     def __init__(self) -> None:
-        from feast.protos.feast.types.Value_pb2 import StringList, Value
+        from feast.protos.feast.types.Value_pb2 import DoubleList, StringList, Value
 
-        self._Value, self._StringList = Value, StringList
+        self._Value, self._StringList, self._DoubleList = Value, StringList, DoubleList
         self._ints: dict[int, bytes] = {}
         self._floats: dict[float, bytes] = {}
         self.empty = Value().SerializeToString()
@@ -61,6 +66,8 @@ class ValueBytes:
             return b
         if kind == "strings":
             return self._Value(string_list_val=self._StringList(val=v)).SerializeToString()
+        if kind == "floats":
+            return self._Value(double_list_val=self._DoubleList(val=v)).SerializeToString()
         return self._Value(string_val=v).SerializeToString()
 
     @staticmethod
@@ -176,7 +183,7 @@ class SqliteRowWriter:
     @staticmethod
     def _text(kind: str, v: Any) -> str | None:
         """Feast's ``value_text`` column: the scalar's ``str``, nothing for lists / nulls."""
-        if v is None or kind == "strings":
+        if v is None or kind in LIST_KINDS:
             return None
         return v if kind == "string" else str(v)
 

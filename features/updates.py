@@ -23,7 +23,8 @@ from features.definitions import (
 )
 
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
-_ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "strings": pa.list_(pa.string())}
+_ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "strings": pa.list_(pa.string()),
+                "floats": pa.list_(pa.float64())}
 
 
 _SCHEMAS: dict[str, tuple[tuple[str, str], ...]] = {e: tuple(stream_feature_schema(e).items()) for e in ENTITIES}
@@ -54,6 +55,10 @@ def _check_feature(entity: str, name: str, kind: str, value: Any) -> Any:
         if not _is_number(value):
             raise InvalidMessage(f"{entity} feature {name!r} must be a finite number, got {value!r}")
         return float(value)
+    if kind == "floats":
+        if not isinstance(value, list) or not all(_is_number(x) for x in value):
+            raise InvalidMessage(f"{entity} feature {name!r} must be a list of finite numbers")
+        return [float(x) for x in value]
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
         raise InvalidMessage(f"{entity} feature {name!r} must be a list of strings")
     return value

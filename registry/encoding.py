@@ -18,8 +18,15 @@ from registry.model_config import ModelConfig
 
 USER_PREFIX = "user__"
 ITEM_PREFIXES = ("item__", "advertiser__")
-#: list-valued user feature written by the features component (newest first)
+#: the user's engagement sequence as the features component stores it (``convcg.contract.
+#: RECENT_SEQUENCE_FEATURES``, newest first): item ids, event times (s), dwells (ms)
 RECENT_ITEMS_FEATURE = "user__last_engaged_items"
+RECENT_TS_FEATURE = "user__last_engaged_ts"
+RECENT_DWELL_FEATURE = "user__last_engaged_dwell_ms"
+#: the column holding each query's time (event-time seconds); training-set rows without it are
+#: asked at their impression time
+QUERY_TIME = "as_of"
+IMPRESSION_TIME = "impression_ts"
 UNKNOWN_CATEGORY = "unknown"
 #: padding slot of the recent-items table (real buckets are shifted by one)
 PAD = 0
@@ -112,46 +119,99 @@ def encode_items(items: pd.DataFrame, config: ModelConfig) -> ItemInputs:
     )
 
 
-def encode_recent(recent_lists: Sequence[Sequence | None], config: ModelConfig) -> np.ndarray:
-    """``[n, recent_items]`` bucket+1 of each list's first ``recent_items`` ids, PAD-filled."""
-    k = config.recent_items
-    out = np.full((len(recent_lists), k), PAD, dtype=np.int64)
-    if k == 0:
-        return out
+def _is_list(v) -> bool:
+    return isinstance(v, (list, tuple, np.ndarray))
+
+
+def recent_sequences(items: Sequence, ts: Sequence, dwell: Sequence, as_of: np.ndarray,
+                     config: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The query tower's sequence input from stored engagement sequences, one row per query:
+    ``items[r]`` / ``ts[r]`` / ``dwell[r]`` are a user's last engaged item ids, their event
+    times and dwells (newest first, the streaming feature ``last_engaged_*``; None when the
+    user has none), ``as_of[r]`` the query time. Keeps the engagements strictly before the
+    query time, the newest ``recent_items`` of them: ``(recent [n, k] bucket + 1 or PAD, age
+    [n, k] = as_of - ts in seconds, dwell [n, k] ms)``, 0 where padded. A row without times
+    (ids only: a request's own ``recent_items``) keeps its first ``k`` ids with age and dwell 0.
+
+    The one reading of the sequence: the retrieval service (online features, as of now), a
+    training set of ``convcg dataset`` (as of each row's impression time) and
+    ``training.sequence_examples.SequenceFeatures`` (from the event log) give the same input
+    for the same user at the same time."""
+    k, n = config.recent_items, len(items)
+    age = np.zeros((n, k), dtype=np.float32)
+    dwell_out = np.zeros((n, k), dtype=np.float32)
     rows, cols, ids = [], [], []
-    for i, items in enumerate(recent_lists):
-        if items is None or (isinstance(items, float) and np.isnan(items)):
+    for r in range(n if k else 0):
+        row_items = items[r]
+        if not _is_list(row_items):
             continue
-        for j, item in enumerate(list(items)[:k]):
-            rows.append(i)
+        row_ts, row_dwell = ts[r], dwell[r]
+        timed = _is_list(row_ts) and len(row_ts) == len(row_items)
+        j = 0
+        for m, item in enumerate(row_items):
+            if j == k:
+                break
+            if timed:
+                t = float(row_ts[m])
+                if not t < as_of[r]:
+                    continue  # at or after the query time: not visible to it
+                age[r, j] = as_of[r] - t
+                if _is_list(row_dwell) and m < len(row_dwell):
+                    dwell_out[r, j] = row_dwell[m]
+            rows.append(r)
             cols.append(j)
             ids.append(item)
+            j += 1
+    recent = np.full((n, k), PAD, dtype=np.int64)
     if ids:  # one vectorised hash for all lists
-        out[np.asarray(rows), np.asarray(cols)] = hash_ids(ids, config.item_buckets, "item") + 1
-    return out
+        recent[np.asarray(rows), np.asarray(cols)] = hash_ids(ids, config.item_buckets, "item") + 1
+    return recent, age, dwell_out
+
+
+def query_times(queries: pd.DataFrame) -> np.ndarray:
+    """Each query's time: ``as_of`` (serving: now), else ``impression_ts`` (a training-set row
+    is asked at its impression), else unknown (inf: every stored engagement is visible)."""
+    for column in (QUERY_TIME, IMPRESSION_TIME):
+        if column in queries.columns:
+            return pd.to_numeric(queries[column], errors="coerce").fillna(np.inf).to_numpy(np.float64)
+    return np.full(len(queries), np.inf)
 
 
 def encode_queries(queries: pd.DataFrame, config: ModelConfig) -> QueryInputs:
-    """Encode rows with ``user_id, surface``, optional ``recent_items`` (list of item ids,
-    newest first; else ``user__last_engaged_items``) and ``user__*`` feature columns."""
+    """Encode rows with ``user_id, surface``, the user's sequence (``recent_items``: item ids,
+    newest first, no times; else the stored ``user__last_engaged_items`` / ``_ts`` /
+    ``_dwell_ms``, read as of ``query_times``: ``recent_sequences``) and ``user__*`` feature
+    columns."""
     n = len(queries)
     surface = queries["surface"] if "surface" in queries.columns else ["home"] * n
+    none = [None] * n
     if "recent_items" in queries.columns:
-        recent = queries["recent_items"].tolist()
-    elif RECENT_ITEMS_FEATURE in queries.columns:
-        recent = queries[RECENT_ITEMS_FEATURE].tolist()
+        items, ts, dwell = queries["recent_items"].tolist(), none, none
     else:
-        recent = [None] * n
+        def column(name):
+            return queries[name].tolist() if name in queries.columns else none
+        items, ts, dwell = column(RECENT_ITEMS_FEATURE), column(RECENT_TS_FEATURE), column(RECENT_DWELL_FEATURE)
+    recent, age, dwell_ms = recent_sequences(items, ts, dwell, query_times(queries), config)
     return QueryInputs(
         user=torch.from_numpy(hash_ids(queries["user_id"], config.user_buckets, "user")),
         surface=torch.from_numpy(hash_ids(surface, config.surface_buckets, "surface")),
-        recent=torch.from_numpy(encode_recent(recent, config)),
+        recent=torch.from_numpy(recent),
         dense=torch.from_numpy(dense_matrix(queries, config.user_features)),
+        recent_age=torch.from_numpy(age),
+        recent_dwell=torch.from_numpy(dwell_ms),
     )
 
 
+def online_query_inputs(user_id: str, features: dict, as_of: float, config: ModelConfig,
+                        surface: str = "home") -> QueryInputs:
+    """One user's query input from its online feature dict (feature name -> value, as the
+    features service returns it) at query time ``as_of`` (event-time seconds)."""
+    return encode_queries(queries_frame([{**features, "user_id": user_id, "surface": surface, QUERY_TIME: as_of}]),
+                          config)
+
+
 def queries_frame(queries: list[dict]) -> pd.DataFrame:
-    """Query dicts (``user_id, surface, recent_items?, <feature>?``) as a frame whose user
+    """Query dicts (``user_id, surface, recent_items?, as_of?, <feature>?``) as a frame whose user
     feature columns carry the ``user__`` prefix (a bare feature name is accepted too)."""
     rows = []
     for q in queries:
@@ -159,7 +219,7 @@ def queries_frame(queries: list[dict]) -> pd.DataFrame:
             raise ValueError(f"query without user_id: {q!r}")
         row = {}
         for key, value in q.items():
-            if key in ("user_id", "surface", "recent_items") or key.startswith(USER_PREFIX):
+            if key in ("user_id", "surface", "recent_items", QUERY_TIME) or key.startswith(USER_PREFIX):
                 row[key] = value
             else:
                 row[USER_PREFIX + key] = value

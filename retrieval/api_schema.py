@@ -31,6 +31,10 @@ def _responses(*codes: int) -> dict[str, Any]:
             for c in codes}
 
 
+AS_OF = ("query time, event-time seconds (default: the service's clock); the user's stored "
+         "engagement sequence is read as of it (engagements strictly before, ages from it)")
+
+
 def retrieve_get(default_k: int, max_k: int, secured: bool) -> dict[str, Any]:
     return {
         "parameters": [
@@ -42,6 +46,8 @@ def retrieve_get(default_k: int, max_k: int, secured: bool) -> dict[str, Any]:
             {"name": "recent_items", "in": "query", "required": False,
              "description": f"comma-separated item ids, newest first (at most {MAX_RECENT_ITEMS})",
              "schema": {"type": "string"}},
+            {"name": "as_of", "in": "query", "required": False, "description": AS_OF,
+             "schema": {"type": "number", "minimum": 0}},
         ],
         "responses": _responses(400, 401, 503),
         **({"security": [{QUERY_SCHEME: []}]} if secured else {}),
@@ -54,6 +60,7 @@ def retrieve_post(default_k: int, max_k: int, secured: bool) -> dict[str, Any]:
         "surface": {"type": "string", "enum": list(SURFACES), "default": "home"},
         "k": {"type": "integer", "minimum": 1, "maximum": max_k, "default": default_k},
         "recent_items": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_RECENT_ITEMS},
+        "as_of": {"type": "number", "minimum": 0, "description": AS_OF},
     }}
     return {"requestBody": _json_body(body), "responses": _responses(400, 401, 503),
             **({"security": [{QUERY_SCHEME: []}]} if secured else {})}

@@ -17,7 +17,7 @@ import math
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from fastapi import FastAPI, Request
@@ -95,13 +95,16 @@ class RetrievalService:
     #: bearer tokens: admin calls (load, rollback, items) and queries; empty = open
     admin_token: str = ""
     query_token: str = ""
+    #: the event-time clock a query without ``as_of`` is asked at (events are stamped in
+    #: seconds since the epoch, so live traffic reads the wall clock)
+    clock: Callable[[], float] = time.time
 
     def retrieve(self, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         req = parse_retrieve(data, self.default_k, self.max_k)
         pair = self.state.current  # one read: this query uses this pair only
         if pair is None:
             raise NoServingPair("no index loaded yet")
-        query = req.query(self.feature_source.get(req.user_id))
+        query = req.query(self.feature_source.get(req.user_id), self.clock())
         vectors = pair.model.embed_queries([query])
         hits = pair.search(vectors, req.k)[0]
         self.metrics.served.labels(pair.model_version, pair.index_version).inc()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from convcg.contract import SURFACES
+from registry.encoding import QUERY_TIME
 
 MAX_RECENT_ITEMS = 200
 MAX_ADD_ITEMS = 10_000
@@ -22,11 +24,16 @@ class RetrieveRequest:
     surface: str
     k: int
     recent_items: tuple[str, ...] | None = None
+    #: the query's time (event-time seconds); None: the service's clock
+    as_of: float | None = None
 
-    def query(self, user_features: Mapping[str, Any]) -> dict[str, Any]:
-        """The query dict for ``embed_queries``: online features, then the request's own fields."""
+    def query(self, user_features: Mapping[str, Any], now: float) -> dict[str, Any]:
+        """The query dict for ``embed_queries``: online features, then the request's own fields,
+        and the query time (``as_of``, else ``now``) the stored engagement sequence is read as of
+        (``registry.encoding.recent_sequences``: ages = query time - engagement time)."""
         q: dict[str, Any] = dict(user_features)
         q.update(user_id=self.user_id, surface=self.surface)
+        q[QUERY_TIME] = self.as_of if self.as_of is not None else now
         if self.recent_items is not None:
             q["recent_items"] = list(self.recent_items)
         return q
@@ -36,9 +43,9 @@ def parse_retrieve(data: Mapping[str, Any], default_k: int, max_k: int,
                    default_surface: str = "home") -> RetrieveRequest:
     if not isinstance(data, Mapping):
         raise BadRequest("request body must be a JSON object")
-    unknown = set(data) - {"user_id", "surface", "k", "recent_items"}
+    unknown = set(data) - {"user_id", "surface", "k", "recent_items", QUERY_TIME}
     if unknown:
-        raise BadRequest(f"unknown field(s) {sorted(unknown)}; allowed: user_id, surface, k, recent_items")
+        raise BadRequest(f"unknown field(s) {sorted(unknown)}; allowed: user_id, surface, k, recent_items, {QUERY_TIME}")
     user_id = data.get("user_id")
     if user_id is None or (isinstance(user_id, str) and not user_id.strip()):
         raise BadRequest("user_id is required")
@@ -65,7 +72,23 @@ def parse_retrieve(data: Mapping[str, Any], default_k: int, max_k: int,
         if len(recent) > MAX_RECENT_ITEMS:
             raise BadRequest(f"recent_items holds at most {MAX_RECENT_ITEMS} ids")
         recent = tuple(str(r) for r in recent)
-    return RetrieveRequest(user_id=str(user_id), surface=surface, k=k, recent_items=recent)
+    return RetrieveRequest(user_id=str(user_id), surface=surface, k=k, recent_items=recent,
+                           as_of=_query_time(data.get(QUERY_TIME)))
+
+
+def _query_time(raw: Any) -> float | None:
+    """``as_of``: event-time seconds (a number, or its text in a query string), finite, >= 0."""
+    if raw is None:
+        return None
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{QUERY_TIME} must be event-time seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise BadRequest(f"{QUERY_TIME} must be finite seconds >= 0, got {raw!r}")
+    return value
 
 
 def parse_new_items(data: Any) -> list[dict[str, Any]]:

@@ -7,10 +7,12 @@ Each stage partition has a partition of its stage's compacted changelog topic
   conversions, entity newest ts, position of each source...]``: the bucket's counts and the
   consumer's positions on the stage's sources when it was written, i.e. the bucket holds
   exactly the records below those positions. A tombstone once the bucket left the windows.
-- ``m|<entity id>``: what is not a count: a user's last engaged items ``{"r": [[ts, item]...]}``,
+- ``m|<entity id>``: what is not a count: a user's engagement sequence ``{"r": [[ts, item,
+  dwell_ms, impression id, event id]...]}`` (``[ts, item]`` entries of older changelogs are read too),
   an item's advertiser and parked engagements ``{"a": ..., "k": [...]}``.
 - ``s|<uuid>``: the event ids one state flush accepted ``{"n": newest ts, "ids": [[id, ts,
-  position], ...]}``; a tombstone once the newest ts is behind the dedupe horizon.
+  position], ...]}`` (with the user stage's (impression, item) keys of first engagements); a
+  tombstone once the newest ts is behind the dedupe horizon.
 
 A restore reads the partition up to a fence (`streams.fenced_read`): its cost follows the state
 (entities × buckets in the windows, ids in the dedupe horizon), not the retained event log.
@@ -25,6 +27,7 @@ import orjson
 
 from streams.aggregate_stage import ITEM, USER, StageAggregator
 from streams.aggregates import AggregateSettings, _EntityWindows
+from streams.engagement_sequence import legacy_recent
 
 BUCKET, META, SEEN = b"b|", b"m|", b"s|"
 
@@ -91,7 +94,7 @@ def restore_stage(entity: str, records: dict[bytes, bytes | None],
         elif key.startswith(META):
             meta, entity_id = orjson.loads(value), key[2:].decode()
             if entity == USER:
-                stage.recent[entity_id] = meta["r"]
+                stage.recent[entity_id] = legacy_recent(meta["r"])
             elif entity == ITEM:
                 if meta.get("a") is not None:
                     stage.item_advertiser[entity_id] = meta["a"]

@@ -4,8 +4,10 @@ input, as `convcg aggregates` computes them scaled out (pure: no I/O).
 The aggregates run in three stages, each keyed by its entity so that an entity's events meet
 in one partition:
 
-- **user**: the three event topics (keyed by user). Counts user windows and the last engaged
-  items, and forwards every accepted event keyed by its item (``out``).
+- **user**: the three event topics (keyed by user). Counts user windows and keeps the user's
+  engagement sequence (``streams.aggregates.insert_recent``: first engagement per (impression,
+  item), its (impression, item) key remembered in the seen-set like an event id), and forwards
+  every accepted event keyed by its item (``out``).
 - **item**: the by-item repartition topic. Counts item windows, remembers each item's
   advertiser (from impressions and conversions) and forwards every event keyed by its
   advertiser. An engagement carries no advertiser: one read before its item's advertiser is
@@ -45,8 +47,13 @@ from streams.aggregates import (
     WINDOWS,
     AggregateSettings,
     _EntityWindows,
-    insert_recent,
     window_features,
+)
+from streams.engagement_sequence import (
+    engaged_key,
+    insert_recent,
+    recent_entry,
+    recent_features,
 )
 
 USER, ITEM, ADVERTISER = "user", "item", "advertiser"
@@ -80,7 +87,7 @@ class StageAggregator:
         self.changed: dict[str, set[int]] = {}  # buckets counted into since the last state flush
         self.meta_changed: set[str] = set()  # recent lists / advertisers / parked since then
         self.expired: list[tuple[str, int]] = []  # buckets dropped from the windows since then
-        self.recent: dict[str, list[list]] = {}  # user -> [[ts, item], ...] newest first
+        self.recent: dict[str, list[list]] = {}  # user -> recent entries (``insert_recent``)
         self.item_advertiser: dict[str, str] = {}
         self.parked: dict[str, list[list]] = {}  # item -> [[event_id, ts, ingest_ms, position], ...]
         self.seen: dict[str, tuple[float, int]] = {}  # event id -> (ts, position), in arrival order
@@ -96,7 +103,9 @@ class StageAggregator:
     # --- input ---------------------------------------------------------------------------------
 
     def apply(self, event_id: str, kind: int, ts: float, user_id: str, item_id: str, advertiser_id: str,
-              ingest_ms: int, source: int, offset: int) -> None:
+              ingest_ms: int, source: int, offset: int, impression_id: str = "", dwell_ms: float = 0.0) -> None:
+        """One event read at ``offset`` of ``source``; ``impression_id`` and ``dwell_ms`` are an
+        engagement's (the user stage keeps them in the sequence)."""
         pos = (source << POSITION_BITS) | offset
         seen = self.seen.get(event_id)
         if seen is not None:
@@ -118,11 +127,7 @@ class StageAggregator:
         if entity == USER:
             key = user_id
             if kind == ENGAGEMENT:
-                recent = self.recent.get(user_id)
-                if recent is None:
-                    recent = self.recent[user_id] = []
-                insert_recent(recent, ts, item_id, self.settings.last_n)
-                self.meta_changed.add(user_id)
+                self._engaged(event_id, ts, user_id, item_id, impression_id, dwell_ms, pos)
             self.out.append((item_id, [event_id, kind, ts, item_id, advertiser_id, ingest_ms]))
         elif entity == ITEM:
             key = item_id
@@ -149,6 +154,23 @@ class StageAggregator:
         if buckets is None:
             buckets = self.changed[key] = set()
         buckets.add(bucket)
+
+    def _engaged(self, event_id: str, ts: float, user_id: str, item_id: str, impression_id: str,
+                 dwell_ms: float, pos: int) -> None:
+        """Into the user's sequence if it is its (impression, item)'s first engagement so far
+        (the same record read again is the same entry: no change)."""
+        pair = engaged_key(impression_id, item_id)
+        first = self.seen.get(pair)
+        if first is not None and ts > first[0]:
+            return  # a later engagement of the pair
+        if first is None or ts < first[0]:
+            self.seen[pair] = (ts, pos)
+            self.new_seen.append([pair, ts, pos])
+        recent = self.recent.get(user_id)
+        if recent is None:
+            recent = self.recent[user_id] = []
+        insert_recent(recent, recent_entry(ts, item_id, float(dwell_ms), impression_id, event_id), self.settings.last_n)
+        self.meta_changed.add(user_id)
 
     def _route_to_advertiser(self, event_id: str, kind: int, ts: float, item_id: str, advertiser_id: str,
                              ingest_ms: int, pos: int) -> None:
@@ -198,7 +220,7 @@ class StageAggregator:
                     self.expired.extend((key, b) for b in dropped)
             features = window_features(st.sums, *priors)
             if is_user:
-                features["last_engaged_items"] = [item for _, item in self.recent.get(key, ())]
+                features.update(recent_features(self.recent.get(key, ())))
             updates.append(FeatureUpdate(entity, key, st.newest, st.ingest_ms, features))
             st.ingest_ms = 0
         self.dirty.clear()

@@ -2,7 +2,10 @@
 
 For every entity: impressions, engagements and conversions over the 1h / 1d / 7d windows,
 Beta-smoothed ``ctr_7d`` (engagements per impression) and ``cvr_7d`` (conversions per
-engagement), and for users the last N engaged item ids, newest first (distinct items).
+engagement), and for users their last N engagements, newest first: the item ids
+(``last_engaged_items``), event times (``last_engaged_ts``) and dwells (``last_engaged_dwell_ms``),
+kept as `streams.engagement_sequence` says (the first engagement per (impression, item), the
+sequence the point-in-time training data reads).
 
 Windows move with event time only, never the wall clock. Counts are kept in buckets of
 ``bucket_seconds`` (default 300 s = 5 min). The value of window W for an entity whose newest
@@ -53,6 +56,12 @@ from convcg.contract import (
     FeatureUpdate,
     Impression,
     count_feature_names,
+)
+from streams.engagement_sequence import (
+    engaged_key,
+    insert_recent,
+    recent_entry,
+    recent_features,
 )
 
 SEEN_PRUNE_MIN = 10_000  # the seen-set is not pruned below this size
@@ -195,22 +204,6 @@ def window_features(sums: list[int], ctr_a: float, ctr_ab: float, cvr_a: float, 
     return features
 
 
-def insert_recent(recent: list[list], ts: float, item_id: str, n: int) -> None:
-    """Keep ``recent`` = [[ts, item_id], ...] newest first, distinct items, at most ``n``."""
-    for k, (old_ts, old_item) in enumerate(recent):
-        if old_item == item_id:
-            if old_ts >= ts:
-                return
-            del recent[k]
-            break
-    k = 0
-    while k < len(recent) and recent[k][0] >= ts:
-        k += 1
-    if k < n:
-        recent.insert(k, [ts, item_id])
-        del recent[n:]
-
-
 class StreamingAggregator:
     """Apply events one by one (``apply``), collect coalesced updates (``drain``)."""
 
@@ -224,7 +217,7 @@ class StreamingAggregator:
         self._state: dict[str, dict[str, _EntityWindows]] = {e: {} for e in ENTITIES}
         self._dirty: dict[str, dict[str, _EntityWindows]] = {e: {} for e in ENTITIES}  # since the last drain
         self._tables = [(self._state[e], self._dirty[e]) for e in ENTITIES]  # in the order apply() passes keys
-        self._recent: dict[str, list[list]] = {}  # user -> [[ts, item], ...] newest first
+        self._recent: dict[str, list[list]] = {}  # user -> recent entries (``insert_recent``)
         self._item_advertiser: dict[str, str] = {}
         self._parked: dict[str, list[tuple[float, int]]] = {}  # item -> engagements (ts, ingest_ms) without advertiser
         self._seen: dict[str, float] = {}  # event_id -> ts, in arrival order
@@ -258,10 +251,16 @@ class StreamingAggregator:
         user_id = event.user_id
         if kind == 1:
             advertiser_id = self._item_advertiser.get(item_id)
-            recent = self._recent.get(user_id)
-            if recent is None:
-                recent = self._recent[user_id] = []
-            insert_recent(recent, ts, item_id, self._last_n)
+            pair = engaged_key(event.impression_id, item_id)  # type: ignore[union-attr]  # an engagement
+            first = seen.get(pair)
+            if first is None or ts <= first:  # else a later engagement of the pair: not in the sequence
+                if first is None or ts < first:
+                    seen[pair] = ts
+                recent = self._recent.get(user_id)
+                if recent is None:
+                    recent = self._recent[user_id] = []
+                insert_recent(recent, recent_entry(ts, item_id, float(event.dwell_ms),  # type: ignore[union-attr]
+                                                   event.impression_id, event_id), self._last_n)  # type: ignore[union-attr]
         else:
             advertiser_id = event.advertiser_id  # type: ignore[union-attr]  # not an engagement
             if item_id not in self._item_advertiser:
@@ -321,7 +320,7 @@ class StreamingAggregator:
         out["ctr_7d"] = smoothed_rate(out["engagements_7d"], out["impressions_7d"], s.ctr_prior_alpha, s.ctr_prior_beta)
         out["cvr_7d"] = smoothed_rate(out["conversions_7d"], out["engagements_7d"], s.cvr_prior_alpha, s.cvr_prior_beta)
         if entity == "user":
-            out["last_engaged_items"] = [item for _, item in self._recent.get(key, ())]
+            out.update(recent_features(self._recent.get(key, ())))
         return out
 
     def drain(self) -> list[FeatureUpdate]:
@@ -342,7 +341,7 @@ class StreamingAggregator:
                     st.advance(newest_bucket, widths)
                 features = window_features(st.sums, ctr_a, ctr_ab, cvr_a, cvr_ab)
                 if is_user:
-                    features["last_engaged_items"] = [item for _, item in recent.get(key, ())]
+                    features.update(recent_features(recent.get(key, ())))
                 append(FeatureUpdate(entity, key, st.newest, st.ingest_ms, features))
                 st.ingest_ms = 0
             dirty.clear()

@@ -124,8 +124,12 @@ class AggregatesWorker:
                 if isinstance(event, Watermark):
                     continue
                 kind = _KIND.get(type(event), 2)
-                stage.apply(event.event_id, kind, event.ts, event.user_id, event.item_id,
-                            "" if kind == 1 else event.advertiser_id, rec.timestamp or 0, source, rec.offset)
+                if kind == 1:
+                    stage.apply(event.event_id, kind, event.ts, event.user_id, event.item_id, "",
+                                rec.timestamp or 0, source, rec.offset, event.impression_id, event.dwell_ms)
+                else:
+                    stage.apply(event.event_id, kind, event.ts, event.user_id, event.item_id,
+                                event.advertiser_id, rec.timestamp or 0, source, rec.offset)
                 counts[etype] += 1
         else:
             loads = orjson.loads

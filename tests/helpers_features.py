@@ -14,10 +14,12 @@ from features.definitions import EVENT_TIMESTAMP, stream_feature_schema
 def full_update(entity: str, entity_id: str, event_ts: float, value: int,
                 ingest_ms: int | None = None) -> FeatureUpdate:
     """An update setting every streaming feature of ``entity`` from ``value`` (counts = value,
-    rates = value / 1000, last items = [f"i{value}"])."""
+    rates = value / 1000, last items = [f"i{value}"], number lists = [value / 1000])."""
     feats: dict = {}
+    made = {"int": lambda: value, "float": lambda: value / 1000.0, "strings": lambda: [f"i{value}"],
+            "floats": lambda: [value / 1000.0]}
     for name, kind in stream_feature_schema(entity).items():
-        feats[name] = value if kind == "int" else value / 1000.0 if kind == "float" else [f"i{value}"]
+        feats[name] = made[kind]()
     return FeatureUpdate(entity=entity, entity_id=entity_id, event_ts=event_ts,
                          ingest_ms=int(time.time() * 1000) if ingest_ms is None else ingest_ms,
                          features=feats)

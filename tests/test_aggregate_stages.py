@@ -11,7 +11,7 @@ import random
 import orjson
 import pytest
 
-from convcg.contract import Conversion, Engagement, Impression
+from convcg.contract import Conversion, Engagement, Impression, replace_event
 from convcg.partitioning import partition_for
 from streams.aggregate_changelog import restore_stage, state_records
 from streams.aggregate_stage import ADVERTISER, ITEM, STAGES, USER, StageAggregator
@@ -46,7 +46,8 @@ class Pipeline:
         self.logs = {(s, q, src): [] for s in STAGES for q in range(partitions) for src in range(3)}
         for e in events:
             q = partition_for(e.user_id.encode(), partitions)
-            record = [e.event_id, KIND[type(e)], e.ts, e.item_id, getattr(e, "advertiser_id", ""), 0, e.user_id]
+            record = [e.event_id, KIND[type(e)], e.ts, e.item_id, getattr(e, "advertiser_id", ""), 0, e.user_id,
+                      getattr(e, "impression_id", ""), getattr(e, "dwell_ms", 0)]
             self.logs[(USER, q, KIND[type(e)])].append(record)
         self.stages = {(s, q): StageAggregator(s, settings) for s in STAGES for q in range(partitions)}
         self.read = {(s, q): [0] * StageAggregator(s).n_sources for s in STAGES for q in range(partitions)}
@@ -65,8 +66,11 @@ class Pipeline:
         log = self.logs[(key[0], key[1], src)]
         end = min(len(log), pos[src] + self.rng.randint(1, 40))
         for offset in range(pos[src], end):
-            eid, kind, ts, item, adv, ingest, *user = log[offset]
-            stage.apply(eid, kind, ts, user[0] if user else "", item, adv, ingest, src, offset)
+            eid, kind, ts, item, adv, ingest, *user = log[offset]  # user, impression, dwell at the user stage
+            if user:
+                stage.apply(eid, kind, ts, user[0], item, adv, ingest, src, offset, user[1], user[2])
+            else:
+                stage.apply(eid, kind, ts, "", item, adv, ingest, src, offset)
         pos[src] = end
         for fkey, fwd in stage.out:
             self.logs[(NEXT[key[0]], partition_for(fkey.encode(), self.p), 0)].append(fwd)
@@ -144,6 +148,48 @@ def test_crashes_cut_anywhere_in_a_state_flush_still_give_exactly_the_same_featu
     got = pipeline.run(crash_rate=0.15)
     assert pipeline.crashes >= 5
     assert got == _expected(events)
+
+
+def _with_repeated_engagements(seed: int):
+    """Few users, and many engagements engaged again from the same impression (earlier, at the
+    same time or later, another dwell): the first-engagement-per-(impression, item) rule and
+    its memory (once the first has left the list) have to survive crashes and any read order."""
+    rng = random.Random(seed)
+    log = load_log("synthetic", n_users=12, n_items=30, n_advertisers=4, n_impressions=1500, seed=seed, days=3)
+    t0 = min(e.ts for e in log.events)
+    events = [e for e in log.events if e.ts < t0 + 6 * 86400]  # inside one dedupe horizon (see _events)
+    for e in list(events):
+        if isinstance(e, Engagement) and rng.random() < 0.6:
+            events.append(replace_event(e, event_id=f"{e.event_id}-again", ts=e.ts + rng.choice([-30.0, 0.0, 45.0, 1.5 * 86400]),
+                                        dwell_ms=e.dwell_ms + 7))
+    return events
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_repeated_engagements_give_the_same_sequence_through_crashes_and_any_read_order(seed):
+    events = _with_repeated_engagements(seed)
+    settings = AggregateSettings(last_n=3)
+    rng = random.Random(seed)
+    rng.shuffle(events)
+    pipeline = Pipeline(events, 2, rng, settings)
+    got = pipeline.run(crash_rate=0.15)
+    expected = _expected(events, settings)
+    assert pipeline.crashes >= 3 and got == expected
+    sequences = [f["last_engaged_items"] for (entity, _), (_, f) in expected.items() if entity == USER]
+    assert sum(len(q) == 3 for q in sequences) >= 3  # full lists: the bound was exercised
+
+
+def test_a_restored_stage_still_leaves_out_a_later_engagement_of_an_impression_gone_from_the_list():
+    stage = StageAggregator(USER, AggregateSettings(last_n=2))
+    stage.apply("e1", 1, 1000.0, "u", "a", "", 0, 1, 0, "imp-a", 10)
+    for k, item in enumerate(("b", "c")):  # push a's entry out of the list of 2
+        stage.apply(f"e{k + 2}", 1, 1001.0 + k, "u", item, "", 0, 1, k + 1, f"imp-{item}", 10)
+    assert stage.drain()[0].features["last_engaged_items"] == ["c", "b"]
+    restored = restore_stage(USER, dict(state_records(stage, [0, 3, 0])), AggregateSettings(last_n=2))
+    restored.apply("e9", 1, 1005.0, "u", "a", "", 0, 1, 3, "imp-a", 99)  # imp-a's item again, later
+    restored.apply("e10", 1, 1006.0, "u", "a", "", 0, 1, 4, "imp-new", 5)  # a from another impression
+    f = restored.drain()[0].features
+    assert f["last_engaged_items"] == ["a", "c"] and f["last_engaged_dwell_ms"] == [5.0, 10.0]
 
 
 def test_a_redelivered_event_at_another_offset_counts_once_and_the_same_record_again_is_no_duplicate():

@@ -13,9 +13,9 @@ from convcg.contract import STREAM_FEATURES, Conversion, Engagement, Impression
 from streams.aggregates import (
     AggregateSettings,
     StreamingAggregator,
-    insert_recent,
     smoothed_rate,
 )
+from streams.engagement_sequence import insert_recent
 
 H, D = 3600, 86400
 EXACT = AggregateSettings(bucket_seconds=1)
@@ -186,22 +186,48 @@ def test_smoothed_rate_is_capped_at_one():
 
 # --- last N engaged items -------------------------------------------------------------------------------
 
-def test_last_engaged_items_newest_first_distinct_and_bounded():
+def test_last_engaged_sequence_newest_first_with_repeats_and_bounded():
     s = AggregateSettings(bucket_seconds=1, last_n=3)
-    events = [eng("e1", T + 1, item="a"), eng("e2", T + 2, item="b"), eng("e3", T + 3, item="c"),
-              eng("e4", T + 4, item="a"),  # re-engaged: moves to the front
-              eng("e5", T + 2.5, item="d"),  # out of order: slots between c and b
+    events = [eng("e1", T + 1, item="a", dwell=100), eng("e2", T + 2, item="b", dwell=200),
+              eng("e3", T + 3, item="c", dwell=300),
+              eng("e4", T + 4, item="a", dwell=400),  # re-engaged from another impression: a second entry
+              eng("e5", T + 2.5, item="d", dwell=250),  # out of order: slots between c and b
               eng("e6", T + 0.5, item="z")]  # older than all 3 kept: ignored
     _, ups = run(events, s)
-    assert ups[("user", "u1")].features["last_engaged_items"] == ["a", "c", "d"]
+    f = ups[("user", "u1")].features
+    assert f["last_engaged_items"] == ["a", "c", "d"]
+    assert f["last_engaged_ts"] == [T + 4, T + 3, T + 2.5]
+    assert f["last_engaged_dwell_ms"] == [400.0, 300.0, 250.0]
 
 
-def test_insert_recent_keeps_the_newer_engagement_of_an_item():
-    recent = [[10.0, "x"], [5.0, "y"]]
-    insert_recent(recent, 7.0, "x", 5)  # older than the kept x
-    assert recent == [[10.0, "x"], [5.0, "y"]]
-    insert_recent(recent, 12.0, "y", 5)
-    assert recent == [[12.0, "y"], [10.0, "x"]]
+def test_only_the_first_engagement_of_an_impression_and_item_is_in_the_sequence():
+    first = Engagement("e1", "imp-x", float(T + 10), "u1", "a", "click", 100)
+    later = Engagement("e2", "imp-x", float(T + 20), "u1", "a", "click", 900)  # same impression, item
+    other = Engagement("e3", "imp-y", float(T + 30), "u1", "b", "click", 50)
+    _, ups = run([first, later, other], AggregateSettings(bucket_seconds=1, last_n=2))
+    f = ups[("user", "u1")].features
+    assert f["last_engaged_items"] == ["b", "a"] and f["last_engaged_dwell_ms"] == [50.0, 100.0]
+    assert f["engagements_1h"] == 3  # the windows count every engagement
+    # the earlier one read last still wins, even after the later one was pushed out of the list
+    _, ups = run([later, other, Engagement("e4", "imp-z", float(T + 40), "u1", "c", "click", 1), first],
+                 AggregateSettings(bucket_seconds=1, last_n=2))
+    assert ups[("user", "u1")].features["last_engaged_items"] == ["c", "b"]
+    _, ups = run([later, first], AggregateSettings(bucket_seconds=1, last_n=2))
+    assert ups[("user", "u1")].features["last_engaged_ts"] == [T + 10]
+
+
+def test_insert_recent_orders_by_time_item_impression_and_keeps_the_first_of_a_pair():
+    recent = [[10.0, "x", 1.0, "i1", "e1"], [5.0, "y", 2.0, "i2", "e2"]]
+    insert_recent(recent, [10.0, "x", 3.0, "i1", "e0"], 5)  # same pair, same time, smaller id: replaces
+    assert recent == [[10.0, "x", 3.0, "i1", "e0"], [5.0, "y", 2.0, "i2", "e2"]]
+    insert_recent(recent, [12.0, "x", 9.0, "i1", "e9"], 5)  # same pair, later: ignored
+    insert_recent(recent, [10.0, "x", 4.0, "i0", "e4"], 5)  # same time and item, smaller impression: older
+    insert_recent(recent, [10.0, "w", 4.0, "i3", "e5"], 5)  # same time, smaller item: older
+    assert [(e[0], e[1], e[3]) for e in recent] == [(10.0, "x", "i1"), (10.0, "x", "i0"), (10.0, "w", "i3"),
+                                                    (5.0, "y", "i2")]
+    before = [list(e) for e in recent]
+    insert_recent(recent, [10.0, "w", 4.0, "i3", "e5"], 5)  # the same entry again
+    assert recent == before
 
 
 def test_items_and_advertisers_have_no_last_engaged_list():

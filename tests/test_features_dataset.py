@@ -75,7 +75,12 @@ def test_training_set_matches_a_naive_point_in_time_join(tmp_path):
         price = catalog.set_index("item_id").loc[row["item_id"], "price"]
         assert row["item__price"] == pytest.approx(price)
     assert {"user__ctr_7d", "item__cvr_7d", "advertiser__conversions_7d", "item__category"} <= set(df.columns)
-    assert "user__last_engaged_items" not in df.columns
+    for _, row in df.iterrows():  # the list features are kept, as of the impression time too
+        want = _reference_value(updates, "user", row["user_id"], row["impression_ts"], 86400)
+        got = row["user__last_engaged_items"]
+        assert (want is None and got is None) or list(got) == [f"i{want}"], (row["impression_id"], got, want)
+        if want is not None:
+            assert list(row["user__last_engaged_ts"]) == [want / 1000.0]
     # one big slice (no pruning) gives the same table as the tiny slices
     unsliced = build_training_set(s.model_copy(update={"dataset_slice_rows": 100_000}), progress=False, write=False,
                                   engine="feast")

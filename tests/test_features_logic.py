@@ -39,6 +39,8 @@ def test_parse_feature_update_accepts_the_wire_shape():
     ({"features": {"impressions_1h": 1.5}}, "integer"),
     ({"features": {"ctr_7d": float("nan")}}, "finite"),
     ({"features": {"last_engaged_items": [1, 2]}}, "list of strings"),
+    ({"features": {"last_engaged_ts": ["x"]}}, "list of finite numbers"),
+    ({"features": {"last_engaged_dwell_ms": [float("inf")]}}, "list of finite numbers"),
 ])
 def test_parse_feature_update_rejects_with_reason(change, reason):
     d = {**full_update("user", "u1", T, 1).to_dict(), **change}
@@ -137,7 +139,8 @@ def test_training_column_naming_contract():
     assert training_column("item_catalog__price") == "item__price"
     assert training_column("advertiser_stream__impressions_1d") == "advertiser__impressions_1d"
     refs = training_feature_refs(with_catalog=True)
-    assert "user_stream:last_engaged_items" not in refs and "item_catalog:price" in refs
+    assert {"user_stream:last_engaged_items", "user_stream:last_engaged_ts", "user_stream:last_engaged_dwell_ms",
+            "item_catalog:price"} <= set(refs)
 
 
 def test_asof_join_rule_ties_ttl_and_empty_source():

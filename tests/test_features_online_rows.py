@@ -36,6 +36,8 @@ def _random_updates(seed: int, n: int = 300) -> list[FeatureUpdate]:
                 feats[name] = rng.choice([0, 1, 2, rng.randrange(10**12)])
             elif kind == "float":
                 feats[name] = rng.choice([0.0, 0.02, rng.random(), 1e-300])
+            elif kind == "floats":
+                feats[name] = [rng.choice([0.0, -0.0, 1_700_000_000.25, rng.random()]) for _ in range(rng.randrange(0, 4))]
             else:
                 feats[name] = [f"i{rng.randrange(100)}" for _ in range(rng.randrange(0, 4))]
         ts = 1_700_000_000 + rng.random() * 1e6 + rng.choice([0.0, 0.0000005, 0.9999996])
@@ -101,8 +103,8 @@ def test_feast_sdk_reads_what_the_fast_writer_wrote(tmp_path, store_kind):
     s = _settings(tmp_path, store_kind)
     store = apply_repo(s)
     try:
-        feats = {n: (7 if k == "int" else 0.25 if k == "float" else ["i3", "i1"])
-                 for n, k in stream_feature_schema("user").items()}
+        values = {"int": 7, "float": 0.25, "strings": ["i3", "i1"], "floats": [1_700_000_100.5, 0.0]}
+        feats = {n: values[k] for n, k in stream_feature_schema("user").items()}
         feats["impressions_1h"] = None
         u = FeatureUpdate(entity="user", entity_id="u-1", event_ts=1_700_000_123.5, ingest_ms=0, features=feats)
         row_writer(store).write("user", [u], CREATED)
@@ -116,7 +118,7 @@ def test_feast_sdk_reads_what_the_fast_writer_wrote(tmp_path, store_kind):
 
 
 def test_value_bytes_are_the_protobuf_encoding_and_zero_keeps_its_sign():
-    from feast.protos.feast.types.Value_pb2 import StringList, Value
+    from feast.protos.feast.types.Value_pb2 import DoubleList, StringList, Value
 
     vb = ValueBytes()
     for _ in range(2):  # second pass is served from the memo
@@ -126,6 +128,7 @@ def test_value_bytes_are_the_protobuf_encoding_and_zero_keeps_its_sign():
         assert vb.encode("float", -0.0) == Value(double_val=-0.0).SerializeToString()
         assert vb.encode("float", 0.0) == Value(double_val=0.0).SerializeToString()
         assert vb.encode("strings", ["a"]) == Value(string_list_val=StringList(val=["a"])).SerializeToString()
+        assert vb.encode("floats", [1.5, 2.0]) == Value(double_list_val=DoubleList(val=[1.5, 2.0])).SerializeToString()
         assert vb.encode("int", None) == Value().SerializeToString()
     assert vb.encode("float", -0.0) != vb.encode("float", 0.0)
 

@@ -222,8 +222,10 @@ def test_parse_retrieve_defaults_and_coercion():
     assert (r.user_id, r.surface, r.k, r.recent_items) == ("u1", "home", 100, None)
     r = parse_retrieve({"user_id": "u1", "k": "5", "surface": "search", "recent_items": "a,b"}, 100, 1000)
     assert (r.k, r.surface, r.recent_items) == (5, "search", ("a", "b"))
-    assert r.query({"user__ctr_7d": 0.1, "user_id": "spoofed"}) == \
-        {"user__ctr_7d": 0.1, "user_id": "u1", "surface": "search", "recent_items": ["a", "b"]}
+    assert r.query({"user__ctr_7d": 0.1, "user_id": "spoofed", "as_of": 1.0}, now=5.0) == \
+        {"user__ctr_7d": 0.1, "user_id": "u1", "surface": "search", "recent_items": ["a", "b"], "as_of": 5.0}
+    r = parse_retrieve({"user_id": "u1", "as_of": "1700000000.5"}, 100, 1000)  # a query string's text
+    assert r.as_of == 1_700_000_000.5 and r.query({}, now=5.0)["as_of"] == 1_700_000_000.5
 
 
 @pytest.mark.parametrize("data,message", [
@@ -236,6 +238,9 @@ def test_parse_retrieve_defaults_and_coercion():
     ({"user_id": "u", "surface": "feed"}, "unknown surface 'feed'"),
     ({"user_id": "u", "recent_items": {"a": 1}}, "recent_items must be a list"),
     ({"user_id": "u", "colour": "red"}, "unknown field"),
+    ({"user_id": "u", "as_of": "soon"}, "as_of must be event-time seconds"),
+    ({"user_id": "u", "as_of": float("inf")}, "as_of must be finite"),
+    ({"user_id": "u", "as_of": True}, "as_of must be event-time seconds"),
     ([1, 2], "must be a JSON object"),
 ])
 def test_parse_retrieve_rejects_bad_requests(data, message):

@@ -69,7 +69,13 @@ def roles_and_weights(labels: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def recent_engaged_items(labels: pd.DataFrame, k: int) -> list[list]:
     """For each row, the user's last ``k`` distinct engaged items (newest first) among
-    engagement labels with ``label_ts`` strictly before the row's ``impression_ts``."""
+    engagement labels with ``label_ts`` strictly before the row's ``impression_ts``.
+
+    Only for a bare label table (the trainer service's labels from the topic, a label file
+    given to ``convcg train``): a training set of ``convcg dataset`` carries the streaming
+    feature ``user__last_engaged_*`` as of each impression, which ``build_examples`` reads
+    instead (the sequence serving reads; ``registry.encoding.recent_sequences``). This one
+    differs from it (distinct items, engagement labels, no ages or dwells)."""
     out: list[list] = [[] for _ in range(len(labels))]
     if k == 0 or len(labels) == 0:
         return out

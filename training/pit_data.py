@@ -35,7 +35,9 @@ class Interactions:
     item_advertiser: np.ndarray   # [n_items] int, index into advertiser_ids
     advertiser_ids: np.ndarray    # [n_advertisers] object
     item_category: np.ndarray     # [n_items] object
-    #: first engagement per (impression, item), sorted by (user, ts, item)
+    #: first engagement per (impression, item) (earliest ts, then smallest event id), sorted by
+    #: (user, ts, item id, impression id): the sequence the streaming aggregates keep
+    #: (``streams.aggregates.insert_recent``), so a tie in time is broken the same way
     engagements: pd.DataFrame     # user, item, ts, dwell_ms
     #: ``user_offsets[u]:user_offsets[u+1]`` are user u's rows of ``engagements``
     user_offsets: np.ndarray      # [n_users + 1]
@@ -54,13 +56,13 @@ def _event_frames(log: EventLog) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     imp, eng, conv = [], [], []
     for e in log.events:
         if isinstance(e, Engagement):
-            eng.append((e.impression_id, e.user_id, e.item_id, e.ts, e.dwell_ms))
+            eng.append((e.impression_id, e.user_id, e.item_id, e.ts, e.dwell_ms, e.event_id))
         elif isinstance(e, Conversion):
             conv.append((e.impression_id, e.user_id, e.item_id, e.advertiser_id, e.ts))
         elif isinstance(e, Impression):
             imp.append((e.item_id, e.advertiser_id))
     return (pd.DataFrame(imp, columns=["item", "advertiser"]),
-            pd.DataFrame(eng, columns=["impression_id", "user", "item", "ts", "dwell_ms"]),
+            pd.DataFrame(eng, columns=["impression_id", "user", "item", "ts", "dwell_ms", "event_id"]),
             pd.DataFrame(conv, columns=["impression_id", "user", "item", "advertiser", "known_ts"]))
 
 
@@ -93,7 +95,7 @@ def _attribute_conversions(conv: pd.DataFrame, eng: pd.DataFrame) -> pd.Series:
 
 def interactions_from_log(log: EventLog) -> Interactions:
     imp, eng, conv = _event_frames(log)
-    eng = eng.drop_duplicates(["impression_id", "item"], keep="first")
+    eng = eng.sort_values(["ts", "event_id"], kind="stable").drop_duplicates(["impression_id", "item"], keep="first")
     catalog = _catalog(log, imp, eng, conv)
     item_index = pd.Series(np.arange(len(catalog)), index=catalog["item_id"].to_numpy())
     advertiser_ids, item_advertiser = np.unique(catalog["advertiser_id"].astype(str).to_numpy(),
@@ -105,7 +107,9 @@ def interactions_from_log(log: EventLog) -> Interactions:
     engagements = pd.DataFrame({
         "user": user_index[eng["user"]].to_numpy(), "item": item_index[eng["item"]].to_numpy(),
         "ts": eng["ts"].to_numpy(np.float64), "dwell_ms": eng["dwell_ms"].to_numpy(np.float64),
-    }).sort_values(["user", "ts", "item"], kind="stable").reset_index(drop=True)
+        "item_id": eng["item"].astype(str).to_numpy(), "impression_id": eng["impression_id"].astype(str).to_numpy(),
+    }).sort_values(["user", "ts", "item_id", "impression_id"], kind="stable").reset_index(drop=True)
+    engagements = engagements.drop(columns=["item_id", "impression_id"])
     conversions = pd.DataFrame({
         "user": user_index[conv["user"]].to_numpy(), "item": item_index[conv["item"]].to_numpy(),
         "ts": conv["ts"].to_numpy(np.float64), "known_ts": conv["known_ts"].to_numpy(np.float64),

@@ -10,7 +10,8 @@ or, without one, to the user's last engagement of the item before it (``pit_data
 ``heldout_evaluation`` makes one query per held-out positive row, as of its own time
 (engagement: its ``label_ts``; conversion: its attributed click), with the history of the
 user's engagement labels strictly before that time; the held-out rows are exactly the
-queries, so a training row never becomes one.
+queries, so a training row never becomes one. ``label_sequence_examples`` builds the
+trainer's examples with the same query inputs (``SequenceFeatures`` over the label history).
 """
 
 from __future__ import annotations

@@ -13,7 +13,10 @@
    indexes while the stream flows (it never stops to wait for them).
 5. Report (stdout + `report.md` with plots): events, labels by kind, dead letters, versions,
    swaps, the pace (rate, event time per wall second), measured freshness of features (probes
-   looked up over HTTP), labels and models, conversion recall@100 on the held-out tail.
+   looked up over HTTP), labels and models, and retrieval quality on the held-out tail under
+   the point-in-time protocol: every model version beside popularity, item-kNN and EASE fit
+   in the same run, on the same queries (``loop.report``; the static protocol as a second
+   column).
 """
 
 from __future__ import annotations

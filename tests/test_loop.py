@@ -39,11 +39,16 @@ def test_up_runs_the_whole_loop_and_reports(tmp_path):
     assert summary["index_swaps"] >= 2
     assert summary["retriever_queries"] > 0 and summary["retriever_query_failures"] == 0
     assert 0 <= summary["conversion_recall@100_before"] <= 1 and 0 <= summary["conversion_recall@100_after"] <= 1
+    # point-in-time headline beside the baselines of the same run, the verdict printed either way
+    assert summary["retrieval_queries"]["conversion_queries"] > 0
+    assert 0 < summary["conversion_recall@100_popularity"] <= 1 and 0 < summary["conversion_recall@100_item_knn"] <= 1
+    assert summary["retrieval_target"].endswith("MET")
     pace = summary["live_pace"]
     assert pace["events"] == 27_000 - 12_000 and abs(pace["achieved_events_per_s"] / 800 - 1) <= 0.10
     fresh = summary["feature_freshness_seconds"]
     assert fresh["count"] > 50 and 0 < fresh["p50"] <= fresh["p99"] <= fresh["max"]
     assert summary["label_freshness_seconds"]["count"] > 0 and summary["model_freshness_seconds"]["count"] > 0
     assert "event in Kafka -> visible in an online lookup" in (tmp_path / "report.md").read_text()
+    assert "| PIT conv R@100 |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "report.md").exists() and (tmp_path / "recall_over_versions.png").exists()
     assert json.loads((tmp_path / "summary.json").read_text())["model_after"] == summary["model_after"]

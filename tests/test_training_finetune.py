@@ -12,7 +12,9 @@ from registry.store import ModelRegistry
 from tests.helpers_training import tiny_config
 from training.cli import finetune_command, train_command
 from training.config import OptimConfig, TrainingSettings
+from training.examples import time_split
 from training.pipeline import finetune_step, full_training_step
+from training.pit_labels import heldout_evaluation, pit_model_metrics
 from training.plots import PLOT_NAME
 from training.synthetic import synthetic_catalog, synthetic_labels
 from training.trainer import gate_decision
@@ -58,6 +60,14 @@ def test_finetune_publishes_when_the_gate_passes_and_not_when_it_fails(tmp_path,
     good = finetune_step(settings, new, older, catalog, show_progress=False)
     assert good.published == "v000002", good.reason
     assert good.metrics["gate_passed"] and good.metrics["base_version"] == "v000001"
+    # the gate judges point-in-time recall; the static protocol's figure is kept beside it
+    assert "candidate" in good.reason and "conversion_recall@20" in good.reason
+    assert {"conversion_recall@20", "static_conversion_recall@20", "conversion_queries"} <= set(good.metrics)
+    new_train, heldout = time_split(new, settings.holdout_fraction)
+    evaluation = heldout_evaluation(pd.concat([older, new_train]), heldout, catalog)
+    assert len(evaluation.queries[("conversion", "point-in-time")]) == good.metrics["conversion_queries"] > 0
+    recomputed = pit_model_metrics(reg.load("v000002").model, evaluation, catalog, (20,))
+    assert good.metrics["conversion_recall@20"] == pytest.approx(recomputed["conversion_recall@20"])
     rng = reg.data_range("v000002")
     assert rng["mode"] == "finetune" and rng["base_version"] == "v000001"
     assert rng["replayed"] == rng["new_labels"]  # replay ratio 1

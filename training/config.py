@@ -11,6 +11,7 @@ beside the checkpoints they rebuild.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,10 @@ class TrainingSettings(BaseSettings):
     #: publish only if candidate recall >= serving recall - gate_tolerance (absolute)
     gate_tolerance: float = Field(0.01, ge=0.0)
     gate_k: int = Field(100, ge=1)
+    #: when a training row's query is asked (its sequence as of then): ``impression`` (when it
+    #: was served) or ``engagement`` (its first engagement if any, else the impression: when
+    #: the point-in-time evaluation asks; see ``training.sequence_examples.query_times``)
+    query_time: Literal["impression", "engagement"] = "engagement"
 
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()

@@ -66,10 +66,10 @@ def _event_frames(log: EventLog) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
             pd.DataFrame(conv, columns=["impression_id", "user", "item", "advertiser", "known_ts"]))
 
 
-def _catalog(log: EventLog, imp: pd.DataFrame, eng: pd.DataFrame, conv: pd.DataFrame) -> pd.DataFrame:
-    """The log's catalog plus every item its events name (advertiser from impressions or
+def _catalog(catalog: pd.DataFrame | None, imp: pd.DataFrame, eng: pd.DataFrame, conv: pd.DataFrame) -> pd.DataFrame:
+    """The catalog plus every item the events name (advertiser from impressions or
     conversions, else ``unknown``)."""
-    cat = log.catalog[["item_id", "advertiser_id", "category"]] if len(log.catalog) else pd.DataFrame(
+    cat = catalog[["item_id", "advertiser_id", "category"]] if catalog is not None and len(catalog) else pd.DataFrame(
         columns=["item_id", "advertiser_id", "category"])
     seen = pd.concat([imp.rename(columns={"item": "item_id", "advertiser": "advertiser_id"}),
                       conv[["item", "advertiser"]].rename(columns={"item": "item_id", "advertiser": "advertiser_id"}),
@@ -78,8 +78,9 @@ def _catalog(log: EventLog, imp: pd.DataFrame, eng: pd.DataFrame, conv: pd.DataF
     return pd.concat([cat, extra], ignore_index=True).drop_duplicates("item_id").reset_index(drop=True)
 
 
-def _attribute_conversions(conv: pd.DataFrame, eng: pd.DataFrame) -> pd.Series:
-    """Time of the click each conversion is attributed to (NaN if none)."""
+def attribute_conversions(conv: pd.DataFrame, eng: pd.DataFrame) -> pd.Series:
+    """Time of the click each conversion is attributed to (NaN if none). ``conv`` has
+    impression_id, user, item, known_ts; ``eng`` impression_id, user, item, ts (raw ids)."""
     by_impression = eng.drop_duplicates("impression_id").set_index("impression_id")["ts"]
     click_ts = conv["impression_id"].map(by_impression)
     # last touch: the latest engagement of the same (user, item) at or before the conversion
@@ -94,16 +95,25 @@ def _attribute_conversions(conv: pd.DataFrame, eng: pd.DataFrame) -> pd.Series:
 
 
 def interactions_from_log(log: EventLog) -> Interactions:
-    imp, eng, conv = _event_frames(log)
-    eng = eng.sort_values(["ts", "event_id"], kind="stable").drop_duplicates(["impression_id", "item"], keep="first")
-    catalog = _catalog(log, imp, eng, conv)
+    return interactions_from_frames(log.catalog, *_event_frames(log))
+
+
+def interactions_from_frames(catalog: pd.DataFrame | None, imp: pd.DataFrame, eng: pd.DataFrame,
+                             conv: pd.DataFrame) -> Interactions:
+    """Interactions of event frames with raw ids: impressions (item, advertiser), engagements
+    (impression_id, user, item, ts, dwell_ms, optional event_id), conversions (impression_id,
+    user, item, advertiser, known_ts); ``catalog`` (item_id, advertiser_id, category) may be
+    None. The first engagement per (impression, item) is by (ts, event_id), as the stream's."""
+    order = ["ts", "event_id"] if "event_id" in eng.columns else ["ts"]
+    eng = eng.sort_values(order, kind="stable").drop_duplicates(["impression_id", "item"], keep="first")
+    catalog = _catalog(catalog, imp, eng, conv)
     item_index = pd.Series(np.arange(len(catalog)), index=catalog["item_id"].to_numpy())
     advertiser_ids, item_advertiser = np.unique(catalog["advertiser_id"].astype(str).to_numpy(),
                                                 return_inverse=True)
     user_ids = np.unique(np.concatenate([eng["user"].to_numpy(object), conv["user"].to_numpy(object)]))
     user_index = pd.Series(np.arange(len(user_ids)), index=user_ids)
 
-    conv = conv.assign(ts=_attribute_conversions(conv, eng).fillna(conv["known_ts"]))
+    conv = conv.assign(ts=attribute_conversions(conv, eng).fillna(conv["known_ts"]))
     engagements = pd.DataFrame({
         "user": user_index[eng["user"]].to_numpy(), "item": item_index[eng["item"]].to_numpy(),
         "ts": eng["ts"].to_numpy(np.float64), "dwell_ms": eng["dwell_ms"].to_numpy(np.float64),

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from registry.encoding import RECENT_ITEMS_FEATURE
 from registry.model import TwoTowerModel, sparse_and_dense_parameters
 from registry.model_config import ModelConfig
 from training.config import OptimConfig, TrainingSettings
@@ -24,6 +25,12 @@ from training.examples import (
     time_split,
 )
 from training.losses import multitask_loss
+from training.pit_labels import (
+    heldout_evaluation,
+    label_sequence_examples,
+    pit_model_metrics,
+)
+from training.pit_protocol import STATIC_PREFIX, EvaluationSet
 
 log = logging.getLogger("convcg.training.trainer")
 
@@ -123,6 +130,33 @@ def _fit(model: TwoTowerModel, examples: Examples, optim: OptimConfig, show_prog
     return stats
 
 
+def training_examples(train: pd.DataFrame, history: pd.DataFrame, catalog: pd.DataFrame | None,
+                      config: ModelConfig, query_time: str) -> Examples:
+    """Examples of ``train``; each query is the user's engagement sequence in ``history``
+    (label rows) before the row's query time, built as the point-in-time evaluation builds
+    it (``pit_labels.label_sequence_examples``), unless the rows carry their own recent-items
+    list (a feature table joined point in time), which is used as it is."""
+    if RECENT_ITEMS_FEATURE in train.columns or "recent_items" in train.columns:
+        return build_examples(train, catalog, config)
+    return label_sequence_examples(train, history, catalog, config, query_time)
+
+
+#: recall cut-offs of the held-out metrics besides the gate's K
+HELDOUT_KS = (1000,)
+
+
+def heldout_metrics(model: TwoTowerModel, evaluation: EvaluationSet, history: pd.DataFrame, heldout: pd.DataFrame,
+                    catalog: pd.DataFrame | None, k: int) -> dict:
+    """Recall of ``model`` on the held-out label slice: point-in-time first (``conversion_recall@k``
+    etc., each query as of its own time, see ``training.pit_labels``), then the static
+    protocol (queries frozen at the split, ``training.evaluation``) under ``static_`` names."""
+    out: dict = pit_model_metrics(model, evaluation, catalog, tuple(sorted({k, *HELDOUT_KS})))
+    out.update({f"{task}_queries": float(len(q)) for (task, _), q in evaluation.queries.items()})
+    static = evaluate_model(model, history, heldout, catalog, [("conversion", k), ("engagement", k)])
+    out.update({STATIC_PREFIX + name: value for name, value in static.items()})
+    return out
+
+
 @dataclass
 class TrainResult:
     model: TwoTowerModel
@@ -134,20 +168,23 @@ class TrainResult:
 def train_full(labels: pd.DataFrame, catalog: pd.DataFrame | None, config: ModelConfig | None = None,
                epochs: int = 3, batch_size: int = 512, learning_rate: float = 3e-3, seed: int = 0,
                evaluate_holdout: bool = True, holdout_fraction: float = 0.2, show_progress: bool = True,
-               threads: int = 1) -> TrainResult:
+               threads: int = 1, gate_k: int = 100, query_time: str = "engagement") -> TrainResult:
     """Train a fresh model. With ``evaluate_holdout`` the latest ``holdout_fraction`` of the
-    labels (by impression time) is held out and the metrics are measured on it."""
+    labels (by impression time) is held out and the metrics are measured on it
+    (``heldout_metrics``)."""
     config = with_detected_features(config or ModelConfig(), labels)
     train, heldout = time_split(labels, holdout_fraction) if evaluate_holdout else (labels, labels.iloc[:0])
     torch.manual_seed(seed)
     model = TwoTowerModel(config)
     optim = OptimConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                         threads=threads)
-    stats = fit(model, build_examples(train, catalog, config), optim, show_progress, desc="full train")
+    stats = fit(model, training_examples(train, train, catalog, config, query_time), optim, show_progress,
+                desc="full train")
     metrics: dict = {"final_loss": stats.epoch_losses[-1], "train_seconds": stats.seconds,
                      "examples_seen": stats.examples_seen, "examples_per_second": stats.examples_per_second}
     if evaluate_holdout and len(heldout):
-        metrics.update(evaluate_model(model, train, heldout, catalog))
+        metrics.update(heldout_metrics(model, heldout_evaluation(train, heldout, catalog), train, heldout, catalog,
+                                       gate_k))
     log.info("full training on %d labels: %d examples in %.1fs, metrics %s", len(train), stats.examples_seen,
              stats.seconds, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
     return TrainResult(model, metrics, data_range(train, mode="full", heldout=data_range(heldout)), stats)
@@ -168,8 +205,9 @@ class FinetuneResult:
 
 
 def gate_decision(candidate: dict, serving: dict, tolerance: float, k: int) -> tuple[bool, str, str]:
-    """Pass if the candidate's recall@k is not worse than the serving model's beyond
-    ``tolerance`` (conversion recall if the slice has conversions, else engagement)."""
+    """Pass if the candidate's point-in-time recall@k on the held-out slice is not worse than
+    the serving model's beyond ``tolerance`` (conversion recall if the slice has
+    conversions, else engagement)."""
     for task in ("conversion", "engagement"):
         name = metric_name(task, k)
         cand, serv = candidate.get(name, math.nan), serving.get(name, math.nan)
@@ -188,19 +226,19 @@ def finetune(serving: TwoTowerModel, new_labels: pd.DataFrame, older_labels: pd.
              base_version: str | None = None) -> FinetuneResult:
     """One incremental step: copy the serving model, train it on the new labels (minus the
     most recent held-out slice) plus a replay sample of older labels, then compare both
-    models on the held-out slice."""
+    models on the held-out slice under the point-in-time protocol (``heldout_metrics``)."""
     new_train, heldout = time_split(new_labels, settings.holdout_fraction)
     replay = replay_sample(older_labels, int(len(new_train) * settings.replay_ratio), seed=settings.optim.seed)
     train = pd.concat([new_train, replay], ignore_index=True)
     candidate = copy.deepcopy(serving)
     optim = settings.optim.model_copy(update={"epochs": settings.finetune_epochs,
                                               "learning_rate": settings.finetune_learning_rate})
-    stats = fit(candidate, build_examples(train, catalog, candidate.config), optim, show_progress, desc="finetune")
     history = pd.concat([older_labels, new_train], ignore_index=True)
-    metrics = [(t, k) for t, k in (("conversion", settings.gate_k), ("conversion", 1000),
-                                   ("engagement", settings.gate_k))]
-    cand = evaluate_model(candidate, history, heldout, catalog, metrics)
-    serv = evaluate_model(serving, history, heldout, catalog, metrics)
+    examples = training_examples(train, history, catalog, candidate.config, settings.query_time)
+    stats = fit(candidate, examples, optim, show_progress, desc="finetune")
+    evaluation = heldout_evaluation(history, heldout, catalog)
+    cand = heldout_metrics(candidate, evaluation, history, heldout, catalog, settings.gate_k)
+    serv = heldout_metrics(serving, evaluation, history, heldout, catalog, settings.gate_k)
     passed, name, reason = gate_decision(cand, serv, settings.gate_tolerance, settings.gate_k)
     cand.update(final_loss=stats.epoch_losses[-1], train_seconds=stats.seconds,
                 examples_seen=stats.examples_seen)

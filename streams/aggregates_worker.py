@@ -34,6 +34,13 @@ once (the stage's positions and seen ids decide). Restore time follows the state
 retained log. Until a stage partition has reached the end offsets seen at its assignment it
 sends no update; then it sends the current values of every entity it holds once and goes live.
 
+Rebalances. aiokafka may hand out a new assignment's records before its assignment callback
+has restored the stage partition, and a revocation's flush may run while the loop holds polled
+records it has not counted yet. Neither may move a committed position past a record no stage
+counted: a flush stamps and commits at most the first polled-but-uncounted offset
+(``pending_from``), records polled before a rebalance are not counted (``generation``), and
+records of a stage partition not restored yet are read again (``unowned``, a seek back).
+
 Invalid events are counted by reason and skipped: the label join worker owns the dead-letter
 topic for raw events (one dead letter per bad record, not one per reader).
 """
@@ -83,6 +90,15 @@ class AggregatesWorker:
         self.targets: dict[tuple[str, int], int] = {}  # (topic, partition) -> end offset at assignment
         self.positions: dict[tuple[str, int], int] = {}  # (topic, partition) -> the consumer's next offset
         self.managed = False  # run() owns the assignment: stages come from restores, not first records
+        #: bumped by every rebalance callback: records polled before one are stale (the
+        #: consumer restarts every assigned partition at its committed offset after it)
+        self.generation = 0
+        #: (topic, partition) -> offset of the first record polled but not yet counted: a flush
+        #: (the revocation's too) must not stamp or commit a position past it
+        self.pending_from: dict[tuple[str, int], int] = {}
+        #: (topic, partition) -> first offset of records read while their stage partition was
+        #: not restored yet (an assignment's records can arrive before its callback has run)
+        self.unowned: dict[tuple[str, int], int] = {}
         self.restore_seconds: float | None = None
         self.stop_requested = asyncio.Event()
         self._lock = asyncio.Lock()  # the loop's processing vs the rebalance callbacks
@@ -115,7 +131,8 @@ class AggregatesWorker:
                 if rec.partition != partition:
                     partition, stage = rec.partition, self._stage(USER, rec.partition)
                 if stage is None:
-                    continue  # revoked meanwhile: the next owner reads it from the committed offset
+                    self.unowned.setdefault((topic, rec.partition), rec.offset)
+                    continue
                 try:
                     event = parse_event(etype, rec.value, now, max_future)
                 except InvalidEvent as exc:
@@ -137,6 +154,7 @@ class AggregatesWorker:
                 if rec.partition != partition:
                     partition, stage = rec.partition, self._stage(stage_name, rec.partition)
                 if stage is None:
+                    self.unowned.setdefault((topic, rec.partition), rec.offset)
                     continue
                 try:
                     event_id, kind, ts, item_id, advertiser_id, ingest_ms = loads(rec.value)
@@ -213,6 +231,9 @@ class AggregatesWorker:
         for key in keys:
             tps = self._source_tps(key)
             await self._read_positions(consumer, tps)
+            for tp in tps:  # records polled but not counted yet are not in the state
+                if tp in self.pending_from:
+                    self.positions[tp] = min(self.positions[tp], self.pending_from[tp])
             positions = [self.positions[tp] for tp in tps]
             records = state_records(self.stages[key], positions)
             topic, partition = self.topics.aggregates_changelog(key[0]), key[1]
@@ -229,6 +250,7 @@ class AggregatesWorker:
     async def on_assigned(self, consumer, assigned) -> None:
         """Restore the newly assigned stage partitions from their changelogs."""
         async with self._lock:
+            self.generation += 1
             t0 = time.monotonic()
             new = sorted({(self.stage_of[tp.topic][0], tp.partition) for tp in assigned
                           if tp.topic in self.stage_of} - set(self.stages))
@@ -250,6 +272,7 @@ class AggregatesWorker:
         """Flush and commit the revoked stage partitions, then forget them (their state is on
         the changelog for the next owner)."""
         async with self._lock:
+            self.generation += 1
             keys = {(self.stage_of[tp.topic][0], tp.partition) for tp in revoked if tp.topic in self.stage_of}
             try:
                 await self._flush_state(consumer, keys)
@@ -314,20 +337,12 @@ class AggregatesWorker:
         while not self.stop_requested.is_set():
             polled = await consumer.getmany(timeout_ms=s.aggregates_poll_timeout_ms,
                                             max_records=s.aggregates_poll_max_records)
+            # no await between the poll and here: a rebalance callback sees these as pending
+            generation = self.generation
+            self.pending_from = {(tp.topic, tp.partition): records[0].offset for tp, records in polled.items() if records}
             async with self._lock:
                 now = time.time()
-                counts: Counter[str] = Counter()
-                for tp, records in polled.items():
-                    counts.update(self.count(tp.topic, records, now))
-                for key, n in counts.items():
-                    kind, _, name = key.partition(":")
-                    if kind == "skipped":
-                        metrics.AGG_SKIPPED.labels(name).inc(n)
-                    elif kind == "stage":
-                        metrics.AGG_STAGE_RECORDS.labels(name).inc(n)
-                    else:
-                        metrics.AGG_EVENTS_IN.labels(key).inc(n)
-                        metrics.AGG_STAGE_RECORDS.labels(USER).inc(n)
+                self._count_polled(consumer, polled, generation, now)
                 if len(self.live_stages) < len(self.stages):
                     await self._check_live(consumer)
                 mono = time.monotonic()
@@ -346,6 +361,47 @@ class AggregatesWorker:
                     evicted = sum(stage.evict_inactive() for stage in self.stages.values())
                     if evicted:
                         log.info("aggregates: evicted %d inactive entities", evicted)
+
+    def _count_polled(self, consumer, polled: dict, generation: int, now: float) -> None:
+        """Count one poll's records, unless a rebalance ran since the poll (``generation``):
+        then, as for records of a stage partition not restored yet, the partitions still
+        assigned are read again from the first of them."""
+        counts: Counter[str] = Counter()
+        if generation == self.generation:
+            for tp, records in polled.items():
+                counts.update(self.count(tp.topic, records, now))
+        else:
+            for tp, records in polled.items():
+                if records:
+                    self.unowned.setdefault((tp.topic, tp.partition), records[0].offset)
+            log.info("aggregates: %d records polled before a rebalance, read again",
+                     sum(len(r) for r in polled.values()))
+        self.pending_from = {}
+        self._reread_unowned(consumer)
+        for key, n in counts.items():
+            kind, _, name = key.partition(":")
+            if kind == "skipped":
+                metrics.AGG_SKIPPED.labels(name).inc(n)
+            elif kind == "stage":
+                metrics.AGG_STAGE_RECORDS.labels(name).inc(n)
+            else:
+                metrics.AGG_EVENTS_IN.labels(key).inc(n)
+                metrics.AGG_STAGE_RECORDS.labels(USER).inc(n)
+
+    def _reread_unowned(self, consumer) -> None:
+        """Seek back to records read before their stage partition was restored, so they are
+        counted once it is (a partition no longer assigned is the next owner's)."""
+        from aiokafka import TopicPartition
+
+        if not self.unowned:
+            return
+        assigned = consumer.assignment()
+        for (topic, partition), offset in self.unowned.items():
+            tp = TopicPartition(topic, partition)
+            if tp in assigned:
+                consumer.seek(tp, offset)
+        log.info("aggregates: %d partitions read before their state was restored, read again", len(self.unowned))
+        self.unowned = {}
 
     def _export_lag(self, consumer) -> None:
         for tp in consumer.assignment():

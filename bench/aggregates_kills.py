@@ -21,7 +21,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.rigs.soak_checks import undisturbed_features
+from bench.rigs.soak_checks import (
+    cover_the_log_with_the_dedupe_horizon,
+    undisturbed_features,
+)
 from bench.rigs.soak_pipeline import group_lag
 from convcg.broker import create_topics, start_tansu
 from convcg.contract import Topics
@@ -42,6 +45,7 @@ def main() -> int:
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="aggregates-kills-"))
     log = load_log("synthetic", n_users=2000, n_items=1500, n_advertisers=50, n_impressions=60_000, seed=0)
+    print(cover_the_log_with_the_dedupe_horizon(log.events), flush=True)
     expected = undisturbed_features(log.events)
     broker = start_tansu(log_path=home / "broker.log")
     topics = Topics()

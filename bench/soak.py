@@ -41,6 +41,7 @@ from bench.rigs.soak_checks import (
     SoakOutcome,
     compare_features,
     count_queries,
+    cover_the_log_with_the_dedupe_horizon,
     kill_plan,
     soak_verdict,
     undisturbed_features,
@@ -181,6 +182,7 @@ def main() -> int:
     home = args.home / time.strftime("%Y%m%d-%H%M%S")
     log = load_log("synthetic", n_users=2000, n_items=1500, n_advertisers=50, n_impressions=args.impressions,
                    seed=args.seed)
+    horizon = cover_the_log_with_the_dedupe_horizon(log.events)
     expected = {l.label_id: l.kind for l in compute_labels(log.events)}
     expected_features = undisturbed_features(log.events)
     catalog = write_catalog(log, home / "catalog" / "items.parquet")
@@ -192,7 +194,7 @@ def main() -> int:
     budget = args.minutes * 60 * REPLAY_SHARE
     plan = kill_plan(pipeline.parts, budget, rng)
     print(f"[soak] {len(log.events):,} events over {budget:.0f}s; online store: {online.describe()}; "
-          f"{len(plan)} kills planned of {', '.join(sorted(pipeline.parts))}; home {home}", flush=True)
+          f"{len(plan)} kills planned of {', '.join(sorted(pipeline.parts))}; {horizon}; home {home}", flush=True)
     stop = threading.Event()
     chaos = Chaos(pipeline, plan, rng, stop)
     try:

@@ -150,3 +150,17 @@ def test_no_entity_compared_fails():
     c = compare_features({}, {}, [], ts_tolerance_s=1e-6)
     assert not c.identical
     assert verdict(0, 0, count_queries(queries(ANSWERED), kills=[]), features=c) == ["no feature entity compared"]
+
+
+def test_the_dedupe_horizon_is_set_to_cover_the_replayed_log(monkeypatch):
+    from bench.rigs.soak_checks import HORIZON_ENV, cover_the_log_with_the_dedupe_horizon
+    from convcg.contract import Impression
+    from streams.aggregates import AggregateSettings
+
+    monkeypatch.delenv(HORIZON_ENV, raising=False)
+    events = [Impression(f"e{n}", f"i{n}", n * 86_400.0 * 10, "u", "a", "adv", "home", 1) for n in range(5)]
+    line = cover_the_log_with_the_dedupe_horizon(events)  # 40 days of event time
+    assert "41.0 d" in line and "40.0 d" in line
+    # the reference aggregator (and every component started from here) reads the same setting
+    assert AggregateSettings().dedupe_horizon_seconds == 41 * 86_400.0
+    monkeypatch.delenv(HORIZON_ENV)

@@ -4,6 +4,7 @@ feature comparison with an undisturbed computation, and the verdict. No I/O."""
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -101,6 +102,27 @@ def count_queries(queries: list[Query], kills: list[float], in_flight_s: float =
 
 
 # --- features ---------------------------------------------------------------------------------
+
+#: the aggregates' dedupe horizon setting (``AggregateSettings.dedupe_horizon_seconds``)
+HORIZON_ENV = "CONVCG_AGGREGATES_DEDUPE_HORIZON_SECONDS"
+
+
+def cover_the_log_with_the_dedupe_horizon(events) -> str:
+    """Set the aggregates' dedupe horizon (for this process's reference and every component
+    it starts) to the log's whole event-time span plus a day; returns a line that says so.
+
+    A replay compresses weeks of event time into minutes, and a stage refuses an event more
+    than the horizon behind the newest one it has seen (``stats['too_late']``). Killing a
+    component holds its partitions back for seconds of wall time: at 1 s of wall time = hours
+    of event time, the default 8 days is less than one restart's catch-up, so the sources of a
+    stage come back days apart and the refusals are the replay's compression, not a loss (in
+    real time a restart is seconds of event time)."""
+    ts = [e.ts for e in events]
+    span = max(ts) - min(ts) if ts else 0.0
+    horizon = span + 86_400.0
+    os.environ[HORIZON_ENV] = f"{horizon:.0f}"
+    return f"aggregates dedupe horizon {horizon / 86_400:.1f} d (the log spans {span / 86_400:.1f} d of event time)"
+
 
 def undisturbed_features(events) -> Features:
     """The features an undisturbed computation gives over the log: the pure aggregator (the

@@ -404,6 +404,12 @@ class AggregatesWorker:
         self.unowned = {}
 
     def _export_lag(self, consumer) -> None:
+        refused: Counter[tuple[str, str]] = Counter()
+        for (stage, _), st in self.stages.items():
+            for reason in ("too_late", "duplicates"):
+                refused[(stage, reason)] += st.stats[reason]
+        for (stage, reason), n in refused.items():
+            metrics.AGG_REFUSED.labels(stage, reason).set(n)
         for tp in consumer.assignment():
             hw = consumer.highwater(tp)
             if hw is not None:

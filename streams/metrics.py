@@ -41,6 +41,10 @@ AGG_STAGE_PARTITIONS = Gauge("convcg_aggregates_stage_partitions", "Stage partit
 AGG_STAGE_RECORDS = Counter("convcg_aggregates_stage_records_total", "Records read by each aggregates stage", ["stage"])
 AGG_STATE_RECORDS = Counter("convcg_aggregates_state_records_total", "Records written to the aggregates changelogs",
                             ["stage"])
+AGG_REFUSED = Gauge("convcg_aggregates_stage_events_refused",
+                    "Events a stage partition held by this process refused since it was restored, by stage and "
+                    "reason (too_late: behind the dedupe horizon; duplicates: an id seen at another position)",
+                    ["stage", "reason"])
 AGG_LAG = Gauge("convcg_aggregates_consumer_lag", "Highwater minus next offset, per source topic-partition",
                 ["topic", "partition"])
 

@@ -20,10 +20,9 @@ from registry.model import TwoTowerModel
 from registry.model_config import ModelConfig
 from tests.helpers_training import tiny_config
 from training.config import OptimConfig
-from training.examples import build_examples
 from training.losses import multitask_loss
 from training.synthetic import synthetic_catalog, synthetic_labels
-from training.trainer import fit
+from training.trainer import fit, training_examples
 
 
 def dense_adam_epoch(config: ModelConfig, examples, batch_size: int) -> float:
@@ -59,7 +58,7 @@ def main() -> None:
     results = {}
     for name, config in (("default", ModelConfig()), ("tiny", tiny_config())):
         start = time.perf_counter()
-        examples = build_examples(labels, catalog, config)
+        examples = training_examples(labels, labels, catalog, config, "impression")
         if name == "default":
             examples_default = examples
         encode_s = time.perf_counter() - start

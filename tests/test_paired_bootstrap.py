@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.paired_bootstrap import REPRODUCED, REVERSED, WITHIN_NOISE, paired_bootstrap
+from training.paired_bootstrap import (
+    REPRODUCED,
+    REVERSED,
+    WITHIN_NOISE,
+    paired_bootstrap,
+)
 
 
 def test_a_clear_gain_is_reproduced_and_its_mirror_reversed():

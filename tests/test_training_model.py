@@ -23,13 +23,12 @@ from training.evaluation import (
 )
 from training.examples import (
     build_examples,
-    recent_engaged_items,
     roles_and_weights,
     time_split,
 )
 from training.losses import ROLE_CONVERSION, ROLE_ENGAGEMENT, ROLE_NEGATIVE
 from training.synthetic import synthetic_catalog, synthetic_labels
-from training.trainer import train_full
+from training.trainer import train_full, training_examples
 
 
 def test_cross_network_is_dcnv2_formula():
@@ -74,18 +73,15 @@ def test_towers_give_normalised_embeddings(stacking, heads):
     assert same == (heads == "unified")
 
 
-def test_recent_engaged_items_never_look_ahead():
-    labels = pd.DataFrame({
-        "user_id": ["u", "u", "u", "u"],
-        "item_id": ["a", "b", "c", "d"],
-        "kind": ["engagement", "engagement", "negative", "engagement"],
-        "impression_ts": [10.0, 20.0, 30.0, 40.0],
-        "label_ts": [12.0, 35.0, 40.0, 45.0],
-    })
-    recent = recent_engaged_items(labels, k=5)
-    # row 0 sees nothing; row 1 (t=20) sees a; row 2 (t=30) still only a (b labelled at 35);
-    # row 3 (t=40) sees b, a (newest first)
-    assert recent == [[], ["a"], ["a"], ["b", "a"]]
+def test_label_rows_without_a_sequence_are_refused_with_the_way_out():
+    # one implementation of the recent-items sequence: the stream's feature (point-in-time
+    # dataset) or the label history through training_examples; build_examples derives none
+    catalog = synthetic_catalog(10)
+    labels = synthetic_labels(catalog, n_users=3, n_labels=20)
+    assert "recent_items" not in labels.columns
+    with pytest.raises(ValueError, match="training_examples"):
+        build_examples(labels, catalog, tiny_config())
+    assert len(training_examples(labels, labels, catalog, tiny_config(), "impression")) > 0
 
 
 def test_roles_and_weights_per_kind():
@@ -101,7 +97,7 @@ def test_examples_use_whatever_feature_columns_exist():
     labels = synthetic_labels(catalog, n_users=5, n_labels=100, with_features=True)
     config = tiny_config(user_features=["user__engagements_7d"],
                          item_features=["item__impressions_1d", "item__not_there"])
-    ex = build_examples(labels, catalog, config)
+    ex = training_examples(labels, labels, catalog, config, "impression")
     assert ex.queries.dense.shape == (len(ex), 1)
     assert ex.items.dense.shape == (len(ex), 3)  # price + 2 features
     assert (ex.items.dense[:, 2] == 0).all() and (ex.items.dense[:, 1] > 0).any()

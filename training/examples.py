@@ -7,7 +7,6 @@ engagement positives weighted by ``engagement_weight``, ``negative`` rows are ha
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,45 +66,6 @@ def roles_and_weights(labels: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return role, weight
 
 
-def recent_engaged_items(labels: pd.DataFrame, k: int) -> list[list]:
-    """For each row, the user's last ``k`` distinct engaged items (newest first) among
-    engagement labels with ``label_ts`` strictly before the row's ``impression_ts``.
-
-    Only for a bare label table (the trainer service's labels from the topic, a label file
-    given to ``convcg train``): a training set of ``convcg dataset`` carries the streaming
-    feature ``user__last_engaged_*`` as of each impression, which ``build_examples`` reads
-    instead (the sequence serving reads; ``registry.encoding.recent_sequences``). This one
-    differs from it (distinct items, engagement labels, no ages or dwells)."""
-    out: list[list] = [[] for _ in range(len(labels))]
-    if k == 0 or len(labels) == 0:
-        return out
-    eng = labels[labels["kind"].isin(ENGAGEMENT_KINDS)]
-    history: dict = defaultdict(list)
-    for user, ts, item in sorted(zip(eng["user_id"], eng["label_ts"], eng["item_id"]), key=lambda r: r[1]):
-        history[user].append((ts, item))
-    order = np.argsort(labels["impression_ts"].to_numpy(), kind="stable")
-    users = labels["user_id"].to_numpy()
-    ts_all = labels["impression_ts"].to_numpy()
-    pointer: dict = defaultdict(int)
-    window: dict = defaultdict(lambda: deque(maxlen=4 * k))
-    for row in order:
-        user, t = users[row], ts_all[row]
-        events, p = history.get(user, ()), pointer[user]
-        while p < len(events) and events[p][0] < t:
-            window[user].append(events[p][1])
-            p += 1
-        pointer[user] = p
-        seen, recent = set(), []
-        for item in reversed(window[user]):
-            if item not in seen:
-                seen.add(item)
-                recent.append(item)
-                if len(recent) == k:
-                    break
-        out[row] = recent
-    return out
-
-
 def item_log_probability(item_ids: pd.Series, positive: np.ndarray) -> np.ndarray:
     """log of each row's item frequency among positive rows (the in-batch sampling
     probability estimate for the logQ correction); items never positive get the minimum."""
@@ -162,7 +122,9 @@ def build_examples(labels: pd.DataFrame, catalog: pd.DataFrame | None, config: M
     frame = labels[keep].reset_index(drop=True)
     role, weight = role[keep], weight[keep]
     if RECENT_ITEMS_FEATURE not in frame.columns and "recent_items" not in frame.columns:
-        frame = frame.assign(recent_items=recent_engaged_items(frame, config.recent_items))
+        raise ValueError(f"label rows without a {RECENT_ITEMS_FEATURE} (or recent_items) column: join the "
+                         "point-in-time dataset (convcg dataset), or build the sequences from the label "
+                         "history with training.trainer.training_examples")
     frame = join_catalog(frame, catalog)
     logq = item_log_probability(frame["item_id"], role > ROLE_NEGATIVE)
     return Examples(

@@ -374,7 +374,7 @@ class AggregatesWorker:
             for tp, records in polled.items():
                 if records:
                     self.unowned.setdefault((tp.topic, tp.partition), records[0].offset)
-            log.info("aggregates: %d records polled before a rebalance, read again",
+            log.info("aggregates: %d records polled before a rebalance, not counted",
                      sum(len(r) for r in polled.values()))
         self.pending_from = {}
         self._reread_unowned(consumer)
@@ -400,7 +400,7 @@ class AggregatesWorker:
             tp = TopicPartition(topic, partition)
             if tp in assigned:
                 consumer.seek(tp, offset)
-        log.info("aggregates: %d partitions read before their state was restored, read again", len(self.unowned))
+        log.info("aggregates: %d partitions read again from their first uncounted record", len(self.unowned))
         self.unowned = {}
 
     def _export_lag(self, consumer) -> None:

@@ -153,7 +153,10 @@ def test_no_entity_compared_fails():
 
 
 def test_the_dedupe_horizon_is_set_to_cover_the_replayed_log(monkeypatch):
-    from bench.rigs.soak_checks import HORIZON_ENV, cover_the_log_with_the_dedupe_horizon
+    from bench.rigs.soak_checks import (
+        HORIZON_ENV,
+        cover_the_log_with_the_dedupe_horizon,
+    )
     from convcg.contract import Impression
     from streams.aggregates import AggregateSettings
 

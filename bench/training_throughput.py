@@ -26,7 +26,8 @@ from training.trainer import fit, training_examples
 
 
 def dense_adam_epoch(config: ModelConfig, examples, batch_size: int) -> float:
-    """Baseline: dense embedding gradients, one Adam over everything. Returns examples/s."""
+    """Baseline: dense embedding gradients, one Adam over everything, in-batch loss
+    (``examples``: a ``TrainingSet`` of a config with in-batch negatives). Returns examples/s."""
     torch.manual_seed(0)
     model = TwoTowerModel(config)
     for module in model.modules():
@@ -36,7 +37,7 @@ def dense_adam_epoch(config: ModelConfig, examples, batch_size: int) -> float:
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0))
     seen, start = 0, time.perf_counter()
     for s in range(0, len(examples), batch_size):
-        b = examples.select(order[s:s + batch_size])
+        b = examples.rows.examples.select(order[s:s + batch_size])
         loss = multitask_loss(model.embed(b.queries, b.items), b.role, b.weight, b.items.item,
                               b.items.advertiser, b.logq, model.served_bias, config.loss).total
         opt.zero_grad()

@@ -13,6 +13,7 @@ from registry.model_config import ModelConfig, SequenceConfig, TowerConfig
 from streams.datasets import load_log
 from streams.label_join import compute_labels
 from tests.test_pit_protocol import buy, click, tiny_log
+from training.catalog_loss import TrainingSet
 from training.eval_settings import ProtocolSettings
 from training.pit_data import interactions_from_log
 from training.pit_protocol import EvaluationSet, split_time
@@ -92,7 +93,7 @@ def test_shuffled_weights_score_clearly_below_the_trained_model():
     train = training_labels(labels, cut, negative_share=0.1)
     model = TwoTowerModel(config)
     catalog = catalog_frame(inter)
-    train_epochs(model, sequence_examples(train, features, catalog), catalog, ConvergenceConfig(), epochs=1)
+    train_epochs(model, TrainingSet(sequence_examples(train, features, catalog), catalog), ConvergenceConfig(), epochs=1)
     evaluation = EvaluationSet.build(inter, cut, tasks=("conversion",), protocols=("point-in-time",))
     trained = evaluation.evaluate(model_scorer(model, features), ProtocolSettings())["conversion_recall@100"]
     broken = evaluation.evaluate(model_scorer(shuffled(model), features), ProtocolSettings())["conversion_recall@100"]

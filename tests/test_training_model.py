@@ -97,7 +97,7 @@ def test_examples_use_whatever_feature_columns_exist():
     labels = synthetic_labels(catalog, n_users=5, n_labels=100, with_features=True)
     config = tiny_config(user_features=["user__engagements_7d"],
                          item_features=["item__impressions_1d", "item__not_there"])
-    ex = training_examples(labels, labels, catalog, config, "impression")
+    ex = training_examples(labels, labels, catalog, config, "impression").rows.examples
     assert ex.queries.dense.shape == (len(ex), 1)
     assert ex.items.dense.shape == (len(ex), 3)  # price + 2 features
     assert (ex.items.dense[:, 2] == 0).all() and (ex.items.dense[:, 1] > 0).any()

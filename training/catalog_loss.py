@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from registry.encoding import ItemInputs
+from registry.encoding import ItemInputs, encode_items
 from registry.model import TwoTowerModel
 from training.examples import Examples
 from training.losses import (
@@ -24,6 +25,7 @@ from training.losses import (
     ROLE_ENGAGEMENT,
     ROLE_NEGATIVE,
     LossParts,
+    multitask_loss,
     served_logistic_loss,
     weighted_mean,
 )
@@ -73,6 +75,37 @@ class CatalogExamples:
         mask = self.history.select(rows).mask(n_items)
         mask[torch.arange(len(rows)), self.catalog_index[rows]] = False
         return mask
+
+
+@dataclass
+class TrainingSet:
+    """Encoded training rows and the catalog their softmax ranks against (``rows.catalog_index``
+    are positions in ``catalog``)."""
+
+    rows: CatalogExamples
+    catalog: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def select(self, idx) -> "TrainingSet":
+        return TrainingSet(self.rows.select(idx), self.catalog)
+
+    def catalog_inputs(self, model: TwoTowerModel) -> ItemInputs | None:
+        """The catalog encoded for ``model``'s catalog softmax; None for in-batch negatives."""
+        return encode_items(self.catalog, model.config) if model.config.loss.negatives == "catalog" else None
+
+
+def training_loss(model: TwoTowerModel, batch: CatalogExamples, catalog: ItemInputs | None) -> LossParts:
+    """The multi-task loss of one batch: over the whole ``catalog`` when the model's
+    ``loss.negatives`` is ``catalog``, else over the batch's own items (``training.losses``)."""
+    if model.config.loss.negatives == "catalog":
+        if catalog is None:
+            raise ValueError("loss.negatives = 'catalog' needs the encoded catalog (TrainingSet.catalog_inputs)")
+        return catalog_multitask_loss(model, batch, catalog, catalog.advertiser)
+    ex = batch.examples
+    return multitask_loss(model.embed(ex.queries, ex.items), ex.role, ex.weight, ex.items.item,
+                          ex.items.advertiser, ex.logq, model.served_bias, model.config.loss)
 
 
 def catalog_multitask_loss(model: TwoTowerModel, batch: CatalogExamples, catalog: ItemInputs,

@@ -27,6 +27,10 @@ class OptimConfig(BaseModel):
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(512, ge=2)
     learning_rate: float = Field(3e-3, gt=0)
+    #: the learning rate rises linearly over the first ``warmup_steps`` steps, then is
+    #: multiplied by ``lr_decay_per_epoch`` after every epoch (0 and 1: constant)
+    warmup_steps: int = Field(0, ge=0)
+    lr_decay_per_epoch: float = Field(1.0, gt=0, le=1)
     weight_decay: float = 0.0
     seed: int = 0
     #: torch intra-op threads. 1 by default: these small matrices gain little from a second

@@ -46,11 +46,9 @@ def load_catalog(settings: TrainingSettings) -> pd.DataFrame | None:
 def full_training_step(settings: TrainingSettings, labels: pd.DataFrame, catalog: pd.DataFrame | None,
                        show_progress: bool = True) -> StepOutcome:
     validate_labels(labels)
-    o = settings.optim
-    result = train_full(labels, catalog, settings.model, epochs=o.epochs, batch_size=o.batch_size,
-                        learning_rate=o.learning_rate, seed=o.seed, holdout_fraction=settings.holdout_fraction,
-                        show_progress=show_progress, threads=o.threads, gate_k=settings.gate_k,
-                        query_time=settings.query_time)
+    result = train_full(labels, catalog, settings.model, optim=settings.optim,
+                        holdout_fraction=settings.holdout_fraction, show_progress=show_progress,
+                        gate_k=settings.gate_k, query_time=settings.query_time)
     registry = ModelRegistry(settings.registry_root)
     version = registry.publish(result.model, result.model.config, result.metrics, result.data_range)
     plot_versions(registry)

@@ -22,12 +22,12 @@ import torch
 
 from registry.encoding import dense_matrix, encode_items
 from registry.model_config import ModelConfig
+from training.catalog_loss import TrainingSet
 from training.eval_settings import ProtocolSettings
 from training.evaluation import full_catalog
 from training.examples import (
     CONVERSION_KINDS,
     ENGAGEMENT_KINDS,
-    Examples,
     catalog_from_labels,
     roles_and_weights,
     validate_labels,
@@ -153,15 +153,18 @@ def pit_model_metrics(model, evaluation: EvaluationSet, catalog: pd.DataFrame | 
 
 
 def label_sequence_examples(train: pd.DataFrame, history: pd.DataFrame, catalog: pd.DataFrame | None,
-                            config: ModelConfig, query_time: str = "engagement") -> Examples:
-    """Training examples of label rows whose queries are built like the point-in-time
+                            config: ModelConfig, query_time: str = "engagement") -> TrainingSet:
+    """Training rows of label rows whose queries are built like the point-in-time
     evaluation's (``SequenceFeatures``): the user's last engagements in ``history`` (label
     rows, usually ``train`` plus older ones) strictly before each row's query time, with
-    their ages and dwells; ``user__*`` feature columns of the rows stay the dense inputs."""
+    their ages and dwells; ``user__*`` feature columns of the rows stay the dense inputs.
+    The softmax's catalog is the catalog plus every labelled item, in the interactions'
+    order, so each row's visible history can be masked out of it."""
     validate_labels(train)
-    items = full_catalog(catalog, pd.concat([history, train], ignore_index=True))
-    features = SequenceFeatures(interactions_from_labels(history, items), config)
-    examples = sequence_examples(train, features, items, query_time).examples
+    everything = full_catalog(catalog, pd.concat([history, train], ignore_index=True))
+    features = SequenceFeatures(interactions_from_labels(history, everything), config)
+    items = item_frame(features.inter, everything)
+    rows = sequence_examples(train, features, items, query_time)
     role, _ = roles_and_weights(train)
-    examples.queries.dense = torch.from_numpy(dense_matrix(train[role >= 0], config.user_features))
-    return examples
+    rows.examples.queries.dense = torch.from_numpy(dense_matrix(train[role >= 0], config.user_features))
+    return TrainingSet(rows, items)

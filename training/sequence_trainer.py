@@ -22,13 +22,12 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, Field
 
-from registry.encoding import ItemInputs, encode_items
+from registry.encoding import encode_items
 from registry.model import TwoTowerModel
 from registry.model_config import ModelConfig
-from training.catalog_loss import CatalogExamples, catalog_multitask_loss
+from training.catalog_loss import TrainingSet
 from training.config import OptimConfig
 from training.eval_settings import ProtocolSettings
-from training.losses import LossParts, multitask_loss
 from training.pit_data import Interactions
 from training.pit_protocol import EvaluationSet, QueryBatch, Scorer, split_time
 from training.sequence_examples import (
@@ -36,7 +35,7 @@ from training.sequence_examples import (
     catalog_frame,
     sequence_examples,
 )
-from training.trainer import make_optimizers
+from training.trainer import AfterEpoch, fit
 
 log = logging.getLogger("convcg.training.sequence")
 VALIDATION_METRIC = "conversion_recall@100"
@@ -75,55 +74,18 @@ def model_scorer(model: TwoTowerModel, features: SequenceFeatures) -> Scorer:
     return score
 
 
-def _step_lr(step: int, epoch: int, cfg: ConvergenceConfig) -> float:
-    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    return warm * cfg.lr_decay_per_epoch ** epoch
+def optim_config(cfg: ConvergenceConfig, epochs: int) -> OptimConfig:
+    """The trainer's optimisation settings of a convergence run (``trainer.fit``)."""
+    return OptimConfig(epochs=epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                       warmup_steps=cfg.warmup_steps, lr_decay_per_epoch=cfg.lr_decay_per_epoch,
+                       weight_decay=cfg.weight_decay, seed=cfg.seed, threads=cfg.threads)
 
 
-def batch_loss(model: TwoTowerModel, batch: CatalogExamples, catalog: ItemInputs,
-               catalog_advertiser: torch.Tensor) -> LossParts:
-    if model.config.loss.negatives == "catalog":
-        return catalog_multitask_loss(model, batch, catalog, catalog_advertiser)
-    ex = batch.examples
-    return multitask_loss(model.embed(ex.queries, ex.items), ex.role, ex.weight, ex.items.item,
-                          ex.items.advertiser, ex.logq, model.served_bias, model.config.loss)
-
-
-def train_epochs(model: TwoTowerModel, examples: CatalogExamples, catalog: pd.DataFrame, cfg: ConvergenceConfig,
-                 epochs: int, after_epoch=None) -> list[float]:
-    """Mini-batch epochs; ``after_epoch(epoch, model) -> stop?`` runs after each one."""
-    torch.set_num_threads(cfg.threads)
-    torch.set_flush_denormal(True)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    optimizers = make_optimizers(model, OptimConfig(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay))
-    catalog_items = encode_items(catalog, model.config)
-    step, losses = 0, []
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(examples), generator=gen)
-        total, batches = 0.0, 0
-        for s in range(0, len(examples), cfg.batch_size):
-            batch = examples.select(order[s:s + cfg.batch_size])
-            if len(batch) < 2:
-                continue
-            result = batch_loss(model, batch, catalog_items, catalog_items.advertiser)
-            if not result.total.requires_grad:
-                continue
-            for opt in optimizers:
-                for group in opt.param_groups:
-                    group["lr"] = cfg.learning_rate * _step_lr(step, epoch, cfg)
-                opt.zero_grad()
-            result.total.backward()
-            for opt in optimizers:
-                opt.step()
-            step += 1
-            total, batches = total + result.parts["total"], batches + 1
-        losses.append(total / max(batches, 1))
-        model.eval()
-        if after_epoch is not None and after_epoch(epoch, model):
-            break
-    model.eval()
-    return losses
+def train_epochs(model: TwoTowerModel, data: TrainingSet, cfg: ConvergenceConfig, epochs: int,
+                 after_epoch: AfterEpoch | None = None) -> list[float]:
+    """``epochs`` epochs of ``trainer.fit`` (no progress bar); the loss of each epoch."""
+    return fit(model, data, optim_config(cfg, epochs), show_progress=False, desc="converge",
+               after_epoch=after_epoch).epoch_losses
 
 
 @dataclass
@@ -168,13 +130,15 @@ def train_to_convergence(labels: pd.DataFrame, inter: Interactions, cut: float, 
             best.update(epoch=epoch + 1, state=copy.deepcopy(m.state_dict()))
         return epoch + 1 - best["epoch"] >= cfg.patience
 
-    train_epochs(model, sequence_examples(training_labels(rows, val_cut, cfg.negative_share, cfg.seed),
-                                          features, catalog, cfg.query_time), catalog, cfg, cfg.max_epochs, validate)
+    train_epochs(model, TrainingSet(sequence_examples(training_labels(rows, val_cut, cfg.negative_share, cfg.seed),
+                                                      features, catalog, cfg.query_time), catalog),
+                 cfg, cfg.max_epochs, validate)
     if cfg.refit_full:
         torch.manual_seed(cfg.seed)
         model = TwoTowerModel(config)
-        train_epochs(model, sequence_examples(training_labels(rows, cut, cfg.negative_share, cfg.seed),
-                                              features, catalog, cfg.query_time), catalog, cfg, best["epoch"])
+        train_epochs(model, TrainingSet(sequence_examples(training_labels(rows, cut, cfg.negative_share, cfg.seed),
+                                                          features, catalog, cfg.query_time), catalog),
+                     cfg, best["epoch"])
     else:
         model.load_state_dict(best["state"])
     return ConvergedModel(model, best["epoch"], scores, time.perf_counter() - start)

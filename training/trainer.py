@@ -7,7 +7,9 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -15,16 +17,16 @@ from tqdm.auto import tqdm
 from registry.encoding import RECENT_ITEMS_FEATURE
 from registry.model import TwoTowerModel, sparse_and_dense_parameters
 from registry.model_config import ModelConfig
+from training.catalog_loss import CatalogExamples, TrainingSet, training_loss
 from training.config import OptimConfig, TrainingSettings
-from training.evaluation import evaluate_model, metric_name
+from training.evaluation import evaluate_model, full_catalog, metric_name
 from training.examples import (
-    Examples,
     build_examples,
     feature_columns,
     replay_sample,
+    roles_and_weights,
     time_split,
 )
-from training.losses import multitask_loss
 from training.pit_labels import (
     heldout_evaluation,
     label_sequence_examples,
@@ -77,9 +79,20 @@ def make_optimizers(model: TwoTowerModel, optim: OptimConfig) -> list[torch.opti
     return optimizers
 
 
-def fit(model: TwoTowerModel, examples: Examples, optim: OptimConfig, show_progress: bool = True,
-        desc: str = "train") -> FitStats:
-    """Mini-batch training over shuffled examples for ``optim.epochs`` epochs.
+def learning_rate_factor(step: int, epoch: int, optim: OptimConfig) -> float:
+    """The schedule's multiplier of ``optim.learning_rate`` at a step of an epoch."""
+    warm = min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else 1.0
+    return warm * optim.lr_decay_per_epoch ** epoch
+
+
+AfterEpoch = Callable[[int, TwoTowerModel], bool]
+
+
+def fit(model: TwoTowerModel, data: TrainingSet, optim: OptimConfig, show_progress: bool = True,
+        desc: str = "train", after_epoch: AfterEpoch | None = None) -> FitStats:
+    """Mini-batch training over shuffled rows for ``optim.epochs`` epochs, with the loss of
+    the model's ``loss.negatives`` (``catalog_loss.training_loss``) and ``optim``'s learning-rate
+    schedule; ``after_epoch(epoch, model) -> stop?`` runs after each epoch, the model in eval mode.
 
     Denormals are flushed to zero while fitting only (denormal Adam states made steps several
     times slower): the CPU flag is process-wide, and left on it would change every float
@@ -87,58 +100,76 @@ def fit(model: TwoTowerModel, examples: Examples, optim: OptimConfig, show_progr
     torch.set_num_threads(optim.threads)
     torch.set_flush_denormal(True)
     try:
-        return _fit(model, examples, optim, show_progress, desc)
+        return _fit(model, data, optim, show_progress, desc, after_epoch)
     finally:
         torch.set_flush_denormal(False)
+        model.eval()
 
 
-def _fit(model: TwoTowerModel, examples: Examples, optim: OptimConfig, show_progress: bool,
-         desc: str) -> FitStats:
+def _fit(model: TwoTowerModel, data: TrainingSet, optim: OptimConfig, show_progress: bool, desc: str,
+         after_epoch: AfterEpoch | None) -> FitStats:
     gen = torch.Generator().manual_seed(optim.seed)
     optimizers = make_optimizers(model, optim)
+    catalog = data.catalog_inputs(model)
     stats = FitStats()
-    model.train()
     start = time.perf_counter()
-    n = len(examples)
+    n, step = len(data), 0
     for epoch in range(optim.epochs):
+        model.train()
         order = torch.randperm(n, generator=gen)
         total, batches = 0.0, 0
         bar = tqdm(range(0, n, optim.batch_size), desc=f"{desc} epoch {epoch + 1}/{optim.epochs}",
                    disable=not show_progress, leave=False, unit="batch")
         for s in bar:
-            batch = examples.select(order[s:s + optim.batch_size])
+            batch = data.rows.select(order[s:s + optim.batch_size])
             if len(batch) < 2:
                 continue
-            result = multitask_loss(model.embed(batch.queries, batch.items), batch.role, batch.weight,
-                                    batch.items.item, batch.items.advertiser, batch.logq,
-                                    model.served_bias, model.config.loss)
+            result = training_loss(model, batch, catalog)
             if not result.total.requires_grad:
                 continue  # a batch with nothing to learn from (no positives, no negatives)
+            lr = optim.learning_rate * learning_rate_factor(step, epoch, optim)
             for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = lr
                 opt.zero_grad()
             result.total.backward()
             for opt in optimizers:
                 opt.step()
+            step += 1
             total += result.parts["total"]
             batches += 1
             stats.examples_seen += len(batch)
             bar.set_postfix(loss=f"{result.parts['total']:.3f}")
         stats.epoch_losses.append(total / max(batches, 1))
         log.debug("%s epoch %d loss %.4f", desc, epoch + 1, stats.epoch_losses[-1])
+        model.eval()
+        if after_epoch is not None and after_epoch(epoch, model):
+            break
     stats.seconds = time.perf_counter() - start
-    model.eval()
     return stats
 
 
 def training_examples(train: pd.DataFrame, history: pd.DataFrame, catalog: pd.DataFrame | None,
-                      config: ModelConfig, query_time: str) -> Examples:
-    """Examples of ``train``; each query is the user's engagement sequence in ``history``
-    (label rows) before the row's query time, built as the point-in-time evaluation builds
-    it (``pit_labels.label_sequence_examples``), unless the rows carry their own recent-items
-    list (a feature table joined point in time), which is used as it is."""
+                      config: ModelConfig, query_time: str) -> TrainingSet:
+    """The training rows of ``train``; each query is the user's engagement sequence in
+    ``history`` (label rows) before the row's query time, built as the point-in-time
+    evaluation builds it (``pit_labels.label_sequence_examples``), unless the rows carry their
+    own recent-items list (a feature table joined point in time), which is used as it is."""
     if RECENT_ITEMS_FEATURE in train.columns or "recent_items" in train.columns:
-        return build_examples(train, catalog, config)
+        return joined_sequence_examples(train, catalog, config)
     return label_sequence_examples(train, history, catalog, config, query_time)
+
+
+def joined_sequence_examples(train: pd.DataFrame, catalog: pd.DataFrame | None, config: ModelConfig) -> TrainingSet:
+    """Rows that carry their own sequence; the softmax's catalog is the catalog plus every
+    labelled item (no history to mask: the rows carry ids only)."""
+    items = full_catalog(catalog, train)
+    examples = build_examples(train, items, config)
+    role, _ = roles_and_weights(train)
+    position = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())
+    position = position[~position.index.duplicated()]
+    index = position.reindex(train["item_id"].to_numpy()[role >= 0]).to_numpy(np.int64)
+    return TrainingSet(CatalogExamples(examples, torch.from_numpy(index)), items)
 
 
 #: recall cut-offs of the held-out metrics besides the gate's K
@@ -168,16 +199,18 @@ class TrainResult:
 def train_full(labels: pd.DataFrame, catalog: pd.DataFrame | None, config: ModelConfig | None = None,
                epochs: int = 3, batch_size: int = 512, learning_rate: float = 3e-3, seed: int = 0,
                evaluate_holdout: bool = True, holdout_fraction: float = 0.2, show_progress: bool = True,
-               threads: int = 1, gate_k: int = 100, query_time: str = "engagement") -> TrainResult:
-    """Train a fresh model. With ``evaluate_holdout`` the latest ``holdout_fraction`` of the
-    labels (by impression time) is held out and the metrics are measured on it
-    (``heldout_metrics``)."""
+               threads: int = 1, gate_k: int = 100, query_time: str = "engagement",
+               optim: OptimConfig | None = None) -> TrainResult:
+    """Train a fresh model (``optim``, or one made of ``epochs``, ``batch_size``,
+    ``learning_rate``, ``seed`` and ``threads``). With ``evaluate_holdout`` the latest
+    ``holdout_fraction`` of the labels (by impression time) is held out and the metrics are
+    measured on it (``heldout_metrics``)."""
     config = with_detected_features(config or ModelConfig(), labels)
     train, heldout = time_split(labels, holdout_fraction) if evaluate_holdout else (labels, labels.iloc[:0])
-    torch.manual_seed(seed)
+    optim = optim or OptimConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                                 threads=threads)
+    torch.manual_seed(optim.seed)
     model = TwoTowerModel(config)
-    optim = OptimConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                        threads=threads)
     stats = fit(model, training_examples(train, train, catalog, config, query_time), optim, show_progress,
                 desc="full train")
     metrics: dict = {"final_loss": stats.epoch_losses[-1], "train_seconds": stats.seconds,

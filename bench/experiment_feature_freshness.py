@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from loop.eval import load_dataset
     from training.baselines import baseline_scorers
+    from training.config import retriever_config
     from training.eval_settings import EvalSettings
     from training.feature_delay import delay_label, delayed_scorer
-    from training.pit_eval import retriever_config
     from training.pit_protocol import EvaluationSet, split_time
     from training.sequence_examples import SequenceFeatures
     from training.sequence_trainer import (

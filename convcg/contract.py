@@ -253,6 +253,10 @@ def count_feature_names() -> list[str]:
 #: (seconds) and dwells (ms); the first engagement per (impression, item), as the point-in-time
 #: training data reads them (``streams.aggregates``).
 RECENT_SEQUENCE_FEATURES: tuple[str, ...] = ("last_engaged_items", "last_engaged_ts", "last_engaged_dwell_ms")
+#: how many engagements the streaming aggregates keep in those lists by default, and so the
+#: longest sequence the online trainer's model reads (``training.config.online_model_config``):
+#: a model reading more than the store keeps would be trained on history it never gets served
+RECENT_SEQUENCE_LENGTH = 50
 STREAM_FEATURES: dict[str, list[str]] = {
     "user": count_feature_names() + ["ctr_7d", "cvr_7d", *RECENT_SEQUENCE_FEATURES],
     "item": count_feature_names() + ["ctr_7d", "cvr_7d"],

@@ -49,6 +49,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from convcg.contract import (
     COUNTED,
     ENTITIES,
+    RECENT_SEQUENCE_LENGTH,
     WINDOW_SECONDS,
     WINDOWS,
     Conversion,
@@ -169,7 +170,7 @@ class AggregateSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVCG_AGGREGATES_")
 
     bucket_seconds: int = 300
-    last_n: int = 20
+    last_n: int = RECENT_SEQUENCE_LENGTH
     ctr_prior_alpha: float = 1.0  # prior mean 1/50 = 2% CTR, worth 50 impressions
     ctr_prior_beta: float = 49.0
     cvr_prior_alpha: float = 1.0  # prior mean 1/10 = 10% conversions per engagement

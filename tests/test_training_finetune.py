@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
 from registry.store import ModelRegistry
@@ -13,7 +14,12 @@ from tests.helpers_training import tiny_config
 from training.cli import finetune_command, train_command
 from training.config import OptimConfig, TrainingSettings
 from training.examples import time_split
-from training.pipeline import finetune_step, full_training_step
+from training.pipeline import (
+    finetune_step,
+    full_training_step,
+    labels_at_last_scratch_training,
+    retrain_due,
+)
 from training.pit_labels import heldout_evaluation, pit_model_metrics
 from training.plots import PLOT_NAME
 from training.synthetic import synthetic_catalog, synthetic_labels
@@ -115,3 +121,38 @@ def test_train_and_finetune_commands(tmp_path, data, monkeypatch):
     out = runner.invoke(finetune_command, ["--new", str(tmp_path / "junk.parquet"), "--registry", reg_root])
     assert out.exit_code != 0 and "lacks columns" in str(out.exception)
     assert ModelRegistry(reg_root).versions() == ["v000001", "v000002"]
+
+
+def test_retrain_is_due_when_the_labels_have_grown_enough():
+    settings = TrainingSettings(retrain_growth=2.0)
+    assert not retrain_due(settings, 1_999, 1_000)
+    assert retrain_due(settings, 2_000, 1_000)
+    assert not retrain_due(TrainingSettings(retrain_growth=None), 10**9, 1)
+
+
+def test_a_retrain_step_trains_a_new_model_on_every_label_and_is_judged_by_the_gate(tmp_path, data):
+    catalog, older, new = data
+    settings = _settings(tmp_path, gate_tolerance=1.0)  # publish whatever the gate says (judged above)
+    full_training_step(settings, older, catalog, show_progress=False)
+    reg = ModelRegistry(settings.registry_root)
+    assert labels_at_last_scratch_training(reg) == len(older)
+    finetuned = finetune_step(settings, new.iloc[:500], older, catalog, show_progress=False)
+    assert finetuned.published == "v000002"
+    # a fine-tune is not a training from scratch: the count stays the full training's
+    assert labels_at_last_scratch_training(reg) == len(older)
+
+    rest = new.iloc[500:]
+    retrained = finetune_step(settings, rest, pd.concat([older, new.iloc[:500]]), catalog, show_progress=False,
+                              from_scratch=True)
+    assert retrained.published == "v000003", retrained.reason
+    rng = reg.data_range("v000003")
+    new_train, heldout = time_split(rest, settings.holdout_fraction)
+    # trained on everything but the held-out slice of the new labels, which the gate judged
+    assert rng["mode"] == "retrain" and rng["labels"] == len(older) + 500 + len(new_train)
+    assert rng["heldout"]["labels"] == len(heldout) and "candidate" in retrained.reason
+    assert labels_at_last_scratch_training(reg) == len(older) + len(new)
+    # a new model, not the serving one moved further: its weights share nothing with v000002's
+    served = reg.load("v000002").model.state_dict()
+    fresh = reg.load("v000003").model.state_dict()
+    assert all(not torch.equal(served[k], fresh[k]) for k in served if served[k].dtype.is_floating_point
+               and served[k].numel() > 1 and served[k].abs().sum() > 0)

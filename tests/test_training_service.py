@@ -58,7 +58,7 @@ def test_trainer_service_trains_then_finetunes_from_the_labels_topic(broker, top
         kafka=KafkaSettings(bootstrap=broker.bootstrap, topic_prefix=topics.prefix), consumer_group="",  # no group join
         registry_root=tmp_path / "registry", label_store=tmp_path / "store",
         catalog_path=tmp_path / "catalog.parquet", trigger_labels=len(rows1), trigger_seconds=3600,
-        min_labels_first_train=500, gate_tolerance=1.0, gate_k=20, model=tiny_config(),
+        min_labels_first_train=500, gate_tolerance=1.0, gate_k=20, model=tiny_config(), retrain_growth=None,
         optim=OptimConfig(epochs=2, batch_size=256))
     # the first batch arrives with redeliveries and one malformed message
     _produce(broker.bootstrap, topics.labels, rows1 + rows1[:200])

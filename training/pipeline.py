@@ -56,15 +56,16 @@ def full_training_step(settings: TrainingSettings, labels: pd.DataFrame, catalog
 
 
 def finetune_step(settings: TrainingSettings, new_labels: pd.DataFrame, older_labels: pd.DataFrame,
-                  catalog: pd.DataFrame | None, show_progress: bool = True) -> StepOutcome:
-    """Fine-tune the current version; publish only if the quality gate passes."""
+                  catalog: pd.DataFrame | None, show_progress: bool = True, from_scratch: bool = False) -> StepOutcome:
+    """Fine-tune the current version (or train its config anew, ``from_scratch``); publish
+    only if the quality gate passes."""
     validate_labels(new_labels)
     registry = ModelRegistry(settings.registry_root)
     serving = registry.load()
     if len(older_labels):
         validate_labels(older_labels)
     result = finetune(serving.model, new_labels, older_labels, catalog, settings, show_progress,
-                      base_version=serving.version)
+                      base_version=serving.version, from_scratch=from_scratch)
     metrics = dict(result.candidate_metrics, gate_passed=result.passed, gate_reason=result.reason,
                    serving_metrics=result.serving_metrics, base_version=serving.version)
     if not result.passed:
@@ -73,3 +74,22 @@ def finetune_step(settings: TrainingSettings, new_labels: pd.DataFrame, older_la
     version = registry.publish(result.model, result.model.config, metrics, result.data_range)
     plot_versions(registry)
     return StepOutcome(version, result.reason, metrics, result.heldout)
+
+
+#: data_range modes of a model trained from scratch
+SCRATCH_MODES = ("full", "retrain")
+
+
+def labels_at_last_scratch_training(registry: ModelRegistry) -> int:
+    """How many labels the newest model trained from scratch saw (train + held out); 0 if none."""
+    for version in reversed(registry.versions()):
+        rng = registry.data_range(version)
+        if rng.get("mode") in SCRATCH_MODES:
+            return int(rng.get("labels", 0)) + int(rng.get("heldout", {}).get("labels", 0))
+    return 0
+
+
+def retrain_due(settings: TrainingSettings, stored_labels: int, at_last_scratch: int) -> bool:
+    """Train from scratch instead of fine-tuning (``TrainingSettings.retrain_growth``)?"""
+    growth = settings.retrain_growth
+    return growth is not None and stored_labels >= growth * max(at_last_scratch, 1)

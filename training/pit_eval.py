@@ -11,8 +11,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from registry.model_config import LossConfig, ModelConfig, SequenceConfig
+from registry.model_config import ModelConfig
 from training.baselines import baseline_scorers
+from training.config import retriever_config
 from training.eval_settings import EvalSettings
 from training.paired_bootstrap import paired_bootstrap
 from training.pit_data import Interactions
@@ -45,20 +46,6 @@ REFERENCE_DIRECTIONS = {
 RowFilter = Callable[[pd.DataFrame], pd.DataFrame] | None
 #: a model variant: its config, a label row filter, overrides of the training settings
 Variant = tuple[ModelConfig, RowFilter, dict]
-
-
-def retriever_config(**overrides) -> ModelConfig:
-    """The conversion retriever: causal self-attention over the newest 20 of the last 200
-    engagements (time-gap embeddings, dwell) beside the mean of all 200 (long-term taste), the
-    sequence reading the item tower's item table, parallel DCNv2 + MLP towers, unified
-    multi-task head, softmax over the whole catalog minus the user's history, every other loss
-    lever on. Chosen on the validation slice (docs/pit_eval.md, "How the retriever was chosen")."""
-    base = dict(id_dim=32, item_buckets=20_000, recent_items=200,
-                sequence=SequenceConfig(encoder="attention", attention_items=20, long_term_pooling=True,
-                                        share_item_embeddings=True, dropout=0.2),
-                loss=LossConfig(negatives="catalog", mask_history=True))
-    base.update(overrides)
-    return ModelConfig(**base)
 
 
 def engagement_only(labels: pd.DataFrame) -> pd.DataFrame:

@@ -36,7 +36,9 @@ from training.pipeline import (
     StepOutcome,
     finetune_step,
     full_training_step,
+    labels_at_last_scratch_training,
     load_catalog,
+    retrain_due,
 )
 
 log = logging.getLogger("convcg.training.service")
@@ -75,6 +77,8 @@ class TrainerService:
         self.pending: list[dict] = []
         #: held-out rows of the last step, trained on in the next one (already stored)
         self.carried: pd.DataFrame = pd.DataFrame()
+        #: labels stored at the last training from scratch (published or not)
+        self.at_last_scratch = labels_at_last_scratch_training(self.registry)
         self.last_step = time.monotonic()
         self.outcomes: list[StepOutcome] = []
         self._consumer = None
@@ -181,10 +185,16 @@ class TrainerService:
                 return None
             outcome = full_training_step(self.settings, everything, catalog, self.show_progress)
             self.carried = pd.DataFrame()
+            self.at_last_scratch = len(everything)
         else:
             fresh = pd.concat([self.carried, new], ignore_index=True) if len(self.carried) else new
             older = everything[~everything["label_id"].isin(fresh["label_id"])]
-            outcome = finetune_step(self.settings, fresh, older, catalog, self.show_progress)
+            scratch = retrain_due(self.settings, len(everything), self.at_last_scratch)
+            if scratch:
+                log.info("%d labels stored, %.1fx the %d of the last model trained from scratch: retraining",
+                         len(everything), len(everything) / max(self.at_last_scratch, 1), self.at_last_scratch)
+                self.at_last_scratch = len(everything)
+            outcome = finetune_step(self.settings, fresh, older, catalog, self.show_progress, from_scratch=scratch)
             self.carried = outcome.heldout if outcome.heldout is not None else pd.DataFrame()
         self.metrics.step_seconds.observe(time.perf_counter() - started)
         self.metrics.steps.labels(outcome="published" if outcome.published else "rejected").inc()

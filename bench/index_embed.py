@@ -18,21 +18,11 @@ import shutil
 import time
 from pathlib import Path
 
-from bench.rigs.index import fmt
+from bench.rigs.index import fmt, publish_untrained_model
 from convcg.stats import latency_summary_ms
 from index_refresher.builder import build_artifact
 from index_refresher.index_build import embed_catalog
 from index_refresher.settings import RefresherSettings
-
-
-def publish_default_model(root: Path, config) -> str:
-    import torch
-
-    from registry.model import TwoTowerModel
-    from registry.store import ModelRegistry
-
-    torch.manual_seed(0)
-    return ModelRegistry(root).publish(TwoTowerModel(config), config, {}, {})
 
 
 def main() -> None:
@@ -63,10 +53,10 @@ def main() -> None:
     if registry.current_version() is None:
         if a.registry:
             raise SystemExit(f"registry {a.registry} has no current version")
-        publish_default_model(registry_root, ModelConfig())
+        publish_untrained_model(registry_root, ModelConfig())
     model = registry.load()
     tiny_root = workdir / "tiny-registry"
-    tiny = ModelRegistry(tiny_root).load(publish_default_model(tiny_root, tiny_config()))
+    tiny = ModelRegistry(tiny_root).load(publish_untrained_model(tiny_root, tiny_config()))
     print(f"model {model.version}: dim {model.dim}, {sum(p.numel() for p in model.model.parameters()):,} "
           f"parameters; {a.items:,} catalog items; {a.threads} threads", flush=True)
 

@@ -12,6 +12,16 @@ from registry.model import TwoTowerModel
 DEFAULT_BATCH = 4096
 
 
+def eval_mode(model: TwoTowerModel) -> None:
+    """``model.eval()`` unless the model is in eval mode already. ``eval()`` walks and sets every
+    submodule (~0.3-0.6 ms for the conversion retriever: a fifth of one query's embedding on the
+    retrieval hot path, where the served model stays in eval mode from its load on). The model
+    is only ever switched as a whole (``model.train()`` / ``model.eval()`` set every submodule),
+    so its own flag says which mode it is in."""
+    if model.training:
+        model.eval()
+
+
 def item_table(catalog: pd.DataFrame, item_features: pd.DataFrame | None) -> pd.DataFrame:
     """Catalog rows (order kept) with the item's streaming feature columns joined on."""
     if "item_id" not in catalog.columns or "advertiser_id" not in catalog.columns:
@@ -29,7 +39,7 @@ def item_table(catalog: pd.DataFrame, item_features: pd.DataFrame | None) -> pd.
 def embed_items(model: TwoTowerModel, catalog: pd.DataFrame, item_features: pd.DataFrame | None = None,
                 batch_size: int = DEFAULT_BATCH, task: str = "conversion") -> np.ndarray:
     table = item_table(catalog, item_features)
-    model.eval()
+    eval_mode(model)
     out = np.zeros((len(table), model.config.embedding_dim), dtype=np.float32)
     for start in range(0, len(table), batch_size):
         chunk = table.iloc[start:start + batch_size]
@@ -40,7 +50,7 @@ def embed_items(model: TwoTowerModel, catalog: pd.DataFrame, item_features: pd.D
 @torch.no_grad()
 def embed_query_frame(model: TwoTowerModel, queries: pd.DataFrame, batch_size: int = DEFAULT_BATCH,
                       task: str = "conversion") -> np.ndarray:
-    model.eval()
+    eval_mode(model)
     out = np.zeros((len(queries), model.config.embedding_dim), dtype=np.float32)
     for start in range(0, len(queries), batch_size):
         chunk = queries.iloc[start:start + batch_size]

@@ -43,6 +43,10 @@ class RetrievalMetrics:
         self.feature_lookup_failures = Counter("convcg_retrieval_feature_lookup_failures",
                                                "Online user feature lookups that failed (query served "
                                                "without features)", registry=r)
+        self.feature_lookup_latency = Histogram("convcg_retrieval_feature_lookup_seconds",
+                                                "Time a query spent reading the user's online features "
+                                                "(part of convcg_retrieval_query_seconds)",
+                                                buckets=LATENCY_BUCKETS, registry=r)
 
     def set_serving(self, model_version: str, index_version: str, size: int) -> None:
         """1 for the pair now serving, 0 for pairs served before (kept: they were served)."""

@@ -104,7 +104,10 @@ class RetrievalService:
         pair = self.state.current  # one read: this query uses this pair only
         if pair is None:
             raise NoServingPair("no index loaded yet")
-        query = req.query(self.feature_source.get(req.user_id), self.clock())
+        started = time.perf_counter()
+        features = self.feature_source.get(req.user_id)
+        self.metrics.feature_lookup_latency.observe(time.perf_counter() - started)
+        query = req.query(features, self.clock())
         vectors = pair.model.embed_queries([query])
         hits = pair.search(vectors, req.k)[0]
         self.metrics.served.labels(pair.model_version, pair.index_version).inc()

@@ -7,6 +7,7 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
+from convcg.metrics_scrape import metric_sum, parse_samples
 from registry.item_tower import registry_model_loader
 from retrieval.service import build_service, create_app
 from retrieval.user_features import HttpUserFeatureSource, features_from_response
@@ -51,6 +52,11 @@ def test_user_features_change_the_query_and_failures_do_not_fail_it(tmp_path, fe
     model = registry_model_loader(settings.registry_root)(service.state.current.model_version)
     with TestClient(create_app(service)) as client:
         got = client.get("/retrieve", params={"user_id": "u1", "k": 20}).json()["items"]
+        samples = parse_samples(client.get("/metrics").text)
+    # the lookup is timed on its own, inside the query's time
+    assert metric_sum(samples, "convcg_retrieval_feature_lookup_seconds_count") == 1
+    lookup_s = metric_sum(samples, "convcg_retrieval_feature_lookup_seconds_sum")
+    assert 0 < lookup_s < metric_sum(samples, "convcg_retrieval_query_seconds_sum")
     want = service.state.current.search(model.embed_queries([{"user_id": "u1", "surface": "home", **feats}]), 20)[0]
     without = service.state.current.search(model.embed_queries([{"user_id": "u1", "surface": "home"}]), 20)[0]
     assert [h["item_id"] for h in got] == [i for i, _ in want]

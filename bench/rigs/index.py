@@ -4,7 +4,9 @@
   model version whose query tower maps a user id to a seeded vector near one of the clusters,
   so the retrieval service can be benchmarked over 1M synthetic items without a trained model;
 - a retrieval server in a separate process (``python -m bench.rigs.index serve ...``)
-  so that client and server do not share a GIL;
+  so that client and server do not share a GIL, or the real ``convcg retrieval serve`` over
+  a model registry (``RetrievalServeProcess``);
+- an untrained (seeded) model version published into a scratch registry;
 - the printed form of a latency summary (``convcg.stats.latency_summary_ms``).
 """
 
@@ -85,17 +87,23 @@ class RetrieveClient:
         self.conn = None
 
     def get(self, user_id: str, k: int) -> tuple[int, dict]:
-        import http.client
-
         import orjson
+
+        status, body = self.request(f"/retrieve?user_id={user_id}&k={k}")
+        return status, orjson.loads(body)
+
+    def request(self, path: str) -> tuple[int, bytes]:
+        """``GET path``: status and body; once more on a fresh connection when the server has
+        closed the kept-alive one (uvicorn closes connections idle for 5 s)."""
+        import http.client
 
         for attempt in (0, 1):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
-                self.conn.request("GET", f"/retrieve?user_id={user_id}&k={k}")
+                self.conn.request("GET", path)
                 resp = self.conn.getresponse()
-                return resp.status, orjson.loads(resp.read())
+                return resp.status, resp.read()
             except (http.client.HTTPException, ConnectionError):
                 self.conn.close()
                 self.conn = None
@@ -110,7 +118,75 @@ class RetrieveClient:
 
 # --- a retrieval server in its own process ------------------------------------------------------
 
-class ServerProcess:
+def publish_untrained_model(root: Path, config, seed: int = 0) -> str:
+    """Publish a randomly initialised (seeded) ``TwoTowerModel`` of ``config`` into the registry
+    at ``root`` and make it current; untrained weights cost the same to run as trained ones."""
+    import torch
+
+    from registry.model import TwoTowerModel
+    from registry.store import ModelRegistry
+
+    torch.manual_seed(seed)
+    return ModelRegistry(root).publish(TwoTowerModel(config), config, {}, {})
+
+
+def wait_healthy(component: Component, url: str, timeout: float = 300) -> None:
+    """Until ``url`` answers 200 (raises if the component exits or the time runs out)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not component.alive:
+            raise RuntimeError(f"{component.name} exited with {component.returncode}: {component.tail(30)}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{component.name} did not answer {url}")
+
+
+class _Served:
+    """A component serving HTTP on ``self.port``: health wait, stop, context manager."""
+
+    port: int
+    url: str
+    component: Component
+
+    def wait_serving(self, timeout: float = 300) -> None:
+        wait_healthy(self.component, self.url + "/health", timeout)
+
+    def metrics(self) -> list:
+        from convcg.metrics_scrape import fetch_samples
+
+        return fetch_samples(self.port)
+
+    def stop(self) -> None:
+        self.component.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class RetrievalServeProcess(_Served):
+    """``convcg retrieval serve`` as its own process, configured by ``CONVCG_INDEX_*`` ``env``
+    (registry and index root, features URL, ...): it loads the registry's current version and
+    newest artifact at start, exactly as deployed."""
+
+    def __init__(self, env: dict[str, str], log_path: Path | None = None, name: str = "retrieval"):
+        from convcg.broker import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.component = Component(name, ["retrieval", "serve", "--port", str(self.port)], env, log_path,
+                                   cwd=ROOT, stop_timeout_s=15).start()
+
+
+class ServerProcess(_Served):
     def __init__(self, index_root: Path, dim: int, clusters: int, seed: int, threads: int = 1,
                  model_version: str | None = None, index_version: str | None = None):
         from convcg.broker import free_port
@@ -126,30 +202,6 @@ class ServerProcess:
         # its log goes to this bench's own output
         self.component = Component("retrieval-server", args, {}, None, module="bench.rigs.index", cwd=ROOT,
                                    stop_timeout_s=15).start()
-
-    def wait_serving(self, timeout: float = 300) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.component.alive:
-                raise RuntimeError(f"server exited with {self.component.returncode}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("server did not start serving")
-
-    def stop(self) -> None:
-        self.component.stop()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def serve_main(argv: list[str]) -> None:

@@ -101,7 +101,7 @@ def build_index(workdir: Path, n_items: int, seed: int, threads: int, reuse: boo
     from index_refresher.settings import RefresherSettings
     from registry.index_artifact import read_manifest
     from registry.store import ModelRegistry
-    from training.pit_eval import retriever_config
+    from training.config import retriever_config
     from training.synthetic import synthetic_catalog
 
     registry_root, index_root = workdir / "registry", workdir / "indexes"

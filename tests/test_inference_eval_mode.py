@@ -8,7 +8,7 @@ import torch
 
 from registry.inference import embed_query_frame
 from registry.model import TwoTowerModel
-from training.pit_eval import retriever_config
+from training.config import retriever_config
 from training.synthetic import synthetic_catalog
 
 

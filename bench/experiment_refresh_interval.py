@@ -13,17 +13,22 @@ Replays the time-ordered MovieLens-100k label stream (``streams.datasets.load_lo
    carried from the previous step, a replay sample of older labels, the quality gate; a
    candidate that fails the gate is not published and the older model keeps serving);
 3. every ``--eval-every`` labels the model each N is serving *at that moment* is evaluated on
-   the NEXT ``--eval-window`` labels: conversion recall@100 of the items users actually
-   convert on next (``training.evaluation`` rules: queries are (user, surface) pairs with
-   conversions in the slice, history = every label before the evaluation point).
+   the NEXT ``--eval-window`` labels under the point-in-time protocol
+   (``training.pit_labels.heldout_evaluation``, as the trainer's gate and ``convcg up``
+   grade): one query per conversion of the slice, as of its attributed click, with the user's
+   engagements before it (the slice's own earlier ones included) as the sequence.
+
+The model is the online trainer's (``training.config.online_model_config``: the conversion
+retriever over the 50 engagements the aggregates keep); the initial training and the
+fine-tunes use the trainer's own defaults unless ``--epochs`` / ``--finetune-lr`` say otherwise.
 
 Prints a table per N (mean recall@100 over the evaluation points, its paired difference to
 ``never``, fine-tune count, published count, compute seconds) and writes
 ``var/reports/refresh_interval.md``, ``var/reports/refresh_interval.png`` and the per-point
 results ``var/reports/refresh_interval_points.csv``.
 
-    python -m bench.experiment_refresh_interval                      # ~4-5 min on 2 cores
-    python -m bench.experiment_refresh_interval --stream-limit 20000 --intervals 1000,5000,never
+    python -m bench.experiment_refresh_interval                      # ~30 min on 2 cores
+    python -m bench.experiment_refresh_interval --stream-limit 40000 --eval-every 2000 --intervals 1000,5000,20000,never
 """
 
 from __future__ import annotations
@@ -247,18 +252,14 @@ def refresh(arm: Arm, stream: pd.DataFrame, initial: pd.DataFrame, position: int
 
 
 def evaluate_arms(arms: list[Arm], history: pd.DataFrame, heldout: pd.DataFrame, catalog, position: int,
-                  k: int, recent_k: int) -> None:
-    """Every arm's serving model on the same queries (built once from the history)."""
-    from training.evaluation import evaluation_queries, model_scorer, recall_at_k
+                  k: int) -> None:
+    """Every arm's serving model on the same point-in-time queries (built once)."""
+    from training.pit_labels import PROTOCOL, heldout_evaluation, pit_model_metrics
 
-    queries, positives, exclude = evaluation_queries(history, heldout, catalog, TASK, recent_k)
-    n_pos = sum(len(p) for p in positives)
+    evaluation = heldout_evaluation(history, heldout, catalog)
+    n_pos = len(evaluation.queries[(TASK, PROTOCOL)])
     for arm in arms:
-        if len(queries):
-            scores = model_scorer(arm.model, catalog)(queries, TASK)
-            recall = recall_at_k(scores, positives, k, exclude)
-        else:
-            recall = math.nan
+        recall = pit_model_metrics(arm.model, evaluation, catalog, (k,))[f"{TASK}_recall@{k}"] if n_pos else math.nan
         arm.evals.append(Evaluation(position, recall, n_pos))
 
 
@@ -267,40 +268,40 @@ def run(args) -> tuple[list[Arm], dict]:
     from tqdm.auto import tqdm
 
     from bench.rigs.training import movielens_labels, sample_negatives
-    from registry.model_config import ModelConfig
-    from training.config import OptimConfig, TrainingSettings
+    from training.config import OptimConfig, TrainingSettings, online_model_config
     from training.evaluation import full_catalog
     from training.trainer import train_full
 
     torch.set_num_threads(args.threads)
-    args.finetune_lr = args.finetune_lr or TrainingSettings().finetune_learning_rate  # shown in the report
+    defaults = TrainingSettings()
+    args.finetune_lr = args.finetune_lr or defaults.finetune_learning_rate  # shown in the report
+    args.epochs = args.epochs or defaults.optim.epochs
+    args.finetune_epochs = args.finetune_epochs or defaults.finetune_epochs
     labels, catalog, label_secs = movielens_labels()
     labels = sample_negatives(labels, args.negative_fraction, args.seed)
     catalog = full_catalog(catalog, labels)
     initial, stream = split_initial(labels, args.initial_fraction)
     if args.stream_limit:
         stream = stream.iloc[:args.stream_limit]
-    config = ModelConfig()
+    config = online_model_config()
     started = time.perf_counter()
     base = train_full(initial, catalog, config, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       evaluate_holdout=False, show_progress=False, threads=args.threads)
     initial_seconds = time.perf_counter() - started
     settings = TrainingSettings(optim=OptimConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                                   threads=args.threads),
-                                replay_ratio=args.replay_ratio,
+                                replay_ratio=args.replay_ratio, finetune_epochs=args.finetune_epochs,
                                 finetune_learning_rate=args.finetune_lr)
     arms = [Arm(n, copy.deepcopy(base.model)) for n in parse_intervals(args.intervals)]
     by_interval = {arm.interval: arm for arm in arms}
     plan = schedule(len(stream), [a.interval for a in arms], args.eval_every, args.eval_window)
-    recent_k = max(config.recent_items, 1)
     for step in tqdm(plan, desc="stream", unit="step"):
         if step.is_refresh:
             refresh(by_interval[step.interval], stream, initial, step.position, catalog, settings,
                     publish_all=args.no_gate)
         else:
             history = pd.concat([initial, stream.iloc[:step.position]], ignore_index=True)
-            evaluate_arms(arms, history, stream.iloc[step.position:step.end], catalog, step.position, args.k,
-                          recent_k)
+            evaluate_arms(arms, history, stream.iloc[step.position:step.end], catalog, step.position, args.k)
     info = dict(labels=len(labels), kinds=labels["kind"].value_counts().to_dict(), initial=len(initial),
                 stream=len(stream), catalog=len(catalog), label_seconds=label_secs, initial_seconds=initial_seconds,
                 initial_span_days=(initial["label_ts"].max() - initial["label_ts"].min()) / 86400,
@@ -399,15 +400,15 @@ def report(arms: list[Arm], info: dict, args, total_seconds: float) -> str:
         "## How fresh must the model be? Conversion recall vs model refresh interval (MovieLens-100k)",
         "",
         f"Labels: {info['labels']} ({info['kinds']}; {args.negative_fraction:.0%} of negatives kept), ordered "
-        f"by label time. Initial model: full training (default `ModelConfig`, {args.epochs} epoch(s), batch "
+        f"by label time. Initial model: full training (the online trainer's model, {args.epochs} epoch(s), batch "
         f"{args.batch_size}) on the first {args.initial_fraction:.0%} = {info['initial']} labels "
         f"({info['initial_span_days']:.0f} days, {info['initial_seconds']:.1f} s). Stream: the next "
         f"{info['stream']} labels ({info['stream_span_days']:.0f} days, {info['stream_conversions']} conversions).",
         f"Refresh = `training.trainer.finetune` as the trainer service runs it: the labels since the last "
-        f"refresh + the held-out slice carried over, replay ratio {args.replay_ratio}, 1 epoch, learning rate "
+        f"refresh + the held-out slice carried over, replay ratio {args.replay_ratio}, {args.finetune_epochs} epoch(s), learning rate "
         f"{args.finetune_lr}, quality gate {gate}. Evaluation every {args.eval_every} labels on the next "
-        f"{args.eval_window} labels ({points} points): micro conversion recall@{args.k} of the (user, surface) queries converting in "
-        f"that slice, with the model serving at that moment. Seed {args.seed}, {args.threads} torch thread(s).",
+        f"{args.eval_window} labels ({points} points): point-in-time conversion recall@{args.k} (one query per conversion of the "
+        f"slice as of its attributed click), with the model serving at that moment. Seed {args.seed}, {args.threads} torch thread(s).",
         "",
         results_table(arms, summaries, args.k),
         "",
@@ -437,8 +438,9 @@ def main() -> None:
     ap.add_argument("--replay-ratio", type=float, default=1.0, help="older labels replayed per new label")
     ap.add_argument("--finetune-lr", type=float, default=0.0, help="fine-tune learning rate (0 = trainer default)")
     ap.add_argument("--no-gate", action="store_true", help="publish every fine-tuned candidate")
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--epochs", type=int, default=0, help="initial training epochs (0 = trainer default)")
+    ap.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune epochs (0 = trainer default)")
+    ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on this busy 2-core box)")

@@ -39,6 +39,9 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+_LIST_ITEM_TYPE = {"floats": frozenset({float}), "strings": frozenset({str})}
+
+
 def _check_feature(entity: str, name: str, kind: str, value: Any) -> Any:
     if value is None:
         return None
@@ -47,6 +50,12 @@ def _check_feature(entity: str, name: str, kind: str, value: Any) -> Any:
         return value
     if kind == "float" and value_type is float and math.isfinite(value):
         return value
+    if value_type is list and kind in _LIST_ITEM_TYPE and _LIST_ITEM_TYPE[kind].issuperset(map(type, value)):
+        # a list of exact floats / strs, checked in C (JSON decodes to no subclass); floats are
+        # finite when their sum is (an inf or nan makes it non-finite; an overflow of the sum
+        # alone takes the item-by-item path below)
+        if kind == "strings" or math.isfinite(sum(value)):
+            return value
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
             raise InvalidMessage(f"{entity} feature {name!r} must be an integer, got {value!r}")

@@ -31,6 +31,16 @@ def test_parse_feature_update_accepts_the_wire_shape():
     assert partial.features["ctr_7d"] == 0.5 and partial.features["impressions_1h"] is None
 
 
+def test_parse_feature_update_lists_of_floats_are_floats_and_a_sum_overflow_is_not_an_error():
+    big = [1.7e308, 1.7e308]  # each finite, their sum is not
+    feats = {"last_engaged_ts": big, "last_engaged_dwell_ms": [5000, 0.5], "last_engaged_items": []}
+    parsed = parse_feature_update({**full_update("user", "u1", T, 1).to_dict(), "features": feats})
+    assert parsed.features["last_engaged_ts"] == big
+    dwell = parsed.features["last_engaged_dwell_ms"]
+    assert dwell == [5000.0, 0.5] and all(type(x) is float for x in dwell)
+    assert parsed.features["last_engaged_items"] == []
+
+
 @pytest.mark.parametrize("change, reason", [
     ({"entity": "shop"}, "unknown entity"),
     ({"entity_id": ""}, "entity_id"),
@@ -41,6 +51,11 @@ def test_parse_feature_update_accepts_the_wire_shape():
     ({"features": {"last_engaged_items": [1, 2]}}, "list of strings"),
     ({"features": {"last_engaged_ts": ["x"]}}, "list of finite numbers"),
     ({"features": {"last_engaged_dwell_ms": [float("inf")]}}, "list of finite numbers"),
+    ({"features": {"last_engaged_ts": [1.0, float("nan")]}}, "list of finite numbers"),
+    ({"features": {"last_engaged_ts": [float("inf"), float("-inf")]}}, "list of finite numbers"),
+    ({"features": {"last_engaged_ts": [1.0, True]}}, "list of finite numbers"),
+    ({"features": {"last_engaged_ts": (1.0,)}}, "list of finite numbers"),
+    ({"features": {"last_engaged_items": ["i1", None]}}, "list of strings"),
 ])
 def test_parse_feature_update_rejects_with_reason(change, reason):
     d = {**full_update("user", "u1", T, 1).to_dict(), **change}

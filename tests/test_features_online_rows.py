@@ -13,7 +13,13 @@ import pytest
 from convcg.contract import FeatureUpdate
 from features.definitions import JOIN_KEYS, stream_feature_schema
 from features.online import OnlineWriter
-from features.online_rows import RedisRowWriter, SqliteRowWriter, ValueBytes, row_writer
+from features.online_rows import (
+    ListBytes,
+    RedisRowWriter,
+    SqliteRowWriter,
+    ValueBytes,
+    row_writer,
+)
 from features.settings import FeaturesSettings
 from features.store import apply_repo, delete_redis_project_keys
 
@@ -171,3 +177,55 @@ def test_convcg_up_default_store_holds_feast_bytes_and_the_feast_sdk_reads_them(
             assert got[name] == [newest[i].features.get(name) for i in ids], name
     finally:
         online.stop()
+
+
+def test_list_bytes_serialise_again_only_what_changed_and_keep_the_sign_of_zero():
+    from feast.protos.feast.types.Value_pb2 import DoubleList, StringList, Value
+
+    def floats(v):
+        return Value(double_list_val=DoubleList(val=v)).SerializeToString()
+
+    made = []
+    vb = ValueBytes()
+    encode = vb.encode
+    vb.encode = lambda kind, v: made.append(kind) or encode(kind, v)
+    lists = ListBytes(vb, limit=4)
+    seq = [1_700_000_000.5, 0.0]
+    assert lists.encode("floats", "u1", seq) == floats(seq)
+    assert lists.encode("floats", "u1", list(seq)) == floats(seq) and made == ["floats"]  # same list: memo
+    assert lists.encode("floats", "u1", [1_700_000_000.5, -0.0]) == floats([1_700_000_000.5, -0.0])  # -0.0 == 0.0
+    seq.append(3.0)  # the caller's list changed after it was written: not what is remembered
+    assert lists.encode("floats", "u1", seq) == floats(seq)
+    assert lists.encode("floats", "u2", seq) == floats(seq)  # another entity has its own entry
+    assert lists.encode("strings", "u1s", ["a", "b"]) == Value(string_list_val=StringList(val=["a", "b"])).SerializeToString()
+    assert lists.encode("strings", "u1s", ["a", "c"]) == Value(string_list_val=StringList(val=["a", "c"])).SerializeToString()
+    assert lists.encode("floats", "u1", None) == vb.empty
+    assert made == ["floats"] * 4 + ["strings"] * 2 + ["floats"]
+    for k in range(10):  # bounded: cleared when full, still right after
+        assert lists.encode("floats", f"x{k}", [float(k)]) == floats([float(k)])
+    assert len(lists._last) <= 4
+
+
+def test_packed_redis_writes_read_every_reply_and_raise_the_first_error(tmp_path):
+    import redis
+    from redis.exceptions import ResponseError
+
+    from features.online_rows import _packed_sender
+
+    s = _settings(tmp_path, "redis")
+    host, _, port = s.redis_connection.partition(":")
+    client = redis.Redis(host=host, port=int(port))
+    base = f"t{uuid.uuid4().hex[:10]}"
+    try:
+        client.set(f"{base}:str", b"x")
+        send = _packed_sender(client)
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            send([[b"HSET", f"{base}:a", b"f", b"1"], [b"HSET", f"{base}:str", b"f", b"2"],
+                  [b"HSET", f"{base}:b", b"f", b"3"], [b"EXPIRE", f"{base}:b", 100]])
+        assert client.hgetall(f"{base}:a") == {b"f": b"1"} and client.hgetall(f"{base}:b") == {b"f": b"3"}
+        assert 0 < client.ttl(f"{base}:b") <= 100
+        send([[b"HSET", f"{base}:a", b"g", b"4"]])  # the connection went back to the pool in sync
+        assert client.hgetall(f"{base}:a") == {b"f": b"1", b"g": b"4"}
+        assert client.ping()
+    finally:
+        client.delete(f"{base}:str", f"{base}:a", f"{base}:b")

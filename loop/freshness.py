@@ -47,6 +47,10 @@ class SendLog:
             self.event_ts.append(max_event_ts)
             self.wall.append(wall)
 
+    def latest(self) -> float | None:
+        """The newest event time sent (None before the first send)."""
+        return self.event_ts[-1] if self.event_ts else None
+
     def wall_when_reached(self, event_ts: float) -> float | None:
         """When the replay first sent an event with ts >= ``event_ts`` (None: never)."""
         i = bisect.bisect_left(self.event_ts, event_ts)

@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from typing import Callable
 
 import orjson
 
@@ -35,8 +36,12 @@ def _get_json(url: str, timeout: float = 5.0):
 class ServedItems:
     """Per user, the items the current retriever serves (one query per user per version)."""
 
-    def __init__(self, retrieval_url: str, k: int, users: list[str]) -> None:
-        self.url, self.k, self.users = retrieval_url, k, users
+    def __init__(self, retrieval_url: str, k: int, users: list[str],
+                 event_clock: Callable[[], float | None] = lambda: None) -> None:
+        """``event_clock``: the replay's event time, sent as each query's ``as_of`` so the stored
+        sequence is read with the ages it has in event time (the service's default clock is
+        the wall clock, which a replay of an old log is years past); None: no ``as_of``."""
+        self.url, self.k, self.users, self.event_clock = retrieval_url, k, users, event_clock
         self.cache: dict[str, list[str]] = {}
         self.version: str | None = None
         self.queries = 0
@@ -48,7 +53,11 @@ class ServedItems:
         return self.cache.get(user_id, [])
 
     def _query(self, user_id: str) -> list[str]:
-        q = urllib.parse.urlencode({"user_id": user_id, "k": self.k, "surface": "home"})
+        params: dict = {"user_id": user_id, "k": self.k, "surface": "home"}
+        as_of = self.event_clock()
+        if as_of is not None:
+            params["as_of"] = repr(float(as_of))
+        q = urllib.parse.urlencode(params)
         try:
             body = _get_json(f"{self.url}/retrieve?{q}")
             self.queries += 1

@@ -225,7 +225,14 @@ def _live_phase(settings: LoopSettings, full, warm, live, bootstrap: str, topics
     from loop.probes import FeatureProbes, ProbePicker
 
     users = sorted({e.user_id for e in live})
-    served = ServedItems(f"http://127.0.0.1:{ports['retrieval']}", settings.served_per_user, users)
+    sender: LiveSender | None = None
+
+    def replay_time() -> float:
+        """The replay's event time: the newest event sent (the warm-up's last before the live phase)."""
+        latest = sender.sends.latest() if sender is not None else None
+        return latest if latest is not None else warm[-1].ts
+
+    served = ServedItems(f"http://127.0.0.1:{ports['retrieval']}", settings.served_per_user, users, replay_time)
     served.load(before)
     watch.on_new = served.refresh_in_background
     watch.start()

@@ -142,7 +142,8 @@ def recent_sequences(items: Sequence, ts: Sequence, dwell: Sequence, as_of: np.n
     [n, k] = as_of - ts in seconds, dwell [n, k] ms)``, 0 where padded (and where a kept
     engagement has no dwell). A row without times (ids only: a request's own
     ``recent_items``, or times that do not match the ids one for one) keeps its first ``k`` ids
-    with age and dwell 0. A time that is not a number (NaN, None) is never before the query.
+    with age and dwell 0. A time that is not a number (NaN, None) is never before the query;
+    a dwell that is not a finite number is 0.
 
     The one reading of the sequence: the retrieval service (online features, as of now), a
     training set of ``convcg dataset`` (as of each row's impression time) and
@@ -164,6 +165,7 @@ def recent_sequences(items: Sequence, ts: Sequence, dwell: Sequence, as_of: np.n
             row_dwell = dwell[r]
             if is_list(row_dwell):
                 d = np.asarray(row_dwell, dtype=np.float64)
+                d = np.where(np.isfinite(d), d, 0.0)  # a dwell that is not a number: unknown, 0
                 known = keep[keep < len(d)]  # a prefix of keep
                 dwell_out[r, :len(known)] = d[known]
             kept = [row_items[m] for m in keep]

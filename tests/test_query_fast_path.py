@@ -114,11 +114,14 @@ def test_the_inputs_read_the_sequence_as_of_the_query_time():
     np.testing.assert_array_equal(dwell[:7], np.float32([1500.0, 20.0, 0, 0, 0, 0, 0]))
 
 
-def test_a_time_that_is_not_a_number_is_never_before_the_query():
+def test_a_time_that_is_not_a_number_is_never_before_the_query_and_such_a_dwell_is_0():
     recent, age, _ = recent_sequences([["a", "b", "c"]], [[NOW - 10, float("nan"), None]], [None], np.array([NOW]),
                                       CONFIG)
     assert (recent[0, :1] != 0).all() and (recent[0, 1:] == 0).all()
     assert age[0, 0] == 10.0
+    _, _, dwell = recent_sequences([["a", "b", "c"]], [[NOW - 30, NOW - 20, NOW - 10]], [[None, float("inf"), 5.0]],
+                                   np.array([NOW]), CONFIG)
+    np.testing.assert_array_equal(dwell[0, :3], np.float32([0.0, 0.0, 5.0]))
 
 
 def test_hashing_distinct_ids_first_gives_the_same_buckets():

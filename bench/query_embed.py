@@ -16,7 +16,10 @@ empty sequence). The two series alternate in blocks over the same queries:
 * ``service``: ``LoadedModel.embed_queries([q])``, what ``/retrieve`` calls.
 
 Prints p50/p99/mean of each, the ratio, the largest difference between the two vectors of a
-query, and the load average before and after.
+query, and the load average before and after. The frame path shares the encoder's rules and so
+its speed-ups (vectorised sequence read, hashing without factorising): the ratio is the dict
+view's gain alone. Against an older commit, run this file there too (it only uses names the
+older code has: ``PYTHONPATH=<checkout> python bench/query_embed.py``), alternating runs.
 """
 
 from __future__ import annotations

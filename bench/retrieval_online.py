@@ -1,6 +1,7 @@
 """Retrieval with the user's fresh engagement sequence read from the online store at query time.
 
     python -m bench.retrieval_online [--items 1000000] [--users 10000] [--seq-len 200] [--queries 3000]
+                                     [--keep | --reuse] [--compare-code PATH]
 
 One run, every part a separate process talking as deployed:
   * user rows (the streaming user features: counts, rates and the last ``--seq-len`` engaged
@@ -18,7 +19,10 @@ One run, every part a separate process talking as deployed:
   * one sequential keep-alive client, alternating blocks of the same users against both
     services and, as a third series, the features service's own lookup: p50/p99 and q/s of
     each, the ratio, and the lookup's share of the service's query time (from its
-    ``convcg_retrieval_feature_lookup_seconds`` and ``convcg_retrieval_query_seconds``).
+    ``convcg_retrieval_feature_lookup_seconds`` and ``convcg_retrieval_query_seconds``);
+  * with ``--compare-code PATH`` (another checkout, e.g. ``git archive`` of an older commit), one
+    more service with the lookup running that code (its ``PYTHONPATH``) in the same rotation:
+    a before/after of a code change under the same load.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ TARGET_P99_MS = 5.0
 QUERY_SECONDS = "convcg_retrieval_query_seconds"
 LOOKUP_SECONDS = "convcg_retrieval_feature_lookup_seconds"
 LOOKUP_FAILURES = "convcg_retrieval_feature_lookup_failures_total"
+COMPARED = "with lookup, compared code"
 
 
 # --- data (pure) ---------------------------------------------------------------------------
@@ -195,6 +200,8 @@ def main() -> None:
     p.add_argument("--workdir", default="var/bench/retrieval_online")
     p.add_argument("--keep", action="store_true", help="keep the registry and the artifact")
     p.add_argument("--reuse", action="store_true", help="reuse a kept registry and artifact of the same size")
+    p.add_argument("--compare-code", default="",
+                   help="also serve with the lookup from the code at this path (PYTHONPATH), as one more series")
     a = p.parse_args()
 
     from features.settings import FeaturesSettings
@@ -227,10 +234,19 @@ def main() -> None:
         without = RetrievalServeProcess({**index_env, "CONVCG_INDEX_FEATURES_URL": ""},
                                         workdir / "retrieval-plain.log", name="retrieval-plain")
         components.append(without)
+        compared = None
+        if a.compare_code:
+            code = str(Path(a.compare_code).absolute())
+            compared = RetrievalServeProcess({**index_env, "CONVCG_INDEX_FEATURES_URL": f"http://127.0.0.1:{features_port}",
+                                              "PYTHONPATH": code}, workdir / "retrieval-compare.log",
+                                             name="retrieval-compare")
+            components.append(compared)
         wait_healthy(features, f"http://127.0.0.1:{features_port}/health", 120)
         t = time.perf_counter()
         with_lookup.wait_serving(900)
         without.wait_serving(900)
+        if compared is not None:
+            compared.wait_serving(900)
         print(f"features service and both retrieval services serving ({time.perf_counter() - t:.1f}s more "
               "for the retrieval services)", flush=True)
 
@@ -242,6 +258,10 @@ def main() -> None:
 
         clients = {"with lookup": RetrieveClient(with_lookup.url), "without lookup": RetrieveClient(without.url),
                    "features lookup alone": LookupClient(f"http://127.0.0.1:{features_port}")}
+        if compared is not None:
+            clients[COMPARED] = RetrieveClient(compared.url)
+            differ = sum(items_of(with_lookup.url, u, a.k) != items_of(compared.url, u, a.k) for u in users[:20])
+            print(f"sanity: top-{a.k} of this code differs from the compared code's for {differ}/20 users", flush=True)
         interleaved(clients, users[:a.warmup], a.k, a.block)  # warm-up
         before = with_lookup.metrics()
         load_before = open("/proc/loadavg").read().split()[:3]
@@ -269,6 +289,10 @@ def main() -> None:
     for name, r in res.items():
         print(f"  {name:22} {fmt({k: v for k, v in r.items() if k != 'qps'})} q/s={r['qps']:.0f}")
     w, b = res["with lookup"], res["without lookup"]
+    if COMPARED in res:
+        c = res[COMPARED]
+        print(f"ratio compared code / this code, with lookup: p50 {c['p50_ms'] / w['p50_ms']:.2f}x, "
+              f"p99 {c['p99_ms'] / w['p99_ms']:.2f}x, mean {c['mean_ms'] / w['mean_ms']:.2f}x ({a.compare_code})")
     print(f"ratio with / without lookup: p50 {w['p50_ms'] / b['p50_ms']:.2f}x, p99 {w['p99_ms'] / b['p99_ms']:.2f}x, "
           f"mean {w['mean_ms'] / b['mean_ms']:.2f}x")
     print(f"inside the service (its metrics, {n_q:.0f} queries): query mean {1000 * query_s / n_q:.3f} ms, "

@@ -6,10 +6,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from registry.encoding import encode_items, encode_queries
+from registry.encoding import (
+    encode_items,
+    encode_queries,
+    encode_query_dicts,
+    queries_frame,
+)
 from registry.model import TwoTowerModel
 
 DEFAULT_BATCH = 4096
+#: ``embed_queries`` encodes up to this many query dicts directly (``encode_query_dicts``), a
+#: larger batch through a frame (``queries_frame``), whose fixed cost is then spread thin
+DICT_QUERY_BATCH = 64
 
 
 def eval_mode(model: TwoTowerModel) -> None:
@@ -56,3 +64,20 @@ def embed_query_frame(model: TwoTowerModel, queries: pd.DataFrame, batch_size: i
         chunk = queries.iloc[start:start + batch_size]
         out[start:start + len(chunk)] = model.query_tower(encode_queries(chunk, model.config), task).numpy()
     return out
+
+
+@torch.inference_mode()
+def embed_query_dicts(model: TwoTowerModel, queries: list[dict], task: str = "conversion") -> np.ndarray:
+    """``embed_query_frame(model, queries_frame(queries))`` without the frame: the retrieval
+    service's path for its one query (``tests/test_query_fast_path.py`` holds them equal)."""
+    eval_mode(model)
+    return model.query_tower(encode_query_dicts(queries, model.config), task).numpy()
+
+
+def embed_queries(model: TwoTowerModel, queries: list[dict], task: str = "conversion") -> np.ndarray:
+    """float32 ``[len(queries), dim]`` of query dicts (``registry.encoding.queries_frame``)."""
+    if not queries:
+        return np.zeros((0, model.config.embedding_dim), dtype=np.float32)
+    if len(queries) <= DICT_QUERY_BATCH:
+        return embed_query_dicts(model, queries, task)
+    return embed_query_frame(model, queries_frame(queries), task=task)

@@ -65,7 +65,9 @@ class CausalSelfAttention(nn.Module):
         # all-masked attention row
         padding = ~present
         padding[:, 0] = False
-        out = self.layers(x, mask=self.future, src_key_padding_mask=padding)
+        # the mask is anti-causal (newest first), never torch's causal one: saying so spares
+        # torch comparing it with a causal mask it builds on every call
+        out = self.layers(x, mask=self.future, src_key_padding_mask=padding, is_causal=False)
         return self.norm(out[:, 0])
 
 

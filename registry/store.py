@@ -90,12 +90,9 @@ class LoadedModel:
     def embed_queries(self, queries: list[dict]) -> np.ndarray:
         """float32 ``[len(queries), dim]``. Each dict: ``user_id``, ``surface``, optional
         ``recent_items`` (item ids, newest first) and user feature values by name."""
-        from registry.encoding import queries_frame
-        from registry.inference import embed_query_frame
+        from registry.inference import embed_queries
 
-        if not queries:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return embed_query_frame(self.model, queries_frame(queries))
+        return embed_queries(self.model, queries)
 
     def __repr__(self) -> str:
         return f"LoadedModel(version={self.version!r}, dim={self.dim})"

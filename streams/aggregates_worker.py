@@ -84,7 +84,8 @@ class AggregatesWorker:
         self.forward_topic = {USER: t.aggregates_by_item, ITEM: t.aggregates_by_advertiser}
         self.group_id = settings.aggregates_group or f"{settings.kafka.topic_prefix}convcg-aggregates"
         self.aggregate_settings = aggregate_settings or AggregateSettings()
-        self.output = output if output is not None else OutputProducer(settings.kafka.bootstrap)
+        self.output = output if output is not None else OutputProducer(settings.kafka.bootstrap,
+                                                                           linger_ms=settings.output_linger_ms)
         self.stages: dict[tuple[str, int], StageAggregator] = {}  # (stage, partition) -> its state
         self.live_stages: set[tuple[str, int]] = set()  # caught up since assigned: updates are sent
         self.targets: dict[tuple[str, int], int] = {}  # (topic, partition) -> end offset at assignment

@@ -61,7 +61,7 @@ def build_app(settings: StreamSettings, partition_counts: dict[str, int] | None 
     # acks=False: Faust neither tracks nor commits these offsets; the processor commits them
     source = app.topic(*topics.events, key_serializer="raw", value_serializer="raw", acks=False)
     table = app.Table(STATE_TABLE, partitions=settings.partitions)  # JSON keys and values
-    output = OutputProducer(settings.kafka.bootstrap)
+    output = OutputProducer(settings.kafka.bootstrap, linger_ms=settings.output_linger_ms)
     processor = JoinProcessor(settings, FaustConsumerPort(app, settings.kafka.bootstrap, settings.app_id,
                                                                     partition_counts),
                               JoinStateChangelog(settings.kafka.bootstrap, table, output), output)

@@ -225,8 +225,9 @@ class JoinProcessor:
             send(topics.labels, encode_label(label), label.user_id.encode(), partition)
         for kind, n in kinds.items():
             metrics.LABELS_OUT.labels(kind).inc(n)
+        dropped: Counter[str] = Counter()
         for event, reason in out.dropped:
-            metrics.DROPPED.labels(reason).inc()
+            dropped[reason] += 1
             if isinstance(event, Conversion):
                 send(topics.unattributed, orjson.dumps({"reason": reason, "event": _event_dict(event)}),
                      event.user_id.encode(), partition)
@@ -235,6 +236,8 @@ class JoinProcessor:
                                                       orjson.dumps(_event_dict(event)), reason,
                                                       "dropped by the label join", time.time()),
                      event.user_id.encode(), partition)
+        for reason, n in dropped.items():  # one metrics call per reason and batch, not per event
+            metrics.DROPPED.labels(reason).inc(n)
         self._unsaved.append((partition, self.changelog.entries(partition, out.changed, joiner.watermark)))
         metrics.export_join_partition(partition, joiner.watermark, wm.newest, joiner.buffered, len(joiner.impressions))
         return out.released

@@ -22,6 +22,15 @@ def test_dead_letter_round_trips_with_the_original_bytes():
     assert decode_dead_letter(dead_letter("streams-worker", "t", 0, None, None, "r", "", 0)).offset == -1
 
 
+def test_dead_letter_bytes_are_the_json_object_of_its_fields_in_order():
+    for raw, offset, now in ((b'{"a": 1}', 3, 1700000000.25), (None, None, 0), (b"\x00\xff", 0, -1.0)):
+        encoded = dead_letter("streams-worker", "impressions", 1, offset, raw, "dropped", "d\u00e9tail \"q\"", now)
+        letter = DeadLetter("streams-worker", "impressions", 1, -1 if offset is None else offset, "dropped",
+                            "d\u00e9tail \"q\"", base64.b64encode(raw or b"").decode(), now)
+        assert encoded == orjson.dumps(letter.to_dict())
+        assert list(orjson.loads(encoded)) == list(DeadLetter.__dataclass_fields__)
+
+
 def test_groups_by_component_and_reason_largest_first_with_the_newest_example():
     def dl(component, reason, t, detail="", topic="x"):
         return DeadLetter(component, topic, 0, 0, reason, detail, "", t)

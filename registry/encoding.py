@@ -233,13 +233,6 @@ def encode_query_dicts(queries: Sequence[dict], config: ModelConfig) -> QueryInp
     return encode_query_columns(DictColumns(queries), config)
 
 
-def online_query_inputs(user_id: str, features: dict, as_of: float, config: ModelConfig,
-                        surface: str = "home") -> QueryInputs:
-    """One user's query input from its online feature dict (feature name -> value, as the
-    features service returns it) at query time ``as_of`` (event-time seconds)."""
-    return encode_query_dicts([{**features, "user_id": user_id, "surface": surface, QUERY_TIME: as_of}], config)
-
-
 def queries_frame(queries: list[dict]) -> pd.DataFrame:
     """Query dicts (``user_id, surface, recent_items?, as_of?, <feature>?``) as a frame whose user
     feature columns carry the ``user__`` prefix (a bare feature name is accepted too:

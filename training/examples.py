@@ -152,6 +152,14 @@ def replay_sample(older: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     return older.sample(n=n, random_state=seed)
 
 
+def catalog_positions(catalog: pd.DataFrame, item_ids) -> torch.Tensor:
+    """Each item id's row in ``catalog`` (its first row, if it appears twice), as the catalog
+    softmax's targets; every id must be in the catalog."""
+    position = pd.Series(np.arange(len(catalog)), index=catalog["item_id"].to_numpy())
+    position = position[~position.index.duplicated()]
+    return torch.from_numpy(position.reindex(np.asarray(item_ids, dtype=object)).to_numpy(np.int64))
+
+
 def catalog_from_labels(labels: pd.DataFrame) -> pd.DataFrame:
     """A minimal catalog (category unknown, price 0) when no catalog file exists."""
     cat = labels[["item_id", "advertiser_id"]].drop_duplicates("item_id").reset_index(drop=True)

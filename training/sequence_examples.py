@@ -18,6 +18,7 @@ from registry.model_config import ModelConfig
 from training.catalog_loss import CatalogExamples, HistoryRows
 from training.examples import (
     Examples,
+    catalog_positions,
     item_log_probability,
     join_catalog,
     roles_and_weights,
@@ -110,7 +111,6 @@ def sequence_examples(labels: pd.DataFrame, features: SequenceFeatures, catalog:
     examples = Examples(queries=queries, items=encode_items(frame, features.config), role=torch.from_numpy(role),
                         weight=torch.from_numpy(weight),
                         logq=torch.from_numpy(item_log_probability(frame["item_id"], role > ROLE_NEGATIVE)))
-    position = pd.Series(np.arange(len(catalog)), index=catalog["item_id"].to_numpy())
     same_order = np.array_equal(catalog["item_id"].to_numpy(), features.inter.item_ids)
-    return CatalogExamples(examples, torch.from_numpy(position.reindex(frame["item_id"]).to_numpy(np.int64)),
+    return CatalogExamples(examples, catalog_positions(catalog, frame["item_id"]),
                            features.history_rows(users, as_of) if same_order else None)

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -22,6 +21,7 @@ from training.config import OptimConfig, TrainingSettings
 from training.evaluation import evaluate_model, full_catalog, metric_name
 from training.examples import (
     build_examples,
+    catalog_positions,
     feature_columns,
     replay_sample,
     roles_and_weights,
@@ -166,10 +166,8 @@ def joined_sequence_examples(train: pd.DataFrame, catalog: pd.DataFrame | None, 
     items = full_catalog(catalog, train)
     examples = build_examples(train, items, config)
     role, _ = roles_and_weights(train)
-    position = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())
-    position = position[~position.index.duplicated()]
-    index = position.reindex(train["item_id"].to_numpy()[role >= 0]).to_numpy(np.int64)
-    return TrainingSet(CatalogExamples(examples, torch.from_numpy(index)), items)
+    return TrainingSet(CatalogExamples(examples, catalog_positions(items, train["item_id"].to_numpy()[role >= 0])),
+                       items)
 
 
 #: recall cut-offs of the held-out metrics besides the gate's K

@@ -258,14 +258,16 @@ def finetune(serving: TwoTowerModel, new_labels: pd.DataFrame, older_labels: pd.
     """One incremental step: copy the serving model, train it on the new labels (minus the
     most recent held-out slice) plus a replay sample of older labels, then compare both
     models on the held-out slice under the point-in-time protocol (``heldout_metrics``).
-    ``from_scratch``: the candidate is a new model of the serving model's config trained on
-    all the older and new labels (minus the same held-out slice) with ``settings.optim``."""
+    ``from_scratch``: the candidate is a new model of the trainer's configured model
+    (``settings.model``: a changed configuration enters here) trained on all the older and new
+    labels (minus the same held-out slice) with ``settings.optim``."""
+    mode = "retrain" if from_scratch else "finetune"
     new_train, heldout = time_split(new_labels, settings.holdout_fraction)
     history = pd.concat([older_labels, new_train], ignore_index=True)
     if from_scratch:
         replay, train, optim = older_labels, history, settings.optim
         torch.manual_seed(optim.seed)
-        candidate = TwoTowerModel(serving.config)
+        candidate = TwoTowerModel(with_detected_features(settings.model, history))
     else:
         replay = replay_sample(older_labels, int(len(new_train) * settings.replay_ratio), seed=settings.optim.seed)
         train = pd.concat([new_train, replay], ignore_index=True)
@@ -273,14 +275,13 @@ def finetune(serving: TwoTowerModel, new_labels: pd.DataFrame, older_labels: pd.
         optim = settings.optim.model_copy(update={"epochs": settings.finetune_epochs,
                                                   "learning_rate": settings.finetune_learning_rate})
     examples = training_examples(train, history, catalog, candidate.config, settings.query_time)
-    stats = fit(candidate, examples, optim, show_progress, desc="retrain" if from_scratch else "finetune")
+    stats = fit(candidate, examples, optim, show_progress, desc=mode)
     evaluation = heldout_evaluation(history, heldout, catalog)
     cand = heldout_metrics(candidate, evaluation, history, heldout, catalog, settings.gate_k)
     serv = heldout_metrics(serving, evaluation, history, heldout, catalog, settings.gate_k)
     passed, name, reason = gate_decision(cand, serv, settings.gate_tolerance, settings.gate_k)
     cand.update(final_loss=stats.epoch_losses[-1], train_seconds=stats.seconds,
                 examples_seen=stats.examples_seen)
-    mode = "retrain" if from_scratch else "finetune"
     log.info("%s on %d new + %d older labels in %.1fs: %s", mode, len(new_train), len(replay), stats.seconds, reason)
     rng = data_range(train, mode=mode, base_version=base_version, new_labels=int(len(new_train)),
                      replayed=int(len(replay)), heldout=data_range(heldout))

@@ -57,7 +57,7 @@ def full_training_step(settings: TrainingSettings, labels: pd.DataFrame, catalog
 
 def finetune_step(settings: TrainingSettings, new_labels: pd.DataFrame, older_labels: pd.DataFrame,
                   catalog: pd.DataFrame | None, show_progress: bool = True, from_scratch: bool = False) -> StepOutcome:
-    """Fine-tune the current version (or train its config anew, ``from_scratch``); publish
+    """Fine-tune the current version (or train the configured model anew, ``from_scratch``); publish
     only if the quality gate passes."""
     validate_labels(new_labels)
     registry = ModelRegistry(settings.registry_root)

@@ -322,6 +322,9 @@ class MetricNames:
     EVENTS_AGGREGATED = "convcg_aggregates_events"  # valid events counted into the feature aggregates
     LABELS_TRAINED_ON = "convcg_trainer_labels_consumed"  # new labels the trainer accepted
     LABELS_REDELIVERED = "convcg_trainer_labels_duplicate"  # redelivered labels the trainer ignored
+    TRAINER_PENDING = "convcg_trainer_pending_labels"  # gauge: labels waiting for the next step
+    TRAINER_STEPPING = "convcg_trainer_step_running"  # gauge: 1 while a training step runs
+    TRAINER_RETRAINING = "convcg_trainer_retraining"  # gauge: 1 while a retrain runs in the background
     INDEX_SWAPS = "convcg_retrieval_swaps"  # serving pair swaps by kind
     FEATURE_FRESHNESS = "convcg_features_freshness_seconds"  # histogram: event in Kafka -> online
 

@@ -204,7 +204,11 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
         wait_until(lambda: trainer.metric_sum(M.total(M.LABELS_TRAINED_ON))
                    + trainer.metric_sum(M.total(M.LABELS_REDELIVERED)) >= labels_emitted,
                    settings.timeout_s, "the trainer to read every label", supervisor=sup)
+        wait_until(lambda: trainer.metric_sum(M.TRAINER_RETRAINING) == 0, settings.timeout_s,
+                   "the trainer's background retrain to finish", supervisor=sup)
         time.sleep(settings.trigger_seconds + 5)
+        wait_until(lambda: trainer.metric_sum(M.TRAINER_STEPPING) == 0 and trainer.metric_sum(M.TRAINER_PENDING) == 0,
+                   settings.timeout_s, "the trainer's last step", supervisor=sup)
         reg = ModelRegistry(registry)
         final = reg.current_version()
         wait_until(lambda: watch.current == final, 300, f"the retrieval service to serve {final}", supervisor=sup)

@@ -156,3 +156,20 @@ def test_a_retrain_step_trains_a_new_model_on_every_label_and_is_judged_by_the_g
     fresh = reg.load("v000003").model.state_dict()
     assert all(not torch.equal(served[k], fresh[k]) for k in served if served[k].dtype.is_floating_point
                and served[k].numel() > 1 and served[k].abs().sum() > 0)
+
+
+def test_a_retrain_with_sampled_negatives_trains_on_fewer_rows_but_counts_every_stored_label(tmp_path, data):
+    catalog, older, new = data
+    settings = _settings(tmp_path, gate_tolerance=1.0).model_copy(update={"scratch_negative_share": 0.25})
+    full_training_step(settings, older, catalog, show_progress=False)
+    reg = ModelRegistry(settings.registry_root)
+    first = reg.data_range("v000001")
+    train, _ = time_split(older, settings.holdout_fraction)
+    negatives = int((train["kind"] == "negative").sum())
+    assert first["kinds"].get("negative", 0) < 0.5 * negatives  # about a quarter of them kept
+    assert first["labels"] == len(train) - negatives + first["kinds"].get("negative", 0)
+    assert labels_at_last_scratch_training(reg) == len(older)  # what was stored, not what was kept
+    retrained = finetune_step(settings, new, older, catalog, show_progress=False, from_scratch=True)
+    assert retrained.published == "v000002", retrained.reason
+    assert labels_at_last_scratch_training(reg) == len(older) + len(new)
+    assert reg.data_range("v000002")["kinds"]["negative"] < 0.5 * (older["kind"] == "negative").sum()

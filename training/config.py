@@ -93,6 +93,12 @@ class TrainingSettings(BaseSettings):
     #: model comes early (from the first few thousand labels), and a model trained on a small
     #: start is not fine-tuned forever; None: fine-tune only
     retrain_growth: float | None = Field(2.0, ge=1.0)
+    #: the trainer service retrains from scratch in a worker process while it goes on
+    #: fine-tuning the serving model (``training.background_retrain``); False: inside the step
+    retrain_in_background: bool = True
+    #: share of the served-but-not-engaged rows a training from scratch keeps (seeded; every
+    #: positive is kept); fine-tunes keep them all
+    scratch_negative_share: float = Field(1.0, gt=0.0, le=1.0)
     #: 1 epoch at 1e-3. 3 epochs at 3e-3 were tried (2026-12-02): on the first 60,000 MovieLens-100k
     #: events one replay of the trainer's steps gave 0.514 vs 0.469 (177 queries: ±0.04, a hint),
     #: but in the full `convcg up` the gate refused 14 of 27 such fine-tunes (candidates far

@@ -152,6 +152,14 @@ def replay_sample(older: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     return older.sample(n=n, random_state=seed)
 
 
+def sample_negatives(labels: pd.DataFrame, share: float, seed: int = 0) -> pd.DataFrame:
+    """Every positive row and a seeded ``share`` of the negative ones (all rows when share >= 1)."""
+    if share >= 1.0:
+        return labels
+    negative = (labels["kind"] == "negative").to_numpy()
+    return labels[~negative | (np.random.default_rng(seed).random(len(labels)) < share)]
+
+
 def catalog_positions(catalog: pd.DataFrame, item_ids) -> torch.Tensor:
     """Each item id's row in ``catalog`` (its first row, if it appears twice), as the catalog
     softmax's targets; every id must be in the catalog."""

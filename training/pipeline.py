@@ -13,7 +13,7 @@ from registry.store import ModelRegistry
 from training.config import TrainingSettings
 from training.examples import validate_labels
 from training.plots import plot_versions
-from training.trainer import finetune, train_full
+from training.trainer import FinetuneResult, finetune, train_full
 
 log = logging.getLogger("convcg.training.pipeline")
 
@@ -48,7 +48,8 @@ def full_training_step(settings: TrainingSettings, labels: pd.DataFrame, catalog
     validate_labels(labels)
     result = train_full(labels, catalog, settings.model, optim=settings.optim,
                         holdout_fraction=settings.holdout_fraction, show_progress=show_progress,
-                        gate_k=settings.gate_k, query_time=settings.query_time)
+                        gate_k=settings.gate_k, query_time=settings.query_time,
+                        negative_share=settings.scratch_negative_share)
     registry = ModelRegistry(settings.registry_root)
     version = registry.publish(result.model, result.model.config, result.metrics, result.data_range)
     plot_versions(registry)
@@ -66,11 +67,17 @@ def finetune_step(settings: TrainingSettings, new_labels: pd.DataFrame, older_la
         validate_labels(older_labels)
     result = finetune(serving.model, new_labels, older_labels, catalog, settings, show_progress,
                       base_version=serving.version, from_scratch=from_scratch)
+    return publish_result(settings, result, serving.version)
+
+
+def publish_result(settings: TrainingSettings, result: FinetuneResult, base_version: str) -> StepOutcome:
+    """Publish a fine-tune's (or retrain's) candidate if its quality gate passed."""
     metrics = dict(result.candidate_metrics, gate_passed=result.passed, gate_reason=result.reason,
-                   serving_metrics=result.serving_metrics, base_version=serving.version)
+                   serving_metrics=result.serving_metrics, base_version=base_version)
     if not result.passed:
-        log.warning("fine-tune of %s not published: %s", serving.version, result.reason)
+        log.warning("candidate from %s not published: %s", base_version, result.reason)
         return StepOutcome(None, result.reason, metrics, result.heldout)
+    registry = ModelRegistry(settings.registry_root)
     version = registry.publish(result.model, result.model.config, metrics, result.data_range)
     plot_versions(registry)
     return StepOutcome(version, result.reason, metrics, result.heldout)
@@ -81,10 +88,12 @@ SCRATCH_MODES = ("full", "retrain")
 
 
 def labels_at_last_scratch_training(registry: ModelRegistry) -> int:
-    """How many labels the newest model trained from scratch saw (train + held out); 0 if none."""
+    """How many labels were stored when the newest model trained from scratch was trained; 0 if none."""
     for version in reversed(registry.versions()):
         rng = registry.data_range(version)
         if rng.get("mode") in SCRATCH_MODES:
+            if "stored_labels" in rng:  # every label stored then (its negatives may have been sampled)
+                return int(rng["stored_labels"])
             return int(rng.get("labels", 0)) + int(rng.get("heldout", {}).get("labels", 0))
     return 0
 

@@ -28,6 +28,7 @@ from registry.model_config import ModelConfig
 from training.catalog_loss import TrainingSet
 from training.config import OptimConfig
 from training.eval_settings import ProtocolSettings
+from training.examples import sample_negatives
 from training.pit_data import Interactions
 from training.pit_protocol import EvaluationSet, QueryBatch, Scorer, split_time
 from training.sequence_examples import (
@@ -99,12 +100,7 @@ class ConvergedModel:
 def training_labels(labels: pd.DataFrame, cut: float, negative_share: float = 1.0, seed: int = 0) -> pd.DataFrame:
     """Rows whose impression and label are both known before ``cut``, with a seeded
     ``negative_share`` of the negative rows."""
-    rows = labels[(labels["impression_ts"] < cut) & (labels["label_ts"] < cut)]
-    if negative_share >= 1.0:
-        return rows
-    negative = (rows["kind"] == "negative").to_numpy()
-    keep = ~negative | (np.random.default_rng(seed).random(len(rows)) < negative_share)
-    return rows[keep]
+    return sample_negatives(labels[(labels["impression_ts"] < cut) & (labels["label_ts"] < cut)], negative_share, seed)
 
 
 def train_to_convergence(labels: pd.DataFrame, inter: Interactions, cut: float, config: ModelConfig,

@@ -8,6 +8,9 @@
   if the registry is empty (once ``min_labels_first_train`` labels exist), else one fine-tune
   step of the current version, published only if the quality gate passes. The held-out slice
   of a step is trained on in the next one. Offsets are committed after the labels are stored.
+* When a retrain from scratch is due (``retrain_growth``) it runs in a worker process
+  (``training.background_retrain``) while the steps go on fine-tuning; the step after it
+  finishes publishes it if its gate passed and fine-tunes it on the labels stored meanwhile.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ from convcg.contract import LABEL_FIELDS, MetricNames, Topics
 from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import InvalidLabel, dead_letter, decode_label
 from registry.store import ModelRegistry
+from training.background_retrain import (
+    BackgroundRetrain,
+    FinishedRetrain,
+    catch_up_labels,
+)
 from training.config import TrainingSettings
 from training.evaluation import full_catalog
 from training.label_store import LabelStore
@@ -38,6 +46,7 @@ from training.pipeline import (
     full_training_step,
     labels_at_last_scratch_training,
     load_catalog,
+    publish_result,
     retrain_due,
 )
 
@@ -60,7 +69,10 @@ class TrainerMetrics:
         self.steps = Counter("convcg_trainer_steps", "training steps by outcome", ["outcome"], registry=r)
         self.step_seconds = Histogram("convcg_trainer_step_seconds", "duration of a training step",
                                       buckets=(1, 5, 15, 30, 60, 120, 300, 900), registry=r)
-        self.pending = Gauge("convcg_trainer_pending_labels", "labels waiting for the next step", registry=r)
+        self.pending = Gauge(MetricNames.TRAINER_PENDING, "labels waiting for the next step", registry=r)
+        self.retraining = Gauge(MetricNames.TRAINER_RETRAINING, "1 while a retrain from scratch runs in the background",
+                                registry=r)
+        self.stepping = Gauge(MetricNames.TRAINER_STEPPING, "1 while a training step runs", registry=r)
 
 
 class TrainerService:
@@ -81,6 +93,7 @@ class TrainerService:
         self.at_last_scratch = labels_at_last_scratch_training(self.registry)
         self.last_step = time.monotonic()
         self.outcomes: list[StepOutcome] = []
+        self.retrainer = BackgroundRetrain(settings) if settings.retrain_in_background else None
         self._consumer = None
         self._producer = None
         log.info("trainer: %d labels already stored, registry %s current=%s", len(self.seen),
@@ -116,6 +129,9 @@ class TrainerService:
                 raise
 
     def close(self) -> None:
+        if self.retrainer is not None:
+            self.retrainer.close()
+            self.metrics.retraining.set(0)
         if self._consumer is not None:
             self._consumer.close()
         if self._producer is not None:
@@ -159,6 +175,8 @@ class TrainerService:
     # --- training -------------------------------------------------------------------------
 
     def due(self) -> bool:
+        if self.retrainer is not None and self.retrainer.ready:
+            return True  # collect it now: publish and catch it up
         if not self.pending:
             return False
         s = self.settings
@@ -166,6 +184,13 @@ class TrainerService:
 
     def step(self) -> StepOutcome | None:
         """Store the pending labels, then train (full if no model yet) or fine-tune."""
+        self.metrics.stepping.set(1)
+        try:
+            return self._step()
+        finally:
+            self.metrics.stepping.set(0)
+
+    def _step(self) -> StepOutcome | None:
         new = pd.DataFrame(self.pending, columns=list(LABEL_FIELDS))
         self.store.append(new)
         if self.settings.consumer_group and self._consumer is not None:
@@ -186,16 +211,40 @@ class TrainerService:
             outcome = full_training_step(self.settings, everything, catalog, self.show_progress)
             self.carried = pd.DataFrame()
             self.at_last_scratch = len(everything)
-        else:
-            fresh = pd.concat([self.carried, new], ignore_index=True) if len(self.carried) else new
-            older = everything[~everything["label_id"].isin(fresh["label_id"])]
-            scratch = retrain_due(self.settings, len(everything), self.at_last_scratch)
-            if scratch:
-                log.info("%d labels stored, %.1fx the %d of the last model trained from scratch: retraining",
-                         len(everything), len(everything) / max(self.at_last_scratch, 1), self.at_last_scratch)
-                self.at_last_scratch = len(everything)
-            outcome = finetune_step(self.settings, fresh, older, catalog, self.show_progress, from_scratch=scratch)
-            self.carried = outcome.heldout if outcome.heldout is not None else pd.DataFrame()
+            return self._record(outcome, started)
+        fresh = pd.concat([self.carried, new], ignore_index=True) if len(self.carried) else new
+        older = everything[~everything["label_id"].isin(fresh["label_id"])]
+        finished = self.retrainer.poll() if self.retrainer is not None else None
+        if finished is not None:
+            self.metrics.retraining.set(0)
+            retrained = self._record(self._publish_retrain(finished), started)
+            if retrained.published:
+                fresh, older = catch_up_labels(finished, everything)
+            if not len(fresh):
+                return retrained
+            started = time.perf_counter()
+        scratch = retrain_due(self.settings, len(everything), self.at_last_scratch)
+        if scratch:
+            log.info("%d labels stored, %.1fx the %d of the last model trained from scratch: retraining%s",
+                     len(everything), len(everything) / max(self.at_last_scratch, 1), self.at_last_scratch,
+                     " in the background" if self.retrainer is not None else "")
+            self.at_last_scratch = len(everything)
+            if self.retrainer is not None:
+                serving = self.registry.load()
+                self.retrainer.start(serving.model, serving.version, fresh, older, catalog)
+                self.metrics.retraining.set(1)
+                scratch = False  # this step fine-tunes as usual
+        outcome = finetune_step(self.settings, fresh, older, catalog, self.show_progress, from_scratch=scratch)
+        self.carried = outcome.heldout if outcome.heldout is not None else pd.DataFrame()
+        return self._record(outcome, started)
+
+    def _publish_retrain(self, finished: FinishedRetrain) -> StepOutcome:
+        """Publish a finished background retrain if its gate passed (``pipeline.publish_result``)."""
+        log.info("background retrain from %s finished in %.0f s: %s", finished.job.base_version, finished.seconds,
+                 finished.result.reason)
+        return publish_result(self.settings, finished.result, finished.job.base_version)
+
+    def _record(self, outcome: StepOutcome, started: float) -> StepOutcome:
         self.metrics.step_seconds.observe(time.perf_counter() - started)
         self.metrics.steps.labels(outcome="published" if outcome.published else "rejected").inc()
         self.outcomes.append(outcome)

@@ -25,6 +25,7 @@ from training.examples import (
     feature_columns,
     replay_sample,
     roles_and_weights,
+    sample_negatives,
     time_split,
 )
 from training.pit_labels import (
@@ -198,18 +199,20 @@ def train_full(labels: pd.DataFrame, catalog: pd.DataFrame | None, config: Model
                epochs: int = 3, batch_size: int = 512, learning_rate: float = 3e-3, seed: int = 0,
                evaluate_holdout: bool = True, holdout_fraction: float = 0.2, show_progress: bool = True,
                threads: int = 1, gate_k: int = 100, query_time: str = "engagement",
-               optim: OptimConfig | None = None) -> TrainResult:
+               optim: OptimConfig | None = None, negative_share: float = 1.0) -> TrainResult:
     """Train a fresh model (``optim``, or one made of ``epochs``, ``batch_size``,
     ``learning_rate``, ``seed`` and ``threads``). With ``evaluate_holdout`` the latest
     ``holdout_fraction`` of the labels (by impression time) is held out and the metrics are
-    measured on it (``heldout_metrics``)."""
+    measured on it (``heldout_metrics``). ``negative_share``: the share of the negative training
+    rows kept (``examples.sample_negatives``)."""
     config = with_detected_features(config or ModelConfig(), labels)
     train, heldout = time_split(labels, holdout_fraction) if evaluate_holdout else (labels, labels.iloc[:0])
     optim = optim or OptimConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                                  threads=threads)
     torch.manual_seed(optim.seed)
     model = TwoTowerModel(config)
-    stats = fit(model, training_examples(train, train, catalog, config, query_time), optim, show_progress,
+    rows = sample_negatives(train, negative_share, optim.seed)
+    stats = fit(model, training_examples(rows, train, catalog, config, query_time), optim, show_progress,
                 desc="full train")
     metrics: dict = {"final_loss": stats.epoch_losses[-1], "train_seconds": stats.seconds,
                      "examples_seen": stats.examples_seen, "examples_per_second": stats.examples_per_second}
@@ -218,7 +221,8 @@ def train_full(labels: pd.DataFrame, catalog: pd.DataFrame | None, config: Model
                                        gate_k))
     log.info("full training on %d labels: %d examples in %.1fs, metrics %s", len(train), stats.examples_seen,
              stats.seconds, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
-    return TrainResult(model, metrics, data_range(train, mode="full", heldout=data_range(heldout)), stats)
+    return TrainResult(model, metrics, data_range(rows, mode="full", heldout=data_range(heldout),
+                                                  stored_labels=int(len(labels))), stats)
 
 
 @dataclass
@@ -260,12 +264,14 @@ def finetune(serving: TwoTowerModel, new_labels: pd.DataFrame, older_labels: pd.
     models on the held-out slice under the point-in-time protocol (``heldout_metrics``).
     ``from_scratch``: the candidate is a new model of the trainer's configured model
     (``settings.model``: a changed configuration enters here) trained on all the older and new
-    labels (minus the same held-out slice) with ``settings.optim``."""
+    labels (minus the same held-out slice, with ``settings.scratch_negative_share`` of the
+    negatives) with ``settings.optim``."""
     mode = "retrain" if from_scratch else "finetune"
     new_train, heldout = time_split(new_labels, settings.holdout_fraction)
     history = pd.concat([older_labels, new_train], ignore_index=True)
     if from_scratch:
-        replay, train, optim = older_labels, history, settings.optim
+        replay, optim = older_labels, settings.optim
+        train = sample_negatives(history, settings.scratch_negative_share, optim.seed)
         torch.manual_seed(optim.seed)
         candidate = TwoTowerModel(with_detected_features(settings.model, history))
     else:
@@ -284,6 +290,7 @@ def finetune(serving: TwoTowerModel, new_labels: pd.DataFrame, older_labels: pd.
                 examples_seen=stats.examples_seen)
     log.info("%s on %d new + %d older labels in %.1fs: %s", mode, len(new_train), len(replay), stats.seconds, reason)
     rng = data_range(train, mode=mode, base_version=base_version, new_labels=int(len(new_train)),
-                     replayed=int(len(replay)), heldout=data_range(heldout))
+                     replayed=int(len(replay)), heldout=data_range(heldout),
+                     **({"stored_labels": int(len(history) + len(heldout))} if from_scratch else {}))
     return FinetuneResult(candidate, passed, reason, name, cand, serv, rng, stats, heldout)
 

@@ -46,7 +46,7 @@ def test_a_due_retrain_runs_beside_the_fine_tunes_then_is_published_and_caught_u
         assert published == ["v000001", "v000002", "v000003", "v000004"], [o.reason for o in service.outcomes]
         retrain, catch_up = registry.data_range("v000003"), registry.data_range("v000004")
         assert retrain["mode"] == "retrain" and retrain["base_version"] == "v000001"
-        assert retrain["labels"] + retrain["heldout"]["labels"] == 1300  # the snapshot, not the 300 after it
+        assert retrain["stored_labels"] == 1300  # the snapshot, not the 300 stored after it
         assert registry.current_version() == "v000004"
         # the catch-up fine-tunes the retrained model on its held-out slice and everything stored after it
         assert catch_up["mode"] == "finetune" and catch_up["base_version"] == "v000003"

@@ -132,7 +132,8 @@ def test_retrain_is_due_when_the_labels_have_grown_enough():
 
 def test_a_retrain_step_trains_a_new_model_on_every_label_and_is_judged_by_the_gate(tmp_path, data):
     catalog, older, new = data
-    settings = _settings(tmp_path, gate_tolerance=1.0)  # publish whatever the gate says (judged above)
+    # publish whatever the gate says (judged above); every negative kept (sampling: the next test)
+    settings = _settings(tmp_path, gate_tolerance=1.0, scratch_negative_share=1.0)
     full_training_step(settings, older, catalog, show_progress=False)
     reg = ModelRegistry(settings.registry_root)
     assert labels_at_last_scratch_training(reg) == len(older)

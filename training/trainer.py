@@ -278,8 +278,7 @@ def finetune(serving: TwoTowerModel, new_labels: pd.DataFrame, older_labels: pd.
         replay = replay_sample(older_labels, int(len(new_train) * settings.replay_ratio), seed=settings.optim.seed)
         train = pd.concat([new_train, replay], ignore_index=True)
         candidate = copy.deepcopy(serving)
-        optim = settings.optim.model_copy(update={"epochs": settings.finetune_epochs,
-                                                  "learning_rate": settings.finetune_learning_rate})
+        optim = settings.finetune_optim()
     examples = training_examples(train, history, catalog, candidate.config, settings.query_time)
     stats = fit(candidate, examples, optim, show_progress, desc=mode)
     evaluation = heldout_evaluation(history, heldout, catalog)

@@ -4,8 +4,8 @@ A model trained from scratch on every stored label takes minutes once the store 
 inside the trainer's step it stops every fine-tune for that long, and the labels that arrive
 meanwhile wait for it (model freshness). ``BackgroundRetrain`` runs that training in one
 worker process (``spawn``: its own torch and interpreter, so it neither holds the trainer's GIL
-nor shares torch's process-wide settings) on a snapshot of the labels, while the trainer keeps
-consuming and fine-tuning the serving model. The trainer collects the result at a later step:
+nor shares torch's process-wide settings; niced by ``retrain_niceness``) on a snapshot of the
+labels, while the trainer keeps consuming and fine-tuning the serving model. The trainer collects the result at a later step:
 the candidate was gated in the worker against the model that served when it started, on the
 snapshot's held-out slice (which that model had not trained on either), and is published only
 if it passed; the next fine-tune then brings it up to date on every label stored since the
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
 import time
 from dataclasses import dataclass
@@ -45,6 +46,13 @@ class FinishedRetrain:
     #: ``training.trainer.FinetuneResult`` of the retrain (its ``heldout`` not trained on)
     result: object
     seconds: float
+
+
+def _lower_priority(niceness: int) -> None:
+    """Pool initializer: the retrain yields the cores to the stream processors and the serving
+    fine-tunes (it is the one job here nobody waits on)."""
+    if niceness:
+        os.nice(niceness)
 
 
 def _retrain_worker(settings: TrainingSettings, serving_bytes: bytes, fresh: pd.DataFrame, older: pd.DataFrame,
@@ -81,7 +89,8 @@ class BackgroundRetrain:
         if self.running:
             raise RuntimeError("a retrain is already running")
         if self._pool is None:
-            self._pool = multiprocessing.get_context("spawn").Pool(1)
+            self._pool = multiprocessing.get_context("spawn").Pool(
+                1, initializer=_lower_priority, initargs=(self.settings.retrain_niceness,))
         self.job = RetrainJob(base_version, frozenset(pd.concat([fresh["label_id"], older["label_id"]])),
                               time.monotonic())
         self._pending = self._pool.apply_async(_retrain_worker, (self.settings, pickle.dumps(serving_model), fresh,

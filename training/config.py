@@ -98,6 +98,8 @@ class TrainingSettings(BaseSettings):
     #: the trainer service retrains from scratch in a worker process while it goes on
     #: fine-tuning the serving model (``training.background_retrain``); False: inside the step
     retrain_in_background: bool = True
+    #: added to the background retrain worker's nice value (it yields the cores to the streams)
+    retrain_niceness: int = Field(10, ge=0, le=19)
     #: share of the served-but-not-engaged rows a training from scratch keeps (seeded; every
     #: positive is kept); fine-tunes keep them all
     scratch_negative_share: float = Field(0.25, gt=0.0, le=1.0)

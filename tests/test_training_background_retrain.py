@@ -55,3 +55,28 @@ def test_a_due_retrain_runs_beside_the_fine_tunes_then_is_published_and_caught_u
         assert not service.due()
     finally:
         service.close()
+
+
+def test_labels_doubling_again_while_a_retrain_runs_start_no_second_one(tmp_path):
+    catalog = synthetic_catalog(120)
+    catalog.to_parquet(tmp_path / "catalog.parquet")
+    labels = synthetic_labels(catalog, n_users=30, n_labels=1400, seed=4).sort_values("label_ts").to_dict("records")
+    settings = TrainingSettings(
+        registry_root=tmp_path / "registry", label_store=tmp_path / "store", catalog_path=tmp_path / "catalog.parquet",
+        min_labels_first_train=100, gate_tolerance=1.0, gate_k=20, model=tiny_config(), retrain_growth=2.0,
+        optim=OptimConfig(epochs=2, batch_size=128))
+    service = TrainerService(settings)
+    try:
+        _accept(service, labels[:150])
+        service.step()
+        _accept(service, labels[150:350])  # 350 >= 2 x 150: a retrain starts
+        service.step()
+        job = service.retrainer.job
+        assert job is not None and len(job.snapshot_label_ids) == 350
+        _accept(service, labels[350:1400])  # 1,400 >= 2 x 350: due again, while the first may still run
+        service.step()  # must not fail, and must not replace a running retrain
+        assert service.retrainer.job is None or service.retrainer.job is job or \
+            len(service.retrainer.job.snapshot_label_ids) == 1400
+        assert service.retrainer.wait(timeout=180)
+    finally:
+        service.close()

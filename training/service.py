@@ -223,7 +223,9 @@ class TrainerService:
             if not len(fresh):
                 return retrained
             started = time.perf_counter()
-        scratch = retrain_due(self.settings, len(everything), self.at_last_scratch)
+        # one retrain at a time: while one runs, a due one waits for a later step
+        running = self.retrainer is not None and self.retrainer.running
+        scratch = not running and retrain_due(self.settings, len(everything), self.at_last_scratch)
         if scratch:
             log.info("%d labels stored, %.1fx the %d of the last model trained from scratch: retraining%s",
                      len(everything), len(everything) / max(self.at_last_scratch, 1), self.at_last_scratch,

@@ -14,16 +14,21 @@ def _accept(service: TrainerService, rows) -> None:
         assert service.accept(orjson.dumps(row))
 
 
-def test_a_due_retrain_runs_beside_the_fine_tunes_then_is_published_and_caught_up(tmp_path):
+def _service(tmp_path, n_labels: int, seed: int, min_labels_first_train: int) -> tuple[TrainerService, list[dict]]:
+    """A trainer service (tiny model, every candidate published, retrain at 2x) and time-ordered labels."""
     catalog = synthetic_catalog(120)
     catalog.to_parquet(tmp_path / "catalog.parquet")
-    labels = synthetic_labels(catalog, n_users=30, n_labels=1900, seed=3).sort_values("label_ts").to_dict("records")
+    labels = synthetic_labels(catalog, n_users=30, n_labels=n_labels, seed=seed).sort_values("label_ts")
     settings = TrainingSettings(
         registry_root=tmp_path / "registry", label_store=tmp_path / "store", catalog_path=tmp_path / "catalog.parquet",
-        min_labels_first_train=300, gate_tolerance=1.0, gate_k=20, model=tiny_config(), retrain_growth=2.0,
-        optim=OptimConfig(epochs=2, batch_size=128))
-    service = TrainerService(settings)
-    registry = ModelRegistry(settings.registry_root)
+        min_labels_first_train=min_labels_first_train, gate_tolerance=1.0, gate_k=20, model=tiny_config(),
+        retrain_growth=2.0, optim=OptimConfig(epochs=2, batch_size=128))
+    return TrainerService(settings), labels.to_dict("records")
+
+
+def test_a_due_retrain_runs_beside_the_fine_tunes_then_is_published_and_caught_up(tmp_path):
+    service, labels = _service(tmp_path, n_labels=1900, seed=3, min_labels_first_train=300)
+    registry = ModelRegistry(service.settings.registry_root)
     try:
         _accept(service, labels[:600])
         assert service.step().published == "v000001"
@@ -58,14 +63,7 @@ def test_a_due_retrain_runs_beside_the_fine_tunes_then_is_published_and_caught_u
 
 
 def test_labels_doubling_again_while_a_retrain_runs_start_no_second_one(tmp_path):
-    catalog = synthetic_catalog(120)
-    catalog.to_parquet(tmp_path / "catalog.parquet")
-    labels = synthetic_labels(catalog, n_users=30, n_labels=1400, seed=4).sort_values("label_ts").to_dict("records")
-    settings = TrainingSettings(
-        registry_root=tmp_path / "registry", label_store=tmp_path / "store", catalog_path=tmp_path / "catalog.parquet",
-        min_labels_first_train=100, gate_tolerance=1.0, gate_k=20, model=tiny_config(), retrain_growth=2.0,
-        optim=OptimConfig(epochs=2, batch_size=128))
-    service = TrainerService(settings)
+    service, labels = _service(tmp_path, n_labels=1400, seed=4, min_labels_first_train=100)
     try:
         _accept(service, labels[:150])
         service.step()

@@ -93,8 +93,13 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(broker, topics, t
     events = log.events
     chunk = 1000
 
+    killed = threading.Event()
+    hold_at = (len(events) * 3 // 5) // chunk * chunk
+
     def produce_slowly():  # a live stream: the kill lands while events keep arriving
         for i in range(0, len(events), chunk):
+            if i == hold_at:  # a slow-starting worker must not see the whole stream before the kill
+                killed.wait(timeout=300)
             produce_events(broker.bootstrap, topics, events[i:i + chunk], PARTITIONS, close=False)
             time.sleep(0.4)
         produce_events(broker.bootstrap, topics, events[-1:], PARTITIONS, close=True)  # + closing watermark
@@ -117,6 +122,7 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(broker, topics, t
         assert 0 < n < len(expected), "the worker must be killed mid-stream"
     finally:
         worker.stop(kill=True)  # SIGKILL: no clean shutdown, no final commit
+        killed.set()
     # restart once the dead member's group session has expired (as a supervisor's restart delay
     # would): a restart that rejoins while the dead session is still open is a known open case
     time.sleep(StreamSettings().session_timeout_s + 2)

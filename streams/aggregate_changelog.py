@@ -57,9 +57,10 @@ def state_records(stage: StageAggregator, positions: list[int]) -> list[tuple[by
             continue
         out.append((META + key.encode(), dumps(meta)))
     out.extend((bucket_key(key, b), None) for key, b in stage.expired)
-    if stage.new_seen:
+    per_record = stage.settings.seen_ids_per_record
+    for i in range(0, len(stage.new_seen), per_record):
         seen_key = SEEN + uuid.uuid4().hex.encode()
-        out.append((seen_key, dumps({"n": stage.newest, "ids": stage.new_seen})))
+        out.append((seen_key, dumps({"n": stage.newest, "ids": stage.new_seen[i:i + per_record]})))
         stage.seen_batches.append((seen_key, stage.newest))
     cutoff = stage.newest - stage.settings.dedupe_horizon_seconds
     batches = stage.seen_batches

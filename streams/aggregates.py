@@ -43,7 +43,7 @@ from bisect import bisect_right, insort
 from itertools import islice
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.contract import (
@@ -177,6 +177,9 @@ class AggregateSettings(BaseSettings):
     cvr_prior_beta: float = 9.0
     dedupe_horizon_seconds: float = 8 * 86400.0
     max_seen: int = 2_000_000
+    #: accepted event ids per changelog record of seen ids: one flush after a burst holds tens
+    #: of thousands (~50 bytes each), more than the broker's 1 MB message limit in one record
+    seen_ids_per_record: int = Field(5_000, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "AggregateSettings":

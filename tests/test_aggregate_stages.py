@@ -232,3 +232,20 @@ def test_restore_reads_the_state_not_the_log():
     restored.touch_all()
     assert restored.drain()[0].features["impressions_1h"] == 5000
     assert orjson.loads(dict(records)[b"m|i"]) == {"a": "a", "k": []}
+
+
+def test_a_burst_of_seen_ids_is_split_into_records_under_the_broker_limit():
+    """One flush after a burst held more ids than one 1 MB record can carry (`convcg up` died on
+    MSG_SIZE_TOO_LARGE): the ids go out in records of at most ``seen_ids_per_record``, and the
+    restore reads them all."""
+    s = AggregateSettings(seen_ids_per_record=1000)
+    stage = StageAggregator(ITEM, s)
+    for k in range(2500):
+        stage.apply(f"e{k}", 0, 1000.0 + k * 0.01, "", "i", "a", 0, 0, k)
+    records = state_records(stage, [2500])
+    seen = [orjson.loads(v)["ids"] for k, v in records if k.startswith(b"s|")]
+    assert [len(ids) for ids in seen] == [1000, 1000, 500]
+    restored = restore_stage(ITEM, dict(records), s)
+    assert len(restored.seen) == 2500
+    restored.apply("e7", 0, 1000.07, "", "i", "a", 0, 0, 7)
+    assert restored.stats["replayed"] == 1

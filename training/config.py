@@ -40,8 +40,8 @@ def retriever_config(**overrides) -> ModelConfig:
 
 def online_model_config() -> ModelConfig:
     """The online trainer's model: the conversion retriever over the sequence the streaming
-    aggregates keep (``RECENT_SEQUENCE_LENGTH`` engagements, not 200), so it is served the
-    history it was trained on."""
+    aggregates keep (``RECENT_SEQUENCE_LENGTH`` engagements), so it is served the history it was
+    trained on."""
     return retriever_config(recent_items=RECENT_SEQUENCE_LENGTH)
 
 

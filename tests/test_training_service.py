@@ -116,3 +116,46 @@ def test_the_trainers_label_ids_are_bounded_by_the_dedupe_horizon_also_across_a_
     restarted = TrainerService(settings)
     assert per_day <= len(restarted.seen) <= per_day + 2  # only the newest horizon is loaded
     assert not restarted.accept(orjson.dumps(rows[-5]), partition=1)  # still recognised after the restart
+
+
+@pytest.mark.broker
+def test_a_due_step_takes_the_whole_backlog_up_to_max_step_labels(broker, topics, tmp_path):
+    """A trainer behind the stream catches up in one step: once a step is due it consumes the
+    labels already waiting on the topic, up to ``max_step_labels``, not one poll's worth."""
+    catalog = synthetic_catalog(100)
+    labels = synthetic_labels(catalog, n_users=30, n_labels=12_000, seed=2)
+    _produce(broker.bootstrap, topics.labels, labels.to_dict("records"))
+    settings = TrainingSettings(
+        kafka=KafkaSettings(bootstrap=broker.bootstrap, topic_prefix=topics.prefix), consumer_group="",
+        registry_root=tmp_path / "registry", label_store=tmp_path / "store", trigger_labels=1_000,
+        max_step_labels=8_000, model=tiny_config())
+    service = TrainerService(settings)
+    try:
+        assert _wait_for(lambda: service.poll_once() >= 0 and service.due(), 60)
+        assert len(service.pending) < 8_000  # one poll: MAX_POLL_RECORDS at most
+        service.take_waiting_labels()
+        assert len(service.pending) == 8_000
+        assert service.take_waiting_labels() == 0  # the cap holds
+        assert len({row["label_id"] for row in service.pending}) == 8_000
+    finally:
+        service.close()
+
+
+def test_the_trainer_process_runs_niced_below_the_streams(tmp_path):
+    """`convcg trainer` lowers its own priority by ``trainer_niceness`` before it starts
+    consuming: on two shared cores its fine-tunes must not take the streams' CPU."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CONVCG_TRAINING_TRAINER_NICENESS": "7", "CONVCG_TRAINING_REGISTRY_ROOT": str(tmp_path / "r"),
+           "CONVCG_TRAINING_LABEL_STORE": str(tmp_path / "s")}
+    proc = subprocess.Popen([sys.executable, "-m", "loop.cli", "trainer", "--bootstrap", "127.0.0.1:1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert _wait_for(lambda: os.getpriority(os.PRIO_PROCESS, proc.pid) == min(base + 7, 19), 60)
+        assert proc.poll() is None  # still running, waiting for its broker
+    finally:
+        proc.kill()
+        proc.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -81,6 +82,8 @@ def trainer_command(bootstrap, topic_prefix, registry, trigger_labels, trigger_s
 
     settings = _settings(registry, bootstrap=bootstrap, topic_prefix=topic_prefix, trigger_labels=trigger_labels,
                          trigger_seconds=trigger_seconds, metrics_port=metrics_port)
+    if settings.trainer_niceness:  # the trainer is batch work: the streams keep the cores first
+        os.nice(settings.trainer_niceness)
     service = TrainerService(settings, show_progress=True)
     try:
         service.run()

@@ -82,6 +82,10 @@ class TrainingSettings(BaseSettings):
     #: event time a label id is remembered for, to drop redelivered copies (see convcg.dedupe)
     dedupe_horizon_s: float = Field(DEFAULT_HORIZON_S, gt=0)
     trigger_labels: int = Field(10_000, ge=1)
+    #: a due step first takes every label already waiting on the topic, up to this many: a
+    #: trainer behind the stream catches up in one step instead of one ``trigger_labels`` slice
+    #: per step (each step pays the gate, the publish and an index refresh)
+    max_step_labels: int = Field(100_000, ge=1)
     trigger_seconds: float = Field(3600.0, gt=0)
     #: labels needed before the first full training when the registry is empty
     min_labels_first_train: int = Field(200, ge=1)
@@ -98,11 +102,17 @@ class TrainingSettings(BaseSettings):
     #: the trainer service retrains from scratch in a worker process while it goes on
     #: fine-tuning the serving model (``training.background_retrain``); False: inside the step
     retrain_in_background: bool = True
-    #: added to the background retrain worker's nice value (it yields the cores to the streams)
+    #: added to the ``convcg trainer`` process's nice value: its fine-tunes yield the cores to
+    #: the streams, whose freshness is measured in milliseconds (a step's in seconds)
+    trainer_niceness: int = Field(5, ge=0, le=19)
+    #: added to the background retrain worker's nice value, on top of the trainer's (it yields
+    #: the cores to the streams and to the fine-tunes)
     retrain_niceness: int = Field(10, ge=0, le=19)
     #: share of the served-but-not-engaged rows a training from scratch keeps (seeded; every
     #: positive is kept); fine-tunes keep them all
     scratch_negative_share: float = Field(0.25, gt=0.0, le=1.0)
+    #: the same for a fine-tune's new and replayed rows
+    finetune_negative_share: float = Field(1.0, gt=0.0, le=1.0)
     #: 1 epoch at 1e-3. 3 epochs at 3e-3 were tried (2026-12-02): on the first 60,000 MovieLens-100k
     #: events one replay of the trainer's steps gave 0.514 vs 0.469 (177 queries: ±0.04, a hint),
     #: but in the full `convcg up` the gate refused 14 of 27 such fine-tunes (candidates far

@@ -182,6 +182,19 @@ class TrainerService:
         s = self.settings
         return len(self.pending) >= s.trigger_labels or time.monotonic() - self.last_step >= s.trigger_seconds
 
+    def take_waiting_labels(self) -> int:
+        """Consume the labels already on the topic, up to ``max_step_labels`` pending: the
+        step about to run trains on the whole backlog."""
+        taken = 0
+        while len(self.pending) < self.settings.max_step_labels and self._consumer is not None:
+            messages = self._consumer.consume(min(MAX_POLL_RECORDS, self.settings.max_step_labels - len(self.pending)),
+                                              timeout=0.05)
+            if not messages:
+                break
+            taken += sum(self.accept(m.value(), m.partition(), m.offset()) for m in messages if m.error() is None)
+        self.metrics.pending.set(len(self.pending))
+        return taken
+
     def step(self) -> StepOutcome | None:
         """Store the pending labels, then train (full if no model yet) or fine-tune."""
         self.metrics.stepping.set(1)
@@ -263,6 +276,7 @@ class TrainerService:
             while not stop.is_set():
                 self.poll_once()
                 if self.due():
+                    self.take_waiting_labels()
                     self.step()
                     steps += 1
                     if max_steps is not None and steps >= max_steps:

@@ -76,7 +76,7 @@ def test_finetune_publishes_when_the_gate_passes_and_not_when_it_fails(tmp_path,
     assert good.metrics["conversion_recall@20"] == pytest.approx(recomputed["conversion_recall@20"])
     rng = reg.data_range("v000002")
     assert rng["mode"] == "finetune" and rng["base_version"] == "v000001"
-    assert rng["replayed"] == rng["new_labels"]  # replay ratio 1
+    assert rng["replayed"] == int(rng["new_labels"] * settings.replay_ratio) > 0  # replayed per new label
     assert rng["heldout"]["labels"] == len(new) - rng["new_labels"]
     # the held-out slice is the most recent part of the new labels
     assert rng["heldout"]["impression_ts_min"] >= new["impression_ts"].quantile(0.75)

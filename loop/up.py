@@ -32,6 +32,7 @@ from pathlib import Path
 import click
 
 from convcg.contract import MetricNames as M
+from convcg.metrics_scrape import metric_sum
 from loop.online_store import StoreChoice
 from loop.supervisor import Component, Supervisor, wait_until
 
@@ -204,11 +205,15 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
         wait_until(lambda: trainer.metric_sum(M.total(M.LABELS_TRAINED_ON))
                    + trainer.metric_sum(M.total(M.LABELS_REDELIVERED)) >= labels_emitted,
                    settings.timeout_s, "the trainer to read every label", supervisor=sup)
-        wait_until(lambda: trainer.metric_sum(M.TRAINER_RETRAINING) == 0, settings.timeout_s,
-                   "the trainer's background retrain to finish", supervisor=sup)
-        time.sleep(settings.trigger_seconds + 5)
-        wait_until(lambda: trainer.metric_sum(M.TRAINER_STEPPING) == 0 and trainer.metric_sum(M.TRAINER_PENDING) == 0,
-                   settings.timeout_s, "the trainer's last step", supervisor=sup)
+        idle = (M.TRAINER_RETRAINING, M.TRAINER_STEPPING, M.TRAINER_PENDING)
+
+        def trainer_idle() -> bool:  # one scrape: a step that collects a retrain may start the next one
+            samples = trainer.metrics()  # none: the trainer did not answer, not idle
+            return bool(samples) and all(metric_sum(samples, name) == 0 for name in idle)
+
+        wait_until(trainer_idle, settings.timeout_s, "the trainer's background retrain and last step", supervisor=sup)
+        time.sleep(settings.trigger_seconds + 5)  # a step on the time trigger
+        wait_until(trainer_idle, settings.timeout_s, "the trainer's last step", supervisor=sup)
         reg = ModelRegistry(registry)
         final = reg.current_version()
         wait_until(lambda: watch.current == final, 300, f"the retrieval service to serve {final}", supervisor=sup)

@@ -4,7 +4,9 @@
   this trainer has stored before, so a redelivery or a restart changes nothing.
 * An undecodable or incomplete label goes to the dead-letter topic with its reason.
 * When ``trigger_labels`` new labels have arrived or ``trigger_seconds`` passed since the last
-  step (and there is at least one new label), the new labels are stored, then: a full training
+  step (and there is at least one new label), the step first takes the labels already waiting
+  on the topic (up to ``max_step_labels``: a trainer behind the stream catches up in one step),
+  the new labels are stored, then: a full training
   if the registry is empty (once ``min_labels_first_train`` labels exist), else one fine-tune
   step of the current version, published only if the quality gate passes. The held-out slice
   of a step is trained on in the next one. Offsets are committed after the labels are stored.

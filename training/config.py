@@ -114,8 +114,6 @@ class TrainingSettings(BaseSettings):
     #: share of the served-but-not-engaged rows a training from scratch keeps (seeded; every
     #: positive is kept); fine-tunes keep them all
     scratch_negative_share: float = Field(0.25, gt=0.0, le=1.0)
-    #: the same for a fine-tune's new and replayed rows
-    finetune_negative_share: float = Field(1.0, gt=0.0, le=1.0)
     #: 1 epoch at 1e-3. 3 epochs at 3e-3 were tried (2026-12-02): on the first 60,000 MovieLens-100k
     #: events one replay of the trainer's steps gave 0.514 vs 0.469 (177 queries: ±0.04, a hint),
     #: but in the full `convcg up` the gate refused 14 of 27 such fine-tunes (candidates far

@@ -166,13 +166,14 @@ class TrainerService:
         self.metrics.consumed.inc()
         return True
 
-    def poll_once(self) -> int:
+    def poll_once(self, max_records: int = MAX_POLL_RECORDS, timeout_s: float = POLL_MS / 1000) -> tuple[int, int]:
+        """One consume: (messages read, labels accepted)."""
         if self._consumer is None:
             self._connect()
-        messages = self._consumer.consume(MAX_POLL_RECORDS, timeout=POLL_MS / 1000)
+        messages = self._consumer.consume(max_records, timeout=timeout_s)
         new = sum(self.accept(m.value(), m.partition(), m.offset()) for m in messages if m.error() is None)
         self.metrics.pending.set(len(self.pending))
-        return new
+        return len(messages), new
 
     # --- training -------------------------------------------------------------------------
 
@@ -187,14 +188,12 @@ class TrainerService:
     def take_waiting_labels(self) -> int:
         """Consume the labels already on the topic, up to ``max_step_labels`` pending: the
         step about to run trains on the whole backlog."""
-        taken = 0
-        while len(self.pending) < self.settings.max_step_labels and self._consumer is not None:
-            messages = self._consumer.consume(min(MAX_POLL_RECORDS, self.settings.max_step_labels - len(self.pending)),
-                                              timeout=0.05)
-            if not messages:
-                break
-            taken += sum(self.accept(m.value(), m.partition(), m.offset()) for m in messages if m.error() is None)
-        self.metrics.pending.set(len(self.pending))
+        taken, room = 0, self.settings.max_step_labels - len(self.pending)
+        while room > 0:
+            read, accepted = self.poll_once(min(MAX_POLL_RECORDS, room), timeout_s=0.05)
+            if not read:
+                return taken
+            taken, room = taken + accepted, room - accepted
         return taken
 
     def step(self) -> StepOutcome | None:

@@ -14,6 +14,7 @@ order within the allowed lateness or on the wall clock.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections import Counter
@@ -138,9 +139,8 @@ class LabelJoiner:
             self.watermark = watermark
         wm = self.watermark
         buffer = self._buffer
-        if self._arrived:  # one sort (mostly merging already sorted runs) instead of a heap push each
-            buffer += self._arrived
-            buffer.sort()
+        if self._arrived:
+            _merge_sorted(buffer, self._arrived)
             self._arrived = []
         timers, expiries, fire_before = self._timers, self._expiries, self._fire_before
         handlers, buffered_ids = self._handlers, self._buffered_ids
@@ -328,3 +328,20 @@ def compute_labels(events: Iterable[Event], rules: LabelRules | None = None) -> 
         joiner.add(ev)
     joiner.advance(math.inf)
     return joiner.drain().labels
+
+
+def _merge_sorted(buffer: list, arrived: list) -> None:
+    """Sort ``arrived`` into the sorted ``buffer`` in place. Events arrive nearly in time
+    order, so only the buffer's tail from the first arrival's place is re-sorted with them:
+    a batch costs its own size, not the whole buffer's (a full sort scans every buffered event
+    once per batch, and the buffer holds the watermark's lag of events)."""
+    arrived.sort()
+    cut = bisect.bisect_left(buffer, arrived[0])
+    if cut == len(buffer):
+        buffer += arrived
+        return
+    tail = buffer[cut:]
+    del buffer[cut:]
+    tail += arrived
+    tail.sort()
+    buffer += tail

@@ -229,3 +229,24 @@ def test_packed_redis_writes_read_every_reply_and_raise_the_first_error(tmp_path
         assert client.ping()
     finally:
         client.delete(f"{base}:str", f"{base}:a", f"{base}:b")
+
+
+def test_the_sqlite_writer_puts_the_store_in_wal_mode_and_feast_still_reads_it(tmp_path):
+    """Write-ahead logging is a property of the database file: the features service's own
+    connection (Feast's) reads in it too, and sees each committed write."""
+    s = _settings(tmp_path, "sqlite")
+    store = apply_repo(s)
+    with sqlite3.connect(s.sqlite_file) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # Feast's default
+    writer = row_writer(store)
+    with sqlite3.connect(s.sqlite_file) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert writer._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    reader = apply_repo(s)  # another FeatureStore, as `convcg features serve` opens
+    for n in (1, 2):
+        feats = {name: (n if kind == "int" else None) for name, kind in stream_feature_schema("item").items()}
+        writer.write("item", [FeatureUpdate(entity="item", entity_id="i1", event_ts=1_700_000_000 + n, ingest_ms=0,
+                                            features=feats)], CREATED)
+        got = reader.get_online_features(features=["item_stream:impressions_1h"],
+                                         entity_rows=[{"item_id": "i1"}]).to_dict()
+        assert got["impressions_1h"] == [n]

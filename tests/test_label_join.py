@@ -221,18 +221,27 @@ def test_restore_from_persisted_states_continues_identically():
     assert sorted(kinds(out.labels) + kinds(j2.drain().labels)) == reference
 
 
-def test_label_ids_unique_over_random_logs():
-    rng = random.Random(7)
+def _random_log(seed: int, n: int, step: float, users: int, items: int, engaged: float, engage_within: float,
+                converted: float, convert_within: float, by_click_id: float) -> list:
+    """A seeded log of ``n`` impressions, ``step`` seconds apart, some engaged, some converted
+    (``by_click_id`` of the conversions name their impression), in no particular order."""
+    rng = random.Random(seed)
     events = []
-    for i in range(300):
-        ts = T0 + i * 30
-        u, it = f"u{rng.randrange(5)}", f"i{rng.randrange(8)}"
+    for i in range(n):
+        ts = T0 + i * step
+        u, it = f"u{rng.randrange(users)}", f"i{rng.randrange(items)}"
         events.append(imp(i, ts, user=u, item=it))
-        if rng.random() < 0.4:
-            events.append(eng(i, ts + rng.uniform(1, 2 * H), user=u, item=it))
-        if rng.random() < 0.2:
-            events.append(conv(f"c{i}", ts + rng.uniform(10, 3 * 86400), f"imp{i}" if rng.random() < 0.5 else None,
-                               user=u, item=it))
+        if rng.random() < engaged:
+            events.append(eng(i, ts + rng.uniform(1, engage_within), user=u, item=it))
+        if rng.random() < converted:
+            events.append(conv(f"c{i}", ts + rng.uniform(10, convert_within),
+                               f"imp{i}" if rng.random() < by_click_id else None, user=u, item=it))
+    return events
+
+
+def test_label_ids_unique_over_random_logs():
+    events = _random_log(7, 300, 30, users=5, items=8, engaged=0.4, engage_within=2 * H, converted=0.2,
+                         convert_within=3 * 86400, by_click_id=0.5)
     labels = run(sorted(events, key=lambda e: e.ts))
     ids = [l.label_id for l in labels]
     assert len(ids) == len(set(ids))
@@ -262,15 +271,8 @@ def test_batched_arrivals_out_of_order_give_the_offline_labels():
     """Events in batches of random size, shuffled within lateness, watermark advanced per batch:
     the labels equal the offline run's over the time-ordered log."""
     rng = random.Random(11)
-    events = []
-    for i in range(400):
-        ts = T0 + i * 7
-        u, it = f"u{rng.randrange(6)}", f"i{rng.randrange(9)}"
-        events.append(imp(i, ts, user=u, item=it))
-        if rng.random() < 0.5:
-            events.append(eng(i, ts + rng.uniform(1, 40), user=u, item=it))
-        if rng.random() < 0.2:
-            events.append(conv(f"c{i}", ts + rng.uniform(10, 2 * H), None, user=u, item=it))
+    events = _random_log(11, 400, 7, users=6, items=9, engaged=0.5, engage_within=40, converted=0.2,
+                         convert_within=2 * H, by_click_id=0.0)
     ordered = sorted(events, key=lambda e: e.ts)
     expected = sorted((l.label_id, l.kind) for l in run(ordered))
     arrival = sorted(ordered, key=lambda e: e.ts + rng.uniform(0, RULES.allowed_lateness_s / 2))

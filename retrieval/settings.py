@@ -4,7 +4,6 @@ refresher: one environment configures both sides of the index)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,12 +35,6 @@ class RetrievalSettings(BaseSettings):
     query_token: str = Field("", repr=False)
 
     # --- online user features
-    #: where a query's user features come from: ``http``, the features service at
-    #: ``features_url`` (empty: no online user features); ``store``, Feast's online store read
-    #: in-process, configured by the features component's own ``CONVCG_FEATURES_*`` settings
-    #: (the store the sink writes; ~0.7 ms less per query than the HTTP hop in
-    #: ``bench.retrieval_online``; ``import feast`` adds ~5 s to the service's start)
-    features_source: Literal["http", "store"] = "http"
     #: features HTTP service base URL; empty means "no online user features"
     features_url: str = ""
     features_path: str = "/online-features/user_stream/{user_id}"

@@ -2,10 +2,8 @@
 
 The default source calls the features HTTP service (``convcg features serve``:
 ``GET /online-features/user_stream/{user_id}``) when a URL is configured, and otherwise
-returns no features; ``features_source=store`` reads Feast's online store in-process instead
-(the store the features sink writes). A failed or slow lookup never fails a query: the query
-is served without features and the failure is counted. Feast is imported only by the store
-source, at start-up, never on the query path.
+returns no features. A failed or slow lookup never fails a query: the query is served without
+features and the failure is counted. Feast is never imported here (the hot path).
 """
 
 from __future__ import annotations
@@ -125,44 +123,7 @@ class HttpUserFeatureSource:
         self._drop_connection()
 
 
-class OnlineStoreUserFeatureSource:
-    """The user's row of the ``user_stream`` view read from Feast's online store in-process,
-    through the features component's reader (``features.online.OnlineReader``: Feast's own
-    ``online_read``), as the features service would answer it, without the HTTP hop. A failed
-    read never fails a query: it is served without features and the failure is counted."""
-
-    VIEW = "user_stream"
-
-    def __init__(self, reader, on_failure: Callable[[], None] | None = None):
-        self.reader = reader
-        self.on_failure = on_failure
-
-    @classmethod
-    def from_settings(cls, features_settings=None, on_failure: Callable[[], None] | None = None):
-        from features.online import OnlineReader
-        from features.settings import FeaturesSettings
-        from features.store import open_store
-
-        settings = features_settings or FeaturesSettings()
-        log.info("user features read in-process from the %s online store of Feast project %s (repo %s)",
-                 settings.online_store, settings.project, settings.repo_dir)
-        return cls(OnlineReader(open_store(settings)), on_failure)
-
-    def get(self, user_id: str) -> dict[str, Any]:
-        try:
-            row = self.reader.read(self.VIEW, [user_id])[0]
-        except Exception as exc:  # store down, registry unreadable: serve without features
-            if self.on_failure is not None:
-                self.on_failure()
-            log.warning("user feature read for %s failed (%s: %s): serving without features", user_id,
-                        type(exc).__name__, exc)
-            return {}
-        return {k: v for k, v in row["features"].items() if v is not None}
-
-
 def user_feature_source(settings, on_failure: Callable[[], None] | None = None) -> UserFeatureSource:
-    if settings.features_source == "store":
-        return OnlineStoreUserFeatureSource.from_settings(on_failure=on_failure)
     if not settings.features_url:
         return NoUserFeatures()
     return HttpUserFeatureSource(settings.features_url, settings.features_path, settings.features_timeout_s,

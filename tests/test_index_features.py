@@ -10,11 +10,7 @@ from fastapi.testclient import TestClient
 from convcg.metrics_scrape import metric_sum, parse_samples
 from registry.item_tower import registry_model_loader
 from retrieval.service import build_service, create_app
-from retrieval.user_features import (
-    HttpUserFeatureSource,
-    OnlineStoreUserFeatureSource,
-    features_from_response,
-)
+from retrieval.user_features import HttpUserFeatureSource, features_from_response
 from tests.helpers_index import running_server, tiny_registry
 
 T = 1_700_000_000.0
@@ -22,8 +18,9 @@ TOKEN = "s3cret"
 
 
 @pytest.fixture(scope="module")
-def features_store(tmp_path_factory):
-    """A real Feast SQLite online store holding u1's row, written by the features sink's writer."""
+def features_url(tmp_path_factory):
+    """The features component's HTTP service over a real Feast SQLite online store."""
+    from features.service import create_app as features_app
     from features.settings import FeaturesSettings
     from features.sink import Batch, FeastWriter
     from tests.helpers_features import full_update
@@ -32,15 +29,7 @@ def features_store(tmp_path_factory):
     s = FeaturesSettings(repo_dir=root / "feast", labels_dir=root / "labels", online_store="sqlite",
                          project=f"t{uuid.uuid4().hex[:10]}", api_token=TOKEN)
     FeastWriter(s).write_online(Batch(updates=[full_update("user", "u1", T, 3)]))  # last items ["i3"]
-    return s
-
-
-@pytest.fixture(scope="module")
-def features_url(features_store):
-    """The features component's HTTP service over that store."""
-    from features.service import create_app as features_app
-
-    with running_server(features_app(features_store)) as url:
+    with running_server(features_app(s)) as url:
         yield url
 
 
@@ -82,38 +71,3 @@ def test_user_features_change_the_query_and_failures_do_not_fail_it(tmp_path, fe
         assert r.status_code == 200
         assert [h["item_id"] for h in r.json()["items"]] == [i for i, _ in without]
         assert "convcg_retrieval_feature_lookup_failures_total 1.0" in client.get("/metrics").text
-
-
-def test_the_store_source_reads_in_process_what_the_features_service_answers(tmp_path, monkeypatch, features_store,
-                                                                             features_url):
-    """``features_source=store``: the service reads Feast's online store itself (configured by
-    the features component's env), gets the same features as over HTTP, and so the same query."""
-    s = features_store
-    over_http = HttpUserFeatureSource(features_url, timeout_s=5, token=TOKEN).get("u1")
-    in_process = OnlineStoreUserFeatureSource.from_settings(s)
-    assert in_process.get("u1") == over_http and over_http["last_engaged_items"] == ["i3"]
-    assert in_process.get("never-seen") == {}
-
-    for name, value in {"REPO_DIR": s.repo_dir, "PROJECT": s.project, "ONLINE_STORE": "sqlite"}.items():
-        monkeypatch.setenv(f"CONVCG_FEATURES_{name}", str(value))
-    by_store, _, _ = tiny_registry(tmp_path / "a", n_items=150, versions=1, features_source="store")
-    by_http, _, _ = tiny_registry(tmp_path / "b", n_items=150, versions=1, features_url=features_url,
-                                  features_token=TOKEN)
-    got = {}
-    for name, settings in (("store", by_store), ("http", by_http)):
-        service = build_service(settings)
-        assert service.loader.load().ok
-        with TestClient(create_app(service)) as client:
-            got[name] = [h["item_id"] for h in client.get("/retrieve", params={"user_id": "u1", "k": 20}).json()["items"]]
-            assert "convcg_retrieval_feature_lookup_failures_total 0.0" in client.get("/metrics").text
-    assert isinstance(build_service(by_store).feature_source, OnlineStoreUserFeatureSource)
-    assert got["store"] == got["http"] and len(got["store"]) == 20
-
-
-def test_a_store_read_that_fails_is_served_without_features_and_counted(features_store):
-    """The same registry with its online store on a Redis nobody listens on: every read fails."""
-    failures = []
-    down = features_store.model_copy(update={"online_store": "redis", "redis_connection": "127.0.0.1:1"})
-    source = OnlineStoreUserFeatureSource.from_settings(down, on_failure=lambda: failures.append(1))
-    assert source.get("u1") == {} and source.get("u2") == {}
-    assert len(failures) == 2

@@ -332,16 +332,8 @@ def compute_labels(events: Iterable[Event], rules: LabelRules | None = None) -> 
 
 def _merge_sorted(buffer: list, arrived: list) -> None:
     """Sort ``arrived`` into the sorted ``buffer`` in place. Events arrive nearly in time
-    order, so only the buffer's tail from the first arrival's place is re-sorted with them:
-    a batch costs its own size, not the whole buffer's (a full sort scans every buffered event
-    once per batch, and the buffer holds the watermark's lag of events)."""
-    arrived.sort()
-    cut = bisect.bisect_left(buffer, arrived[0])
-    if cut == len(buffer):
-        buffer += arrived
-        return
-    tail = buffer[cut:]
-    del buffer[cut:]
-    tail += arrived
-    tail.sort()
-    buffer += tail
+    order, so only the buffer's tail from the earliest arrival's place is sorted again with
+    them: a batch costs its own size, not the whole buffer's (a full sort scans every buffered
+    event once per batch, and the buffer holds the watermark's lag of events)."""
+    cut = bisect.bisect_left(buffer, min(arrived))
+    buffer[cut:] = sorted(buffer[cut:] + arrived)

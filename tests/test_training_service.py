@@ -131,7 +131,11 @@ def test_a_due_step_takes_the_whole_backlog_up_to_max_step_labels(broker, topics
         max_step_labels=8_000, model=tiny_config())
     service = TrainerService(settings)
     try:
-        assert _wait_for(lambda: service.poll_once() and service.due(), 60)
+        def polled_until_due() -> bool:
+            service.poll_once()
+            return service.due()
+
+        assert _wait_for(polled_until_due, 60)
         assert len(service.pending) < 8_000  # one poll: MAX_POLL_RECORDS at most
         service.take_waiting_labels()
         assert len(service.pending) == 8_000

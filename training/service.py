@@ -188,12 +188,12 @@ class TrainerService:
     def take_waiting_labels(self) -> int:
         """Consume the labels already on the topic, up to ``max_step_labels`` pending: the
         step about to run trains on the whole backlog."""
-        taken, room = 0, self.settings.max_step_labels - len(self.pending)
-        while room > 0:
+        taken = 0
+        while (room := self.settings.max_step_labels - len(self.pending)) > 0:
             read, accepted = self.poll_once(min(MAX_POLL_RECORDS, room), timeout_s=0.05)
             if not read:
-                return taken
-            taken, room = taken + accepted, room - accepted
+                break
+            taken += accepted
         return taken
 
     def step(self) -> StepOutcome | None:

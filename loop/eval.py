@@ -3,7 +3,8 @@ two-tower, the ablations and the baselines on one dataset (``training.pit_eval``
 
 The dataset's event log is labelled by the streaming label rules run offline (the labels the
 trainer would consume); the protocol reads the raw events. Labels are cached as parquet
-beside the wheel cache, keyed by dataset and seed.
+beside the wheel cache, keyed by dataset and seed. With ``--resume`` every graded result is
+kept too (``training.graded_runs``), so a long run that was stopped continues where it was.
 """
 
 from __future__ import annotations
@@ -55,11 +56,16 @@ def load_dataset(name: str, cache_dir: Path, with_labels: bool = True):
               help="Re-train the best epoch count on the whole training period (--no-refit: keep the "
                    "best validation state; about half the training time).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default="var/cache/eval", show_default=True)
+@click.option("--resume", is_flag=True,
+              help="Reuse results graded by earlier --resume runs with the same data, settings, config and "
+                   "seed (kept under CACHE_DIR/graded), and keep each new one there as soon as it is graded. "
+                   "The code is not part of the key: resume only runs of the same code.")
 def eval_command(dataset: str, seeds: int, json_path: str | None, ablations: bool, models: bool,
                  only: tuple[str, ...], max_epochs: int | None, batch_size: int | None, refit: bool,
-                 cache_dir: str) -> None:
+                 cache_dir: str, resume: bool) -> None:
     """Point-in-time retrieval quality: one table, and JSON with mean and std over seeds."""
     from training.eval_settings import EvalSettings
+    from training.graded_runs import GradedRunStore, NoGradedRuns
     from training.pit_eval import run_evaluation, table, verdict_table
     from training.sequence_trainer import ConvergenceConfig
 
@@ -67,7 +73,8 @@ def eval_command(dataset: str, seeds: int, json_path: str | None, ablations: boo
     training = ConvergenceConfig(refit_full=refit, **{k: v for k, v in overrides.items() if v is not None})
     labels, inter = load_dataset(dataset, Path(cache_dir), with_labels=models)
     result = run_evaluation(dataset, labels, inter, EvalSettings(), seeds, training, ablations=ablations,
-                            only=only, models=models)
+                            only=only, models=models,
+                            store=GradedRunStore(Path(cache_dir) / "graded") if resume else NoGradedRuns())
     click.echo(f"{dataset}, point-in-time protocol: T={result['split_time']:.0f}, "
                f"{result['conversion_queries']} test conversions ({result['conversion_queries_cold']} from users "
                f"cold at T), {result['engagement_queries']} test engagements; {seeds} seed(s)")

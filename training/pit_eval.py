@@ -15,6 +15,13 @@ from registry.model_config import ModelConfig
 from training.baselines import baseline_scorers
 from training.config import retriever_config
 from training.eval_settings import EvalSettings
+from training.graded_runs import (
+    GradedResult,
+    GradedRunStore,
+    NoGradedRuns,
+    frame_fingerprint,
+    result_key,
+)
 from training.paired_bootstrap import paired_bootstrap
 from training.pit_data import Interactions
 from training.pit_protocol import EvaluationSet, split_time
@@ -128,41 +135,70 @@ def table(summary: dict[str, dict], metrics=REPORTED_METRICS) -> str:
 
 def run_evaluation(dataset: str, labels: pd.DataFrame, inter: Interactions, settings: EvalSettings,
                    seeds: int, training: ConvergenceConfig, base: ModelConfig | None = None,
-                   ablations: bool = True, only: tuple[str, ...] = (), models: bool = True) -> dict:
+                   ablations: bool = True, only: tuple[str, ...] = (), models: bool = True,
+                   store: GradedRunStore | NoGradedRuns | None = None) -> dict:
     """The JSON document of one dataset's run (see ``convcg eval``); ``models=False`` runs
-    the baselines only (``labels`` may then be None)."""
-    cut = split_time(inter, settings.protocol.test_quantile)
-    evaluation = EvaluationSet.build(inter, cut)
-    runs: dict[str, list[dict[str, float]]] = {}
-    scorers, chosen = baseline_scorers(inter, cut, settings.baselines, settings.protocol)
-    hits: dict[str, list[np.ndarray]] = {}
-
-    def grade(name: str, scorer) -> dict[str, float]:
-        ranks = evaluation.ranks(scorer, settings.protocol)
-        hits.setdefault(name, []).append((ranks[PAIRED_KEY] < PAIRED_K).astype(np.float64))
-        return evaluation.metrics(ranks, settings.protocol)
-
-    for name, scorer in scorers.items():
-        runs[name] = [grade(name, scorer)]
-        log.info("%s: %s", name, {m: round(runs[name][0][m], 4) for m in REPORTED_METRICS})
-    trained: dict[str, dict] = {}
+    the baselines only (``labels`` may then be None). With a ``store`` (``--resume``), results
+    graded by an earlier run with the same key are read instead of recomputed, and each new
+    one is stored as soon as it is graded."""
     variants = model_variants(base or retriever_config(), ablations) if models else {}
     unknown = set(only) - set(variants)
     if unknown:
         raise ValueError(f"no model variant named {sorted(unknown)}; have {sorted(variants)}")
+    cut = split_time(inter, settings.protocol.test_quantile)
+    evaluation = EvaluationSet.build(inter, cut)
+    store = store or NoGradedRuns()
+    data_key = {"dataset": dataset, "split_time": cut, "protocol": settings.protocol,
+                "interactions": frame_fingerprint(inter.engagements) + frame_fingerprint(inter.conversions)}
+    runs: dict[str, list[dict[str, float]]] = {}
+    hits: dict[str, list[np.ndarray]] = {}
+
+    def grade(scorer) -> tuple[dict[str, float], np.ndarray]:
+        ranks = evaluation.ranks(scorer, settings.protocol)
+        return evaluation.metrics(ranks, settings.protocol), (ranks[PAIRED_KEY] < PAIRED_K).astype(np.float64)
+
+    def keep(name: str, metrics: dict[str, float], hit: np.ndarray) -> None:
+        runs.setdefault(name, []).append(metrics)
+        hits.setdefault(name, []).append(hit)
+
+    baselines_key = result_key(kind="baselines", baselines=settings.baselines, **data_key)
+    graded = store.get(baselines_key)
+    if graded is None:
+        scorers, chosen = baseline_scorers(inter, cut, settings.baselines, settings.protocol)
+        graded = GradedResult(metrics={}, hits={}, meta={"chosen": chosen})
+        for name, scorer in scorers.items():
+            graded.metrics[name], graded.hits[name] = grade(scorer)
+        store.put(baselines_key, graded)
+    else:
+        log.info("baselines: graded results of an earlier run (%s)", baselines_key)
+    chosen = graded.meta["chosen"]
+    for name, metrics in graded.metrics.items():
+        keep(name, metrics, graded.hits[name])
+        log.info("%s: %s", name, {m: round(metrics[m], 4) for m in REPORTED_METRICS})
+    trained: dict[str, dict] = {}
+    labels_key = frame_fingerprint(labels) if variants else "none"
     for name, (config, row_filter, overrides) in variants.items():
         if only and name not in only:
             continue
-        runs[name], trained[name] = [], {"best_epochs": [], "seconds": []}
+        trained[name] = {"best_epochs": [], "seconds": []}
         for seed in range(seeds):
-            result = train_to_convergence(labels, inter, cut, config,
-                                          training.model_copy(update={"seed": seed, **overrides}),
-                                          settings.protocol, row_filter)
-            runs[name].append(grade(name, model_scorer(result.model, SequenceFeatures(inter, config))))
-            trained[name]["best_epochs"].append(result.best_epochs)
-            trained[name]["seconds"].append(round(result.seconds, 1))
-            log.info("%s seed %d (%d epochs, %.0f s): %s", name, seed, result.best_epochs, result.seconds,
-                     {m: round(runs[name][-1][m], 4) for m in REPORTED_METRICS})
+            seeded = training.model_copy(update={"seed": seed, **overrides})
+            key = result_key(kind="model", config=config, training=seeded, labels=labels_key,
+                             row_filter=row_filter.__name__ if row_filter else None, **data_key)
+            graded = store.get(key)
+            if graded is None:
+                result = train_to_convergence(labels, inter, cut, config, seeded, settings.protocol, row_filter)
+                metrics, hit = grade(model_scorer(result.model, SequenceFeatures(inter, config)))
+                graded = GradedResult(metrics={name: metrics}, hits={name: hit},
+                                      meta={"best_epochs": result.best_epochs, "seconds": round(result.seconds, 1)})
+                store.put(key, graded)
+            else:
+                log.info("%s seed %d: graded result of an earlier run (%s)", name, seed, key)
+            keep(name, graded.metrics[name], graded.hits[name])
+            trained[name]["best_epochs"].append(graded.meta["best_epochs"])
+            trained[name]["seconds"].append(graded.meta["seconds"])
+            log.info("%s seed %d (%d epochs, %.0f s): %s", name, seed, graded.meta["best_epochs"],
+                     graded.meta["seconds"], {m: round(runs[name][-1][m], 4) for m in REPORTED_METRICS})
     counts = {f"{task}_queries": len(q) for (task, protocol), q in evaluation.queries.items()
               if protocol == PROTOCOL_NAME}
     counts["conversion_queries_cold"] = int(evaluation.queries[("conversion", PROTOCOL_NAME)].cold.sum())

@@ -114,6 +114,10 @@ def train_to_convergence(labels: pd.DataFrame, inter: Interactions, cut: float, 
     rows = labels if row_filter is None else row_filter(labels)
     val_cut = split_time(inter, 1.0 - protocol.validation_share, before=cut)
     val = EvaluationSet.build(inter, val_cut, cut, tasks=("conversion",), protocols=("point-in-time",))
+    if not len(val.queries[("conversion", "point-in-time")]):
+        raise ValueError(f"the validation slice ({protocol.validation_share:.0%} of the training period before "
+                         f"{cut:.0f}) holds no conversion query: nothing to stop early on; use a larger log "
+                         "or a larger validation_share")
     torch.manual_seed(cfg.seed)
     model = TwoTowerModel(config)
     scores: list[float] = []

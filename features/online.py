@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from convcg.feast_online import read_online_rows
 from features.definitions import JOIN_KEYS, VIEW_ENTITY, view_features
 
 
@@ -27,17 +28,6 @@ class UnknownFeature(KeyError):
     def __str__(self) -> str:
         view, names = self.args
         return f"unknown feature(s) {names} in view {view!r}; known: {sorted(view_features(view))}"
-
-
-def value_to_python(v) -> Any:
-    """Decode one Feast ``ValueProto`` (the kinds this repo stores)."""
-    kind = v.WhichOneof("val")
-    if kind is None or kind == "null_val":
-        return None
-    x = getattr(v, kind)
-    if kind.endswith("_list_val"):
-        return list(x.val)
-    return x
 
 
 def resolve_features(view: str, features: list[str] | None) -> list[str]:
@@ -83,24 +73,9 @@ class OnlineReader:
              ) -> list[dict[str, Any]]:
         """One dict per entity id, in order: ``entity_id``, ``event_ts`` (None when the store
         has nothing for it) and ``features`` (name -> value or None)."""
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
         names = resolve_features(view, features)
-        fv = self.view(view)
-        join_key = JOIN_KEYS[VIEW_ENTITY[view]]
-        keys = [EntityKey(join_keys=[join_key], entity_values=[Value(string_val=e)]) for e in entity_ids]
-        # list(names): Feast's Redis store appends its '_ts:<view>' field to the list it is given
-        rows = self._online_store.online_read(self.store.config, fv, keys, list(names))
-        out = []
-        for entity_id, (ts, values) in zip(entity_ids, rows):
-            values = values or {}
-            feats = {n: value_to_python(values[n]) if n in values else None for n in names}
-            # Redis answers a missing key with empty values and an epoch-0 timestamp
-            found = isinstance(ts, datetime) and ts.timestamp() > 0 and any(v is not None for v in feats.values())
-            out.append({"entity_id": entity_id, "event_ts": ts.timestamp() if found else None,
-                        "features": feats})
-        return out
+        return read_online_rows(self._online_store, self.store.config, self.view(view), JOIN_KEYS[VIEW_ENTITY[view]],
+                                entity_ids, names)
 
 
 def python_to_value(kind: str, v: Any, Value=None, StringList=None, DoubleList=None):

@@ -1,6 +1,9 @@
 """Opening Feast's ``FeatureStore`` from settings and applying the repo.
 
-The store is configured in code (``RepoConfig``), never from a yaml file. The registry is a
+The store is configured in code (``RepoConfig``), never from a yaml file; applying the repo
+writes that configuration out as ``<repo_dir>/feature_store.yaml``, so any Feast client (the
+retrieval service's in-process reader, a notebook) opens the same store with
+``FeatureStore(repo_path=...)``. The registry is a
 local file with ``cache_ttl_seconds`` set, so the SDK does not re-read it on every call (Feast's
 registry lookup can cost as much as the online read); the online service goes further and
 keeps the resolved feature views in memory (``features.online``).
@@ -9,7 +12,9 @@ keeps the resolved feature views in memory (``features.online``).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,19 @@ def repo_config(settings: FeaturesSettings):
     )
 
 
+def write_repo_yaml(config, repo_dir: Path) -> Path:
+    """``repo_dir/feature_store.yaml`` for ``config`` (Feast's ``RepoConfig.write_to_path``
+    writes its internal field names, which ``FeatureStore(repo_path=...)`` cannot read back)."""
+    import yaml
+
+    raw = json.loads(config.model_dump_json(by_alias=True, exclude={"repo_path"}, exclude_unset=True))
+    path = Path(repo_dir) / "feature_store.yaml"
+    tmp = path.with_suffix(f".yaml.tmp{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
 def open_store(settings: FeaturesSettings):
     from feast import FeatureStore
 
@@ -55,6 +73,7 @@ def apply_repo(settings: FeaturesSettings, store=None):
     objects = build_definitions(settings.offline_root, settings.catalog_path, settings.feature_ttl_days)
     store.apply(objects)
     store.refresh_registry()
+    write_repo_yaml(store.config, Path(settings.repo_dir))
     log.info("applied Feast repo: project %s, %d objects, online store %s, registry %s",
              settings.project, len(objects), settings.online_store, settings.registry_file)
     return store

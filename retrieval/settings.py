@@ -4,6 +4,7 @@ refresher: one environment configures both sides of the index)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,15 @@ class RetrievalSettings(BaseSettings):
     query_token: str = Field("", repr=False)
 
     # --- online user features
+    #: where a query's user features come from: ``http``, the features service at
+    #: ``features_url`` (empty: no online user features); ``store``, the Feast store at
+    #: ``features_repo`` read in-process (the store the features sink writes; one process hop
+    #: less per query, see ``bench.retrieval_online``; ``import feast`` costs ~5 s on the first read)
+    features_source: Literal["http", "store"] = "http"
+    #: the features component's Feast repo dir (its ``CONVCG_FEATURES_REPO_DIR``)
+    features_repo: Path = Path("var/feast")
+    features_view: str = "user_stream"
+    features_join_key: str = "user_id"
     #: features HTTP service base URL; empty means "no online user features"
     features_url: str = ""
     features_path: str = "/online-features/user_stream/{user_id}"

@@ -2,8 +2,11 @@
 
 The default source calls the features HTTP service (``convcg features serve``:
 ``GET /online-features/user_stream/{user_id}``) when a URL is configured, and otherwise
-returns no features. A failed or slow lookup never fails a query: the query is served without
-features and the failure is counted. Feast is never imported here (the hot path).
+returns no features. ``features_source=store`` reads the user's row from the Feast online
+store itself, in-process (the store the features sink writes, opened by its repo path; one
+process hop less per query). A failed or slow lookup never fails a query: the query is served
+without features and the failure is counted. Only the store source imports Feast, when it
+service starts (~5 s, once), never the HTTP source.
 """
 
 from __future__ import annotations
@@ -123,7 +126,75 @@ class HttpUserFeatureSource:
         self._drop_connection()
 
 
+class OnlineStoreUserFeatureSource:
+    """The user's row of a feature view read in-process from the Feast store at ``repo_path``
+    (its ``feature_store.yaml``, written when the features component applies its repo), with
+    Feast's own ``online_read`` and the decoding the features service uses
+    (``convcg.feast_online``): the same values as over HTTP, without the hop.
+
+    The store is opened, and the view resolved from its registry, on the first read and again
+    after a read that failed, so the service may start before the features component has
+    applied its repo; until then every read fails (counted) and queries go without features."""
+
+    def __init__(self, repo_path, view: str = "user_stream", join_key: str = "user_id",
+                 on_failure: Callable[[], None] | None = None):
+        self.repo_path, self.view_name, self.join_key = repo_path, view, join_key
+        self.on_failure = on_failure
+        self._lock = threading.Lock()
+        self._opened: tuple | None = None  # (online store, repo config, feature view, names)
+
+    def _open(self) -> tuple:
+        opened = self._opened
+        if opened is not None:
+            return opened
+        with self._lock:
+            if self._opened is None:
+                from feast import FeatureStore
+
+                store = FeatureStore(repo_path=str(self.repo_path))
+                views = {v.name: v for v in [*store.list_stream_feature_views(), *store.list_feature_views()]}
+                if self.view_name not in views:
+                    raise LookupFailed(f"no feature view {self.view_name!r} in the Feast registry at "
+                                       f"{self.repo_path} (have {sorted(views)})")
+                view = views[self.view_name]
+                self._opened = (store._get_provider().online_store, store.config, view,
+                                tuple(f.name for f in view.features))
+                log.info("user features read in-process from the %s online store of Feast project %s (%s)",
+                         store.config.online_store.type, store.config.project, self.repo_path)
+            return self._opened
+
+    def warm(self) -> bool:
+        """Open the store now (at start-up, not on the first query); False if it cannot be yet."""
+        try:
+            self._open()
+            return True
+        except Exception as exc:  # noqa: BLE001 - retried on the first read
+            log.warning("Feast store at %s not readable yet (%s: %s); retrying on the next query", self.repo_path,
+                        type(exc).__name__, exc)
+            return False
+
+    def get(self, user_id: str) -> dict[str, Any]:
+        from convcg.feast_online import read_online_rows
+
+        try:
+            online_store, config, view, names = self._open()
+            row = read_online_rows(online_store, config, view, self.join_key, [user_id], names)[0]
+        except Exception as exc:  # no repo yet, store down: serve without features
+            self._opened = None
+            if self.on_failure is not None:
+                self.on_failure()
+            log.warning("user feature read for %s failed (%s: %s): serving without features", user_id,
+                        type(exc).__name__, exc)
+            return {}
+        return {k: v for k, v in row["features"].items() if v is not None}
+
+
 def user_feature_source(settings, on_failure: Callable[[], None] | None = None) -> UserFeatureSource:
+    if settings.features_source == "store":
+        source = OnlineStoreUserFeatureSource(settings.features_repo, settings.features_view,
+                                              settings.features_join_key, on_failure)
+        source.warm()
+        return source
     if not settings.features_url:
         return NoUserFeatures()
     return HttpUserFeatureSource(settings.features_url, settings.features_path, settings.features_timeout_s,

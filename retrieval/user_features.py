@@ -5,8 +5,8 @@ The default source calls the features HTTP service (``convcg features serve``:
 returns no features. ``features_source=store`` reads the user's row from the Feast online
 store itself, in-process (the store the features sink writes, opened by its repo path; one
 process hop less per query). A failed or slow lookup never fails a query: the query is served
-without features and the failure is counted. Only the store source imports Feast, when it
-service starts (~5 s, once), never the HTTP source.
+without features and the failure is counted. Only the store source imports Feast, when the
+service starts (~5 s, once); the HTTP source never does.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any, Callable, Protocol
 from urllib.parse import quote
 
 import orjson
+
+from convcg.feast_online import read_online_rows
 
 log = logging.getLogger("convcg.index.user_features")
 
@@ -132,9 +134,10 @@ class OnlineStoreUserFeatureSource:
     Feast's own ``online_read`` and the decoding the features service uses
     (``convcg.feast_online``): the same values as over HTTP, without the hop.
 
-    The store is opened, and the view resolved from its registry, on the first read and again
-    after a read that failed, so the service may start before the features component has
-    applied its repo; until then every read fails (counted) and queries go without features."""
+    The store is opened, and the view resolved from its registry, at start (``warm``) or else on
+    the next read, so the service may start before the features component has applied its
+    repo; until then every read fails (counted) and queries go without features. A read that
+    fails once the store is open (Redis down) keeps it open: the client reconnects by itself."""
 
     def __init__(self, repo_path, view: str = "user_stream", join_key: str = "user_id",
                  on_failure: Callable[[], None] | None = None):
@@ -174,13 +177,10 @@ class OnlineStoreUserFeatureSource:
             return False
 
     def get(self, user_id: str) -> dict[str, Any]:
-        from convcg.feast_online import read_online_rows
-
         try:
             online_store, config, view, names = self._open()
             row = read_online_rows(online_store, config, view, self.join_key, [user_id], names)[0]
         except Exception as exc:  # no repo yet, store down: serve without features
-            self._opened = None
             if self.on_failure is not None:
                 self.on_failure()
             log.warning("user feature read for %s failed (%s: %s): serving without features", user_id,

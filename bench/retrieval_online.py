@@ -12,9 +12,11 @@ One run, every part a separate process talking as deployed:
     (``training.pit_eval.retriever_config``: attention over the newest 20 of 200, shared item
     table) published into a scratch registry; its item tower embeds a synthetic catalog of
     ``--items`` items and the refresher's ``build_artifact`` builds the HNSW32 artifact;
-  * ``convcg features serve`` on that store, and two ``convcg retrieval serve`` processes on the
-    same registry and artifact: one with ``CONVCG_INDEX_FEATURES_URL`` set (each /retrieve reads
-    the user's features from the features service, which reads Redis), one without (the
+  * ``convcg features serve`` on that store, and three ``convcg retrieval serve`` processes on
+    the same registry and artifact: one with ``CONVCG_INDEX_FEATURES_URL`` set (each /retrieve
+    reads the user's features from the features service, which reads Redis), one with
+    ``CONVCG_INDEX_FEATURES_SOURCE=store`` (it reads the same Feast store in-process, opened by
+    its repo path; its answers are checked equal to the first one's), one without (the
     baseline: the same query path with no lookup, an empty sequence);
   * one sequential keep-alive client, alternating blocks of the same users against both
     services and, as a third series, the features service's own lookup: p50/p99 and q/s of

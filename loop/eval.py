@@ -65,7 +65,7 @@ def eval_command(dataset: str, seeds: int, json_path: str | None, ablations: boo
                  cache_dir: str, resume: bool) -> None:
     """Point-in-time retrieval quality: one table, and JSON with mean and std over seeds."""
     from training.eval_settings import EvalSettings
-    from training.graded_runs import GradedRunStore, NoGradedRuns
+    from training.graded_runs import GradedRunStore
     from training.pit_eval import run_evaluation, table, verdict_table
     from training.sequence_trainer import ConvergenceConfig
 
@@ -74,7 +74,7 @@ def eval_command(dataset: str, seeds: int, json_path: str | None, ablations: boo
     labels, inter = load_dataset(dataset, Path(cache_dir), with_labels=models)
     result = run_evaluation(dataset, labels, inter, EvalSettings(), seeds, training, ablations=ablations,
                             only=only, models=models,
-                            store=GradedRunStore(Path(cache_dir) / "graded") if resume else NoGradedRuns())
+                            store=GradedRunStore(Path(cache_dir) / "graded") if resume else None)
     click.echo(f"{dataset}, point-in-time protocol: T={result['split_time']:.0f}, "
                f"{result['conversion_queries']} test conversions ({result['conversion_queries_cold']} from users "
                f"cold at T), {result['engagement_queries']} test engagements; {seeds} seed(s)")

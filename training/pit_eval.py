@@ -147,9 +147,11 @@ def run_evaluation(dataset: str, labels: pd.DataFrame, inter: Interactions, sett
         raise ValueError(f"no model variant named {sorted(unknown)}; have {sorted(variants)}")
     cut = split_time(inter, settings.protocol.test_quantile)
     evaluation = EvaluationSet.build(inter, cut)
+    remembered = store is not None  # fingerprint the data (~4 s on ML-1M) only for a real store
     store = store or NoGradedRuns()
     data_key = {"dataset": dataset, "split_time": cut, "protocol": settings.protocol,
-                "interactions": frame_fingerprint(inter.engagements) + frame_fingerprint(inter.conversions)}
+                "interactions": (frame_fingerprint(inter.engagements) + frame_fingerprint(inter.conversions)
+                                 if remembered else "unkeyed")}
     runs: dict[str, list[dict[str, float]]] = {}
     hits: dict[str, list[np.ndarray]] = {}
 
@@ -176,7 +178,7 @@ def run_evaluation(dataset: str, labels: pd.DataFrame, inter: Interactions, sett
         keep(name, metrics, graded.hits[name])
         log.info("%s: %s", name, {m: round(metrics[m], 4) for m in REPORTED_METRICS})
     trained: dict[str, dict] = {}
-    labels_key = frame_fingerprint(labels) if variants else "none"
+    labels_key = frame_fingerprint(labels) if variants and remembered else "none"
     for name, (config, row_filter, overrides) in variants.items():
         if only and name not in only:
             continue

@@ -21,6 +21,7 @@ from typing import Callable
 import orjson
 
 from convcg.contract import Impression, Topics, event_to_dict, replace_event
+from convcg.kafka_settings import EMBEDDED_PRODUCER_LINGER_MS
 from loop.freshness import SendLog
 from loop.probes import FeatureProbes, ProbePicker
 from streams.replay import topic_for
@@ -114,7 +115,7 @@ class LiveSender:
     """``send(batch)`` for ``loop.pacing.SteadyPacer``: served negatives, produce, bookkeeping."""
 
     def __init__(self, bootstrap: str, topics: Topics, served: ServedItems, advertiser_of: dict[str, str],
-                 probes: FeatureProbes, picker: ProbePicker, linger_ms: int = 5) -> None:
+                 probes: FeatureProbes, picker: ProbePicker, linger_ms: int = EMBEDDED_PRODUCER_LINGER_MS) -> None:
         from confluent_kafka import Producer
 
         # murmur2_random: Java's (and aiokafka's) partitioner for keyed records, so a user's live

@@ -178,7 +178,9 @@ def freshness_section(summary: dict) -> list[str]:
              f"events/s (achieved {pace.get('achieved_events_per_s', 0):,.0f}/s, 1 s windows "
              f"{pace.get('slowest_1s_window_events_per_s') or 0:,.0f}–{pace.get('fastest_1s_window_events_per_s') or 0:,.0f}/s); "
              f"one wall second stood for {pace.get('event_seconds_per_wall_second', 0):,.0f} s "
-             f"({pace.get('event_hours_per_wall_second', 0):.2f} h) of event time.", "",
+             f"({pace.get('event_hours_per_wall_second', 0):.2f} h) of event time"
+             + (f"; the live producer lingers {pace['producer_linger_ms']} ms (probes included)."
+                if "producer_linger_ms" in pace else "."), "",
              "| freshness | n | p50 | p90 | p99 | max | not measured |", "| --- | --- | --- | --- | --- | --- | --- |"]
     rows = [("event in Kafka -> visible in an online lookup (HTTP probes)", "feature_freshness_seconds",
              ("never_visible", "lookup_errors")),

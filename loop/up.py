@@ -32,6 +32,7 @@ from pathlib import Path
 import click
 
 from convcg.contract import MetricNames as M
+from convcg.kafka_settings import EMBEDDED_PRODUCER_LINGER_MS
 from convcg.metrics_scrape import metric_sum
 from loop.online_store import StoreChoice
 from loop.supervisor import Component, Supervisor, wait_until
@@ -50,6 +51,7 @@ class LoopSettings:
     warmup_fraction: float = 0.4      # replayed before the first model exists
     heldout_fraction: float = 0.1     # never replayed: evaluation only
     rate: float = DEFAULT_RATE        # live replay: raw events per wall second, steady
+    producer_linger_ms: int = EMBEDDED_PRODUCER_LINGER_MS  # the live replay's producer (probes included)
     online_store: StoreChoice = "auto"  # auto: private redis-server if on PATH, else SQLite
     trigger_labels: int = 20_000      # trainer fine-tunes after this many new labels...
     trigger_seconds: float = 20.0     # ...or this long
@@ -250,7 +252,7 @@ def _live_phase(settings: LoopSettings, full, warm, live, bootstrap: str, topics
     for e in warm:
         picker.observe(e.user_id, e.ts)
     advertiser_of = dict(zip(full.catalog["item_id"], full.catalog["advertiser_id"]))
-    sender = LiveSender(bootstrap, topics, served, advertiser_of, probes, picker)
+    sender = LiveSender(bootstrap, topics, served, advertiser_of, probes, picker, settings.producer_linger_ms)
     failed = threading.Event()
     pacer = SteadyPacer(live, settings.rate, sender, should_stop=failed.is_set)
     result: dict = {}
@@ -301,7 +303,7 @@ def _report(home, settings: LoopSettings, full, events, n_live_end: int, bootstr
         "model_after": final, "model_versions_served": list(watch.serving_since),
         "index_swaps": retrieval.metric_sum(M.total(M.INDEX_SWAPS)),
         "retriever_queries": served.queries, "retriever_query_failures": served.failures,
-        "live_pace": pace.as_dict(),
+        "live_pace": {**pace.as_dict(), "producer_linger_ms": settings.producer_linger_ms},
         "feature_freshness_seconds": {**exact_percentiles(probes.delays), "never_visible": probes.lost,
                                       "lookup_errors": probes.lookup_errors},
         "label_freshness_seconds": label_fresh, "model_freshness_seconds": model_fresh,

@@ -24,7 +24,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.contract import Conversion, Engagement, Topics, event_to_dict
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka_settings import EMBEDDED_PRODUCER_LINGER_MS, KafkaSettings
 
 log = logging.getLogger("convcg.replay")
 
@@ -42,7 +42,7 @@ class ReplaySettings(BaseSettings):
     partitions: int = 3
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     catalog_out: Path = Path("var/catalog/items.parquet")
-    linger_ms: int = 20
+    linger_ms: int = EMBEDDED_PRODUCER_LINGER_MS
     batch_bytes: int = 512 * 1024
     max_in_flight: int = 10_000  # sends awaited in chunks of this size
     progress_interval_seconds: float = 0.5

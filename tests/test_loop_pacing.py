@@ -135,7 +135,8 @@ def test_report_section_prints_the_measured_percentiles():
     delays = list(rng.exponential(0.2, 5000))
     summary = {"live_pace": {"events": 100_000, "target_events_per_s": 2000, "achieved_events_per_s": 1999.0,
                              "slowest_1s_window_events_per_s": 1990, "fastest_1s_window_events_per_s": 2010,
-                             "event_seconds_per_wall_second": 7200.0, "event_hours_per_wall_second": 2.0},
+                             "event_seconds_per_wall_second": 7200.0, "event_hours_per_wall_second": 2.0,
+                             "producer_linger_ms": 20},
                "feature_freshness_seconds": {**exact_percentiles(delays), "never_visible": 0, "lookup_errors": 0},
                "label_freshness_seconds": {**exact_percentiles([1.5] * 10), "not_due_by_the_end": 3},
                "model_freshness_seconds": {**exact_percentiles([30.0, 50.0]), "not_yet_in_a_serving_model": 7}}
@@ -146,6 +147,7 @@ def test_report_section_prints_the_measured_percentiles():
     assert "| 10 | 1.50 s | 1.50 s | 1.50 s | 1.50 s | not due by the end 3 |" in text
     assert "49.80 s" in text and "not yet in a serving model 7" in text  # p99 of 30 s and 50 s
     assert "2,000 events/s" in text and "7,200 s (2.00 h) of event time" in text
+    assert "the live producer lingers 20 ms" in text
 
 
 def test_probe_picker_takes_only_events_in_a_new_second_for_their_user():

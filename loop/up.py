@@ -28,6 +28,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -52,6 +53,10 @@ class LoopSettings:
     heldout_fraction: float = 0.1     # never replayed: evaluation only
     rate: float = DEFAULT_RATE        # live replay: raw events per wall second, steady
     producer_linger_ms: int = EMBEDDED_PRODUCER_LINGER_MS  # the live replay's producer (probes included)
+    #: where the retrieval service reads a query's user features: ``store``, the features
+    #: component's Feast store opened in-process, queries answered on the event loop (the path
+    #: that meets p99 <= 5 ms in ``bench.retrieval_online``); ``http``, the features service
+    retrieval_features_source: Literal["store", "http"] = "store"
     online_store: StoreChoice = "auto"  # auto: private redis-server if on PATH, else SQLite
     trigger_labels: int = 20_000      # trainer fine-tunes after this many new labels...
     trigger_seconds: float = 20.0     # ...or this long
@@ -155,6 +160,9 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
                  "CONVCG_INDEX_RETRIEVAL_URL": f"http://127.0.0.1:{ports['retrieval']}",
                  "CONVCG_INDEX_FEATURES_URL": f"http://127.0.0.1:{ports['features']}",
                  "CONVCG_INDEX_POLL_INTERVAL_S": "2"}
+    if settings.retrieval_features_source == "store":
+        index_env.update({"CONVCG_INDEX_FEATURES_SOURCE": "store", "CONVCG_INDEX_FEATURES_REPO": str(home / "feast"),
+                          "CONVCG_INDEX_INLINE_QUERIES": "1"})
     sup = Supervisor()
     try:
         Component("features-apply", ["features", "apply"], features_env, logs / "features-apply.log").start().process.wait()

@@ -38,6 +38,10 @@ def test_up_runs_the_whole_loop_and_reports(tmp_path):
     assert len(summary["model_versions"]) >= 2 and summary["model_after"] != summary["model_before"]
     assert summary["index_swaps"] >= 2
     assert summary["retriever_queries"] > 0 and summary["retriever_query_failures"] == 0
+    # the retrieval service read every query's user row from the Feast store in-process
+    assert summary["retriever_feature_source"] == "store"
+    assert summary["retriever_feature_reads"] >= summary["retriever_queries"]
+    assert summary["retriever_feature_read_failures"] == 0
     assert 0 <= summary["conversion_recall@100_before"] <= 1 and 0 <= summary["conversion_recall@100_after"] <= 1
     # point-in-time headline beside the baselines of the same run, the verdict printed either way
     assert summary["retrieval_queries"]["conversion_queries"] > 0

@@ -47,15 +47,15 @@ from bench.rigs.index import (
     wait_healthy,
 )
 from convcg.broker import free_port
-from convcg.contract import FeatureUpdate, count_feature_names
+from convcg.contract import FeatureUpdate, MetricNames, count_feature_names
 from convcg.metrics_scrape import histogram_buckets, metric_sum
 from convcg.stats import histogram_quantile, latency_summary_ms
 from loop.supervisor import Component
 
 TARGET_P99_MS = 5.0
 QUERY_SECONDS = "convcg_retrieval_query_seconds"
-LOOKUP_SECONDS = "convcg_retrieval_feature_lookup_seconds"
-LOOKUP_FAILURES = "convcg_retrieval_feature_lookup_failures_total"
+LOOKUP_SECONDS = MetricNames.USER_FEATURE_READS
+LOOKUP_FAILURES = MetricNames.total(MetricNames.USER_FEATURE_READ_FAILURES)
 COMPARED = "with lookup, compared code"
 IN_PROCESS = "in-process store read"
 

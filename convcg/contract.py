@@ -329,6 +329,8 @@ class MetricNames:
     TRAINER_STEPPING = "convcg_trainer_step_running"  # gauge: 1 while a training step runs
     TRAINER_RETRAINING = "convcg_trainer_retraining"  # gauge: 1 while a retrain runs in the background
     INDEX_SWAPS = "convcg_retrieval_swaps"  # serving pair swaps by kind
+    USER_FEATURE_READS = "convcg_retrieval_feature_lookup_seconds"  # histogram: a query's user-feature read
+    USER_FEATURE_READ_FAILURES = "convcg_retrieval_feature_lookup_failures"  # reads that failed (served without)
     FEATURE_FRESHNESS = "convcg_features_freshness_seconds"  # histogram: event in Kafka -> online
 
     @staticmethod

@@ -19,7 +19,7 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP"
 
 #: linger (ms) of the producers that write events into the bundled Tansu: the replay, the live
-#: phase of `convcg up`, the freshness benches' load generators. Tansu's memory storage keeps one
+#: phase of `convcg up`, `bench.pipeline_freshness`'s load generator. Tansu's memory storage keeps one
 #: object per record batch and lists every batch of a partition on each fetch that has data, so
 #: its CPU grows with the batches it holds: more, smaller batches (librdkafka's default 5 ms)
 #: make it the largest process on the cores at 5,000 events/s (`bench.pipeline_freshness`:

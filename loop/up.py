@@ -54,8 +54,8 @@ class LoopSettings:
     rate: float = DEFAULT_RATE        # live replay: raw events per wall second, steady
     producer_linger_ms: int = EMBEDDED_PRODUCER_LINGER_MS  # the live replay's producer (probes included)
     #: where the retrieval service reads a query's user features: ``store``, the features
-    #: component's Feast store opened in-process, queries answered on the event loop (the path
-    #: that meets p99 <= 5 ms in ``bench.retrieval_online``); ``http``, the features service
+    #: component's Feast store opened in-process, queries answered on the event loop (the
+    #: fastest path in ``bench.retrieval_online``: one process hop less); ``http``, the features service
     retrieval_features_source: Literal["store", "http"] = "store"
     online_store: StoreChoice = "auto"  # auto: private redis-server if on PATH, else SQLite
     trigger_labels: int = 20_000      # trainer fine-tunes after this many new labels...
@@ -312,8 +312,8 @@ def _report(home, settings: LoopSettings, full, events, n_live_end: int, bootstr
         "index_swaps": retrieval.metric_sum(M.total(M.INDEX_SWAPS)),
         "retriever_queries": served.queries, "retriever_query_failures": served.failures,
         "retriever_feature_source": settings.retrieval_features_source,
-        "retriever_feature_reads": retrieval.metric_sum("convcg_retrieval_feature_lookup_seconds_count"),
-        "retriever_feature_read_failures": retrieval.metric_sum("convcg_retrieval_feature_lookup_failures_total"),
+        "retriever_feature_reads": retrieval.metric_sum(f"{M.USER_FEATURE_READS}_count"),
+        "retriever_feature_read_failures": retrieval.metric_sum(M.total(M.USER_FEATURE_READ_FAILURES)),
         "live_pace": {**pace.as_dict(), "producer_linger_ms": settings.producer_linger_ms},
         "feature_freshness_seconds": {**exact_percentiles(probes.delays), "never_visible": probes.lost,
                                       "lookup_errors": probes.lookup_errors},

@@ -40,10 +40,10 @@ class RetrievalMetrics:
                                    "Items added incrementally to the serving index", registry=r)
         self.released_pairs = Counter("convcg_retrieval_released_pairs",
                                       "Old serving pairs released after a swap", registry=r)
-        self.feature_lookup_failures = Counter("convcg_retrieval_feature_lookup_failures",
+        self.feature_lookup_failures = Counter(MetricNames.USER_FEATURE_READ_FAILURES,
                                                "Online user feature lookups that failed (query served "
                                                "without features)", registry=r)
-        self.feature_lookup_latency = Histogram("convcg_retrieval_feature_lookup_seconds",
+        self.feature_lookup_latency = Histogram(MetricNames.USER_FEATURE_READS,
                                                 "Time a query spent reading the user's online features "
                                                 "(part of convcg_retrieval_query_seconds)",
                                                 buckets=LATENCY_BUCKETS, registry=r)

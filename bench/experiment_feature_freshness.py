@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.feature_delay import delay_label, delayed_scorer
     from training.pit_protocol import EvaluationSet, split_time
     from training.sequence_examples import SequenceFeatures
+    from training.model_scoring import model_scorer
     from training.sequence_trainer import (
         ConvergenceConfig,
-        model_scorer,
         train_to_convergence,
     )
 

@@ -43,7 +43,8 @@ def main() -> None:
     from training.evaluation import full_catalog
     from training.pipeline import retrain_due
     from training.pit_data import interactions_from_log
-    from training.pit_labels import item_frame, sequence_model_scorer
+    from training.pit_labels import item_frame
+    from training.model_scoring import model_scorer
     from training.pit_protocol import EvaluationSet
     from training.sequence_examples import SequenceFeatures
     from training.trainer import finetune, train_full
@@ -65,7 +66,7 @@ def main() -> None:
             print(f"  {name}: PIT {HEADLINE} {evaluation.evaluate(scorers[name], protocol)[HEADLINE]:.4f}")
 
     def grade(model) -> float:
-        return evaluation.evaluate(sequence_model_scorer(model, SequenceFeatures(inter, model.config), items),
+        return evaluation.evaluate(model_scorer(model, SequenceFeatures(inter, model.config), items),
                                    protocol)[HEADLINE]
 
     settings = TrainingSettings()

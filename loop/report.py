@@ -38,7 +38,8 @@ def evaluate_versions(events, split_index: int, catalog, registry, settings=None
     from training.baselines import baseline_scorers
     from training.eval_settings import EvalSettings
     from training.pit_data import interactions_from_log
-    from training.pit_labels import item_frame, sequence_model_scorer
+    from training.pit_labels import item_frame
+    from training.model_scoring import model_scorer
     from training.pit_protocol import EvaluationSet
     from training.sequence_examples import SequenceFeatures
 
@@ -56,7 +57,7 @@ def evaluate_versions(events, split_index: int, catalog, registry, settings=None
         except Exception as exc:  # a refused version is reported, not fatal
             rows.append({"version": version, "kind": "model", "error": str(exc)})
             continue
-        scorer = sequence_model_scorer(model, SequenceFeatures(inter, model.config), items)
+        scorer = model_scorer(model, SequenceFeatures(inter, model.config), items)
         rows.append({"version": version, "kind": "model", **evaluation.evaluate(scorer, settings.protocol)})
     pit = {key: q for key, q in evaluation.queries.items() if key[1] == "point-in-time"}
     counts = {f"{task}_queries": len(q) for (task, _), q in pit.items()}

@@ -48,10 +48,10 @@ def embed_items(model: TwoTowerModel, catalog: pd.DataFrame, item_features: pd.D
                 batch_size: int = DEFAULT_BATCH, task: str = "conversion") -> np.ndarray:
     table = item_table(catalog, item_features)
     eval_mode(model)
-    out = np.zeros((len(table), model.config.embedding_dim), dtype=np.float32)
+    out = np.zeros((len(table), model.config.retrieval_dim), dtype=np.float32)
     for start in range(0, len(table), batch_size):
         chunk = table.iloc[start:start + batch_size]
-        out[start:start + len(chunk)] = model.item_tower(encode_items(chunk, model.config), task).numpy()
+        out[start:start + len(chunk)] = model.item_vectors(encode_items(chunk, model.config), task).numpy()
     return out
 
 
@@ -59,10 +59,10 @@ def embed_items(model: TwoTowerModel, catalog: pd.DataFrame, item_features: pd.D
 def embed_query_frame(model: TwoTowerModel, queries: pd.DataFrame, batch_size: int = DEFAULT_BATCH,
                       task: str = "conversion") -> np.ndarray:
     eval_mode(model)
-    out = np.zeros((len(queries), model.config.embedding_dim), dtype=np.float32)
+    out = np.zeros((len(queries), model.config.retrieval_dim), dtype=np.float32)
     for start in range(0, len(queries), batch_size):
         chunk = queries.iloc[start:start + batch_size]
-        out[start:start + len(chunk)] = model.query_tower(encode_queries(chunk, model.config), task).numpy()
+        out[start:start + len(chunk)] = model.query_vectors(encode_queries(chunk, model.config), task).numpy()
     return out
 
 
@@ -71,13 +71,13 @@ def embed_query_dicts(model: TwoTowerModel, queries: list[dict], task: str = "co
     """``embed_query_frame(model, queries_frame(queries))`` without the frame: the retrieval
     service's path for its one query (``tests/test_query_fast_path.py`` holds them equal)."""
     eval_mode(model)
-    return model.query_tower(encode_query_dicts(queries, model.config), task).numpy()
+    return model.query_vectors(encode_query_dicts(queries, model.config), task).numpy()
 
 
 def embed_queries(model: TwoTowerModel, queries: list[dict], task: str = "conversion") -> np.ndarray:
     """float32 ``[len(queries), dim]`` of query dicts (``registry.encoding.queries_frame``)."""
     if not queries:
-        return np.zeros((0, model.config.embedding_dim), dtype=np.float32)
+        return np.zeros((0, model.config.retrieval_dim), dtype=np.float32)
     if len(queries) <= DICT_QUERY_BATCH:
         return embed_query_dicts(model, queries, task)
     return embed_query_frame(model, queries_frame(queries), task=task)

@@ -7,6 +7,11 @@ runs a DCNv2 ``CrossNetwork`` and an ``MLP``: in parallel on the same input (out
 concatenated) or stacked (cross network, then MLP). A linear projection gives the embedding,
 L2-normalised. With ``heads="separate"`` each tower has one projection per task
 (conversion, engagement); with ``"unified"`` both tasks share one.
+
+A task's logit is ``query . item / temperature``, plus the item's learned conversion bias on
+the conversion task when ``conversion_item_bias`` is on. ``TwoTowerModel.query_vectors`` and
+``item_vectors`` fold that bias into one inner product (``ModelConfig.retrieval_dim`` wide), so an
+inner-product index ranks exactly by the logit.
 """
 
 from __future__ import annotations
@@ -118,6 +123,16 @@ class ItemTower(nn.Module):
         width_in = 3 * d + item_dense_width(config)
         self.block = CrossMLPBlock(width_in, config.item_tower)
         self.heads = Heads(self.block.width_out, config.embedding_dim, config.loss.heads == "separate")
+        self.conversion_bias = None
+        if config.conversion_item_bias:
+            self.conversion_bias = nn.Embedding(config.item_buckets, 1, sparse=True)
+            nn.init.zeros_(self.conversion_bias.weight)
+
+    def logit_bias(self, i: ItemInputs, task: str = "conversion") -> torch.Tensor | None:
+        """[n] the items' bias on ``task``'s logits (None: no bias)."""
+        if task != "conversion" or self.conversion_bias is None:
+            return None
+        return self.conversion_bias(i.item).squeeze(-1)
 
     def hidden(self, i: ItemInputs) -> torch.Tensor:
         x = torch.cat([self.item(i.item), self.advertiser(i.advertiser), self.category(i.category), i.dense], dim=-1)
@@ -149,3 +164,21 @@ class TwoTowerModel(nn.Module):
         for task in TASKS:
             out[task] = (self.query_tower.heads(hq, task), self.item_tower.heads(hi, task))
         return out
+
+    def query_vectors(self, q: QueryInputs, task: str = "conversion") -> torch.Tensor:
+        """[n, retrieval_dim] the queries' embeddings, then 1 where the items carry a bias
+        column: ``query_vectors . item_vectors`` is ``temperature`` x the task's logit."""
+        emb = self.query_tower(q, task)
+        if not self.config.conversion_item_bias:
+            return emb
+        return torch.cat([emb, torch.ones(len(emb), 1)], dim=-1)
+
+    def item_vectors(self, i: ItemInputs, task: str = "conversion") -> torch.Tensor:
+        """[n, retrieval_dim] the items' embeddings, then ``temperature`` x their logit bias
+        on ``task`` (0 on a task without one) when the model has a conversion bias."""
+        emb = self.item_tower(i, task)
+        if not self.config.conversion_item_bias:
+            return emb
+        bias = self.item_tower.logit_bias(i, task)
+        bias = torch.zeros(len(emb)) if bias is None else bias * self.config.loss.temperature
+        return torch.cat([emb, bias.unsqueeze(-1)], dim=-1)

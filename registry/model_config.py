@@ -95,6 +95,9 @@ class ModelConfig(BaseModel):
     #: a user id embedding in the query tower; off by default: most users at query time are
     #: new, or have changed since training
     user_id_embedding: bool = False
+    #: a learned per-item bias on the conversion logits (the item's conversion propensity
+    #: given it is engaged with, which the engagement task does not learn)
+    conversion_item_bias: bool = False
     query_tower: TowerConfig = TowerConfig()
     item_tower: TowerConfig = TowerConfig()
     loss: LossConfig = LossConfig()
@@ -103,3 +106,10 @@ class ModelConfig(BaseModel):
     #: time means 0.
     user_features: list[str] = []
     item_features: list[str] = []
+
+    @property
+    def retrieval_dim(self) -> int:
+        """Width of the vectors an inner-product index holds for this model: the embedding,
+        and one column for the item's conversion bias when the model has one
+        (``TwoTowerModel.item_vectors``)."""
+        return self.embedding_dim + int(self.conversion_item_bias)

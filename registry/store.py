@@ -78,11 +78,14 @@ class LoadedModel:
 
     @property
     def dim(self) -> int:
-        return self.config.embedding_dim
+        """Width of the item and query vectors (``ModelConfig.retrieval_dim``)."""
+        return self.config.retrieval_dim
 
     def embed_items(self, catalog: pd.DataFrame, item_features: pd.DataFrame | None = None,
                     batch_size: int = 4096) -> np.ndarray:
-        """float32 ``[len(catalog), dim]``, L2-normalised, in catalog order."""
+        """float32 ``[len(catalog), dim]`` in catalog order: the L2-normalised embedding (and the
+        conversion bias column, see ``registry.model``); ranked by inner product with
+        ``embed_queries``."""
         from registry.inference import embed_items
 
         return embed_items(self.model, catalog, item_features, batch_size)

@@ -14,7 +14,7 @@ from training.eval_settings import EvalSettings, ProtocolSettings
 from training.pit_data import interactions_from_log
 from training.pit_protocol import EvaluationSet
 from training.sequence_examples import SequenceFeatures
-from training.sequence_trainer import model_scorer
+from training.model_scoring import model_scorer
 
 ITEMS = ("a", "b", "c", "d", "e")
 SETTINGS = EvalSettings(protocol=ProtocolSettings(ks=(1, 2, 100)))

@@ -21,6 +21,10 @@ def test_variants_name_the_retriever_the_engagement_model_and_ablations():
     assert list(model_variants(retriever_config(), ablations=False)) == names[:2]
     engagement, row_filter, _ = model_variants(retriever_config())["engagement_two_tower"]
     assert engagement.loss.conversion_weight == 0 and row_filter is not None
+    # nothing conversion-specific is left in it, and the rest is the retriever's architecture
+    assert engagement.loss.advertiser_weight == 0 and not engagement.conversion_item_bias
+    assert retriever_config().conversion_item_bias
+    assert engagement.sequence == retriever_config().sequence and engagement.embedding_dim == retriever_config().embedding_dim
 
 
 def test_summary_is_mean_and_sample_std_over_runs():

@@ -22,9 +22,9 @@ from training.sequence_examples import (
     catalog_frame,
     sequence_examples,
 )
+from training.model_scoring import model_scorer
 from training.sequence_trainer import (
     ConvergenceConfig,
-    model_scorer,
     train_epochs,
     training_labels,
 )

@@ -143,4 +143,4 @@ def test_the_served_path_takes_the_dict_encoder_for_a_few_queries_only(model, mo
     many = (queries * (DICT_QUERY_BATCH // len(queries) + 1))[:DICT_QUERY_BATCH + 1]
     np.testing.assert_array_equal(embed_queries(model, many), embed_query_frame(model, queries_frame(many)))
     assert calls == [1]
-    assert loaded.embed_queries([]).shape == (0, CONFIG.embedding_dim)
+    assert loaded.embed_queries([]).shape == (0, CONFIG.retrieval_dim)

@@ -5,7 +5,8 @@ Per task, each positive row's query must pick its own item among every catalog i
 sampling, so no logQ correction); the advertiser loss is the multi-positive softmax over the
 catalog items of the converted advertiser; the served loss on positives vs hard negatives
 (with fake-negative weighting) is the one of ``training.losses``. Engagement rows are weighted
-by their ``engagement_weight`` (dual positives).
+by their ``engagement_weight`` (dual positives). A model's per-item conversion bias is added to
+the conversion logits of all three, as in ``training.losses``.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def training_loss(model: TwoTowerModel, batch: CatalogExamples, catalog: ItemInp
         return catalog_multitask_loss(model, batch, catalog, catalog.advertiser)
     ex = batch.examples
     return multitask_loss(model.embed(ex.queries, ex.items), ex.role, ex.weight, ex.items.item,
-                          ex.items.advertiser, ex.logq, model.served_bias, model.config.loss)
+                          ex.items.advertiser, ex.logq, model.served_bias, model.config.loss,
+                          model.item_tower.logit_bias(ex.items, "conversion"))
 
 
 def catalog_multitask_loss(model: TwoTowerModel, batch: CatalogExamples, catalog: ItemInputs,
@@ -115,11 +117,14 @@ def catalog_multitask_loss(model: TwoTowerModel, batch: CatalogExamples, catalog
     hq, hc = model.query_tower.hidden(ex.queries), model.item_tower.hidden(catalog)
     emb = {task: (model.query_tower.heads(hq, task), model.item_tower.heads(hc, task))
            for task in ("conversion", "engagement")}
+    bias = {task: model.item_tower.logit_bias(catalog, task) for task in ("conversion", "engagement")}
     total, parts = torch.zeros(()), {}
     q_conv, c_conv = emb["conversion"]
     negative = ex.role == ROLE_NEGATIVE
     if cfg.hard_negatives and negative.any():
         logit = (q_conv * c_conv[idx]).sum(-1) / cfg.temperature + model.served_bias
+        if bias["conversion"] is not None:
+            logit = logit + bias["conversion"][idx]
         loss = served_logistic_loss(logit, (~negative).float(), cfg.correction_mode == "fn_weighting")
         total = total + cfg.hard_negative_weight * loss
         parts["served"] = float(loss.detach())
@@ -130,6 +135,8 @@ def catalog_multitask_loss(model: TwoTowerModel, batch: CatalogExamples, catalog
             continue
         q, c = emb[task]
         logits = q[rows] @ c.T / cfg.temperature
+        if bias[task] is not None:
+            logits = logits + bias[task]
         excluded = batch.candidate_mask(rows, c.shape[0]) if cfg.mask_history else None
         if excluded is not None:
             logits = logits.masked_fill(excluded, NEG_INF)
@@ -140,6 +147,8 @@ def catalog_multitask_loss(model: TwoTowerModel, batch: CatalogExamples, catalog
     rows = (ex.role == ROLE_CONVERSION).nonzero(as_tuple=True)[0]
     if cfg.advertiser_weight > 0 and len(rows):
         logits = q_conv[rows] @ c_conv.T / cfg.temperature
+        if bias["conversion"] is not None:
+            logits = logits + bias["conversion"]
         same = catalog_advertiser.unsqueeze(0) == catalog_advertiser[idx[rows]].unsqueeze(1)
         loss = (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~same, NEG_INF), 1)).mean()
         total = total + cfg.advertiser_weight * loss

@@ -15,6 +15,10 @@ The multi-task objective on one batch of served impressions (``multitask_loss``)
   et al. 2019: positives by ``1 + p``, negatives by ``(1 - p)(1 + p)``, with ``p`` the
   model's own (detached) probability, which outweighs the fake negatives that a later
   ``correction`` label contradicts.
+
+A model with a per-item conversion bias (``ModelConfig.conversion_item_bias``) hands it in as
+``conversion_bias``: it is added to every conversion logit (the conversion softmax, the
+advertiser softmax and the served loss), never to the engagement task's.
 """
 
 from __future__ import annotations
@@ -49,8 +53,12 @@ def in_batch_softmax_loss(
     hard_log_weight: torch.Tensor | None = None,  # [h] log weight of each hard column
     hard_same_item: torch.Tensor | None = None,   # [r, h] True where hard column = row's item
     row_weight: torch.Tensor | None = None,    # [r]
+    item_bias: torch.Tensor | None = None,     # [c] logit bias of each candidate
+    hard_bias: torch.Tensor | None = None,     # [h] logit bias of each hard column
 ) -> torch.Tensor:
     logits = query @ items.T / temperature
+    if item_bias is not None:
+        logits = logits + item_bias.unsqueeze(0)
     if logq is not None:
         logits = logits - logq.unsqueeze(0)
     if same_item is not None:
@@ -59,6 +67,8 @@ def in_batch_softmax_loss(
         logits = logits.masked_fill(collide, NEG_INF)
     if hard_items is not None and len(hard_items):
         hard = query @ hard_items.T / temperature
+        if hard_bias is not None:
+            hard = hard + hard_bias.unsqueeze(0)
         if hard_log_weight is not None:
             hard = hard + hard_log_weight.unsqueeze(0)
         if hard_same_item is not None:
@@ -75,9 +85,12 @@ def advertiser_softmax_loss(
     temperature: float,
     logq: torch.Tensor | None = None,
     row_weight: torch.Tensor | None = None,
+    item_bias: torch.Tensor | None = None,  # [c]
 ) -> torch.Tensor:
     """-log( sum_{same advertiser} exp(l) / sum_all exp(l) ) per row."""
     logits = query @ items.T / temperature
+    if item_bias is not None:
+        logits = logits + item_bias.unsqueeze(0)
     if logq is not None:
         logits = logits - logq.unsqueeze(0)
     positive = torch.logsumexp(logits.masked_fill(~same_advertiser, NEG_INF), dim=1)
@@ -114,6 +127,7 @@ def multitask_loss(
     logq: torch.Tensor,        # [n] log sampling probability of each row's item
     served_bias: torch.Tensor,
     cfg: LossConfig,
+    conversion_bias: torch.Tensor | None = None,  # [n] each row's item's conversion logit bias
 ) -> LossParts:
     pos = role > ROLE_NEGATIVE
     neg = role == ROLE_NEGATIVE
@@ -131,6 +145,8 @@ def multitask_loss(
     if cfg.hard_negatives and len(neg_idx):
         served = torch.cat([pos_idx, neg_idx])
         logit = (q_conv[served] * i_conv[served]).sum(-1) / cfg.temperature + served_bias
+        if conversion_bias is not None:
+            logit = logit + conversion_bias[served]
         label = pos[served].float()
         loss = served_logistic_loss(logit, label, cfg.correction_mode == "fn_weighting")
         total = total + cfg.hard_negative_weight * loss
@@ -145,6 +161,7 @@ def multitask_loss(
         if task_weight == 0 or len(rows) == 0:
             continue
         q, it = embeddings[task]
+        bias = conversion_bias if task == "conversion" else None
         loss = in_batch_softmax_loss(
             q[rows], it[pos_idx], col_of_row[rows], cfg.temperature, logq=logq_cols,
             same_item=item_key[rows].unsqueeze(1) == item_key[pos_idx].unsqueeze(0),
@@ -152,6 +169,8 @@ def multitask_loss(
             hard_log_weight=hard_log_weight,
             hard_same_item=item_key[rows].unsqueeze(1) == item_key[neg_idx].unsqueeze(0),
             row_weight=weight[rows],
+            item_bias=None if bias is None else bias[pos_idx],
+            hard_bias=None if bias is None or not len(neg_idx) else bias[neg_idx],
         )
         total = total + task_weight * loss
         parts[task] = float(loss.detach())
@@ -161,7 +180,8 @@ def multitask_loss(
         loss = advertiser_softmax_loss(
             q_conv[conv_rows], i_conv[pos_idx],
             advertiser_key[conv_rows].unsqueeze(1) == advertiser_key[pos_idx].unsqueeze(0),
-            cfg.temperature, logq=logq_cols, row_weight=weight[conv_rows])
+            cfg.temperature, logq=logq_cols, row_weight=weight[conv_rows],
+            item_bias=None if conversion_bias is None else conversion_bias[pos_idx])
         total = total + cfg.advertiser_weight * loss
         parts["advertiser"] = float(loss.detach())
     parts["total"] = float(total.detach())

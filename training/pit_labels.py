@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from registry.encoding import dense_matrix, encode_items
+from registry.encoding import dense_matrix
 from registry.model_config import ModelConfig
 from training.catalog_loss import TrainingSet
 from training.eval_settings import ProtocolSettings
@@ -37,12 +37,11 @@ from training.pit_data import (
     attribute_conversions,
     interactions_from_frames,
 )
+from training.model_scoring import model_scorer
 from training.pit_protocol import (
     EvaluationSet,
     HistoryIndex,
     Queries,
-    QueryBatch,
-    Scorer,
 )
 from training.sequence_examples import (
     SequenceFeatures,
@@ -93,21 +92,6 @@ def item_frame(inter: Interactions, catalog: pd.DataFrame | None) -> pd.DataFram
     return items
 
 
-def sequence_model_scorer(model, features: SequenceFeatures, items: pd.DataFrame) -> Scorer:
-    """``sequence_trainer.model_scorer`` over a given item frame (``item_frame``): the query
-    tower reads each query's sequence as of its time."""
-    model.eval()
-    with torch.no_grad():
-        encoded = encode_items(items, model.config)
-        item_emb = {task: model.item_tower(encoded, task).numpy() for task in ("conversion", "engagement")}
-
-    def score(batch: QueryBatch, task: str) -> np.ndarray:
-        with torch.no_grad():
-            return model.query_tower(features.for_batch(batch), task).numpy() @ item_emb[task].T
-
-    return score
-
-
 def _indices(inter: Interactions, users, items) -> tuple[np.ndarray, np.ndarray]:
     user = pd.Series(np.arange(inter.n_users), index=inter.user_ids).reindex(users).to_numpy()
     item = pd.Series(np.arange(inter.n_items), index=inter.item_ids).reindex(items).to_numpy()
@@ -147,7 +131,7 @@ def heldout_evaluation(history: pd.DataFrame, heldout: pd.DataFrame,
 def pit_model_metrics(model, evaluation: EvaluationSet, catalog: pd.DataFrame | None,
                       ks: tuple[int, ...], batch_size: int = 1024) -> dict[str, float]:
     """PIT recall@``ks`` of ``model`` on ``evaluation`` (both tasks, all / cold / warm)."""
-    scorer = sequence_model_scorer(model, SequenceFeatures(evaluation.inter, model.config),
+    scorer = model_scorer(model, SequenceFeatures(evaluation.inter, model.config),
                                    item_frame(evaluation.inter, catalog))
     return evaluation.evaluate(scorer, ProtocolSettings(ks=ks, batch_size=batch_size))
 

@@ -17,12 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, Field
 
-from registry.encoding import encode_items
 from registry.model import TwoTowerModel
 from registry.model_config import ModelConfig
 from training.catalog_loss import TrainingSet
@@ -30,7 +28,8 @@ from training.config import OptimConfig
 from training.eval_settings import ProtocolSettings
 from training.examples import sample_negatives
 from training.pit_data import Interactions
-from training.pit_protocol import EvaluationSet, QueryBatch, Scorer, split_time
+from training.model_scoring import model_scorer
+from training.pit_protocol import EvaluationSet, split_time
 from training.sequence_examples import (
     SequenceFeatures,
     catalog_frame,
@@ -59,20 +58,6 @@ class ConvergenceConfig(BaseModel):
     seed: int = 0
     #: torch threads: 1 is faster than 2 on a machine shared with other work
     threads: int = Field(1, ge=1)
-
-
-def model_scorer(model: TwoTowerModel, features: SequenceFeatures) -> Scorer:
-    """Scores the catalog for a ``QueryBatch``: its sequence as of each query's time."""
-    model.eval()
-    with torch.no_grad():
-        items = encode_items(catalog_frame(features.inter), model.config)
-        item_emb = {task: model.item_tower(items, task).numpy() for task in ("conversion", "engagement")}
-
-    def score(batch: QueryBatch, task: str) -> np.ndarray:
-        with torch.no_grad():
-            return model.query_tower(features.for_batch(batch), task).numpy() @ item_emb[task].T
-
-    return score
 
 
 def optim_config(cfg: ConvergenceConfig, epochs: int) -> OptimConfig:

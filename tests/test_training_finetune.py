@@ -110,7 +110,7 @@ def test_train_and_finetune_commands(tmp_path, data, monkeypatch):
                                         str(tmp_path / "catalog.parquet"), "--registry", reg_root, "--epochs", "1"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output[out.output.index("{"):])["published"] == "v000001"
-    assert ModelRegistry(reg_root).load().dim == 8  # settings from the environment
+    assert ModelRegistry(reg_root).load().dim == 8 + 1  # settings from the environment, + the conversion bias column
     out = runner.invoke(finetune_command, ["--new", str(tmp_path / "new.csv"), "--older",
                                            str(tmp_path / "older.parquet"), "--catalog",
                                            str(tmp_path / "catalog.parquet"), "--registry", reg_root])
@@ -174,3 +174,15 @@ def test_a_retrain_with_sampled_negatives_trains_on_fewer_rows_but_counts_every_
     assert retrained.published == "v000002", retrained.reason
     assert labels_at_last_scratch_training(reg) == len(older) + len(new)
     assert reg.data_range("v000002")["kinds"]["negative"] < 0.5 * (older["kind"] == "negative").sum()
+
+
+def test_a_model_field_from_the_environment_changes_only_that_field_of_the_online_retriever(monkeypatch):
+    from training.config import online_model_config
+
+    monkeypatch.setenv("CONVCG_TRAINING_MODEL__EMBEDDING_DIM", "8")
+    monkeypatch.setenv("CONVCG_TRAINING_MODEL__LOSS__TEMPERATURE", "0.2")
+    model = TrainingSettings().model
+    assert model.embedding_dim == 8 and model.loss.temperature == 0.2
+    expected = online_model_config().model_dump()
+    expected["embedding_dim"], expected["loss"]["temperature"] = 8, 0.2
+    assert model.model_dump() == expected  # the sequence encoder, the catalog softmax, the bias... stay

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.contract import RECENT_SEQUENCE_LENGTH
@@ -66,6 +66,14 @@ class OptimConfig(BaseModel):
     #: thread, and on a busy machine OpenMP spin-waiting slows every step (the training
     #: throughput bench prints 1 vs 2 threads; figures in the README)
     threads: int = Field(1, ge=1)
+
+
+def merged(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` laid over it, nested dicts merged key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 class TrainingSettings(BaseSettings):
@@ -137,6 +145,14 @@ class TrainingSettings(BaseSettings):
     query_time: Literal["impression", "engagement"] = "engagement"
 
     model: ModelConfig = Field(default_factory=online_model_config)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_over_the_online_retriever(cls, value):
+        """Model fields given in the environment (``CONVCG_TRAINING_MODEL__EMBEDDING_DIM=32``)
+        change the online retriever's config, not bare ``ModelConfig`` defaults (without this,
+        one such variable dropped the sequence encoder, the catalog softmax and the rest)."""
+        return merged(online_model_config().model_dump(), value) if isinstance(value, dict) else value
     #: trainings from scratch (the first model, retrains): ``convcg eval``'s recipe
     #: (``sequence_trainer.ConvergenceConfig``: batch 256, 1e-2 with 100 warm-up steps, x0.8 per
     #: epoch, a quarter of the negatives) for the 3-4 epochs its early stopping picks on ML-100k.

@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.config import retriever_config
     from training.eval_settings import EvalSettings
     from training.feature_delay import delay_label, delayed_scorer
+    from training.model_scoring import model_scorer
     from training.pit_protocol import EvaluationSet, split_time
     from training.sequence_examples import SequenceFeatures
-    from training.model_scoring import model_scorer
     from training.sequence_trainer import (
         ConvergenceConfig,
         train_to_convergence,

@@ -41,10 +41,10 @@ def main() -> None:
     from training.baselines import baseline_scorers
     from training.eval_settings import EvalSettings
     from training.evaluation import full_catalog
+    from training.model_scoring import model_scorer
     from training.pipeline import retrain_due
     from training.pit_data import interactions_from_log
     from training.pit_labels import item_frame
-    from training.model_scoring import model_scorer
     from training.pit_protocol import EvaluationSet
     from training.sequence_examples import SequenceFeatures
     from training.trainer import finetune, train_full

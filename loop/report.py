@@ -37,9 +37,9 @@ def evaluate_versions(events, split_index: int, catalog, registry, settings=None
     from streams.datasets.event_log import EventLog
     from training.baselines import baseline_scorers
     from training.eval_settings import EvalSettings
+    from training.model_scoring import model_scorer
     from training.pit_data import interactions_from_log
     from training.pit_labels import item_frame
-    from training.model_scoring import model_scorer
     from training.pit_protocol import EvaluationSet
     from training.sequence_examples import SequenceFeatures
 

@@ -21,7 +21,11 @@ from tests.test_pit_model import small_config
 from tests.test_pit_protocol import buy, click, tiny_log
 from training.catalog_loss import TrainingSet, training_loss
 from training.pit_data import interactions_from_log
-from training.sequence_examples import SequenceFeatures, catalog_frame, sequence_examples
+from training.sequence_examples import (
+    SequenceFeatures,
+    catalog_frame,
+    sequence_examples,
+)
 from training.synthetic import synthetic_catalog
 
 QUERIES = [{"user_id": "u1", "surface": "home", "recent_items": ["i3", "i9"]},
@@ -94,5 +98,6 @@ def test_a_published_biased_model_is_served_by_its_conversion_logit(tmp_path):
         items = encode_items(catalog, config)
         logit = (model.query_tower(encode_queries(queries_frame(QUERIES), config)) @ model.item_tower(items).T
                  / config.loss.temperature + model.item_tower.logit_bias(items)).numpy()
+    assert len(served) == len(QUERIES) == len(logit)  # zip below must not pass on nothing served
     for row, top in zip(logit, served):
         assert [item for item, _ in top] == catalog["item_id"].to_numpy()[np.argsort(-row)[:10]].tolist()

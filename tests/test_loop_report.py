@@ -11,10 +11,10 @@ from registry.store import ModelRegistry
 from streams.datasets import EventLog, catalog_from_events, sort_events
 from tests.helpers_training import train_tiny_model_for_tests
 from training.eval_settings import EvalSettings, ProtocolSettings
+from training.model_scoring import model_scorer
 from training.pit_data import interactions_from_log
 from training.pit_protocol import EvaluationSet
 from training.sequence_examples import SequenceFeatures
-from training.model_scoring import model_scorer
 
 ITEMS = ("a", "b", "c", "d", "e")
 SETTINGS = EvalSettings(protocol=ProtocolSettings(ks=(1, 2, 100)))

@@ -15,6 +15,7 @@ from streams.label_join import compute_labels
 from tests.test_pit_protocol import buy, click, tiny_log
 from training.catalog_loss import TrainingSet
 from training.eval_settings import ProtocolSettings
+from training.model_scoring import model_scorer
 from training.pit_data import interactions_from_log
 from training.pit_protocol import EvaluationSet, split_time
 from training.sequence_examples import (
@@ -22,7 +23,6 @@ from training.sequence_examples import (
     catalog_frame,
     sequence_examples,
 )
-from training.model_scoring import model_scorer
 from training.sequence_trainer import (
     ConvergenceConfig,
     train_epochs,

@@ -145,14 +145,6 @@ class TrainingSettings(BaseSettings):
     query_time: Literal["impression", "engagement"] = "engagement"
 
     model: ModelConfig = Field(default_factory=online_model_config)
-
-    @field_validator("model", mode="before")
-    @classmethod
-    def _model_over_the_online_retriever(cls, value):
-        """Model fields given in the environment (``CONVCG_TRAINING_MODEL__EMBEDDING_DIM=32``)
-        change the online retriever's config, not bare ``ModelConfig`` defaults (without this,
-        one such variable dropped the sequence encoder, the catalog softmax and the rest)."""
-        return merged(online_model_config().model_dump(), value) if isinstance(value, dict) else value
     #: trainings from scratch (the first model, retrains): ``convcg eval``'s recipe
     #: (``sequence_trainer.ConvergenceConfig``: batch 256, 1e-2 with 100 warm-up steps, x0.8 per
     #: epoch, a quarter of the negatives) for the 3-4 epochs its early stopping picks on ML-100k.
@@ -161,6 +153,14 @@ class TrainingSettings(BaseSettings):
     #: negative (0.6006 with only the negatives sampled), the retrain taking 198 vs 222 s
     optim: OptimConfig = OptimConfig(epochs=4, batch_size=256, learning_rate=1e-2, warmup_steps=100,
                                      lr_decay_per_epoch=0.8)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_over_the_online_retriever(cls, value):
+        """Model fields given in the environment (``CONVCG_TRAINING_MODEL__EMBEDDING_DIM=32``)
+        change the online retriever's config, not bare ``ModelConfig`` defaults (without this,
+        one such variable dropped the sequence encoder, the catalog softmax and the rest)."""
+        return merged(online_model_config().model_dump(), value) if isinstance(value, dict) else value
 
     def finetune_optim(self) -> OptimConfig:
         """A fine-tune's optimisation: ``optim`` at ``finetune_learning_rate`` for ``finetune_epochs``,

@@ -32,12 +32,12 @@ from training.examples import (
     roles_and_weights,
     validate_labels,
 )
+from training.model_scoring import model_scorer
 from training.pit_data import (
     Interactions,
     attribute_conversions,
     interactions_from_frames,
 )
-from training.model_scoring import model_scorer
 from training.pit_protocol import (
     EvaluationSet,
     HistoryIndex,
@@ -132,7 +132,7 @@ def pit_model_metrics(model, evaluation: EvaluationSet, catalog: pd.DataFrame | 
                       ks: tuple[int, ...], batch_size: int = 1024) -> dict[str, float]:
     """PIT recall@``ks`` of ``model`` on ``evaluation`` (both tasks, all / cold / warm)."""
     scorer = model_scorer(model, SequenceFeatures(evaluation.inter, model.config),
-                                   item_frame(evaluation.inter, catalog))
+                          item_frame(evaluation.inter, catalog))
     return evaluation.evaluate(scorer, ProtocolSettings(ks=ks, batch_size=batch_size))
 
 

@@ -7,7 +7,7 @@ worker is SIGKILLed and restarted every 8-16 s. Once the group has committed the
 every input, it prints how many entities' last feature update differs from the pure
 aggregator, and how many of the log's events never reached each repartition topic (the user
 stage's forwards to ``aggregates-by-item``, the item stage's to ``aggregates-by-advertiser``).
-Loopback only (its own Tansu); bounded; stops by itself.
+Loopback only (its own broker: KAFKA_BOOTSTRAP, else a local Apache Kafka); bounded; stops by itself.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from bench.rigs.soak_checks import (
     undisturbed_features,
 )
 from bench.rigs.soak_pipeline import group_lag
-from convcg.broker import create_topics, start_tansu
+from convcg.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
 from convcg.kafka_io import read_topic
 from loop.supervisor import Component
@@ -47,7 +47,7 @@ def main() -> int:
     log = load_log("synthetic", n_users=2000, n_items=1500, n_advertisers=50, n_impressions=60_000, seed=0)
     print(cover_the_log_with_the_dedupe_horizon(log.events), flush=True)
     expected = undisturbed_features(log.events)
-    broker = start_tansu(log_path=home / "broker.log")
+    broker = find_or_start_broker(data_dir=home / "kafka", log_path=home / "broker.log")
     topics = Topics()
     create_topics(broker.bootstrap, topics.all(), 3)
     env = {"CONVCG_STREAMS_KAFKA__BOOTSTRAP": broker.bootstrap, "CONVCG_STREAMS_AGGREGATES_GROUP": GROUP}

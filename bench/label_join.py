@@ -3,7 +3,7 @@
     python -m bench.label_join [--events 200000] [--partitions 3]
 
 Produces a synthetic log (seeded) into the event topics of a real broker (KAFKA_BOOTSTRAP or a
-local Tansu), then measures in the same run:
+local Apache Kafka), then measures in the same run:
   1. raw consume: a plain kafka-python consumer reading all three topics (no parsing);
   2. label join: one `convcg worker` process; events/s from its first consumed batch to the
      last, read off its Prometheus counter (so the ~20 s consumer-group join is excluded).

@@ -37,7 +37,6 @@ from bench.rigs.probes import (
 )
 from bench.rigs.sink import SinkRig
 from convcg.contract import MetricNames
-from convcg.kafka_settings import EMBEDDED_PRODUCER_LINGER_MS
 from convcg.metrics_scrape import fetch_samples, histogram_buckets, metric_sum
 
 
@@ -52,10 +51,8 @@ def main() -> None:
     ap.add_argument("--without-label-join", action="store_true",
                     help="do not run the label-join worker beside the feature path (it is not on that path, "
                          "but shares the two cores when it runs)")
-    ap.add_argument("--linger-ms", type=int, default=EMBEDDED_PRODUCER_LINGER_MS,
-                    help="the load producer's linger (default: the embedded deployment's producers', "
-                         "convcg.kafka_settings.EMBEDDED_PRODUCER_LINGER_MS; librdkafka's own default is 5 ms); "
-                         "probes go through it too")
+    ap.add_argument("--linger-ms", type=int, default=5,
+                    help="the load producer's linger (librdkafka's default); probes go through it too")
     args = ap.parse_args()
 
     from convcg.broker import free_port
@@ -97,9 +94,6 @@ def main() -> None:
     # as little of the two cores as it can (in production it is not on the worker's machine).
     from confluent_kafka import Producer
 
-    # linger: the embedded deployment's producers' (20 ms) unless --linger-ms says otherwise. The
-    # bundled Tansu's fetch cost grows with the record batches it stores (bench/broker_batches.py),
-    # so a shorter linger (more, smaller batches) makes the broker slower the longer a run lasts.
     # Probes go through the same producer as the load, so its linger is part of what they measure.
     fast = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": args.linger_ms})
 

@@ -3,7 +3,7 @@
 Prints (1) the time to generate a synthetic log of N impressions (target: 1M well under a
 minute), (2) replay() throughput in events/s beside a baseline in the same run: the same
 producer sending pre-serialised bytes of the same events (the raw produce rate), and their
-ratio. Uses KAFKA_BOOTSTRAP if set, else starts the bundled Tansu broker.
+ratio. Uses KAFKA_BOOTSTRAP if set, else starts a local Apache Kafka.
 
     python -m bench.replay [--generate 1000000] [--replay 200000]
 """

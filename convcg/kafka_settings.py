@@ -18,15 +18,6 @@ from convcg.contract import Topics
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP"
 
-#: linger (ms) of the producers that write events into the bundled Tansu: the replay, the live
-#: phase of `convcg up`, `bench.pipeline_freshness`'s load generator. Tansu's memory storage keeps one
-#: object per record batch and lists every batch of a partition on each fetch that has data, so
-#: its CPU grows with the batches it holds: more, smaller batches (librdkafka's default 5 ms)
-#: make it the largest process on the cores at 5,000 events/s (`bench.pipeline_freshness`:
-#: broker 62-67% at 5 ms vs 43-47% at 20 ms; `bench.broker_batches`).
-EMBEDDED_PRODUCER_LINGER_MS = 20
-
-
 def default_bootstrap() -> str:
     return os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP
 

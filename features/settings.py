@@ -46,9 +46,9 @@ class FeaturesSettings(BaseSettings):
     consumer_group: str = "convcg-features-sink"
     batch_max_records: int = Field(1000, description="records per poll; ~1,000 wrote fastest per update (bench)")
     batch_max_wait_ms: int = 100
-    fetch_max_wait_ms: int = Field(100, ge=1, description="longest a fetch waits for new records (aiokafka's 500 ms default is added latency on brokers without long-poll wake-up, such as Tansu)")
+    fetch_max_wait_ms: int = Field(100, ge=1, description="longest the broker holds a fetch for fetch_min_bytes: the latency fuller fetches may add")
     fetch_min_bytes: int = Field(65536, ge=1, description="bytes a fetch waits for, up to fetch_max_wait_ms: fewer, "
-                                 "fuller fetches (on the bundled Tansu every fetch costs in proportion to the record batches it stores)")
+                                 "fuller fetches, fewer requests per record")
     offline_flush_seconds: float = Field(
         5.0, description="append offline part files / labels (and commit) at least this often")
     offline_flush_rows: int = 50_000

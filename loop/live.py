@@ -21,7 +21,6 @@ from typing import Callable
 import orjson
 
 from convcg.contract import Impression, Topics, event_to_dict, replace_event
-from convcg.kafka_settings import EMBEDDED_PRODUCER_LINGER_MS
 from loop.freshness import SendLog
 from loop.probes import FeatureProbes, ProbePicker
 from streams.replay import topic_for
@@ -115,13 +114,13 @@ class LiveSender:
     """``send(batch)`` for ``loop.pacing.SteadyPacer``: served negatives, produce, bookkeeping."""
 
     def __init__(self, bootstrap: str, topics: Topics, served: ServedItems, advertiser_of: dict[str, str],
-                 probes: FeatureProbes, picker: ProbePicker, linger_ms: int = EMBEDDED_PRODUCER_LINGER_MS) -> None:
+                 probes: FeatureProbes, picker: ProbePicker, linger_ms: int = 5) -> None:
         from confluent_kafka import Producer
 
         # murmur2_random: Java's (and aiokafka's) partitioner for keyed records, so a user's live
         # events land on the partition its warm-up events did
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms,
-                                  "partitioner": "murmur2_random", "acks": 1})
+                                  "partitioner": "murmur2_random", "enable.idempotence": True})
         self.topics, self.served, self.advertiser_of = topics, served, advertiser_of
         self.probes, self.picker = probes, picker
         self.shown: dict[str, set[str]] = {}

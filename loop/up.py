@@ -1,6 +1,6 @@
 """`convcg up`: the whole loop on embedded defaults, on real data (MovieLens-100k).
 
-1. A local broker (Tansu) and the project's topics.
+1. A local Apache Kafka broker (its data in the run folder's ``kafka/``) and the project's topics.
 2. Each component as its own process: the streams worker, the features sink and HTTP service
    (Feast: a private Redis or SQLite online store + parquet), the trainer service (model registry on disk), the index
    refresher and the retrieval service.
@@ -33,7 +33,6 @@ from typing import Literal
 import click
 
 from convcg.contract import MetricNames as M
-from convcg.kafka_settings import EMBEDDED_PRODUCER_LINGER_MS
 from convcg.metrics_scrape import metric_sum
 from loop.online_store import StoreChoice
 from loop.supervisor import Component, Supervisor, wait_until
@@ -52,7 +51,7 @@ class LoopSettings:
     warmup_fraction: float = 0.4      # replayed before the first model exists
     heldout_fraction: float = 0.1     # never replayed: evaluation only
     rate: float = DEFAULT_RATE        # live replay: raw events per wall second, steady
-    producer_linger_ms: int = EMBEDDED_PRODUCER_LINGER_MS  # the live replay's producer (probes included)
+    producer_linger_ms: int = 5          # the live replay's producer (probes included)
     #: where the retrieval service reads a query's user features: ``store``, the features
     #: component's Feast store opened in-process, queries answered on the event loop (the
     #: fastest path in ``bench.retrieval_online``: one process hop less); ``http``, the features service
@@ -126,7 +125,7 @@ def run_loop(home: Path, settings: LoopSettings) -> dict:
                f"held out {n - n_live_end:,}; live rate {settings.rate:,.0f} events/s")
     online = start_online_store(settings.online_store, home)
     click.echo(f"online store: {online.describe()}")
-    broker = find_or_start_broker(log_path=home / "broker.log")
+    broker = find_or_start_broker(data_dir=home / "kafka", log_path=home / "broker.log")
     try:
         topics = Topics()
         create_topics(broker.bootstrap, topics.all(), 3)

@@ -14,7 +14,7 @@ Each stage partition has a partition of its stage's compacted changelog topic
   position], ...]}`` (with the user stage's (impression, item) keys of first engagements); a
   tombstone once the newest ts is behind the dedupe horizon.
 
-A restore reads the partition up to a fence (`streams.fenced_read`): its cost follows the state
+A restore reads the partition to its end (`streams.changelog_read`): its cost follows the state
 (entities × buckets in the windows, ids in the dedupe horizon), not the retained event log.
 """
 
@@ -80,7 +80,7 @@ def state_records(stage: StageAggregator, positions: list[int]) -> list[tuple[by
 def restore_stage(entity: str, records: dict[bytes, bytes | None],
                   settings: AggregateSettings | None = None) -> StageAggregator:
     """The stage partition as its changelog records describe it (``records``: the last value
-    per key, as `read_partition_through_fence` returns them)."""
+    per key, as `read_partition` returns them)."""
     stage = StageAggregator(entity, settings)
     s, n_sources = stage.settings, stage.n_sources
     widths = stage._widths

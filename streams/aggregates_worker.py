@@ -27,7 +27,7 @@ State and restart. Every ``aggregates_state_flush_s`` the worker sends the curre
 updates, writes what changed in each stage partition to that stage's compacted changelog
 (`streams.aggregate_changelog`, stamped with the consumer's positions), waits for the broker's
 acknowledgement of everything, and commits the positions. On assignment, a stage partition is
-restored by reading its changelog partition up to a fence (`streams.fenced_read`, in threads,
+restored by reading its changelog partition to its end (`streams.changelog_read`, in threads,
 off the event loop) and the consumer resumes at the committed offsets: a restart re-reads at
 most one state flush of the log (the bounded tail), and a record of that tail counts exactly
 once (the stage's positions and seen ids decide). Restore time follows the state, not the
@@ -206,10 +206,10 @@ class AggregatesWorker:
     # --- state -----------------------------------------------------------------------------
 
     def _restore(self, key: tuple[str, int]) -> StageAggregator:
-        from streams.fenced_read import read_partition_through_fence
+        from streams.changelog_read import read_partition
 
         stage, partition = key
-        records = read_partition_through_fence(self.settings.kafka.bootstrap, self.topics.aggregates_changelog(stage), partition)
+        records = read_partition(self.settings.kafka.bootstrap, self.topics.aggregates_changelog(stage), partition)
         return restore_stage(stage, records, self.aggregate_settings)
 
     async def _read_positions(self, consumer, tps) -> None:

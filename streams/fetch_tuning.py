@@ -9,11 +9,10 @@ log = logging.getLogger("convcg.streams.fetch_tuning")
 
 
 def tune_fetches(app: Any, wait_ms: int, min_bytes: int) -> None:
-    """Faust builds its aiokafka consumer with a fixed ``fetch_max_wait_ms=1500``. A broker
-    that holds an empty fetch for that long without waking on new records (Tansu does) makes
-    every quiet-then-busy cycle cost up to 1.5 s of latency. There is no setting for it, so
-    the running consumer's fetcher is told directly (aiokafka reads both per fetch request),
-    with the fetch size to wait for (Faust asks for 1 byte: a fetch per trickle of records)."""
+    """Faust builds its aiokafka consumer with a fixed ``fetch_max_wait_ms=1500`` and
+    ``fetch_min_bytes=1``: a fetch per trickle of records. There is no setting for either, so
+    the running consumer's fetcher is told directly (aiokafka reads both per fetch request):
+    wait for ``min_bytes``, but never longer than ``wait_ms``."""
     thread = getattr(app.consumer, "_thread", None)
     fetcher = getattr(getattr(thread, "_consumer", None), "_fetcher", None)
     if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms") or not hasattr(fetcher, "_fetch_min_bytes"):

@@ -74,7 +74,7 @@ class JoinProcessor:
 
     async def _restore(self, partitions: set[int]) -> None:
         """Build the joins of partitions seen for the first time from their changelog. The
-        read (from the broker, up to a fence) runs in threads, off the event loop."""
+        read (from the broker, to the partition's end) runs in threads, off the event loop."""
         new = sorted(p for p in partitions if p not in self.joiners)
         if not new:
             return

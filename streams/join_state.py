@@ -4,8 +4,8 @@ The state of partition p is the impression states pending there (key: the impres
 its watermark (key ``__watermark__:p``); every value carries its partition (``"p"``). Entries
 are written explicitly to partition p of the changelog of the Faust table ``STATE_TABLE``
 (JSON key and value, as Faust's recovery decodes them; ``None`` is a tombstone), and a
-partition's state is restored by reading that changelog partition from the broker up to a fence
-(`streams.fenced_read`), not from the Faust table's recovered copy.
+partition's state is restored by reading that changelog partition from the broker to its end
+(`streams.changelog_read`), not from the Faust table's recovered copy.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ class JoinStateChangelog:
 
     def read(self, partition: int) -> dict:
         """The partition's entries as they are on the broker now (decoded keys and values)."""
-        from streams.fenced_read import read_partition_through_fence
+        from streams.changelog_read import read_partition
 
-        raw = read_partition_through_fence(self.bootstrap, self.topic, partition)
+        raw = read_partition(self.bootstrap, self.topic, partition)
         return {orjson.loads(k): (orjson.loads(v) if v is not None else None) for k, v in raw.items() if k}
 
     def restore(self, partition: int) -> tuple[list[dict], float]:

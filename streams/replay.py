@@ -3,8 +3,9 @@
 Every event goes to its type's topic (impressions / engagements / conversions), keyed by
 ``user_id`` so a user's events share a partition number across topics, JSON via orjson.
 ``speed`` paces by event time: X seconds of event time per wall-clock second (0 = as fast as
-the broker takes them). Producing in one global event-time order from one producer keeps
-every partition in event-time order too (aiokafka keeps one batch in flight per partition).
+the broker takes them). Producing in one global event-time order from one idempotent producer
+(``acks=all``) keeps every partition in event-time order too, across retries: the broker
+refuses a batch out of sequence, so a retried batch cannot land behind a later one or twice.
 Partitioning is aiokafka's default (murmur2 of the key, as Java Kafka and kafka-python), so
 consumers in any of those clients see the same user -> partition mapping.
 """
@@ -24,7 +25,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.contract import Conversion, Engagement, Topics, event_to_dict
-from convcg.kafka_settings import EMBEDDED_PRODUCER_LINGER_MS, KafkaSettings
+from convcg.kafka_settings import KafkaSettings
 
 log = logging.getLogger("convcg.replay")
 
@@ -42,7 +43,7 @@ class ReplaySettings(BaseSettings):
     partitions: int = 3
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     catalog_out: Path = Path("var/catalog/items.parquet")
-    linger_ms: int = EMBEDDED_PRODUCER_LINGER_MS
+    linger_ms: int = 5
     batch_bytes: int = 512 * 1024
     max_in_flight: int = 10_000  # sends awaited in chunks of this size
     progress_interval_seconds: float = 0.5
@@ -94,7 +95,7 @@ async def replay_async(log_, bootstrap: str, topics: Topics, speed: float = 0.0,
     if not events:
         return counts
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=s.linger_ms,
-                                max_batch_size=s.batch_bytes, acks=1)
+                                max_batch_size=s.batch_bytes, acks="all", enable_idempotence=True)
     await producer.start()
     first_ts, wall_start = events[0].ts, time.monotonic()
     dumps = orjson.dumps

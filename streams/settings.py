@@ -22,9 +22,9 @@ class StreamSettings(BaseSettings):
     batch_within_s: float = Field(0.2, gt=0, description="max wait to fill a batch")
     commit_interval_s: float = Field(1.0, gt=0)
     idle_source_after_s: float = Field(2.0, ge=0, description="a caught-up source stops holding the watermark after this long without records")
-    fetch_max_wait_ms: int = Field(100, ge=1, description="longest a fetch waits for new records (Faust's fixed 1500 ms costs latency on brokers without long-poll wake-up)")
+    fetch_max_wait_ms: int = Field(100, ge=1, description="longest the broker holds a fetch for fetch_min_bytes (Faust fixes it at 1500 ms with 1 byte)")
     fetch_min_bytes: int = Field(65536, ge=1, description="bytes a fetch waits for, up to fetch_max_wait_ms: fewer, "
-                                 "fuller fetches (on the bundled Tansu every fetch costs in proportion to the record batches it stores)")
+                                 "fuller fetches, fewer requests per record")
     output_linger_ms: int = Field(5, ge=0, description="linger of the worker's and the aggregates' librdkafka "
                                   "producer (labels, states, repartition records, feature updates). 5 vs 20 made no difference "
                                   "beyond noise to the broker's CPU in bench.pipeline_freshness at 3,000 events/s: the worker "
@@ -47,7 +47,7 @@ class StreamSettings(BaseSettings):
     aggregates_fetch_max_wait_ms: int = Field(100, ge=1, description="longest the broker holds a fetch for fetch_min_bytes")
     aggregates_fetch_min_bytes: int = Field(
         65536, ge=1, description="bytes a fetch waits for (up to fetch_max_wait_ms): fewer, fuller fetches "
-        "(on the bundled Tansu every fetch costs in proportion to the record batches it stores)")
+        "(fewer requests per record)")
     aggregates_group: str = Field("", description="consumer group of the aggregates workers; empty: "
                                   "<topic_prefix>convcg-aggregates")
     aggregates_state_flush_s: float = Field(1.0, gt=0, description="write changed state to the changelogs and commit "

@@ -19,7 +19,8 @@ TEST_PARTITIONS = 3
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
-    """KAFKA_BOOTSTRAP if set; else testcontainers Kafka if Docker answers; else Tansu."""
+    """KAFKA_BOOTSTRAP if set; else testcontainers Kafka if Docker answers; else a local Apache
+    Kafka 4.4 on a temporary folder."""
     log_path = Path(tmp_path_factory.mktemp("broker")) / "broker.log"
     b = find_or_start_broker(log_path=log_path)
     yield b

@@ -82,9 +82,7 @@ def test_two_workers_in_one_group_give_exactly_the_labels_of_one(broker, topics,
 
 def test_worker_killed_mid_stream_loses_and_duplicates_nothing(broker, topics, tmp_path):
     """SIGKILL mid-stream, restart: exactly the undisturbed labels. Five causes of lost labels
-    were found here one after another (see the README's crash-safety notes); the last one, the
-    restore reading the changelog only to Tansu's end offset, lost the newest state batch in
-    about one run of four under load."""
+    were found here one after another (see the README's crash-safety notes)."""
     import threading
 
     log = load_log("synthetic", n_users=500, n_items=400, n_advertisers=20, n_impressions=30_000, seed=3)

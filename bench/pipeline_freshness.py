@@ -5,8 +5,8 @@ label-join `convcg worker` consuming the same events beside them (as deployed).
     python -m bench.pipeline_freshness [--rate 5000] [--seconds 20] [--store default|sqlite|redis]
 
 ``--store default`` is the online store `convcg up` runs on (``loop.online_store``: a private
-redis-server started for the run when the binary is on PATH, else SQLite); ``redis`` is the
-shared Redis at 127.0.0.1:6379.
+redis-server started for the run when the binary is on PATH, else SQLite); ``redis`` is an
+external Redis at ``CONVCG_FEATURES_REDIS_CONNECTION``.
 
 Starts (or finds) a real broker and the three components as their own processes, then produces
 raw impression / engagement events stamped "now" at a steady rate (users and items drawn

@@ -195,7 +195,8 @@ def main() -> None:
     p.add_argument("--block", type=int, default=100, help="queries per series before switching series")
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--k", type=int, default=100)
-    p.add_argument("--redis", default="127.0.0.1:6379", help="the online store (a throw-away project on it)")
+    p.add_argument("--redis", default="", help="an external Redis host:port for the online store (a throw-away "
+                                              "project on it); default: a private redis-server started for the run")
     p.add_argument("--threads", type=int, default=2, help="torch / FAISS threads of the index build")
     p.add_argument("--inline-queries", action="store_true",
                    help="both services answer on the event loop (CONVCG_INDEX_INLINE_QUERIES), not the thread pool")
@@ -212,6 +213,12 @@ def main() -> None:
 
     workdir = (ROOT / a.workdir).absolute()
     registry_root, index_root = build_index(workdir, a.items, a.seed, a.threads, a.reuse)
+    private_redis = None
+    if not a.redis:
+        from convcg.redis_server import start_redis
+
+        private_redis = start_redis(workdir / "redis", log_path=workdir / "redis.log")
+        a.redis = private_redis.connection
     project = f"benchret{uuid.uuid4().hex[:8]}"
     feast_dir = workdir / f"feast-{project}"
     settings = FeaturesSettings(repo_dir=feast_dir, labels_dir=feast_dir / "labels", project=project,
@@ -288,6 +295,8 @@ def main() -> None:
         deleted = delete_redis_project_keys(settings)
         print(f"cleanup: deleted {deleted:,} Redis keys of project {project}", flush=True)
         shutil.rmtree(feast_dir, ignore_errors=True)
+        if private_redis is not None:
+            private_redis.stop()
         if not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -48,7 +48,9 @@ class JsonProducer:
         from confluent_kafka import Producer
 
         conf = {"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.size": 256 * 1024,
-                "message.max.bytes": 8 * 1024 * 1024, "acks": 1, "partitioner": LIBRDKAFKA_PARTITIONER}
+                "message.max.bytes": 8 * 1024 * 1024, "partitioner": LIBRDKAFKA_PARTITIONER,
+                # acks=all, and a retried batch is neither duplicated nor reordered (a broker restart)
+                "enable.idempotence": True}
         conf.update(librdkafka_conf(**settings))
         self._producer = Producer(conf)
         self._errors: list[str] = []

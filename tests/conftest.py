@@ -1,8 +1,11 @@
-"""Shared fixtures: one real broker per test session, isolated topics per test."""
+"""Shared fixtures: one real broker and one private Redis per test session, isolated topics per
+test, and a tripwire on the fixed ports of services no test may assume (Redis 6379,
+PostgreSQL 5432)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from pathlib import Path
 
@@ -10,11 +13,28 @@ import pytest
 
 from convcg.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
+from tests.port_tripwire import PortTripwire
 
 for _noisy in ("kafka", "aiokafka", "faust", "mode"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 TEST_PARTITIONS = 3
+#: well-known ports of services that are not pre-started on these machines
+FIXED_PORTS = (6379, 5432)
+_tripwire = PortTripwire(FIXED_PORTS)
+
+
+def pytest_sessionstart(session):
+    _tripwire.start()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if any test (or a process it started) connected to a fixed port."""
+    _tripwire.stop()
+    if _tripwire.hits:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"FIXED PORT REACHED: {_tripwire.describe()} (use the session's private servers)", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +45,25 @@ def broker(tmp_path_factory):
     b = find_or_start_broker(log_path=log_path)
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_redis(tmp_path_factory):
+    """A private redis-server on a free loopback port for the whole session; every
+    FeaturesSettings (and every process a test starts) finds it through
+    ``CONVCG_FEATURES_REDIS_CONNECTION``."""
+    from convcg.redis_server import start_redis
+
+    home = Path(tmp_path_factory.mktemp("redis"))
+    server = start_redis(home, log_path=home / "redis.log")
+    before = os.environ.get("CONVCG_FEATURES_REDIS_CONNECTION")
+    os.environ["CONVCG_FEATURES_REDIS_CONNECTION"] = server.connection
+    yield server
+    if before is None:
+        os.environ.pop("CONVCG_FEATURES_REDIS_CONNECTION", None)
+    else:
+        os.environ["CONVCG_FEATURES_REDIS_CONNECTION"] = before
+    server.stop()
 
 
 @pytest.fixture

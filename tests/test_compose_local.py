@@ -1,6 +1,6 @@
 """docker-compose.yml's convcg services, run here as processes with exactly the file's commands
 and environment, only the addresses translated (no Docker engine on this machine): `kafka:9092`
--> the test broker, `redis:6379` -> the local Redis, `http://<service>:<port>` and every
+-> the test broker, `redis:6379` -> the session's private Redis, `http://<service>:<port>` and every
 listening port -> free local ports, `/app/var` -> a temporary working directory, topics and the
 Feast project isolated per test. The replay is limited to the first events of the log.
 
@@ -75,7 +75,7 @@ class LocalCompose:
 
     def translate(self, service: str, value: str) -> str:
         value = interpolate(value, self.variables)
-        value = value.replace("kafka:9092", self.bootstrap).replace("redis:6379", "127.0.0.1:6379")
+        value = value.replace("kafka:9092", self.bootstrap).replace("redis:6379", os.environ["CONVCG_FEATURES_REDIS_CONNECTION"])
         if value.startswith("http://"):
             host, port = value[len("http://"):].split("/")[0].split(":")
             return f"http://127.0.0.1:{self.port(host, int(port))}"

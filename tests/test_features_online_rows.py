@@ -1,5 +1,5 @@
 """The sink's fast online writers store exactly what Feast's own ``online_write_batch`` stores
-(real Redis at 127.0.0.1:6379 and real SQLite), and the Feast SDK reads it back."""
+(the session's private redis-server and real SQLite), and the Feast SDK reads it back."""
 
 from __future__ import annotations
 

@@ -45,6 +45,8 @@ class LocalKafkaSettings(BaseSettings):
     background_threads: int = Field(2, ge=1, description="background.threads")
     cleaner_buffer_bytes: int = Field(8 << 20, ge=1 << 20, description="log.cleaner.dedupe.buffer.size (compaction)")
     offsets_partitions: int = Field(8, ge=1, description="offsets.topic.num.partitions (__consumer_offsets)")
+    session_timeout_ms: int = Field(3000, ge=1000, description="broker.session.timeout.ms: a node restarted after a "
+                                    "SIGKILL registers again only once its dead incarnation's session expired (9 s by default)")
     ready_timeout_s: float = Field(60.0, gt=0, description="longest wait for the broker to answer")
 
 
@@ -81,6 +83,8 @@ def server_properties(data_dir: Path, port: int, controller_port: int, s: LocalK
         "share.coordinator.state.topic.min.isr": 1,
         # a dev node: no 3 s wait before every first group join
         "group.initial.rebalance.delay.ms": 0,
+        "broker.session.timeout.ms": s.session_timeout_ms,
+        "broker.heartbeat.interval.ms": max(250, s.session_timeout_ms // 4),
     }
     return "".join(f"{k}={v}\n" for k, v in props.items())
 

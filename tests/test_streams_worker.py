@@ -41,6 +41,29 @@ def wait_for_labels(bootstrap: str, topics: Topics, expected: int, timeout: floa
     return got
 
 
+def wait_until_members_hold_partitions(bootstrap: str, group: str, members: int, workers, timeout: float = 120.0) -> None:
+    """Until ``group`` is stable with ``members`` members, each assigned at least one partition."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline, seen = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        for w in workers:
+            assert w.alive, f"a worker exited with {w.returncode}"
+        (future,) = admin.describe_consumer_groups([group]).values()
+        try:
+            seen = future.result(timeout=10)
+        except Exception:  # the group does not exist yet
+            time.sleep(0.5)
+            continue
+        held = [len(m.assignment.topic_partitions) for m in seen.members]
+        if seen.state == ConsumerGroupState.STABLE and len(held) == members and all(held):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"group {group} never had {members} members holding partitions: {seen}")
+
+
 def test_replay_of_movielens_slice_gives_exactly_the_reference_labels(broker, topics, tmp_path):
     log = load_log("movielens-100k").head(6000)
     expected = reference_label_ids(log.events, RULES)
@@ -66,11 +89,14 @@ def test_two_workers_in_one_group_give_exactly_the_labels_of_one(broker, topics,
 
     log = load_log("movielens-100k").head(6000)
     expected = reference_label_ids(log.events, RULES)
-    produce_events(broker.bootstrap, topics, log.events, PARTITIONS)
     ports = [free_port(), free_port()]
     workers = [start_worker(broker.bootstrap, topics, f"{topics.prefix}app", tmp_path / f"worker{k}.log",
                             CONVCG_STREAMS_METRICS_PORT=port) for k, port in enumerate(ports)]
     try:
+        # the events go in once both members hold partitions: on Apache Kafka the first member
+        # to join takes every partition at once, and could finish the log before the second joins
+        wait_until_members_hold_partitions(broker.bootstrap, f"{topics.prefix}app", 2, workers)
+        produce_events(broker.bootstrap, topics, log.events, PARTITIONS)
         got = wait_for_labels(broker.bootstrap, topics, len(expected), worker=workers[0])
         per_worker = [metric_sum(fetch_samples(port, missing_ok=True), "convcg_stream_labels_total") for port in ports]
     finally:

@@ -32,31 +32,24 @@ class JoinStateChangelog:
             self._topic = self.table.changelog_topic.get_topic_name()
         return self._topic
 
-    def read(self, partition: int) -> dict:
-        """The partition's entries as they are on the broker now (decoded keys and values)."""
+    def read_raw(self, partition: int) -> dict[bytes, bytes | None]:
+        """The partition's changelog as it is on the broker now: the last bytes per key."""
         from streams.changelog_read import read_partition
 
-        raw = read_partition(self.bootstrap, self.topic, partition)
-        return {orjson.loads(k): (orjson.loads(v) if v is not None else None) for k, v in raw.items() if k}
+        return read_partition(self.bootstrap, self.topic, partition)
 
     def restore(self, partition: int) -> tuple[list[dict], float]:
         """The pending impression states and the watermark of one partition."""
-        states, wm = [], -math.inf
-        for key, value in self.read(partition).items():
-            if not value or value.get("p") != partition:
-                continue
-            if key == WATERMARK_KEY % partition:
-                wm = value["wm"]
-            else:
-                states.append(value["s"])
-        return states, wm
+        return restore_entries(partition, self.read_raw(partition))
 
     @staticmethod
     def entries(partition: int, changed: dict, watermark: float) -> list[tuple[str, dict | None]]:
         """The entries recording a drain: each changed impression state (None: finished) and
-        the partition's watermark."""
+        the partition's watermark. A watermark that has not moved yet (-inf) is not written:
+        JSON has no infinity, and a restore without one starts at -inf anyway."""
         out = [(imp_id, None if st is None else {"p": partition, "s": st.to_dict()}) for imp_id, st in changed.items()]
-        out.append((WATERMARK_KEY % partition, {"p": partition, "wm": watermark}))
+        if math.isfinite(watermark):
+            out.append((WATERMARK_KEY % partition, {"p": partition, "wm": watermark}))
         return out
 
     def write(self, partition: int, key: str, value: dict | None) -> None:
@@ -66,3 +59,22 @@ class JoinStateChangelog:
         else:
             self.table.data[key] = value
         self.output.send(self.topic, None if value is None else orjson.dumps(value), orjson.dumps(key), partition)
+
+
+def restore_entries(partition: int, raw: dict[bytes, bytes | None]) -> tuple[list[dict], float]:
+    """The pending impression states and the watermark of ``partition`` from its changelog's
+    bytes (the last value per key, as `streams.changelog_read.read_partition` returns them). A
+    watermark stored as ``null`` (written as -inf by earlier versions) restores as -inf."""
+    states, wm = [], -math.inf
+    watermark_key = WATERMARK_KEY % partition
+    for k, v in raw.items():
+        if not k or v is None:
+            continue
+        key, value = orjson.loads(k), orjson.loads(v)
+        if not value or value.get("p") != partition:
+            continue
+        if key == watermark_key:
+            wm = -math.inf if value.get("wm") is None else float(value["wm"])
+        else:
+            states.append(value["s"])
+    return states, wm

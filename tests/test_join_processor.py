@@ -115,7 +115,9 @@ def closing() -> bytes:
 def processor(consumer, restored: dict | None = None, read=None):
     output = ListOutput()
     changelog = JoinStateChangelog("unused:9092", Table(), output)
-    changelog.read = read or (lambda partition: dict(restored or {}))
+    decoded = read or (lambda partition: dict(restored or {}))
+    changelog.read_raw = lambda partition: {orjson.dumps(k): None if v is None else orjson.dumps(v)
+                                            for k, v in decoded(partition).items()}  # as on the broker
     settings = StreamSettings(kafka=KafkaSettings(topic_prefix="jp-"), commit_interval_s=1e-9, idle_source_after_s=0)
     return JoinProcessor(settings, consumer, changelog, output), output
 
@@ -272,3 +274,27 @@ def test_an_event_on_another_partition_than_its_users_is_dead_lettered_not_silen
     assert [l["impression_id"] for l in out.to(TOPICS.labels)] == ["imp2"]  # only the placed one joins
     committed = {tp: off for c in consumer.commits for tp, off in c.items()}
     assert committed[TP(TOPICS.impressions, wrong)] == 2  # the rejected record is not held back
+
+
+def test_the_state_written_restores_from_its_bytes_even_before_the_watermark_moved():
+    """A partition that has seen records but no watermark yet (-inf) wrote its watermark as
+    JSON null (JSON has no infinity), and restoring null crashed the worker on every restart
+    of that partition. Nothing non-finite is written now, and a null already on a changelog
+    restores as -inf."""
+    import math
+
+    from streams.join_state import restore_entries
+
+    consumer = StubConsumer(committed=starts(1, 0))
+    proc, out = processor(consumer)
+    asyncio.run(proc.process([Event(Message(TOPICS.impressions, 1, 0, imp_record(0)))]))
+    assert proc.joiners[1].watermark == -math.inf
+    written = {key: value for topic, value, key, _ in out.sent if topic == "jp-changelog"}
+    assert orjson.dumps(WATERMARK_KEY % 1) not in written  # nothing to record yet, and no null
+    assert restore_entries(1, written) == ([], -math.inf)
+    asyncio.run(proc.process(closing_batch(1, {TOPICS.impressions: 1})))  # the watermark moves: written
+    written = {key: value for topic, value, key, _ in out.sent if topic == "jp-changelog"}
+    assert restore_entries(1, written)[1] == proc.joiners[1].watermark > -math.inf
+    legacy = {orjson.dumps(WATERMARK_KEY % 1): b'{"p":1,"wm":null}'}  # as earlier versions wrote it
+    assert restore_entries(1, legacy) == ([], -math.inf)
+

@@ -2,7 +2,8 @@
 
     python -m bench.faust_noop_agent BOOTSTRAP TOPIC_PREFIX TOTAL
 
-Prints `RATE <events/s>` (from the first batch to the last) and exits.
+Prints `RATE <events/s>` (from the first batch to the last) and exits. ``NOOP_INLINE=1``: with
+the label-join worker's inline delivery (`streams.faust_delivery`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,20 @@ topics = Topics(prefix)
 # NOOP_QUIET=1 Faust's per-event Monitor sensor replaced by one that records nothing
 quiet = os.environ.get("NOOP_QUIET") == "1"
 extra = {"Monitor": "streams.quiet_monitor:QuietMonitor"} if quiet else {}
-app = faust.App(f"{prefix}noop", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
+inline = os.environ.get("NOOP_INLINE") == "1"
+app = faust.App(f"{prefix}noop{'-inline' if inline else ''}", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
                 autodiscover=False, consumer_auto_offset_reset="earliest", stream_buffer_maxsize=20_000,
                 **extra)
 source = app.topic(*topics.events, key_serializer="raw", value_serializer="raw", acks=False)
 seen = {"n": 0, "t0": 0.0}
+
+
+if inline:  # the worker's delivery of records without a wait_first each
+    from streams.faust_delivery import install_inline_delivery
+
+    @app.on_partitions_assigned.connect
+    async def inline(app, assigned, **kwargs) -> None:  # noqa: ARG001 - signal API
+        install_inline_delivery(app.consumer)
 
 
 @app.agent(source)

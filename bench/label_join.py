@@ -75,6 +75,18 @@ def scrape(port: int, name: str) -> float:
     return metric_sum(fetch_samples(port, timeout=2, missing_ok=True), name)
 
 
+def settled(read, quiet_s: float = 2.0, timeout_s: float = 60.0) -> float:
+    """``read()`` once it has not changed for ``quiet_s`` (the labels the closing watermark
+    decides come out after the last event is counted)."""
+    value, since, deadline = read(), time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        time.sleep(SCRAPE_EVERY_S)
+        now = read()
+        if now != value:
+            value, since = now, time.monotonic()
+    return value
+
+
 def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int, logs: Path,
                 workers: int = 1) -> tuple[float, float]:
     """Label-join rate of ``workers`` workers in one consumer group (a fresh group, reading the
@@ -99,8 +111,8 @@ def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int, logs: 
             if n > 0 and first is None:
                 first = (now, n)
             if n >= total:
-                labels = sum(scrape(port, "convcg_stream_labels_total") for port in ports)
-                return (n - first[1]) / (now - first[0]), labels
+                rate = (n - first[1]) / (now - first[0])
+                return rate, settled(lambda: sum(scrape(port, "convcg_stream_labels_total") for port in ports))
             time.sleep(SCRAPE_EVERY_S)
         raise TimeoutError(f"{workers} worker(s) did not finish")
     finally:
@@ -108,8 +120,10 @@ def worker_rate(bootstrap: str, prefix: str, total: int, partitions: int, logs: 
             component.stop()
 
 
-def faust_noop_rate(bootstrap: str, prefix: str, total: int, logs: Path) -> float:
-    agent = Component("faust-noop-agent", [bootstrap, prefix, str(total)], {}, logs / "faust_noop_agent.log",
+def faust_noop_rate(bootstrap: str, prefix: str, total: int, logs: Path, inline: bool = False) -> float:
+    name = "faust-noop-agent" + ("-inline" if inline else "")
+    agent = Component(name, [bootstrap, prefix, str(total)],
+                      {"NOOP_INLINE": "1" if inline else "0"}, logs / f"{name}.log",
                       module="bench.faust_noop_agent", cwd=ROOT).start()
     try:
         agent.wait(600)
@@ -137,6 +151,7 @@ def main() -> None:
     produce(broker.bootstrap, topics, events, args.partitions)
     raw = raw_consume_rate(broker.bootstrap, topics, len(events))
     ceiling = faust_noop_rate(broker.bootstrap, topics.prefix, len(events), logs)
+    inline_ceiling = faust_noop_rate(broker.bootstrap, topics.prefix, len(events), logs, inline=True)
     rates = {n: worker_rate(broker.bootstrap, topics.prefix, len(events), args.partitions, logs, n)
              for n in (int(w) for w in args.workers.split(","))}
     rate, labels = rates[min(rates)]
@@ -144,6 +159,7 @@ def main() -> None:
           f"  load: {os.getloadavg()[0]:.1f}")
     print(f"raw consume (kafka-python, no parsing): {raw:,.0f} events/s")
     print(f"Faust take_events, agent does nothing:  {ceiling:,.0f} events/s   (the framework's ceiling)")
+    print(f"  the same with the worker's inline delivery (streams.faust_delivery): {inline_ceiling:,.0f} events/s")
     for n, (r, lab) in rates.items():
         print(f"label join ({n} Faust worker{'s' if n > 1 else ' '} in a group):  {r:,.0f} events/s   labels emitted: {lab:,.0f}")
     if len(rates) > 1:
@@ -152,6 +168,7 @@ def main() -> None:
               f"   (same labels: {rates[many][1] == labels})")
     print(f"ratio join / raw consume:               {rate / raw:.2f}")
     print(f"ratio join / Faust no-op ceiling:       {rate / ceiling:.2f}")
+    print(f"ratio join / no-op with inline delivery: {rate / inline_ceiling:.2f}")
     print(f"logs: {logs}")
     broker.stop()
 

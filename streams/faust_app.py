@@ -21,6 +21,7 @@ import logging
 
 from convcg.contract import Topics
 from streams.consumer_port import FaustConsumerPort
+from streams.faust_delivery import install_inline_delivery
 from streams.fetch_tuning import tune_fetches
 from streams.join_processor import JoinProcessor
 from streams.join_state import STATE_TABLE, JoinStateChangelog
@@ -79,6 +80,7 @@ def build_app(settings: StreamSettings, partition_counts: dict[str, int] | None 
     @app.on_partitions_assigned.connect
     async def on_partitions_assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001 - signal API
         tune_fetches(app, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
+        install_inline_delivery(app.consumer)
 
     @app.on_partitions_revoked.connect
     async def on_partitions_revoked(app, revoked, **kwargs) -> None:  # noqa: ARG001 - signal API

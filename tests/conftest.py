@@ -37,12 +37,23 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+_session_broker: list = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Which broker the suite ran on, and its start-to-ready time."""
+    for b in _session_broker:
+        ready = f", ready in {b.ready_s:.2f}s from the start of its process" if b.ready_s else ""
+        terminalreporter.write_line(f"broker: {b.kind} at {b.bootstrap}{ready}")
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     """KAFKA_BOOTSTRAP if set; else testcontainers Kafka if Docker answers; else a local Apache
     Kafka 4.4 on a temporary folder."""
     log_path = Path(tmp_path_factory.mktemp("broker")) / "broker.log"
     b = find_or_start_broker(log_path=log_path)
+    _session_broker.append(b)
     yield b
     b.stop()
 

@@ -95,3 +95,15 @@ def test_convcg_broker_prints_bootstrap_and_stops_on_sigterm(tmp_path):
         assert "probe" in AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10).topics
     finally:
         b.stop()
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch):
+    """A cluster id starting with "-" made the storage tool refuse to format the folder
+    (``--cluster-id: expected one argument``): one start in 64 failed."""
+    import uuid
+
+    from convcg.kafka import local
+
+    draws = iter([uuid.UUID(bytes=b"\xfb" + bytes(15)), uuid.UUID(bytes=bytes(16))])  # "-w..." then "AAA..."
+    monkeypatch.setattr(local.uuid, "uuid4", lambda: next(draws))
+    assert local.cluster_id() == "A" * 22

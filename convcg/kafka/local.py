@@ -50,10 +50,14 @@ class LocalKafkaSettings(BaseSettings):
     ready_timeout_s: float = Field(60.0, gt=0, description="longest wait for the broker to answer")
 
 
-def _cluster_id() -> str:
+def cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as
-    ``kafka-storage random-uuid`` prints)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    ``kafka-storage random-uuid`` prints). Like Kafka's ``Uuid.randomUuid``, never one that
+    starts with "-": the storage tool's command line would take it for an option."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def server_properties(data_dir: Path, port: int, controller_port: int, s: LocalKafkaSettings) -> str:
@@ -99,7 +103,7 @@ def _ports(data_dir: Path, port: int | None) -> tuple[int, int, str]:
     controller = saved.get("controller_port") or free_port()
     while controller == port:
         controller = free_port()
-    cluster = saved.get("cluster_id") or _cluster_id()
+    cluster = saved.get("cluster_id") or cluster_id()
     saved_path.write_text(json.dumps({"port": port, "controller_port": controller, "cluster_id": cluster}))
     return port, controller, cluster
 

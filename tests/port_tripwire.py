@@ -47,5 +47,10 @@ class PortTripwire:
         for s in self._socks:
             s.close()
 
+    @property
+    def watched(self) -> list[int]:
+        """The ports it listens on (those it could bind)."""
+        return sorted(s.getsockname()[1] for s in self._socks)
+
     def describe(self) -> str:
         return ", ".join(f"127.0.0.1:{p} x{self.hits.count(p)}" for p in sorted(set(self.hits)))

@@ -11,7 +11,7 @@ def test_the_session_tripwire_watches_every_fixed_port():
     assert not _tripwire.unwatched, (
         f"something already listens on {sorted(_tripwire.unwatched)}: stop it (e.g. `service redis-server stop`), "
         "the suite starts its own private servers")
-    assert sorted(s.getsockname()[1] for s in _tripwire._socks) == sorted(FIXED_PORTS)
+    assert _tripwire.watched == sorted(FIXED_PORTS)
 
 
 def test_a_tripwire_records_a_connection():

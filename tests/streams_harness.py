@@ -35,3 +35,30 @@ def start_component(args: list[str], bootstrap: str, topics: Topics, log_path: P
     env = {"CONVCG_STREAMS_KAFKA__BOOTSTRAP": bootstrap, "CONVCG_STREAMS_KAFKA__TOPIC_PREFIX": topics.prefix,
            **{k: str(v) for k, v in env_extra.items()}}
     return Component(args[0], args, env, log_path, stop_timeout_s=30).start()
+
+
+def wait_until_members_hold_partitions(bootstrap: str, group: str, members: int, workers, timeout: float = 120.0) -> None:
+    """Until ``group`` is stable with ``members`` members, each assigned at least one partition.
+    On Apache Kafka the first member to join takes every partition at once, and can finish a
+    short log before the next one joins: a test of several members sends its events after this."""
+    import time
+
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline, seen = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        for w in workers:
+            assert w.alive, f"a worker exited with {w.returncode}"
+        (future,) = admin.describe_consumer_groups([group]).values()
+        try:
+            seen = future.result(timeout=10)
+        except Exception:  # the group does not exist yet
+            time.sleep(0.5)
+            continue
+        held = [len(m.assignment.topic_partitions) for m in seen.members]
+        if seen.state == ConsumerGroupState.STABLE and len(held) == members and all(held):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"group {group} never had {members} members holding partitions: {seen}")

@@ -31,6 +31,7 @@ from convcg.kafka_io import read_topic
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from loop.supervisor import Component
 from streams.labels import dedupe
+from tests.streams_harness import wait_until_members_hold_partitions
 
 pytestmark = pytest.mark.broker
 
@@ -155,6 +156,9 @@ def test_compose_services_run_with_the_files_commands_and_environment(broker, tm
             compose.run_once(name)
         for name in LONG_RUNNING:
             compose.start(name)
+        for group, members in ((f"{prefix}convcg-streams", ("streams-worker-1", "streams-worker-2")),
+                               (f"{prefix}convcg-aggregates", ("streams-aggregates-1", "streams-aggregates-2"))):
+            wait_until_members_hold_partitions(broker.bootstrap, group, 2, [compose.procs[m] for m in members])
         compose.run_once("replay", ("--limit", str(REPLAY_LIMIT)))
         assert (tmp_path / "var" / "catalog" / "items.parquet").exists()  # under the shared var/
 

@@ -19,7 +19,7 @@ from streams.label_rules import LabelRules
 from streams.labels import dedupe
 from streams.settings import StreamSettings
 from tests.label_reference import counts, reference_label_ids
-from tests.streams_harness import produce_events, start_worker
+from tests.streams_harness import produce_events, start_worker, wait_until_members_hold_partitions
 
 pytestmark = pytest.mark.broker
 RULES = LabelRules()
@@ -39,29 +39,6 @@ def wait_for_labels(bootstrap: str, topics: Topics, expected: int, timeout: floa
             return read_topic(bootstrap, topics.labels, timeout=5, idle=0.5)
         time.sleep(1.0)
     return got
-
-
-def wait_until_members_hold_partitions(bootstrap: str, group: str, members: int, workers, timeout: float = 120.0) -> None:
-    """Until ``group`` is stable with ``members`` members, each assigned at least one partition."""
-    from confluent_kafka import ConsumerGroupState
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    deadline, seen = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        for w in workers:
-            assert w.alive, f"a worker exited with {w.returncode}"
-        (future,) = admin.describe_consumer_groups([group]).values()
-        try:
-            seen = future.result(timeout=10)
-        except Exception:  # the group does not exist yet
-            time.sleep(0.5)
-            continue
-        held = [len(m.assignment.topic_partitions) for m in seen.members]
-        if seen.state == ConsumerGroupState.STABLE and len(held) == members and all(held):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"group {group} never had {members} members holding partitions: {seen}")
 
 
 def test_replay_of_movielens_slice_gives_exactly_the_reference_labels(broker, topics, tmp_path):

@@ -102,7 +102,9 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 10.0, decode: bool =
 
 def iter_topic(bootstrap: str, topic: str, timeout: float = 10.0, decode: bool = True,
                min_count: int = 0, idle: float = 1.0) -> Iterator:
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+    MOVING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "convcg-reader", "enable.auto.commit": False,
                          "enable.partition.eof": False, "max.partition.fetch.bytes": 8 * 1024 * 1024})
@@ -130,8 +132,14 @@ def iter_topic(bootstrap: str, topic: str, timeout: float = 10.0, decode: bool =
             if got:
                 last_data = now
                 continue
-            ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[1]
-                    for p in parts}
+            try:
+                ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[1]
+                        for p in parts}
+            except KafkaException as exc:  # a partition just created, moved or restarted: ask again
+                if exc.args[0].code() not in MOVING or now > deadline:
+                    raise
+                time.sleep(0.1)
+                continue
             for tp in consumer.position([TopicPartition(topic, p) for p in parts]):
                 positions[tp.partition] = max(positions[tp.partition], tp.offset)  # past markers too
             at_end = all(positions[p] >= ends[p] for p in parts)

@@ -81,14 +81,28 @@ class ServedVersion:
     created_wall: float       # the registry manifest's created_at
     label_ts_max: float       # newest label_ts in the version's training data
     serving_since: float      # first wall time the retrieval service answered with it
+    #: when the trainer's step that made it took its labels (None: not recorded)
+    step_started_wall: float | None = None
+    #: when the refresher wrote its first index artifact (None: not recorded)
+    index_written_wall: float | None = None
+
+
+#: the legs of model freshness, in order; their sum is the whole delay
+MODEL_FRESHNESS_PARTS = ("wait_for_step", "train_and_gate", "embed_and_index", "load_and_swap")
 
 
 def model_delays(labels: Sequence[tuple[float, float]], versions: Sequence[ServedVersion],
                  since_wall: float = -math.inf) -> tuple[list[float], int]:
     """(delays, labels not yet in a serving model) for ``(label_ts, on_topic_wall)`` pairs that
     reached the topic at or after ``since_wall``."""
+    firsts, pending = _first_versions(labels, versions, since_wall)
+    return [v.serving_since - on_topic for on_topic, v in firsts], pending
+
+
+def _first_versions(labels, versions, since_wall) -> tuple[list[tuple[float, ServedVersion]], int]:
+    """``(on_topic_wall, first version trained on it)`` per counted label, and the pending count."""
     ordered = sorted(versions, key=lambda v: v.created_wall)
-    delays, pending = [], 0
+    firsts, pending = [], 0
     for label_ts, on_topic in labels:
         if on_topic < since_wall:
             continue
@@ -96,5 +110,27 @@ def model_delays(labels: Sequence[tuple[float, float]], versions: Sequence[Serve
         if first is None:
             pending += 1
         else:
-            delays.append(first.serving_since - on_topic)
-    return delays, pending
+            firsts.append((on_topic, first))
+    return firsts, pending
+
+
+def model_delay_parts(labels: Sequence[tuple[float, float]], versions: Sequence[ServedVersion],
+                      since_wall: float = -math.inf) -> dict[str, list[float]]:
+    """Each counted label's model freshness cut into ``MODEL_FRESHNESS_PARTS``: waiting for the
+    step that trained on it to take its labels, that step (training, gate, publish), the
+    refresher (noticing the version, embedding the catalog, writing the index) and the retrieval
+    service (loading and swapping it in). The parts of one label add up to its delay; a label
+    that reached the trainer after its step had started (taken while the step gathered the
+    backlog) waits 0. Labels whose version lacks a recorded time are left out."""
+    parts: dict[str, list[float]] = {name: [] for name in MODEL_FRESHNESS_PARTS}
+    firsts, _ = _first_versions(labels, versions, since_wall)
+    for on_topic, v in firsts:
+        if v.step_started_wall is None or v.index_written_wall is None:
+            continue
+        taken = max(v.step_started_wall, on_topic)
+        index_written = max(v.index_written_wall, v.created_wall)
+        for name, value in zip(MODEL_FRESHNESS_PARTS, (taken - on_topic, v.created_wall - taken,
+                                                       index_written - v.created_wall,
+                                                       v.serving_since - index_written)):
+            parts[name].append(value)
+    return parts

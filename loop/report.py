@@ -194,8 +194,31 @@ def freshness_section(summary: dict) -> list[str]:
         rest = ", ".join(f"{k.replace('_', ' ')} {f.get(k, 0)}" for k in extra)
         lines.append(f"| {title} | {f.get('count', 0)} | {_seconds(f.get('p50'))} | {_seconds(f.get('p90'))} | "
                      f"{_seconds(f.get('p99'))} | {_seconds(f.get('max'))} | {rest} |")
-    lines += ["", "![freshness](freshness.png)", ""]
+    lines += ["", *model_freshness_parts_table((summary.get("model_freshness_seconds") or {}).get("parts")),
+              "![freshness](freshness.png)", ""]
     return lines
+
+
+#: what each leg of model freshness covers, in the report's words
+MODEL_FRESHNESS_PART_TITLES = {
+    "wait_for_step": "waiting for the trainer's next step to take it",
+    "train_and_gate": "the step: store, train, gate, publish",
+    "embed_and_index": "the refresher: notice the version, embed the items, write the index",
+    "load_and_swap": "the retrieval service: load the index and swap it in",
+}
+
+
+def model_freshness_parts_table(parts: dict | None) -> list[str]:
+    """Where model freshness goes: one row per leg, its p50/p99 and its share of the mean."""
+    if not parts or not any((p or {}).get("count") for p in parts.values()):
+        return []
+    total = sum((p.get("mean") or 0.0) for p in parts.values()) or 1.0
+    lines = ["Where model freshness goes (each label's delay cut into its legs):", "",
+             "| leg | p50 | p99 | mean | share of the mean |", "| --- | --- | --- | --- | --- |"]
+    for name, p in parts.items():
+        lines.append(f"| {MODEL_FRESHNESS_PART_TITLES.get(name, name)} | {_seconds(p.get('p50'))} | "
+                     f"{_seconds(p.get('p99'))} | {_seconds(p.get('mean'))} | {100 * (p.get('mean') or 0) / total:.0f}% |")
+    return [*lines, ""]
 
 
 def plot_freshness(path: Path, probe_delays: list[float], summary: dict) -> None:

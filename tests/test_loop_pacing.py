@@ -157,3 +157,39 @@ def test_probe_picker_takes_only_events_in_a_new_second_for_their_user():
     assert picker.offer("u1", 101.0, wall=0.0)
     assert not picker.offer("u2", 5.0, wall=0.5)  # within the interval
     assert picker.offer("u2", 6.0, wall=1.0)
+
+
+def test_model_freshness_parts_add_up_to_each_labels_delay():
+    from loop.freshness import MODEL_FRESHNESS_PARTS, model_delay_parts
+
+    versions = [ServedVersion("v1", created_wall=100.0, label_ts_max=1_000.0, serving_since=110.0,
+                              step_started_wall=90.0, index_written_wall=104.0),
+                ServedVersion("v2", created_wall=130.0, label_ts_max=2_000.0, serving_since=135.0,
+                              step_started_wall=121.0, index_written_wall=133.0),
+                ServedVersion("v3", created_wall=160.0, label_ts_max=3_000.0, serving_since=170.0)]
+    labels = [(900.0, 85.0),    # waits 5 s for v1's step, which trains 10 s, indexes 4, swaps 6
+              (900.0, 95.0),    # reached the trainer while v1's step gathered its backlog: no wait
+              (1_500.0, 101.0),  # v2: waits 20, trains 9, indexes 3, swaps 2
+              (2_500.0, 150.0)]  # v3 has no recorded step: left out of the parts
+    parts = model_delay_parts(labels, versions, since_wall=50.0)
+    assert list(parts) == list(MODEL_FRESHNESS_PARTS)
+    assert parts["wait_for_step"] == pytest.approx([5.0, 0.0, 20.0])
+    assert parts["train_and_gate"] == pytest.approx([10.0, 5.0, 9.0])
+    assert parts["embed_and_index"] == pytest.approx([4.0, 4.0, 3.0])
+    assert parts["load_and_swap"] == pytest.approx([6.0, 6.0, 2.0])
+    delays, _ = model_delays(labels[:3], versions, since_wall=50.0)
+    assert [sum(p[i] for p in parts.values()) for i in range(3)] == pytest.approx(delays)
+
+
+def test_report_shows_where_model_freshness_goes():
+    parts = {"wait_for_step": {**exact_percentiles([6.0, 10.0]), "mean": 8.0},
+             "train_and_gate": {**exact_percentiles([10.0]), "mean": 10.0},
+             "embed_and_index": {**exact_percentiles([1.5]), "mean": 1.5},
+             "load_and_swap": {**exact_percentiles([0.5]), "mean": 0.5}}
+    summary = {"model_freshness_seconds": {**exact_percentiles([20.0]), "not_yet_in_a_serving_model": 0,
+                                           "parts": parts}}
+    text = "\n".join(freshness_section(summary))
+    assert "| the step: store, train, gate, publish | 10.00 s | 10.00 s | 10.00 s | 50% |" in text
+    assert "| waiting for the trainer's next step to take it | 8.00 s | 9.96 s | 8.00 s | 40% |" in text
+    assert "| the retrieval service: load the index and swap it in | 500 ms |" in text
+    assert "Where model freshness goes" not in "\n".join(freshness_section({"model_freshness_seconds": {}}))

@@ -27,7 +27,7 @@ from bench.rigs.training import (
     sample_negatives,
     train_and_evaluate,
 )
-from registry.model_config import LossConfig, ModelConfig, TowerConfig
+from model.config import LossConfig, ModelConfig, TowerConfig
 from training.config import OptimConfig
 from training.evaluation import evaluate_scorer, full_catalog, popularity_scorer
 from training.examples import time_split

@@ -81,9 +81,9 @@ def main() -> None:
     import torch
 
     from convcg.stats import latency_summary_ms
-    from registry.encoding import queries_frame
-    from registry.inference import embed_query_frame
-    from registry.model import TwoTowerModel
+    from model.encoding import queries_frame
+    from model.inference import embed_query_frame
+    from model.towers import TwoTowerModel
     from registry.store import LoadedModel
     from training.config import online_model_config, retriever_config
 

@@ -24,7 +24,7 @@ from bench.rigs.training import (
     movielens_labels,
     sample_negatives,
 )
-from registry.model_config import ModelConfig
+from model.config import ModelConfig
 from training.config import OptimConfig, TrainingSettings
 from training.evaluation import full_catalog
 from training.examples import time_split

@@ -16,8 +16,8 @@ import time
 import torch
 
 from bench.rigs.training import THREADS
-from registry.model import TwoTowerModel
-from registry.model_config import ModelConfig
+from model.towers import TwoTowerModel
+from model.config import ModelConfig
 from tests.helpers_training import tiny_config
 from training.config import OptimConfig
 from training.losses import multitask_loss

@@ -8,7 +8,7 @@ engagement of an (impression, item) is left out of the sequence (it still counts
 windows). The aggregators remember each pair's first engagement beside the event ids for the
 dedupe horizon (``engaged_key``), so two engagements of one impression further apart than that
 would both be in it. A reader keeps the entries strictly before its query time
-(``registry.encoding.recent_sequences``).
+(``model.encoding.recent_sequences``).
 """
 
 from __future__ import annotations

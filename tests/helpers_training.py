@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from registry.model_config import ModelConfig, TowerConfig
+from model.config import ModelConfig, TowerConfig
 from registry.store import ModelRegistry
 
 

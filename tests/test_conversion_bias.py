@@ -8,10 +8,10 @@ import pandas as pd
 import torch
 
 from index_refresher.builder import build_artifact
-from registry.encoding import encode_items, encode_queries, queries_frame
+from model.encoding import encode_items, encode_queries, queries_frame
 from registry.index_artifact import load_artifact
-from registry.model import TwoTowerModel
-from registry.model_config import LossConfig
+from model.towers import TwoTowerModel
+from model.config import LossConfig
 from registry.store import ModelRegistry
 from retrieval.serving import ServingPair
 from streams.label_join import compute_labels

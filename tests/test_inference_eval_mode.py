@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from registry.inference import embed_query_frame
-from registry.model import TwoTowerModel
+from model.inference import embed_query_frame
+from model.towers import TwoTowerModel
 from training.config import retriever_config
 from training.synthetic import synthetic_catalog
 

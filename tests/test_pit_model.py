@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from registry.model import TwoTowerModel
-from registry.model_config import ModelConfig, SequenceConfig, TowerConfig
+from model.towers import TwoTowerModel
+from model.config import ModelConfig, SequenceConfig, TowerConfig
 from streams.datasets import load_log
 from streams.label_join import compute_labels
 from tests.test_pit_protocol import buy, click, tiny_log

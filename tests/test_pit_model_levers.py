@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from registry.encoding import encode_items
-from registry.model import TwoTowerModel
-from registry.model_config import LossConfig, SequenceConfig
+from model.encoding import encode_items
+from model.towers import TwoTowerModel
+from model.config import LossConfig, SequenceConfig
 from streams.label_join import compute_labels
 from tests.test_pit_model import small_config
 from tests.test_pit_protocol import buy, click, tiny_log

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from registry.encoding import (
+from model.encoding import (
     HASH_DISTINCT_ABOVE,
     encode_queries,
     encode_query_dicts,
@@ -16,13 +16,13 @@ from registry.encoding import (
     queries_frame,
     recent_sequences,
 )
-from registry.inference import (
+from model.inference import (
     DICT_QUERY_BATCH,
     embed_queries,
     embed_query_dicts,
     embed_query_frame,
 )
-from registry.model import TwoTowerModel
+from model.towers import TwoTowerModel
 from registry.store import LoadedModel
 from training.config import retriever_config
 
@@ -132,7 +132,7 @@ def test_hashing_distinct_ids_first_gives_the_same_buckets():
 
 
 def test_the_served_path_takes_the_dict_encoder_for_a_few_queries_only(model, monkeypatch):
-    import registry.inference as inference
+    import model.inference as inference
 
     loaded = LoadedModel("v", model, CONFIG, {}, {})
     queries = _queries()

@@ -43,8 +43,8 @@ from features.service import create_app as features_app
 from features.settings import FeaturesSettings
 from features.sink import BackgroundSink, FeatureSink
 from features.updates import stream_schema
-from registry.encoding import encode_queries, queries_frame
-from registry.model_config import ModelConfig
+from model.encoding import encode_queries, queries_frame
+from model.config import ModelConfig
 from retrieval.user_features import HttpUserFeatureSource
 from retrieval.validation import parse_retrieve
 from streams.aggregates import AggregateSettings

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from registry.model_config import LossConfig
+from model.config import LossConfig
 from training.evaluation import recall_at_k
 from training.losses import (
     ROLE_CONVERSION,

@@ -5,15 +5,15 @@ import pandas as pd
 import pytest
 import torch
 
-from registry.encoding import (
+from model.encoding import (
     encode_items,
     encode_queries,
     hash_ids,
     queries_frame,
     squash,
 )
-from registry.model import CrossNetwork, TwoTowerModel
-from registry.model_config import TowerConfig
+from model.towers import CrossNetwork, TwoTowerModel
+from model.config import TowerConfig
 from tests.helpers_training import tiny_config
 from training.evaluation import (
     evaluate_scorer,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from registry.model import TwoTowerModel
+from model.towers import TwoTowerModel
 from registry.store import MANIFEST, WEIGHTS, ModelRegistry, RegistryError
 from tests.helpers_training import tiny_config, train_tiny_model_for_tests
 from training.cli import registry_command

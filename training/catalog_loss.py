@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from registry.encoding import ItemInputs, encode_items
-from registry.model import TwoTowerModel
+from model.encoding import ItemInputs, encode_items
+from model.towers import TwoTowerModel
 from training.examples import Examples
 from training.losses import (
     NEG_INF,

@@ -4,7 +4,7 @@
 * ``TrainingSettings``: the operator's settings (paths, trainer service triggers, quality
   gate), read from ``CONVCG_TRAINING_*`` environment variables with embedded defaults.
 
-The model's own architecture and loss (``ModelConfig``) live in :mod:`registry.model_config`,
+The model's own architecture and loss (``ModelConfig``) live in :mod:`model.config`,
 beside the checkpoints they rebuild.
 """
 
@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from convcg.contract import RECENT_SEQUENCE_LENGTH
 from convcg.dedupe import DEFAULT_HORIZON_S
 from convcg.kafka_settings import KafkaSettings
-from registry.model_config import LossConfig, ModelConfig, SequenceConfig
+from model.config import LossConfig, ModelConfig, SequenceConfig
 
 
 def retriever_config(**overrides) -> ModelConfig:

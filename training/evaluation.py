@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from registry.encoding import USER_PREFIX
+from model.encoding import USER_PREFIX
 from training.examples import CONVERSION_KINDS, ENGAGEMENT_KINDS, catalog_from_labels
 
 TASK_KINDS = {"conversion": CONVERSION_KINDS, "engagement": ENGAGEMENT_KINDS}
@@ -108,7 +108,7 @@ def evaluate_scorer(score_fn: ScoreFn, history: pd.DataFrame, heldout: pd.DataFr
 
 
 def model_scorer(model, catalog: pd.DataFrame) -> ScoreFn:
-    from registry.inference import embed_items, embed_query_frame
+    from model.inference import embed_items, embed_query_frame
 
     item_emb = {task: embed_items(model, catalog, task=task) for task in ("conversion", "engagement")}
 

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from convcg.contract import LABEL_FIELDS
-from registry.encoding import (
+from model.encoding import (
     ITEM_PREFIXES,
     RECENT_ITEMS_FEATURE,
     USER_PREFIX,
@@ -24,7 +24,7 @@ from registry.encoding import (
     encode_queries,
     numeric_feature_columns,
 )
-from registry.model_config import ModelConfig
+from model.config import ModelConfig
 from training.losses import ROLE_CONVERSION, ROLE_ENGAGEMENT, ROLE_NEGATIVE
 
 CONVERSION_KINDS = ("conversion", "correction")

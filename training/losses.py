@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from registry.model_config import LossConfig
+from model.config import LossConfig
 
 ROLE_NEGATIVE, ROLE_ENGAGEMENT, ROLE_CONVERSION = 0, 1, 2
 NEG_INF = -1e9

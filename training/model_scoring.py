@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from registry.encoding import encode_items
-from registry.model import TwoTowerModel
+from model.encoding import encode_items
+from model.towers import TwoTowerModel
 from training.pit_protocol import QueryBatch, Scorer
 from training.sequence_examples import SequenceFeatures, catalog_frame
 

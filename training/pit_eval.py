@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from registry.model_config import ModelConfig
+from model.config import ModelConfig
 from training.baselines import baseline_scorers
 from training.config import retriever_config
 from training.eval_settings import EvalSettings

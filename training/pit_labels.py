@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from registry.encoding import dense_matrix
-from registry.model_config import ModelConfig
+from model.encoding import dense_matrix
+from model.config import ModelConfig
 from training.catalog_loss import TrainingSet
 from training.eval_settings import ProtocolSettings
 from training.evaluation import full_catalog

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from registry.encoding import PAD, QueryInputs, encode_items, hash_ids
-from registry.model_config import ModelConfig
+from model.encoding import PAD, QueryInputs, encode_items, hash_ids
+from model.config import ModelConfig
 from training.catalog_loss import CatalogExamples, HistoryRows
 from training.examples import (
     Examples,

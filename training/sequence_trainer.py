@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, Field
 
-from registry.model import TwoTowerModel
-from registry.model_config import ModelConfig
+from model.towers import TwoTowerModel
+from model.config import ModelConfig
 from training.catalog_loss import TrainingSet
 from training.config import OptimConfig
 from training.eval_settings import ProtocolSettings

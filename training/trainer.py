@@ -13,9 +13,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from registry.encoding import RECENT_ITEMS_FEATURE
-from registry.model import TwoTowerModel, sparse_and_dense_parameters
-from registry.model_config import ModelConfig
+from model.encoding import RECENT_ITEMS_FEATURE
+from model.towers import TwoTowerModel, sparse_and_dense_parameters
+from model.config import ModelConfig
 from training.catalog_loss import CatalogExamples, TrainingSet, training_loss
 from training.config import OptimConfig, TrainingSettings
 from training.evaluation import evaluate_model, full_catalog, metric_name

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from registry.model import TwoTowerModel
-from registry.model_config import ModelConfig
+from model.towers import TwoTowerModel
+from model.config import ModelConfig
 from training.config import OptimConfig
 from training.evaluation import evaluate_model
 from training.examples import replay_sample, time_split

@@ -1,7 +1,7 @@
 """The two-tower retriever: plain, composable ``nn.Module``s.
 
 The query tower's main input is the user's recent engagement sequence, encoded by
-``registry.sequence`` (mean pooling or causal self-attention). Each tower embeds its ids (hashed buckets; sparse gradients, so a step only touches the rows
+``model.sequence`` (mean pooling or causal self-attention). Each tower embeds its ids (hashed buckets; sparse gradients, so a step only touches the rows
 of the batch's ids, see ``training.trainer.make_optimizers``), concatenates them with its numeric features and
 runs a DCNv2 ``CrossNetwork`` and an ``MLP``: in parallel on the same input (outputs
 concatenated) or stacked (cross network, then MLP). A linear projection gives the embedding,
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from registry.encoding import ItemInputs, QueryInputs, item_dense_width
-from registry.model_config import ModelConfig, TowerConfig
-from registry.sequence import SequenceEncoder
+from model.encoding import ItemInputs, QueryInputs, item_dense_width
+from model.config import ModelConfig, TowerConfig
+from model.sequence import SequenceEncoder
 
 TASKS = ("conversion", "engagement")
 
@@ -88,7 +88,7 @@ class Heads(nn.Module):
 
 
 class QueryTower(nn.Module):
-    """Surface, the encoded recent-engagement sequence (``registry.sequence``), user
+    """Surface, the encoded recent-engagement sequence (``model.sequence``), user
     streaming features, and the user id when ``user_id_embedding`` is on."""
 
     def __init__(self, config: ModelConfig, shared_items: nn.Embedding | None = None):

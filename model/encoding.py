@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from registry.model_config import ModelConfig
-from registry.query_columns import (
+from model.config import ModelConfig
+from model.query_columns import (
     QUERY_TIME,
     DictColumns,
     FrameColumns,
@@ -23,7 +23,7 @@ from registry.query_columns import (
     is_list,
     query_row,
 )
-from registry.query_columns import (
+from model.query_columns import (
     USER_PREFIX as USER_PREFIX,  # re-exported: the contract's name
 )
 

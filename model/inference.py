@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from registry.encoding import (
+from model.encoding import (
     encode_items,
     encode_queries,
     encode_query_dicts,
     queries_frame,
 )
-from registry.model import TwoTowerModel
+from model.towers import TwoTowerModel
 
 DEFAULT_BATCH = 4096
 #: ``embed_queries`` encodes up to this many query dicts directly (``encode_query_dicts``), a
@@ -75,7 +75,7 @@ def embed_query_dicts(model: TwoTowerModel, queries: list[dict], task: str = "co
 
 
 def embed_queries(model: TwoTowerModel, queries: list[dict], task: str = "conversion") -> np.ndarray:
-    """float32 ``[len(queries), dim]`` of query dicts (``registry.encoding.queries_frame``)."""
+    """float32 ``[len(queries), dim]`` of query dicts (``model.encoding.queries_frame``)."""
     if not queries:
         return np.zeros((0, model.config.retrieval_dim), dtype=np.float32)
     if len(queries) <= DICT_QUERY_BATCH:

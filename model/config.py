@@ -26,7 +26,7 @@ class TowerConfig(BaseModel):
 
 class SequenceConfig(BaseModel):
     """How the query tower turns the user's recent engagements (newest first, each with its
-    age at query time and its dwell) into one vector (see ``registry.sequence``)."""
+    age at query time and its dwell) into one vector (see ``model.sequence``)."""
 
     #: ``mean``: mean of the item embeddings; ``attention``: causal self-attention
     #: (SASRec-style), read out at the newest engagement

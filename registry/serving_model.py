@@ -1,4 +1,5 @@
-"""What an index builder or a retrieval server needs from a loaded model version."""
+"""What an index builder or a retrieval server needs from a loaded model version, and the
+loader that reads one from the registry (the model's modules are :mod:`model`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 
-class ItemTower(Protocol):
-    """What the index needs from a model version (``registry.store.LoadedModel``)."""
+class ServingModel(Protocol):
+    """What the index and the retrieval service need from a model version
+    (``registry.store.LoadedModel`` is one)."""
 
     version: str
     dim: int
@@ -30,13 +32,13 @@ def check_vectors(vectors: np.ndarray, count: int, dim: int, what: str = "item e
 
 
 #: version (None = current) -> a loaded model version
-ModelLoader = Callable[[str | None], ItemTower]
+ModelLoader = Callable[[str | None], ServingModel]
 
 
 def registry_model_loader(registry_root: Path) -> ModelLoader:
     """Model versions from the registry at ``registry_root`` (imported lazily: torch)."""
 
-    def load(version: str | None) -> ItemTower:
+    def load(version: str | None) -> ServingModel:
         from registry.store import ModelRegistry
 
         return ModelRegistry(Path(registry_root)).load(version)

@@ -1,5 +1,5 @@
 """Two views of a batch of queries as columns, for the one query encoder
-(``registry.encoding.encode_query_columns``): a frame (training sets, evaluation, large batches)
+(``model.encoding.encode_query_columns``): a frame (training sets, evaluation, large batches)
 or the query dicts themselves (the retrieval service's single query, with no frame to build).
 
 Each view gives a column's values one per query, as the frame of ``queries_frame(queries)``

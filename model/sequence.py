@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from registry.encoding import PAD
-from registry.model_config import ModelConfig, SequenceConfig
+from model.encoding import PAD
+from model.config import ModelConfig, SequenceConfig
 
 
 def age_buckets(age_seconds: torch.Tensor, buckets: int) -> torch.Tensor:

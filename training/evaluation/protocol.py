@@ -9,24 +9,55 @@ and split into users cold at T (no engagement before T) and warm. The static pro
 the same positives with every query's state frozen at T.
 
 A scorer is ``scorer(batch, task) -> [len(batch), n_items]`` scores; it may look at the batch's
-history (``QueryBatch``) and ``as_of`` times only. Ties are broken by item index.
+history (``training.history.QueryBatch``) and ``as_of`` times only. Ties are broken by item index;
+``training.evaluation.scoring.grade`` grades one.
+
+This module is the one place metric names are made (``metric_name``): every report, gate and
+experiment names its figures through it, the headline first (``HEADLINE``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from training.eval_settings import ProtocolSettings
-from training.pit_data import Interactions
+from training.evaluation.settings import ProtocolSettings
+from training.history import HistoryIndex, Interactions, QueryBatch
 
 TASKS = ("conversion", "engagement")
-PROTOCOLS = ("point-in-time", "static")
+POINT_IN_TIME, STATIC = "point-in-time", "static"
+#: the point-in-time protocol and the static one, its named second column
+PROTOCOLS = (POINT_IN_TIME, STATIC)
 STATIC_PREFIX = "static_"
+#: user groups a recall is also split into: cold at the split (no engagement before it), warm
+GROUPS = ("cold", "warm")
+
+
+def metric_name(task: str, k: int, protocol: str = POINT_IN_TIME, group: str = "") -> str:
+    """The name of a recall figure: ``conversion_recall@100``, ``static_conversion_recall@100``,
+    ``conversion_recall@100_cold``; the only place such a name is spelt."""
+    prefix = STATIC_PREFIX if protocol == STATIC else ""
+    return f"{prefix}{task}_recall@{k}" + (f"_{group}" if group else "")
+
+
+def queries_name(task: str) -> str:
+    """The name of a query count: ``conversion_queries``."""
+    return f"{task}_queries"
+
+
+#: K of the headline figure
+HEADLINE_K = 100
+#: the headline figure: point-in-time conversion recall@100 (the gate, early stopping, the
+#: validation choices of the baselines, the reports' first column)
+HEADLINE = metric_name("conversion", HEADLINE_K)
+#: the figures ``convcg eval`` reports
+REPORTED_METRICS = (metric_name("conversion", 20), HEADLINE, metric_name("conversion", 1000),
+                    metric_name("engagement", HEADLINE_K), metric_name("conversion", HEADLINE_K, group="cold"),
+                    metric_name("conversion", HEADLINE_K, group="warm"),
+                    metric_name("conversion", HEADLINE_K, STATIC))
 
 
 def split_time(inter: Interactions, quantile: float, before: float = np.inf) -> float:
@@ -42,26 +73,6 @@ def task_positives(inter: Interactions, task: str) -> pd.DataFrame:
     if task == "engagement":
         return inter.engagements[["user", "item", "ts"]]
     raise ValueError(f"unknown task {task!r} (want one of {TASKS})")
-
-
-class HistoryIndex:
-    """Finds, for (user, time) pairs, where the user's engagements before that time end."""
-
-    def __init__(self, inter: Interactions):
-        eng = inter.engagements
-        ts = eng["ts"].to_numpy()
-        self.t0 = float(ts.min()) if len(ts) else 0.0
-        #: user u's engagement at time s has key u * stride + (s - t0); keys are sorted
-        self.stride = (float(ts.max()) - self.t0 if len(ts) else 0.0) + 1.0
-        self.keys = eng["user"].to_numpy(np.float64) * self.stride + (ts - self.t0)
-        self.offsets = inter.user_offsets
-
-    def end(self, user: np.ndarray, as_of: np.ndarray) -> np.ndarray:
-        """Row after the last engagement of ``user`` strictly before ``as_of``."""
-        clipped = np.clip(as_of - self.t0, -0.5, self.stride - 0.5)
-        probe = user.astype(np.float64) * self.stride + clipped
-        # clipping keeps the probe inside the user's key range; an exact tie stays excluded
-        return np.clip(np.searchsorted(self.keys, probe, side="left"), self.offsets[user], self.offsets[user + 1])
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,7 @@ class Queries:
 
 
 def make_queries(inter: Interactions, task: str, cut: float, end: float = np.inf,
-                 protocol: str = "point-in-time") -> Queries:
+                 protocol: str = POINT_IN_TIME) -> Queries:
     """The positives of ``task`` with time in [cut, end); PIT queries see the state as of their
     own time, static ones the state as of ``cut``."""
     if protocol not in PROTOCOLS:
@@ -91,55 +102,8 @@ def make_queries(inter: Interactions, task: str, cut: float, end: float = np.inf
     warm_users = np.unique(eng.loc[eng["ts"] < cut, "user"].to_numpy())
     user = pos["user"].to_numpy(np.int64)
     t = pos["ts"].to_numpy(np.float64)
-    as_of = t if protocol == "point-in-time" else np.full(len(t), cut)
+    as_of = t if protocol == POINT_IN_TIME else np.full(len(t), cut)
     return Queries(task, protocol, user, pos["item"].to_numpy(np.int64), as_of, ~np.isin(user, warm_users))
-
-
-@dataclass(frozen=True)
-class QueryBatch:
-    """Queries and their visible history: engagement rows ``start[q]:end[q]`` (time order)."""
-
-    inter: Interactions
-    user: np.ndarray
-    item: np.ndarray
-    as_of: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.user)
-
-    @cached_property
-    def flat(self) -> tuple[np.ndarray, np.ndarray]:
-        """(query of each visible engagement, its row in ``inter.engagements``)."""
-        lengths = self.end - self.start
-        query = np.repeat(np.arange(len(self)), lengths)
-        first = np.repeat(self.start - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        return query, first + np.arange(lengths.sum())
-
-    def history_matrix(self, last_n: int | None = None) -> np.ndarray:
-        """[queries, items] 1.0 where the item is in the visible history (its last ``last_n``
-        engagements only, if given)."""
-        query, row = self.flat
-        if last_n is not None:
-            keep = row >= np.maximum(self.end - last_n, self.start)[query]
-            query, row = query[keep], row[keep]
-        out = np.zeros((len(self), self.inter.n_items), dtype=np.float32)
-        out[query, self.inter.engagements["item"].to_numpy()[row]] = 1.0
-        return out
-
-    def last_items(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The last ``n`` visible engagements, oldest first, right-aligned: (item [q, n] with
-        -1 for padding, age at ``as_of`` in seconds, dwell ms), padding 0."""
-        eng = self.inter.engagements
-        first = np.maximum(self.end - n, self.start)
-        slot = np.arange(n)[None, :] - (n - (self.end - first))[:, None]  # index from first
-        valid = slot >= 0
-        rows = np.where(valid, first[:, None] + slot, 0)
-        items = np.where(valid, eng["item"].to_numpy()[rows], -1)
-        age = np.where(valid, self.as_of[:, None] - eng["ts"].to_numpy()[rows], 0.0)
-        dwell = np.where(valid, eng["dwell_ms"].to_numpy()[rows], 0.0)
-        return items, age, dwell
 
 
 Scorer = Callable[[QueryBatch, str], np.ndarray]
@@ -173,15 +137,10 @@ def rank_queries(scorer: Scorer, inter: Interactions, queries: Queries, batch_si
     return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
 
 
-def metric_name(task: str, k: int, protocol: str = "point-in-time", group: str = "") -> str:
-    prefix = STATIC_PREFIX if protocol == "static" else ""
-    return f"{prefix}{task}_recall@{k}" + (f"_{group}" if group else "")
-
-
 def recall_metrics(ranks: np.ndarray, queries: Queries, ks: tuple[int, ...]) -> dict[str, float]:
     """Micro recall@K over all queries and over cold / warm users."""
     out: dict[str, float] = {}
-    for group, mask in (("", np.ones(len(ranks), bool)), ("cold", queries.cold), ("warm", ~queries.cold)):
+    for group, mask in (("", np.ones(len(ranks), bool)), (GROUPS[0], queries.cold), (GROUPS[1], ~queries.cold)):
         for k in ks:
             hits = ranks[mask] < k
             out[metric_name(queries.task, k, queries.protocol, group)] = float(hits.mean()) if len(hits) else float("nan")
@@ -213,6 +172,3 @@ class EvaluationSet:
         for key, r in ranks.items():
             out.update(recall_metrics(r, self.queries[key], settings.ks))
         return out
-
-    def evaluate(self, scorer: Scorer, settings: ProtocolSettings) -> dict[str, float]:
-        return self.metrics(self.ranks(scorer, settings), settings)

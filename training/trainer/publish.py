@@ -11,9 +11,9 @@ import pandas as pd
 
 from registry.store import ModelRegistry
 from training.config import TrainingSettings
-from training.examples import validate_labels
-from training.plots import plot_versions
-from training.trainer import FinetuneResult, finetune, train_full
+from training.learn.examples import validate_labels
+from training.trainer.plots import plot_versions
+from training.trainer.step import FinetuneResult, finetune, train_full
 
 log = logging.getLogger("convcg.training.pipeline")
 

@@ -1,4 +1,5 @@
-"""An event log as integer-indexed arrays for the point-in-time protocol (pure, no I/O).
+"""The history training and evaluation read: an event log or label rows as integer-indexed
+arrays, and where a user's history ends as of a time (pure, no I/O).
 
 ``Interactions`` holds the engagements (sorted by user, then time) and the conversions of a
 log, with users and items as integer indices into ``user_ids`` / ``item_ids``. A conversion is
@@ -7,17 +8,32 @@ one, else the user's latest engagement of that item at or before the conversion:
 that click is when the retriever had to surface the item. A conversion with no click keeps its
 own time. ``known_ts`` is when the conversion event itself arrived (what statistics "as of t"
 may count).
+
+The trainer has no event log, only labels (``convcg.contract.Label``). They carry the same
+history (``interactions_from_labels``): an ``engagement`` label is an engagement at its
+``label_ts`` (its dwell is recovered from ``engagement_weight`` = 1 + log1p(dwell seconds), exact
+below the weight's cap, the cap's dwell above it); a ``conversion`` / ``correction`` label is a
+conversion known at its ``label_ts``, attributed like a conversion event.
+
+``HistoryIndex`` finds where a user's engagements before a time end; ``QueryBatch`` is a batch of
+queries with their visible history, what every scorer and the model's query inputs read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
 from convcg.contract import Conversion, Engagement, Event, Impression
+
+#: label kinds by role: conversion positives, engagement positives, hard negatives
+CONVERSION_KINDS = ("conversion", "correction")
+ENGAGEMENT_KINDS = ("engagement",)
+NEGATIVE_KINDS = ("negative",)
 
 
 class EventLog(Protocol):
@@ -129,3 +145,100 @@ def interactions_from_frames(catalog: pd.DataFrame | None, imp: pd.DataFrame, en
                         item_advertiser=item_advertiser.astype(np.int64), advertiser_ids=advertiser_ids,
                         item_category=catalog["category"].fillna("unknown").to_numpy(object),
                         engagements=engagements, user_offsets=offsets, conversions=conversions)
+
+
+def dwell_ms_from_weight(weight: np.ndarray) -> np.ndarray:
+    """Inverse of the label join's click-duration weight (1 + log1p(seconds)); 0 for a
+    weight of 1 or less (a save, or no weight)."""
+    w = np.nan_to_num(np.asarray(weight, dtype=np.float64), nan=1.0)
+    return 1000.0 * np.expm1(np.maximum(w - 1.0, 0.0))
+
+
+def label_frames(labels: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(impressions, engagements, conversions) of label rows in ``interactions_from_frames`` form."""
+    kind = labels["kind"].to_numpy()
+    eng = labels[np.isin(kind, ENGAGEMENT_KINDS)]
+    conv = labels[np.isin(kind, CONVERSION_KINDS)]
+    weight = eng["engagement_weight"] if "engagement_weight" in eng.columns else np.ones(len(eng))
+    return (
+        pd.DataFrame({"item": labels["item_id"].to_numpy(object), "advertiser": labels["advertiser_id"].to_numpy(object)}),
+        pd.DataFrame({"impression_id": eng["impression_id"].to_numpy(object), "user": eng["user_id"].to_numpy(object),
+                      "item": eng["item_id"].to_numpy(object), "ts": eng["label_ts"].to_numpy(np.float64),
+                      "dwell_ms": dwell_ms_from_weight(weight)}),
+        pd.DataFrame({"impression_id": conv["impression_id"].to_numpy(object), "user": conv["user_id"].to_numpy(object),
+                      "item": conv["item_id"].to_numpy(object), "advertiser": conv["advertiser_id"].to_numpy(object),
+                      "known_ts": conv["label_ts"].to_numpy(np.float64)}),
+    )
+
+
+def interactions_from_labels(labels: pd.DataFrame, catalog: pd.DataFrame | None = None) -> Interactions:
+    """The engagements and conversions of label rows (negatives only add their items), over
+    ``catalog`` (item_id, advertiser_id, category) plus every labelled item."""
+    return interactions_from_frames(catalog, *label_frames(labels))
+
+
+class HistoryIndex:
+    """Finds, for (user, time) pairs, where the user's engagements before that time end."""
+
+    def __init__(self, inter: Interactions):
+        eng = inter.engagements
+        ts = eng["ts"].to_numpy()
+        self.t0 = float(ts.min()) if len(ts) else 0.0
+        #: user u's engagement at time s has key u * stride + (s - t0); keys are sorted
+        self.stride = (float(ts.max()) - self.t0 if len(ts) else 0.0) + 1.0
+        self.keys = eng["user"].to_numpy(np.float64) * self.stride + (ts - self.t0)
+        self.offsets = inter.user_offsets
+
+    def end(self, user: np.ndarray, as_of: np.ndarray) -> np.ndarray:
+        """Row after the last engagement of ``user`` strictly before ``as_of``."""
+        clipped = np.clip(as_of - self.t0, -0.5, self.stride - 0.5)
+        probe = user.astype(np.float64) * self.stride + clipped
+        # clipping keeps the probe inside the user's key range; an exact tie stays excluded
+        return np.clip(np.searchsorted(self.keys, probe, side="left"), self.offsets[user], self.offsets[user + 1])
+
+
+@dataclass(frozen=True)
+class QueryBatch:
+    """Queries and their visible history: engagement rows ``start[q]:end[q]`` (time order)."""
+
+    inter: Interactions
+    user: np.ndarray
+    item: np.ndarray
+    as_of: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @cached_property
+    def flat(self) -> tuple[np.ndarray, np.ndarray]:
+        """(query of each visible engagement, its row in ``inter.engagements``)."""
+        lengths = self.end - self.start
+        query = np.repeat(np.arange(len(self)), lengths)
+        first = np.repeat(self.start - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        return query, first + np.arange(lengths.sum())
+
+    def history_matrix(self, last_n: int | None = None) -> np.ndarray:
+        """[queries, items] 1.0 where the item is in the visible history (its last ``last_n``
+        engagements only, if given)."""
+        query, row = self.flat
+        if last_n is not None:
+            keep = row >= np.maximum(self.end - last_n, self.start)[query]
+            query, row = query[keep], row[keep]
+        out = np.zeros((len(self), self.inter.n_items), dtype=np.float32)
+        out[query, self.inter.engagements["item"].to_numpy()[row]] = 1.0
+        return out
+
+    def last_items(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last ``n`` visible engagements, oldest first, right-aligned: (item [q, n] with
+        -1 for padding, age at ``as_of`` in seconds, dwell ms), padding 0."""
+        eng = self.inter.engagements
+        first = np.maximum(self.end - n, self.start)
+        slot = np.arange(n)[None, :] - (n - (self.end - first))[:, None]  # index from first
+        valid = slot >= 0
+        rows = np.where(valid, first[:, None] + slot, 0)
+        items = np.where(valid, eng["item"].to_numpy()[rows], -1)
+        age = np.where(valid, self.as_of[:, None] - eng["ts"].to_numpy()[rows], 0.0)
+        dwell = np.where(valid, eng["dwell_ms"].to_numpy()[rows], 0.0)
+        return items, age, dwell

@@ -1,8 +1,12 @@
-"""Label rows -> training examples (pure pandas/numpy/torch, no I/O).
+"""Training examples and the label-row helpers they are made with (pure pandas/numpy/torch, no I/O).
 
 A label row is a served impression with its outcome (see ``convcg.contract.Label``):
 ``conversion`` and ``correction`` rows are conversion positives, ``engagement`` rows are
 engagement positives weighted by ``engagement_weight``, ``negative`` rows are hard negatives.
+
+``Examples`` are encoded rows; ``CatalogExamples`` add each row's catalog position and visible
+history; a ``TrainingSet`` is those and the catalog the softmax ranks against. They are built in
+one place, ``training.learn.rows``.
 """
 
 from __future__ import annotations
@@ -13,25 +17,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from convcg.contract import LABEL_FIELDS
 from model.encoding import (
     ITEM_PREFIXES,
-    RECENT_ITEMS_FEATURE,
     USER_PREFIX,
     ItemInputs,
     QueryInputs,
     encode_items,
-    encode_queries,
     numeric_feature_columns,
 )
-from model.config import ModelConfig
-from training.losses import ROLE_CONVERSION, ROLE_ENGAGEMENT, ROLE_NEGATIVE
+from model.towers import TwoTowerModel
+from training.history import CONVERSION_KINDS, ENGAGEMENT_KINDS, NEGATIVE_KINDS
+from training.learn.losses import ROLE_CONVERSION, ROLE_ENGAGEMENT, ROLE_NEGATIVE
+from training.learn.sequences import HistoryRows
 
-CONVERSION_KINDS = ("conversion", "correction")
-ENGAGEMENT_KINDS = ("engagement",)
-NEGATIVE_KINDS = ("negative",)
 REQUIRED_LABEL_COLUMNS = ("user_id", "item_id", "advertiser_id", "surface", "impression_ts", "label_ts", "kind")
-CATALOG_COLUMNS = ("item_id", "advertiser_id", "category", "price")
 
 
 class LabelDataError(ValueError):
@@ -42,14 +41,6 @@ def validate_labels(labels: pd.DataFrame) -> None:
     missing = [c for c in REQUIRED_LABEL_COLUMNS if c not in labels.columns]
     if missing:
         raise LabelDataError(f"label table lacks columns {missing}; has {list(labels.columns)}")
-
-
-def labels_frame(labels) -> pd.DataFrame:
-    """A list of ``Label`` objects or dicts, or a frame, as a frame with the label columns."""
-    if isinstance(labels, pd.DataFrame):
-        return labels
-    rows = [lab if isinstance(lab, dict) else lab.to_dict() for lab in labels]
-    return pd.DataFrame(rows, columns=list(LABEL_FIELDS) if not rows else None)
 
 
 def roles_and_weights(labels: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -97,45 +88,6 @@ def feature_columns(labels: pd.DataFrame) -> tuple[list[str], list[str]]:
     return numeric_feature_columns(labels, (USER_PREFIX,)), numeric_feature_columns(labels, ITEM_PREFIXES)
 
 
-@dataclass
-class Examples:
-    """All rows of a training set, encoded once; batches are index selections."""
-
-    queries: QueryInputs
-    items: ItemInputs
-    role: torch.Tensor
-    weight: torch.Tensor
-    logq: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.role)
-
-    def select(self, idx) -> "Examples":
-        return Examples(self.queries.select(idx), self.items.select(idx), self.role[idx],
-                        self.weight[idx], self.logq[idx])
-
-
-def build_examples(labels: pd.DataFrame, catalog: pd.DataFrame | None, config: ModelConfig) -> Examples:
-    validate_labels(labels)
-    role, weight = roles_and_weights(labels)
-    keep = role >= 0
-    frame = labels[keep].reset_index(drop=True)
-    role, weight = role[keep], weight[keep]
-    if RECENT_ITEMS_FEATURE not in frame.columns and "recent_items" not in frame.columns:
-        raise ValueError(f"label rows without a {RECENT_ITEMS_FEATURE} (or recent_items) column: join the "
-                         "point-in-time dataset (convcg dataset), or build the sequences from the label "
-                         "history with training.trainer.training_examples")
-    frame = join_catalog(frame, catalog)
-    logq = item_log_probability(frame["item_id"], role > ROLE_NEGATIVE)
-    return Examples(
-        queries=encode_queries(frame, config),
-        items=encode_items(frame, config),
-        role=torch.from_numpy(role),
-        weight=torch.from_numpy(weight),
-        logq=torch.from_numpy(logq),
-    )
-
-
 def time_split(labels: pd.DataFrame, holdout_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split by impression time: the latest ``holdout_fraction`` of rows are held out."""
     ordered = labels.sort_values("impression_ts", kind="stable")
@@ -172,3 +124,74 @@ def catalog_from_labels(labels: pd.DataFrame) -> pd.DataFrame:
     """A minimal catalog (category unknown, price 0) when no catalog file exists."""
     cat = labels[["item_id", "advertiser_id"]].drop_duplicates("item_id").reset_index(drop=True)
     return cat.assign(category="unknown", price=0.0)
+
+
+def full_catalog(catalog: pd.DataFrame | None, labels: pd.DataFrame) -> pd.DataFrame:
+    """The catalog plus any labelled item missing from it (so every positive is findable)."""
+    from_labels = catalog_from_labels(labels)
+    if catalog is None or len(catalog) == 0:
+        return from_labels
+    missing = from_labels[~from_labels["item_id"].isin(catalog["item_id"])]
+    return pd.concat([catalog, missing], ignore_index=True) if len(missing) else catalog.reset_index(drop=True)
+
+
+@dataclass
+class Examples:
+    """All rows of a training set, encoded once; batches are index selections."""
+
+    queries: QueryInputs
+    items: ItemInputs
+    role: torch.Tensor
+    weight: torch.Tensor
+    logq: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.role)
+
+    def select(self, idx) -> "Examples":
+        return Examples(self.queries.select(idx), self.items.select(idx), self.role[idx],
+                        self.weight[idx], self.logq[idx])
+
+
+@dataclass
+class CatalogExamples:
+    """Examples, the catalog position of each row's item and (optionally) its history."""
+
+    examples: Examples
+    catalog_index: torch.Tensor  # [n] long
+    history: HistoryRows | None = None
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def select(self, idx) -> "CatalogExamples":
+        return CatalogExamples(self.examples.select(idx), self.catalog_index[idx],
+                               None if self.history is None else self.history.select(idx))
+
+    def candidate_mask(self, rows: torch.Tensor, n_items: int) -> torch.Tensor | None:
+        """[len(rows), n_items] True where an item is not a candidate of the row's softmax:
+        in its history and not its own positive; None without a history."""
+        if self.history is None:
+            return None
+        mask = self.history.select(rows).mask(n_items)
+        mask[torch.arange(len(rows)), self.catalog_index[rows]] = False
+        return mask
+
+
+@dataclass
+class TrainingSet:
+    """Encoded training rows and the catalog their softmax ranks against (``rows.catalog_index``
+    are positions in ``catalog``)."""
+
+    rows: CatalogExamples
+    catalog: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def select(self, idx) -> "TrainingSet":
+        return TrainingSet(self.rows.select(idx), self.catalog)
+
+    def catalog_inputs(self, model: TwoTowerModel) -> ItemInputs | None:
+        """The catalog encoded for ``model``'s catalog softmax; None for in-batch negatives."""
+        return encode_items(self.catalog, model.config) if model.config.loss.negatives == "catalog" else None

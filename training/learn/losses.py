@@ -19,16 +19,28 @@ The multi-task objective on one batch of served impressions (``multitask_loss``)
 A model with a per-item conversion bias (``ModelConfig.conversion_item_bias``) hands it in as
 ``conversion_bias``: it is added to every conversion logit (the conversion softmax, the
 advertiser softmax and the served loss), never to the engagement task's.
+
+With ``LossConfig.negatives = "catalog"`` (catalogs small enough to embed every step) the
+softmax's candidates are the whole catalog instead (``catalog_multitask_loss``): per task, each
+positive row's query must pick its own item among every catalog item (no sampling, so no logQ
+correction); the advertiser loss is the multi-positive softmax over the catalog items of the
+converted advertiser; the served loss is the same. ``training_loss`` picks one of the two.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from model.config import LossConfig
+
+if TYPE_CHECKING:  # annotations only: the examples module imports this one's roles
+    from model.encoding import ItemInputs
+    from model.towers import TwoTowerModel
+    from training.learn.examples import CatalogExamples
 
 ROLE_NEGATIVE, ROLE_ENGAGEMENT, ROLE_CONVERSION = 0, 1, 2
 NEG_INF = -1e9
@@ -182,6 +194,66 @@ def multitask_loss(
             advertiser_key[conv_rows].unsqueeze(1) == advertiser_key[pos_idx].unsqueeze(0),
             cfg.temperature, logq=logq_cols, row_weight=weight[conv_rows],
             item_bias=None if conversion_bias is None else conversion_bias[pos_idx])
+        total = total + cfg.advertiser_weight * loss
+        parts["advertiser"] = float(loss.detach())
+    parts["total"] = float(total.detach())
+    return LossParts(total, parts)
+
+
+def training_loss(model: TwoTowerModel, batch: CatalogExamples, catalog: ItemInputs | None) -> LossParts:
+    """The multi-task loss of one batch: over the whole ``catalog`` when the model's
+    ``loss.negatives`` is ``catalog``, else over the batch's own items (``training.losses``)."""
+    if model.config.loss.negatives == "catalog":
+        if catalog is None:
+            raise ValueError("loss.negatives = 'catalog' needs the encoded catalog (TrainingSet.catalog_inputs)")
+        return catalog_multitask_loss(model, batch, catalog, catalog.advertiser)
+    ex = batch.examples
+    return multitask_loss(model.embed(ex.queries, ex.items), ex.role, ex.weight, ex.items.item,
+                          ex.items.advertiser, ex.logq, model.served_bias, model.config.loss,
+                          model.item_tower.logit_bias(ex.items, "conversion"))
+
+
+def catalog_multitask_loss(model: TwoTowerModel, batch: CatalogExamples, catalog: ItemInputs,
+                           catalog_advertiser: torch.Tensor) -> LossParts:
+    cfg = model.config.loss
+    ex, idx = batch.examples, batch.catalog_index
+    hq, hc = model.query_tower.hidden(ex.queries), model.item_tower.hidden(catalog)
+    emb = {task: (model.query_tower.heads(hq, task), model.item_tower.heads(hc, task))
+           for task in ("conversion", "engagement")}
+    bias = {task: model.item_tower.logit_bias(catalog, task) for task in ("conversion", "engagement")}
+    total, parts = torch.zeros(()), {}
+    q_conv, c_conv = emb["conversion"]
+    negative = ex.role == ROLE_NEGATIVE
+    if cfg.hard_negatives and negative.any():
+        logit = (q_conv * c_conv[idx]).sum(-1) / cfg.temperature + model.served_bias
+        if bias["conversion"] is not None:
+            logit = logit + bias["conversion"][idx]
+        loss = served_logistic_loss(logit, (~negative).float(), cfg.correction_mode == "fn_weighting")
+        total = total + cfg.hard_negative_weight * loss
+        parts["served"] = float(loss.detach())
+    for task, role_id, task_weight in (("conversion", ROLE_CONVERSION, cfg.conversion_weight),
+                                       ("engagement", ROLE_ENGAGEMENT, cfg.engagement_weight)):
+        rows = (ex.role == role_id).nonzero(as_tuple=True)[0]
+        if task_weight == 0 or len(rows) == 0:
+            continue
+        q, c = emb[task]
+        logits = q[rows] @ c.T / cfg.temperature
+        if bias[task] is not None:
+            logits = logits + bias[task]
+        excluded = batch.candidate_mask(rows, c.shape[0]) if cfg.mask_history else None
+        if excluded is not None:
+            logits = logits.masked_fill(excluded, NEG_INF)
+        ce = F.cross_entropy(logits, idx[rows], reduction="none")
+        loss = weighted_mean(ce, ex.weight[rows])
+        total = total + task_weight * loss
+        parts[task] = float(loss.detach())
+    rows = (ex.role == ROLE_CONVERSION).nonzero(as_tuple=True)[0]
+    if cfg.advertiser_weight > 0 and len(rows):
+        logits = q_conv[rows] @ c_conv.T / cfg.temperature
+        if bias["conversion"] is not None:
+            logits = logits + bias["conversion"]
+        same = catalog_advertiser.unsqueeze(0) == catalog_advertiser[idx[rows]].unsqueeze(1)
+        loss = (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~same, NEG_INF), 1)).mean()
         total = total + cfg.advertiser_weight * loss
         parts["advertiser"] = float(loss.detach())
     parts["total"] = float(total.detach())

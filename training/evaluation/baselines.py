@@ -1,5 +1,5 @@
 """Simple retrievers graded by the point-in-time protocol, each fit on the events before a
-cut time and scoring a ``QueryBatch`` (see ``training.pit_protocol``):
+cut time and scoring a ``QueryBatch`` (see ``training.evaluation.protocol``):
 
 * popularity: positives of the task per item before the cut;
 * recent popularity: positives of the task per item in the window before each query's time;
@@ -20,11 +20,11 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 
-from training.eval_settings import BaselineSettings, ProtocolSettings
-from training.pit_data import Interactions
-from training.pit_protocol import EvaluationSet, QueryBatch, Scorer, split_time
+from training.evaluation.protocol import HEADLINE, POINT_IN_TIME, EvaluationSet, Scorer, split_time
+from training.evaluation.scoring import grade
+from training.evaluation.settings import BaselineSettings, ProtocolSettings
+from training.history import Interactions, QueryBatch
 
 
 def _task_events(inter: Interactions, task: str) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +36,10 @@ def _task_events(inter: Interactions, task: str) -> tuple[np.ndarray, np.ndarray
     return e["item"].to_numpy(), e["ts"].to_numpy()
 
 
-VALIDATION_METRIC = "conversion_recall@100"
+#: the baselines ``convcg eval`` and the ``convcg up`` report grade, in their order
+BASELINES = ("popularity", "recent_popularity", "item_knn", "ease")
+#: the validation choices maximise the headline figure
+VALIDATION_METRIC = HEADLINE
 #: weight of the popularity tie-break relative to the most popular item's count
 TIE_BREAK_SCALE = 1e-6
 
@@ -140,7 +143,7 @@ def validation_set(inter: Interactions, cut: float, protocol: ProtocolSettings,
     """(validation cut, PIT queries of ``task`` in [validation cut, cut)): the end of the
     training period, never the test slice."""
     val_cut = split_time(inter, 1.0 - protocol.validation_share, before=cut)
-    return val_cut, EvaluationSet.build(inter, val_cut, cut, tasks=(task,), protocols=("point-in-time",))
+    return val_cut, EvaluationSet.build(inter, val_cut, cut, tasks=(task,), protocols=(POINT_IN_TIME,))
 
 
 def choose_on_validation(make: Callable[[float, object], Scorer], grid: tuple, inter: Interactions, cut: float,
@@ -148,7 +151,7 @@ def choose_on_validation(make: Callable[[float, object], Scorer], grid: tuple, i
     """The grid value whose scorer ``make(val_cut, value)`` has the best validation
     ``metric`` (ties: the first), and every value's score."""
     val_cut, val = validation_set(inter, cut, protocol)
-    scores = {value: val.evaluate(make(val_cut, value), protocol)[metric] for value in grid}
+    scores = {value: grade(val, make(val_cut, value), protocol)[metric] for value in grid}
     return max(grid, key=lambda v: scores[v]), {str(k): v for k, v in scores.items()}
 
 
@@ -167,7 +170,3 @@ def baseline_scorers(inter: Interactions, cut: float, settings: BaselineSettings
     }
     return scorers, {"ease_lambda": lam, "ease_validation": ease_tried,
                      "knn_last_items": last, "knn_validation": knn_tried}
-
-
-def baseline_table(results: dict[str, dict[str, float]], metrics: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(results).T[metrics]

@@ -43,7 +43,7 @@ class RetrainJob:
 @dataclass
 class FinishedRetrain:
     job: RetrainJob
-    #: ``training.trainer.FinetuneResult`` of the retrain (its ``heldout`` not trained on)
+    #: ``training.trainer.step.FinetuneResult`` of the retrain (its ``heldout`` not trained on)
     result: object
     seconds: float
 
@@ -58,7 +58,7 @@ def _lower_priority(niceness: int) -> None:
 def _retrain_worker(settings: TrainingSettings, serving_bytes: bytes, fresh: pd.DataFrame, older: pd.DataFrame,
                     catalog: pd.DataFrame | None, base_version: str) -> bytes:
     """In the worker process: ``finetune(..., from_scratch=True)``; the result pickled."""
-    from training.trainer import finetune
+    from training.trainer.step import finetune
 
     serving = pickle.loads(serving_bytes)
     result = finetune(serving, fresh, older, catalog, settings, show_progress=False, base_version=base_version,

@@ -2,31 +2,23 @@
 
 ``SequenceFeatures`` turns (user, time) pairs into the query tower's inputs: the user's last
 ``recent_items`` engagements strictly before that time (newest first), each with its age at
-that time and its dwell. Training rows (label rows, as of their impression time) and
-evaluation queries (``QueryBatch``, as of the query's time) go through the same code, so the
-model is trained on the sequence it is graded with.
+that time and its dwell. Training rows (label rows, as of their query time:
+``training.learn.rows``) and evaluation queries (``QueryBatch``, as of the query's time:
+``training.evaluation.scoring.model_scorer``) go through the same code, so the model is trained
+on the sequence it is graded with.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from model.encoding import PAD, QueryInputs, encode_items, hash_ids
 from model.config import ModelConfig
-from training.catalog_loss import CatalogExamples, HistoryRows
-from training.examples import (
-    Examples,
-    catalog_positions,
-    item_log_probability,
-    join_catalog,
-    roles_and_weights,
-    validate_labels,
-)
-from training.losses import ROLE_NEGATIVE
-from training.pit_data import Interactions
-from training.pit_protocol import HistoryIndex, QueryBatch
+from model.encoding import PAD, QueryInputs, hash_ids
+from training.history import HistoryIndex, Interactions, QueryBatch
 
 DEFAULT_SURFACE = "home"
 
@@ -35,6 +27,37 @@ def catalog_frame(inter: Interactions) -> pd.DataFrame:
     """item_id, advertiser_id, category, price (unknown: 0) in the interactions' item order."""
     return pd.DataFrame({"item_id": inter.item_ids, "advertiser_id": inter.advertiser_ids[inter.item_advertiser],
                          "category": inter.item_category, "price": 0.0})
+
+
+def item_frame(inter: Interactions, catalog: pd.DataFrame | None) -> pd.DataFrame:
+    """The items the model ranks, in ``inter``'s order: id, advertiser and category of
+    ``inter``, price from ``catalog`` (unknown: 0, as the trainer encodes it)."""
+    items = catalog_frame(inter)
+    if catalog is not None and "price" in catalog.columns and len(catalog):
+        price = catalog.drop_duplicates("item_id").set_index("item_id")["price"]
+        items["price"] = pd.to_numeric(items["item_id"].map(price), errors="coerce").fillna(0.0).to_numpy()
+    return items
+
+
+@dataclass
+class HistoryRows:
+    """Where each row's visible history lies: catalog positions ``items[start[r]:end[r]]``."""
+
+    items: torch.Tensor  # [engagements] long, catalog position of each engagement
+    start: torch.Tensor  # [n] long
+    end: torch.Tensor    # [n] long
+
+    def select(self, idx) -> "HistoryRows":
+        return HistoryRows(self.items, self.start[idx], self.end[idx])
+
+    def mask(self, n_items: int) -> torch.Tensor:
+        """[n, n_items] True where the item is in the row's history."""
+        lengths = self.end - self.start
+        row = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        first = torch.repeat_interleave(self.start - torch.cumsum(lengths, 0) + lengths, lengths)
+        out = torch.zeros((len(lengths), n_items), dtype=torch.bool)
+        out[row, self.items[first + torch.arange(int(lengths.sum()))]] = True
+        return out
 
 
 class SequenceFeatures:
@@ -83,34 +106,3 @@ class SequenceFeatures:
         _, start, end = self.history_bounds(user_ids, as_of)
         items = torch.from_numpy(self.inter.engagements["item"].to_numpy(np.int64))
         return HistoryRows(items, torch.from_numpy(start), torch.from_numpy(end))
-
-
-def query_times(frame: pd.DataFrame, labels: pd.DataFrame, query_time: str) -> np.ndarray:
-    """When each training row's query is asked: at its impression, or (``engagement``) at the
-    impression's first engagement when it has one (the moment an evaluation query is asked),
-    else at the impression."""
-    ts = frame["impression_ts"].to_numpy(np.float64)
-    if query_time == "impression":
-        return ts
-    eng = labels[labels["kind"] == "engagement"]
-    first = eng.groupby("impression_id")["label_ts"].min()
-    return frame["impression_id"].map(first).fillna(frame["impression_ts"]).to_numpy(np.float64)
-
-
-def sequence_examples(labels: pd.DataFrame, features: SequenceFeatures, catalog: pd.DataFrame,
-                      query_time: str = "impression") -> CatalogExamples:
-    """Label rows as training examples (with each row's catalog position); each row's query
-    is the user's sequence strictly before its query time (``query_times``)."""
-    validate_labels(labels)
-    role, weight = roles_and_weights(labels)
-    keep = role >= 0
-    frame = join_catalog(labels[keep].reset_index(drop=True), catalog)
-    role, weight = role[keep], weight[keep]
-    users, as_of = frame["user_id"].to_numpy(object), query_times(frame, labels, query_time)
-    queries = features.at(users, as_of, frame["surface"].tolist())
-    examples = Examples(queries=queries, items=encode_items(frame, features.config), role=torch.from_numpy(role),
-                        weight=torch.from_numpy(weight),
-                        logq=torch.from_numpy(item_log_probability(frame["item_id"], role > ROLE_NEGATIVE)))
-    same_order = np.array_equal(catalog["item_id"].to_numpy(), features.inter.item_ids)
-    return CatalogExamples(examples, catalog_positions(catalog, frame["item_id"]),
-                           features.history_rows(users, as_of) if same_order else None)

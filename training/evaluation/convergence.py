@@ -21,24 +21,21 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, Field
 
-from model.towers import TwoTowerModel
 from model.config import ModelConfig
-from training.catalog_loss import TrainingSet
+from model.towers import TwoTowerModel
 from training.config import OptimConfig
-from training.eval_settings import ProtocolSettings
-from training.examples import sample_negatives
-from training.pit_data import Interactions
-from training.model_scoring import model_scorer
-from training.pit_protocol import EvaluationSet, split_time
-from training.sequence_examples import (
-    SequenceFeatures,
-    catalog_frame,
-    sequence_examples,
-)
-from training.trainer import AfterEpoch, fit
+from training.evaluation.protocol import HEADLINE, POINT_IN_TIME, EvaluationSet, split_time
+from training.evaluation.scoring import grade, model_scorer
+from training.evaluation.settings import ProtocolSettings
+from training.history import Interactions
+from training.learn.examples import TrainingSet, sample_negatives
+from training.learn.fit import AfterEpoch, fit
+from training.learn.rows import sequence_rows
+from training.learn.sequences import SequenceFeatures, catalog_frame
 
 log = logging.getLogger("convcg.training.sequence")
-VALIDATION_METRIC = "conversion_recall@100"
+#: early stopping watches the headline figure on the validation slice
+VALIDATION_METRIC = HEADLINE
 
 
 class ConvergenceConfig(BaseModel):
@@ -61,7 +58,7 @@ class ConvergenceConfig(BaseModel):
 
 
 def optim_config(cfg: ConvergenceConfig, epochs: int) -> OptimConfig:
-    """The trainer's optimisation settings of a convergence run (``trainer.fit``)."""
+    """The trainer's optimisation settings of a convergence run (``learn.fit.fit``)."""
     return OptimConfig(epochs=epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                        warmup_steps=cfg.warmup_steps, lr_decay_per_epoch=cfg.lr_decay_per_epoch,
                        weight_decay=cfg.weight_decay, seed=cfg.seed, threads=cfg.threads)
@@ -69,7 +66,7 @@ def optim_config(cfg: ConvergenceConfig, epochs: int) -> OptimConfig:
 
 def train_epochs(model: TwoTowerModel, data: TrainingSet, cfg: ConvergenceConfig, epochs: int,
                  after_epoch: AfterEpoch | None = None) -> list[float]:
-    """``epochs`` epochs of ``trainer.fit`` (no progress bar); the loss of each epoch."""
+    """``epochs`` epochs of ``learn.fit.fit`` (no progress bar); the loss of each epoch."""
     return fit(model, data, optim_config(cfg, epochs), show_progress=False, desc="converge",
                after_epoch=after_epoch).epoch_losses
 
@@ -98,8 +95,8 @@ def train_to_convergence(labels: pd.DataFrame, inter: Interactions, cut: float, 
     catalog = catalog_frame(inter)
     rows = labels if row_filter is None else row_filter(labels)
     val_cut = split_time(inter, 1.0 - protocol.validation_share, before=cut)
-    val = EvaluationSet.build(inter, val_cut, cut, tasks=("conversion",), protocols=("point-in-time",))
-    if not len(val.queries[("conversion", "point-in-time")]):
+    val = EvaluationSet.build(inter, val_cut, cut, tasks=("conversion",), protocols=(POINT_IN_TIME,))
+    if not len(val.queries[("conversion", POINT_IN_TIME)]):
         raise ValueError(f"the validation slice ({protocol.validation_share:.0%} of the training period before "
                          f"{cut:.0f}) holds no conversion query: nothing to stop early on; use a larger log "
                          "or a larger validation_share")
@@ -109,19 +106,19 @@ def train_to_convergence(labels: pd.DataFrame, inter: Interactions, cut: float, 
     best: dict = {}
 
     def validate(epoch: int, m: TwoTowerModel) -> bool:
-        scores.append(val.evaluate(model_scorer(m, features), protocol)[VALIDATION_METRIC])
+        scores.append(grade(val, model_scorer(m, features), protocol)[VALIDATION_METRIC])
         log.info("epoch %d: validation %s %.4f", epoch + 1, VALIDATION_METRIC, scores[-1])
         if scores[-1] >= max(scores):
             best.update(epoch=epoch + 1, state=copy.deepcopy(m.state_dict()))
         return epoch + 1 - best["epoch"] >= cfg.patience
 
-    train_epochs(model, TrainingSet(sequence_examples(training_labels(rows, val_cut, cfg.negative_share, cfg.seed),
+    train_epochs(model, TrainingSet(sequence_rows(training_labels(rows, val_cut, cfg.negative_share, cfg.seed),
                                                       features, catalog, cfg.query_time), catalog),
                  cfg, cfg.max_epochs, validate)
     if cfg.refit_full:
         torch.manual_seed(cfg.seed)
         model = TwoTowerModel(config)
-        train_epochs(model, TrainingSet(sequence_examples(training_labels(rows, cut, cfg.negative_share, cfg.seed),
+        train_epochs(model, TrainingSet(sequence_rows(training_labels(rows, cut, cfg.negative_share, cfg.seed),
                                                           features, catalog, cfg.query_time), catalog),
                      cfg, best["epoch"])
     else:

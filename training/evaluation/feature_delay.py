@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.pit_protocol import HistoryIndex, QueryBatch, Scorer
+from training.evaluation.protocol import Scorer
+from training.history import HistoryIndex, QueryBatch
 
 #: the delay that stands for "features frozen at T"
 FROZEN = float("inf")

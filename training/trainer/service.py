@@ -11,7 +11,7 @@
   step of the current version, published only if the quality gate passes. The held-out slice
   of a step is trained on in the next one. Offsets are committed after the labels are stored.
 * When a retrain from scratch is due (``retrain_growth``) it runs in a worker process
-  (``training.background_retrain``) while the steps go on fine-tuning; the step after it
+  (``training.trainer.background_retrain``) while the steps go on fine-tuning; the step after it
   finishes publishes it if its gate passed and fine-tunes it on the labels stored meanwhile.
 """
 
@@ -34,15 +34,15 @@ from convcg.contract import LABEL_FIELDS, MetricNames, Topics
 from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import InvalidLabel, dead_letter, decode_label
 from registry.store import ModelRegistry
-from training.background_retrain import (
+from training.config import TrainingSettings
+from training.learn.examples import full_catalog
+from training.trainer.background_retrain import (
     BackgroundRetrain,
     FinishedRetrain,
     catch_up_labels,
 )
-from training.config import TrainingSettings
-from training.evaluation import full_catalog
-from training.label_store import LabelStore
-from training.pipeline import (
+from training.trainer.label_store import LabelStore
+from training.trainer.publish import (
     StepOutcome,
     finetune_step,
     full_training_step,
@@ -255,7 +255,7 @@ class TrainerService:
         return self._record(outcome, started)
 
     def _publish_retrain(self, finished: FinishedRetrain) -> StepOutcome:
-        """Publish a finished background retrain if its gate passed (``pipeline.publish_result``)."""
+        """Publish a finished background retrain if its gate passed (``publish.publish_result``)."""
         log.info("background retrain from %s finished in %.0f s: %s", finished.job.base_version, finished.seconds,
                  finished.result.reason)
         return publish_result(self.settings, finished.result, finished.job.base_version)

@@ -12,35 +12,35 @@ import numpy as np
 import pandas as pd
 
 from model.config import ModelConfig
-from training.baselines import baseline_scorers
-from training.config import retriever_config
-from training.eval_settings import EvalSettings
-from training.graded_runs import (
+from training.evaluation.baselines import BASELINES, baseline_scorers
+from training.evaluation.convergence import ConvergenceConfig, train_to_convergence
+from training.evaluation.graded_runs import (
     GradedResult,
     GradedRunStore,
     NoGradedRuns,
     frame_fingerprint,
     result_key,
 )
-from training.model_scoring import model_scorer
-from training.paired_bootstrap import paired_bootstrap
-from training.pit_data import Interactions
-from training.pit_protocol import EvaluationSet, split_time
-from training.sequence_examples import SequenceFeatures
-from training.sequence_trainer import (
-    ConvergenceConfig,
-    train_to_convergence,
+from training.evaluation.paired_bootstrap import paired_bootstrap
+from training.evaluation.protocol import (
+    HEADLINE_K,
+    POINT_IN_TIME,
+    REPORTED_METRICS,
+    EvaluationSet,
+    queries_name,
+    split_time,
 )
+from training.evaluation.scoring import grade_with_ranks, model_scorer
+from training.evaluation.settings import EvalSettings
+from training.history import Interactions
+from training.learn.recipes import retriever_config
+from training.learn.sequences import SequenceFeatures
 
 log = logging.getLogger("convcg.training.eval")
 
-PROTOCOL_NAME = "point-in-time"
-REPORTED_METRICS = ("conversion_recall@20", "conversion_recall@100", "conversion_recall@1000",
-                    "engagement_recall@100", "conversion_recall@100_cold", "conversion_recall@100_warm",
-                    "static_conversion_recall@100")
-BASELINES = ("popularity", "recent_popularity", "item_knn", "ease")
+PROTOCOL_NAME = POINT_IN_TIME
 #: the query set and K of the paired bootstrap (conversion retriever minus each other model)
-PAIRED_KEY, PAIRED_K = ("conversion", PROTOCOL_NAME), 100
+PAIRED_KEY, PAIRED_K = ("conversion", PROTOCOL_NAME), HEADLINE_K
 PRIMARY = "conversion_retriever"
 #: directions the reference design reports: name -> the ablation that switches it off
 REFERENCE_DIRECTIONS = {
@@ -160,8 +160,8 @@ def run_evaluation(dataset: str, labels: pd.DataFrame, inter: Interactions, sett
     hits: dict[str, list[np.ndarray]] = {}
 
     def grade(scorer) -> tuple[dict[str, float], np.ndarray]:
-        ranks = evaluation.ranks(scorer, settings.protocol)
-        return evaluation.metrics(ranks, settings.protocol), (ranks[PAIRED_KEY] < PAIRED_K).astype(np.float64)
+        metrics, ranks = grade_with_ranks(evaluation, scorer, settings.protocol)
+        return metrics, (ranks[PAIRED_KEY] < PAIRED_K).astype(np.float64)
 
     def keep(name: str, metrics: dict[str, float], hit: np.ndarray) -> None:
         runs.setdefault(name, []).append(metrics)
@@ -205,9 +205,9 @@ def run_evaluation(dataset: str, labels: pd.DataFrame, inter: Interactions, sett
             trained[name]["seconds"].append(graded.meta["seconds"])
             log.info("%s seed %d (%d epochs, %.0f s): %s", name, seed, graded.meta["best_epochs"],
                      graded.meta["seconds"], {m: round(runs[name][-1][m], 4) for m in REPORTED_METRICS})
-    counts = {f"{task}_queries": len(q) for (task, protocol), q in evaluation.queries.items()
+    counts = {queries_name(task): len(q) for (task, protocol), q in evaluation.queries.items()
               if protocol == PROTOCOL_NAME}
-    counts["conversion_queries_cold"] = int(evaluation.queries[("conversion", PROTOCOL_NAME)].cold.sum())
+    counts[queries_name("conversion") + "_cold"] = int(evaluation.queries[("conversion", PROTOCOL_NAME)].cold.sum())
     paired = paired_differences(hits, evaluation.queries[PAIRED_KEY].user)
     return {"dataset": dataset, "protocol": PROTOCOL_NAME, "split_time": cut, "seeds": seeds, **counts,
             "baselines_chosen_on_validation": chosen, "training": trained, "models": summarize(runs),

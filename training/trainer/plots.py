@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from training.evaluation.protocol import HEADLINE, HEADLINE_K, metric_name
+
 PLOT_NAME = "metrics_over_versions.png"
-RECALL_METRICS = ("conversion_recall@100", "conversion_recall@1000", "engagement_recall@100")
+RECALL_METRICS = (HEADLINE, metric_name("conversion", 1000), metric_name("engagement", HEADLINE_K))
 
 
 def plot_versions(registry, path: Path | None = None) -> Path | None:

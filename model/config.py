@@ -52,7 +52,7 @@ class SequenceConfig(BaseModel):
 
 
 class LossConfig(BaseModel):
-    """The multi-task objective (see ``training.losses``)."""
+    """The multi-task objective (see ``training.learn.losses``)."""
 
     #: one shared embedding (unified) or one output head per task (separate)
     heads: Literal["unified", "separate"] = "unified"

@@ -147,7 +147,7 @@ def recent_sequences(items: Sequence, ts: Sequence, dwell: Sequence, as_of: np.n
 
     The one reading of the sequence: the retrieval service (online features, as of now), a
     training set of ``convcg dataset`` (as of each row's impression time) and
-    ``training.sequence_examples.SequenceFeatures`` (from the event log) give the same input
+    ``training.learn.sequences.SequenceFeatures`` (from the event log) give the same input
     for the same user at the same time."""
     k, n = config.recent_items, len(items)
     age = np.zeros((n, k), dtype=np.float32)

@@ -2,7 +2,7 @@
 
 The query tower's main input is the user's recent engagement sequence, encoded by
 ``model.sequence`` (mean pooling or causal self-attention). Each tower embeds its ids (hashed buckets; sparse gradients, so a step only touches the rows
-of the batch's ids, see ``training.trainer.make_optimizers``), concatenates them with its numeric features and
+of the batch's ids, see ``training.learn.fit.make_optimizers``), concatenates them with its numeric features and
 runs a DCNv2 ``CrossNetwork`` and an ``MLP``: in parallel on the same input (outputs
 concatenated) or stacked (cross network, then MLP). A linear projection gives the embedding,
 L2-normalised. With ``heads="separate"`` each tower has one projection per task

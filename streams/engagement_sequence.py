@@ -1,6 +1,6 @@
 """A user's engagement sequence as the streaming aggregates keep it (pure, no I/O).
 
-The sequence is the one the point-in-time protocol reads (``training.pit_data.Interactions.
+The sequence is the one the point-in-time protocol reads (``training.history.Interactions.
 engagements``): the *first* engagement per (impression, item) (earliest event time, then
 smallest event id), every one of them (an item engaged from two impressions is there twice: no
 dedupe of items), ordered by (ts, item id, impression id), the newest ``last_n`` kept. A later

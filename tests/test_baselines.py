@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from streams.datasets import load_log
-from training.baselines import WindowCounts, baseline_scorers, ease_weights
-from training.eval_settings import EvalSettings
-from training.pit_data import interactions_from_log
-from training.pit_protocol import EvaluationSet, split_time
+from training.evaluation.baselines import WindowCounts, baseline_scorers, ease_weights
+from training.evaluation.settings import EvalSettings
+from training.history import interactions_from_log
+from training.evaluation.protocol import EvaluationSet, split_time
 
 
 def test_window_counts_match_a_direct_count():

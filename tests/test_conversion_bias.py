@@ -19,9 +19,9 @@ from tests.helpers_index import IndexTestSettings
 from tests.helpers_training import tiny_config
 from tests.test_pit_model import small_config
 from tests.test_pit_protocol import buy, click, tiny_log
-from training.catalog_loss import TrainingSet, training_loss
-from training.pit_data import interactions_from_log
-from training.sequence_examples import (
+from training.learn.losses import TrainingSet, training_loss
+from training.history import interactions_from_log
+from training.learn.sequences import (
     SequenceFeatures,
     catalog_frame,
     sequence_examples,

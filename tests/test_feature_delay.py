@@ -1,4 +1,4 @@
-"""Delayed user features (``training.feature_delay``): what a query sees, and what it is
+"""Delayed user features (``training.evaluation.feature_delay``): what a query sees, and what it is
 still graded against."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from tests.test_pit_protocol import Recorder, buy, click, tiny_log
-from training.eval_settings import ProtocolSettings
-from training.feature_delay import FROZEN, delay_label, delayed_scorer
-from training.pit_data import interactions_from_log
-from training.pit_protocol import (
+from training.evaluation.settings import ProtocolSettings
+from training.evaluation.feature_delay import FROZEN, delay_label, delayed_scorer
+from training.history import interactions_from_log
+from training.evaluation.protocol import (
     EvaluationSet,
     HistoryIndex,
     make_queries,

@@ -13,15 +13,15 @@ from streams.datasets import load_log
 from streams.label_join import compute_labels
 from tests.test_pit_model import small_config
 from training import pit_eval
-from training.eval_settings import EvalSettings
-from training.graded_runs import (
+from training.evaluation.settings import EvalSettings
+from training.evaluation.graded_runs import (
     GradedResult,
     GradedRunStore,
     frame_fingerprint,
     result_key,
 )
-from training.pit_data import interactions_from_log
-from training.sequence_trainer import ConvergenceConfig
+from training.history import interactions_from_log
+from training.evaluation.convergence import ConvergenceConfig
 
 ONE_EPOCH = ConvergenceConfig(max_epochs=1, refit_full=False)
 

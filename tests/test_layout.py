@@ -57,7 +57,7 @@ def test_only_the_loop_imports_several_components():
 
 def test_the_check_sees_a_cross_component_import(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from training.trainer import fit\n")
+    module.write_text("def f():\n    from training.trainer.step import fit\n")
     assert project_imports(module) == {("training", 2)}
 
 

@@ -10,11 +10,11 @@ from loop.report import evaluate_versions, recall_table, retrieval_summary
 from registry.store import ModelRegistry
 from streams.datasets import EventLog, catalog_from_events, sort_events
 from tests.helpers_training import train_tiny_model_for_tests
-from training.eval_settings import EvalSettings, ProtocolSettings
-from training.model_scoring import model_scorer
-from training.pit_data import interactions_from_log
-from training.pit_protocol import EvaluationSet
-from training.sequence_examples import SequenceFeatures
+from training.evaluation.settings import EvalSettings, ProtocolSettings
+from training.evaluation.scoring import model_scorer
+from training.history import interactions_from_log
+from training.evaluation.protocol import EvaluationSet
+from training.learn.sequences import SequenceFeatures
 
 ITEMS = ("a", "b", "c", "d", "e")
 SETTINGS = EvalSettings(protocol=ProtocolSettings(ks=(1, 2, 100)))

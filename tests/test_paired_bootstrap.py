@@ -1,11 +1,11 @@
-"""The paired bootstrap over users (``training.paired_bootstrap``)."""
+"""The paired bootstrap over users (``training.evaluation.paired_bootstrap``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from training.paired_bootstrap import (
+from training.evaluation.paired_bootstrap import (
     REPRODUCED,
     REVERSED,
     WITHIN_NOISE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.pit_eval import (
+from training.evaluation.run import (
     REPORTED_METRICS,
     model_variants,
     retriever_config,
@@ -39,7 +39,7 @@ def test_summary_is_mean_and_sample_std_over_runs():
 
 
 def test_paired_differences_and_verdicts_per_reference_direction():
-    from training.pit_eval import paired_differences, reference_verdicts, verdict_table
+    from training.evaluation.run import paired_differences, reference_verdicts, verdict_table
 
     users = np.repeat(np.arange(200), 5)
     rng = np.random.default_rng(0)

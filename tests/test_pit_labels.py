@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.eval_settings import ProtocolSettings
-from training.pit_labels import (
+from training.evaluation.settings import ProtocolSettings
+from training.evaluation.heldout import (
     dwell_ms_from_weight,
     heldout_evaluation,
     interactions_from_labels,

@@ -13,17 +13,17 @@ from model.config import ModelConfig, SequenceConfig, TowerConfig
 from streams.datasets import load_log
 from streams.label_join import compute_labels
 from tests.test_pit_protocol import buy, click, tiny_log
-from training.catalog_loss import TrainingSet
-from training.eval_settings import ProtocolSettings
-from training.model_scoring import model_scorer
-from training.pit_data import interactions_from_log
-from training.pit_protocol import EvaluationSet, split_time
-from training.sequence_examples import (
+from training.learn.losses import TrainingSet
+from training.evaluation.settings import ProtocolSettings
+from training.evaluation.scoring import model_scorer
+from training.history import interactions_from_log
+from training.evaluation.protocol import EvaluationSet, split_time
+from training.learn.sequences import (
     SequenceFeatures,
     catalog_frame,
     sequence_examples,
 )
-from training.sequence_trainer import (
+from training.evaluation.convergence import (
     ConvergenceConfig,
     train_epochs,
     training_labels,

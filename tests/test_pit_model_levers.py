@@ -13,9 +13,9 @@ from model.config import LossConfig, SequenceConfig
 from streams.label_join import compute_labels
 from tests.test_pit_model import small_config
 from tests.test_pit_protocol import buy, click, tiny_log
-from training.catalog_loss import catalog_multitask_loss
-from training.pit_data import interactions_from_log
-from training.sequence_examples import (
+from training.learn.losses import catalog_multitask_loss
+from training.history import interactions_from_log
+from training.learn.sequences import (
     SequenceFeatures,
     catalog_frame,
     sequence_examples,

@@ -7,9 +7,9 @@ import pytest
 
 from convcg.contract import Conversion, Engagement, Impression
 from streams.datasets import EventLog, catalog_from_events, load_log, sort_events
-from training.eval_settings import ProtocolSettings
-from training.pit_data import interactions_from_log
-from training.pit_protocol import (
+from training.evaluation.settings import ProtocolSettings
+from training.history import interactions_from_log
+from training.evaluation.protocol import (
     EvaluationSet,
     make_queries,
     rank_queries,

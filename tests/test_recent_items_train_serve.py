@@ -12,8 +12,8 @@ keeps) feeds both sides:
   dict as `/retrieve` does;
 - training: `convcg dataset` (`features.dataset.build_training_set`, Feast's point-in-time
   join, and the merge_asof engine) over the labels of the log's impressions, as of each
-  impression time, encoded as training examples are (`training.examples.build_examples`);
-- the point-in-time protocol: `training.sequence_examples.SequenceFeatures` over the same
+  impression time, encoded as training examples are (`training.learn.examples.build_examples`);
+- the point-in-time protocol: `training.learn.sequences.SequenceFeatures` over the same
   log's `Interactions`.
 
 For every (user, impression time) the three `QueryInputs` are equal: recent buckets exactly,
@@ -55,9 +55,9 @@ from streams.settings import StreamSettings
 from tests.conftest import TEST_PARTITIONS
 from tests.helpers_features import sample_label
 from tests.helpers_index import running_server
-from training.examples import build_examples
-from training.pit_data import interactions_from_log
-from training.sequence_examples import SequenceFeatures
+from training.learn.examples import build_examples
+from training.history import interactions_from_log
+from training.learn.sequences import SequenceFeatures
 
 pytestmark = pytest.mark.broker
 T = 1_700_000_000.0

@@ -5,7 +5,7 @@ import orjson
 from registry.store import ModelRegistry
 from tests.helpers_training import tiny_config
 from training.config import OptimConfig, TrainingSettings
-from training.service import TrainerService
+from training.trainer.service import TrainerService
 from training.synthetic import synthetic_catalog, synthetic_labels
 
 

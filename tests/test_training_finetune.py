@@ -13,17 +13,17 @@ from registry.store import ModelRegistry
 from tests.helpers_training import tiny_config
 from training.cli import finetune_command, train_command
 from training.config import OptimConfig, TrainingSettings
-from training.examples import time_split
-from training.pipeline import (
+from training.learn.examples import time_split
+from training.trainer.publish import (
     finetune_step,
     full_training_step,
     labels_at_last_scratch_training,
     retrain_due,
 )
-from training.pit_labels import heldout_evaluation, pit_model_metrics
-from training.plots import PLOT_NAME
+from training.evaluation.heldout import heldout_evaluation, pit_model_metrics
+from training.trainer.plots import PLOT_NAME
 from training.synthetic import synthetic_catalog, synthetic_labels
-from training.trainer import gate_decision
+from training.trainer.step import gate_decision
 
 
 def test_gate_decision():

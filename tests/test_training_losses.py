@@ -8,7 +8,7 @@ import torch
 
 from model.config import LossConfig
 from training.evaluation import recall_at_k
-from training.losses import (
+from training.learn.losses import (
     ROLE_CONVERSION,
     ROLE_ENGAGEMENT,
     ROLE_NEGATIVE,

@@ -21,14 +21,14 @@ from training.evaluation import (
     model_scorer,
     popularity_scorer,
 )
-from training.examples import (
+from training.learn.examples import (
     build_examples,
     roles_and_weights,
     time_split,
 )
-from training.losses import ROLE_CONVERSION, ROLE_ENGAGEMENT, ROLE_NEGATIVE
+from training.learn.losses import ROLE_CONVERSION, ROLE_ENGAGEMENT, ROLE_NEGATIVE
 from training.synthetic import synthetic_catalog, synthetic_labels
-from training.trainer import train_full, training_examples
+from training.trainer.step import train_full, training_examples
 
 
 def test_cross_network_is_dcnv2_formula():

@@ -14,8 +14,8 @@ from convcg.validation import decode_label
 from registry.store import ModelRegistry
 from tests.helpers_training import tiny_config
 from training.config import OptimConfig, TrainingSettings
-from training.label_store import LabelStore
-from training.service import TrainerService
+from training.trainer.label_store import LabelStore
+from training.trainer.service import TrainerService
 from training.synthetic import synthetic_catalog, synthetic_labels
 
 

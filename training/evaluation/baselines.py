@@ -36,8 +36,6 @@ def _task_events(inter: Interactions, task: str) -> tuple[np.ndarray, np.ndarray
     return e["item"].to_numpy(), e["ts"].to_numpy()
 
 
-#: the baselines ``convcg eval`` and the ``convcg up`` report grade, in their order
-BASELINES = ("popularity", "recent_popularity", "item_knn", "ease")
 #: the validation choices maximise the headline figure
 VALIDATION_METRIC = HEADLINE
 #: weight of the popularity tie-break relative to the most popular item's count

@@ -53,6 +53,8 @@ HEADLINE_K = 100
 #: the headline figure: point-in-time conversion recall@100 (the gate, early stopping, the
 #: validation choices of the baselines, the reports' first column)
 HEADLINE = metric_name("conversion", HEADLINE_K)
+#: the baselines graded beside the models (``training.evaluation.baselines``), in report order
+BASELINES = ("popularity", "recent_popularity", "item_knn", "ease")
 #: the figures ``convcg eval`` reports
 REPORTED_METRICS = (metric_name("conversion", 20), HEADLINE, metric_name("conversion", 1000),
                     metric_name("engagement", HEADLINE_K), metric_name("conversion", HEADLINE_K, group="cold"),

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from model.config import ModelConfig
-from training.evaluation.baselines import BASELINES, baseline_scorers
+from training.evaluation.baselines import baseline_scorers
 from training.evaluation.convergence import ConvergenceConfig, train_to_convergence
 from training.evaluation.graded_runs import (
     GradedResult,

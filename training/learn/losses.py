@@ -202,7 +202,7 @@ def multitask_loss(
 
 def training_loss(model: TwoTowerModel, batch: CatalogExamples, catalog: ItemInputs | None) -> LossParts:
     """The multi-task loss of one batch: over the whole ``catalog`` when the model's
-    ``loss.negatives`` is ``catalog``, else over the batch's own items (``training.losses``)."""
+    ``loss.negatives`` is ``catalog``, else over the batch's own items (``multitask_loss``)."""
     if model.config.loss.negatives == "catalog":
         if catalog is None:
             raise ValueError("loss.negatives = 'catalog' needs the encoded catalog (TrainingSet.catalog_inputs)")

@@ -69,7 +69,7 @@ def embed_query_frame(model: TwoTowerModel, queries: pd.DataFrame, batch_size: i
 @torch.inference_mode()
 def embed_query_dicts(model: TwoTowerModel, queries: list[dict], task: str = "conversion") -> np.ndarray:
     """``embed_query_frame(model, queries_frame(queries))`` without the frame: the retrieval
-    service's path for its one query (``tests/test_query_fast_path.py`` holds them equal)."""
+    service's path for its one query (``tests/model/test_query_fast_path.py`` holds them equal)."""
     eval_mode(model)
     return model.query_vectors(encode_query_dicts(queries, model.config), task).numpy()
 

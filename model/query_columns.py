@@ -7,7 +7,7 @@ would hold them: a key no query has is absent; a query without a key that others
 NaN; a column's values are inferred as pandas infers a frame column (an int column with a
 missing value is float, ...). The dict view reads plain columns (every value a string, a list,
 or a real number) directly and hands any other column to pandas, so both views agree on every
-input (``tests/test_query_fast_path.py``).
+input (``tests/model/test_query_fast_path.py``).
 """
 
 from __future__ import annotations

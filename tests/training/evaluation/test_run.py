@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from training.evaluation.protocol import HEADLINE, REPORTED_METRICS
+from training.learn.recipes import retriever_config
 from training.evaluation.run import (
-    REPORTED_METRICS,
     model_variants,
-    retriever_config,
     summarize,
     table,
 )
@@ -31,9 +31,9 @@ def test_summary_is_mean_and_sample_std_over_runs():
     runs = {"m": [{k: 0.5 for k in REPORTED_METRICS}, {k: 0.7 for k in REPORTED_METRICS}],
             "one": [{k: 0.25 for k in REPORTED_METRICS}]}
     summary = summarize(runs)
-    assert summary["m"]["conversion_recall@100"]["mean"] == pytest.approx(0.6)
-    assert summary["m"]["conversion_recall@100"]["std"] == pytest.approx(0.1414, abs=1e-4)
-    assert summary["one"]["conversion_recall@100"] == {"mean": 0.25, "std": 0.0}
+    assert summary["m"][HEADLINE]["mean"] == pytest.approx(0.6)
+    assert summary["m"][HEADLINE]["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert summary["one"][HEADLINE] == {"mean": 0.25, "std": 0.0}
     text = table(summary)
     assert "| m | 0.6000 ± 0.1414" in text and "| one | 0.2500 |" in text
 

@@ -8,24 +8,22 @@ import pandas as pd
 import torch
 
 from index_refresher.builder import build_artifact
-from model.encoding import encode_items, encode_queries, queries_frame
-from registry.index_artifact import load_artifact
-from model.towers import TwoTowerModel
 from model.config import LossConfig
+from model.encoding import encode_items, encode_queries, queries_frame
+from model.towers import TwoTowerModel
+from registry.index_artifact import load_artifact
 from registry.store import ModelRegistry
 from retrieval.serving import ServingPair
 from streams.label_join import compute_labels
 from tests.helpers_index import IndexTestSettings
 from tests.helpers_training import tiny_config
-from tests.test_pit_model import small_config
-from tests.test_pit_protocol import buy, click, tiny_log
-from training.learn.losses import TrainingSet, training_loss
+from tests.training.evaluation.test_convergence import small_config
+from tests.training.evaluation.test_protocol import buy, click, tiny_log
 from training.history import interactions_from_log
-from training.learn.sequences import (
-    SequenceFeatures,
-    catalog_frame,
-    sequence_examples,
-)
+from training.learn.examples import TrainingSet
+from training.learn.losses import training_loss
+from training.learn.rows import sequence_rows
+from training.learn.sequences import SequenceFeatures, catalog_frame
 from training.synthetic import synthetic_catalog
 
 QUERIES = [{"user_id": "u1", "surface": "home", "recent_items": ["i3", "i9"]},
@@ -70,7 +68,7 @@ def test_the_conversion_losses_train_the_bias_and_the_engagement_task_does_not()
     def bias_grad(rows: pd.DataFrame, **loss) -> torch.Tensor:
         config = small_config(conversion_item_bias=True, loss=LossConfig(**loss))
         model = TwoTowerModel(config)
-        examples = sequence_examples(rows.reset_index(drop=True), SequenceFeatures(inter, config), catalog)
+        examples = sequence_rows(rows.reset_index(drop=True), SequenceFeatures(inter, config), catalog)
         training_loss(model, examples, TrainingSet(examples, catalog).catalog_inputs(model)).total.backward()
         grad = model.item_tower.conversion_bias.weight.grad
         return torch.zeros(()) if grad is None else grad.coalesce().values().abs().sum()

@@ -12,7 +12,7 @@ keeps) feeds both sides:
   dict as `/retrieve` does;
 - training: `convcg dataset` (`features.dataset.build_training_set`, Feast's point-in-time
   join, and the merge_asof engine) over the labels of the log's impressions, as of each
-  impression time, encoded as training examples are (`training.learn.examples.build_examples`);
+  impression time, encoded as training examples are (`training.learn.rows.joined_rows`);
 - the point-in-time protocol: `training.learn.sequences.SequenceFeatures` over the same
   log's `Interactions`.
 
@@ -55,7 +55,7 @@ from streams.settings import StreamSettings
 from tests.conftest import TEST_PARTITIONS
 from tests.helpers_features import sample_label
 from tests.helpers_index import running_server
-from training.learn.examples import build_examples
+from training.learn.rows import joined_rows
 from training.history import interactions_from_log
 from training.learn.sequences import SequenceFeatures
 
@@ -194,7 +194,7 @@ def test_training_and_serving_encode_the_same_sequence_for_the_same_user_at_the_
         pit = sequences.at(frame["user_id"].to_numpy(object), frame["impression_ts"].to_numpy(np.float64),
                            frame["surface"].tolist())
         _assert_same(offline, pit, f"{engine} dataset vs SequenceFeatures")
-        _assert_same(build_examples(frame, None, CONFIG).queries, pit, f"training examples of the {engine} dataset")
+        _assert_same(joined_rows(frame, None, CONFIG).rows.examples.queries, pit, f"training examples of the {engine} dataset")
         for row, impression_id in enumerate(frame["impression_id"]):
             _assert_same(online[impression_id], offline.select([row]), f"online vs {engine} dataset at {impression_id}")
 

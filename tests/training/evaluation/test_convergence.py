@@ -8,26 +8,23 @@ import pandas as pd
 import pytest
 import torch
 
-from model.towers import TwoTowerModel
 from model.config import ModelConfig, SequenceConfig, TowerConfig
+from model.towers import TwoTowerModel
 from streams.datasets import load_log
 from streams.label_join import compute_labels
-from tests.test_pit_protocol import buy, click, tiny_log
-from training.learn.losses import TrainingSet
-from training.evaluation.settings import ProtocolSettings
-from training.evaluation.scoring import model_scorer
-from training.history import interactions_from_log
-from training.evaluation.protocol import EvaluationSet, split_time
-from training.learn.sequences import (
-    SequenceFeatures,
-    catalog_frame,
-    sequence_examples,
-)
+from tests.training.evaluation.test_protocol import buy, click, tiny_log
 from training.evaluation.convergence import (
     ConvergenceConfig,
     train_epochs,
     training_labels,
 )
+from training.evaluation.protocol import HEADLINE, POINT_IN_TIME, EvaluationSet, split_time
+from training.evaluation.scoring import grade, model_scorer
+from training.evaluation.settings import ProtocolSettings
+from training.history import interactions_from_log
+from training.learn.examples import TrainingSet
+from training.learn.rows import sequence_rows
+from training.learn.sequences import SequenceFeatures, catalog_frame
 
 SMALL_TOWER = TowerConfig(cross_layers=1, mlp_layers=1, mlp_width=32)
 
@@ -47,7 +44,7 @@ def test_training_rows_see_only_engagements_before_their_impression():
     labels = labels[labels["user_id"] == "u1"].reset_index(drop=True)
     config = small_config(recent_items=3)
     features = SequenceFeatures(inter, config)
-    examples = sequence_examples(labels, features, catalog_frame(inter)).examples
+    examples = sequence_rows(labels, features, catalog_frame(inter)).examples
     bucket = dict(zip(inter.item_ids, features.item_bucket))
     for row, (item, ts) in enumerate(zip(labels["item_id"], labels["impression_ts"])):
         engaged_before = [i for i, t in (("a", 10), ("b", 20), ("c", 30), ("d", 50)) if t < ts][::-1][:3]
@@ -93,8 +90,8 @@ def test_shuffled_weights_score_clearly_below_the_trained_model():
     train = training_labels(labels, cut, negative_share=0.1)
     model = TwoTowerModel(config)
     catalog = catalog_frame(inter)
-    train_epochs(model, TrainingSet(sequence_examples(train, features, catalog), catalog), ConvergenceConfig(), epochs=1)
-    evaluation = EvaluationSet.build(inter, cut, tasks=("conversion",), protocols=("point-in-time",))
-    trained = evaluation.evaluate(model_scorer(model, features), ProtocolSettings())["conversion_recall@100"]
-    broken = evaluation.evaluate(model_scorer(shuffled(model), features), ProtocolSettings())["conversion_recall@100"]
+    train_epochs(model, TrainingSet(sequence_rows(train, features, catalog), catalog), ConvergenceConfig(), epochs=1)
+    evaluation = EvaluationSet.build(inter, cut, tasks=("conversion",), protocols=(POINT_IN_TIME,))
+    trained = grade(evaluation, model_scorer(model, features), ProtocolSettings())[HEADLINE]
+    broken = grade(evaluation, model_scorer(shuffled(model), features), ProtocolSettings())[HEADLINE]
     assert trained > broken + 0.1, (trained, broken)

@@ -10,6 +10,7 @@ from model.towers import TwoTowerModel
 from registry.store import MANIFEST, WEIGHTS, ModelRegistry, RegistryError
 from tests.helpers_training import tiny_config, train_tiny_model_for_tests
 from training.cli import registry_command
+from training.evaluation.protocol import HEADLINE
 from training.synthetic import synthetic_catalog
 
 
@@ -123,8 +124,8 @@ def test_incompatible_checkpoints_are_refused(tmp_path):
 def test_registry_cli_list_and_rollback(tmp_path):
     config = tiny_config()
     reg = ModelRegistry(tmp_path)
-    reg.publish(TwoTowerModel(config), config, {"conversion_recall@100": 0.5}, {"mode": "full"})
-    reg.publish(TwoTowerModel(config), config, {"conversion_recall@100": 0.6}, {"mode": "finetune"})
+    reg.publish(TwoTowerModel(config), config, {HEADLINE: 0.5}, {"mode": "full"})
+    reg.publish(TwoTowerModel(config), config, {HEADLINE: 0.6}, {"mode": "finetune"})
     runner = CliRunner()
     out = runner.invoke(registry_command, ["list", "--registry", str(tmp_path)])
     assert out.exit_code == 0, out.output

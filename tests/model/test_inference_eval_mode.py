@@ -8,7 +8,7 @@ import torch
 
 from model.inference import embed_query_frame
 from model.towers import TwoTowerModel
-from training.config import retriever_config
+from training.learn.recipes import retriever_config
 from training.synthetic import synthetic_catalog
 
 

@@ -24,7 +24,7 @@ from model.inference import (
 )
 from model.towers import TwoTowerModel
 from registry.store import LoadedModel
-from training.config import retriever_config
+from training.learn.recipes import retriever_config
 
 NOW = 1_700_000_000.0
 CONFIG = retriever_config(item_buckets=500, recent_items=30, user_features=["user__ctr_7d", "user__clicks_1d"])

@@ -1,4 +1,4 @@
-"""Model modules, input encoding and the example builder; a short training run learns."""
+"""Model modules, input encoding and the training rows; a short training run learns."""
 
 import numpy as np
 import pandas as pd
@@ -12,23 +12,19 @@ from model.encoding import (
     queries_frame,
     squash,
 )
-from model.towers import CrossNetwork, TwoTowerModel
 from model.config import TowerConfig
+from model.towers import CrossNetwork, TwoTowerModel
 from tests.helpers_training import tiny_config
-from training.evaluation import (
-    evaluate_scorer,
-    full_catalog,
-    model_scorer,
-    popularity_scorer,
-)
-from training.learn.examples import (
-    build_examples,
-    roles_and_weights,
-    time_split,
-)
+from training.evaluation.baselines import popularity
+from training.evaluation.heldout import heldout_evaluation, model_metrics
+from training.evaluation.protocol import HEADLINE, HEADLINE_K, STATIC, metric_name
+from training.evaluation.scoring import grade
+from training.evaluation.settings import ProtocolSettings
+from training.learn.examples import roles_and_weights, time_split
 from training.learn.losses import ROLE_CONVERSION, ROLE_ENGAGEMENT, ROLE_NEGATIVE
+from training.learn.rows import joined_rows, training_set
 from training.synthetic import synthetic_catalog, synthetic_labels
-from training.trainer.step import train_full, training_examples
+from training.trainer.step import train_full
 
 
 def test_cross_network_is_dcnv2_formula():
@@ -75,13 +71,13 @@ def test_towers_give_normalised_embeddings(stacking, heads):
 
 def test_label_rows_without_a_sequence_are_refused_with_the_way_out():
     # one implementation of the recent-items sequence: the stream's feature (point-in-time
-    # dataset) or the label history through training_examples; build_examples derives none
+    # dataset) or the label history through training_set; joined_rows derives none
     catalog = synthetic_catalog(10)
     labels = synthetic_labels(catalog, n_users=3, n_labels=20)
     assert "recent_items" not in labels.columns
-    with pytest.raises(ValueError, match="training_examples"):
-        build_examples(labels, catalog, tiny_config())
-    assert len(training_examples(labels, labels, catalog, tiny_config(), "impression")) > 0
+    with pytest.raises(ValueError, match="training_set"):
+        joined_rows(labels, catalog, tiny_config())
+    assert len(training_set(labels, labels, catalog, tiny_config(), "impression")) > 0
 
 
 def test_roles_and_weights_per_kind():
@@ -97,7 +93,7 @@ def test_examples_use_whatever_feature_columns_exist():
     labels = synthetic_labels(catalog, n_users=5, n_labels=100, with_features=True)
     config = tiny_config(user_features=["user__engagements_7d"],
                          item_features=["item__impressions_1d", "item__not_there"])
-    ex = training_examples(labels, labels, catalog, config, "impression").rows.examples
+    ex = training_set(labels, labels, catalog, config, "impression").rows.examples
     assert ex.queries.dense.shape == (len(ex), 1)
     assert ex.items.dense.shape == (len(ex), 3)  # price + 2 features
     assert (ex.items.dense[:, 2] == 0).all() and (ex.items.dense[:, 1] > 0).any()
@@ -108,15 +104,16 @@ def test_short_training_beats_popularity_on_learnable_data():
     labels = synthetic_labels(catalog, n_users=60, n_labels=4000, seed=1)
     result = train_full(labels, catalog, tiny_config(), epochs=4, batch_size=256, show_progress=False)
     history, heldout = time_split(labels, 0.2)
-    cat = full_catalog(catalog, labels)
-    metrics = [("conversion", 20), ("engagement", 20)]
-    model_m = evaluate_scorer(model_scorer(result.model, cat), history, heldout, cat, metrics)
-    pop_m = evaluate_scorer(popularity_scorer(history, cat), history, heldout, cat, metrics)
+    evaluation = heldout_evaluation(history, heldout, catalog)
+    ks = ProtocolSettings(ks=(20,))
+    model_m = model_metrics(result.model, evaluation, catalog, (20,))
+    pop_m = grade(evaluation, popularity(evaluation.inter, evaluation.cut), ks)
     # users like one of 8 categories: a personalised model should far exceed popularity
-    assert model_m["conversion_recall@20"] > pop_m["conversion_recall@20"] + 0.15
-    assert model_m["engagement_recall@20"] > pop_m["engagement_recall@20"] + 0.15
-    # the held-out metrics: point-in-time first, the static protocol under its own name
-    assert result.metrics["static_conversion_recall@100"] == pytest.approx(
-        evaluate_scorer(model_scorer(result.model, cat), history, heldout, cat, [("conversion", 100)])[
-            "conversion_recall@100"])
-    assert 0 < result.metrics["conversion_queries"] and 0 <= result.metrics["conversion_recall@100"] <= 1
+    for task in ("conversion", "engagement"):
+        assert model_m[metric_name(task, 20)] > pop_m[metric_name(task, 20)] + 0.15
+    # the held-out metrics: the point-in-time protocol and its static column, both graded here
+    static = metric_name("conversion", HEADLINE_K, STATIC)
+    recomputed = model_metrics(result.model, evaluation, catalog, (HEADLINE_K,))
+    assert result.metrics[static] == pytest.approx(recomputed[static])
+    assert result.metrics[HEADLINE] == pytest.approx(recomputed[HEADLINE])
+    assert 0 < result.metrics["conversion_queries"] and 0 <= result.metrics[HEADLINE] <= 1

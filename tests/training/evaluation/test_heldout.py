@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from training.evaluation.heldout import heldout_evaluation
+from training.evaluation.protocol import STATIC, metric_name
+from training.evaluation.scoring import grade
 from training.evaluation.settings import ProtocolSettings
-from training.evaluation.heldout import (
-    dwell_ms_from_weight,
-    heldout_evaluation,
-    interactions_from_labels,
-)
+from training.history import dwell_ms_from_weight, interactions_from_labels
 
 SCORES = {"a": 5.0, "b": 4.0, "c": 3.0, "d": 2.0, "e": 1.0}
 CATALOG = pd.DataFrame({"item_id": list(SCORES), "advertiser_id": [f"adv-{i}" for i in SCORES],
@@ -79,10 +78,22 @@ def test_heldout_queries_are_the_heldout_positives_as_of_their_own_time():
 
 def test_fixed_ranking_on_the_heldout_labels_gives_the_known_recall():
     evaluation = heldout_evaluation(HISTORY, HELDOUT, CATALOG)
-    m = evaluation.evaluate(fixed_scorer(evaluation.inter), ProtocolSettings(ks=(1, 3, 4, 5)))
+    m = grade(evaluation, fixed_scorer(evaluation.inter), ProtocolSettings(ks=(1, 3, 4, 5)))
     # engagement c for u1 at 100: a, b engaged before -> rank 0; e for u2 at 105: nothing
     # before -> rank 4; d for u2 at 110: e (engaged at 105) excluded -> rank 3
     assert (m["engagement_recall@1"], m["engagement_recall@4"], m["engagement_recall@5"]) == (1 / 3, 2 / 3, 1.0)
     # conversion d as of its click (110): e excluded -> rank 3
     assert (m["conversion_recall@3"], m["conversion_recall@4"]) == (0.0, 1.0)
     assert m["engagement_recall@1_warm"] == 1.0 and m["engagement_recall@4_cold"] == 0.5
+
+
+def test_the_static_column_asks_the_same_positives_as_of_the_split():
+    evaluation = heldout_evaluation(HISTORY, HELDOUT, CATALOG)
+    for task in ("conversion", "engagement"):
+        pit, static = evaluation.queries[(task, "point-in-time")], evaluation.queries[(task, STATIC)]
+        assert (static.user.tolist(), static.item.tolist()) == (pit.user.tolist(), pit.item.tolist())
+        assert set(static.as_of.tolist()) == {99.0}  # the held-out slice's first impression
+    m = grade(evaluation, fixed_scorer(evaluation.inter), ProtocolSettings(ks=(1, 4)))
+    # as of 99, u2 has engaged with nothing: e (engaged at 105) is not excluded for d, nor for anyone
+    assert m[metric_name("engagement", 1, STATIC)] == 1 / 3 and m[metric_name("engagement", 4, STATIC)] == 2 / 3
+    assert m[metric_name("conversion", 4, STATIC)] == 1.0

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from model.config import LossConfig
-from training.evaluation import recall_at_k
 from training.learn.losses import (
     ROLE_CONVERSION,
     ROLE_ENGAGEMENT,
@@ -128,17 +127,3 @@ def test_multitask_total_is_the_weighted_sum_of_parts():
     p = out.parts
     assert p["total"] == pytest.approx(p["conversion"] + 0.5 * p["engagement"] + 0.3 * p["advertiser"]
                                        + 0.2 * p["served"], rel=1e-5)
-
-
-def test_recall_at_k_known_answers():
-    scores = np.array([[0.9, 0.8, 0.1, 0.5],
-                       [0.1, 0.2, 0.3, 0.4]])
-    positives = [np.array([1, 2]), np.array([0])]
-    # top-2: row0 {0,1} -> 1 hit of 2; row1 {3,2} -> 0 of 1
-    assert recall_at_k(scores, positives, 2) == pytest.approx(1 / 3)
-    # excluding column 0 for row 0: top-2 {1,3} -> 1 hit; row1 excluding 3: {2,1} -> 0
-    assert recall_at_k(scores, positives, 2, exclude=[np.array([0]), np.array([3])]) == pytest.approx(1 / 3)
-    # excluded columns are never retrieved, even when k covers the whole catalog
-    assert recall_at_k(scores, positives, 10, exclude=[np.array([2]), np.array([])]) == pytest.approx(2 / 3)
-    assert recall_at_k(scores, positives, 4) == pytest.approx(1.0)
-    assert math.isnan(recall_at_k(scores, [np.array([]), np.array([])], 2))

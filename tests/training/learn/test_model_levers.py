@@ -7,19 +7,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from model.config import LossConfig, SequenceConfig
 from model.encoding import encode_items
 from model.towers import TwoTowerModel
-from model.config import LossConfig, SequenceConfig
 from streams.label_join import compute_labels
-from tests.test_pit_model import small_config
-from tests.test_pit_protocol import buy, click, tiny_log
-from training.learn.losses import catalog_multitask_loss
+from tests.training.evaluation.test_convergence import small_config
+from tests.training.evaluation.test_protocol import buy, click, tiny_log
 from training.history import interactions_from_log
-from training.learn.sequences import (
-    SequenceFeatures,
-    catalog_frame,
-    sequence_examples,
-)
+from training.learn.losses import catalog_multitask_loss
+from training.learn.rows import sequence_rows
+from training.learn.sequences import SequenceFeatures, catalog_frame
 
 
 def test_shared_item_table_is_the_item_towers_and_serialises_once_per_name():
@@ -55,7 +52,7 @@ def test_masked_softmax_gives_no_mass_to_the_history_but_keeps_the_positive():
         config = small_config(loss=LossConfig(negatives="catalog", mask_history=mask, hard_negatives=False,
                                               advertiser_weight=0.0, engagement_weight=1.0))
         features = SequenceFeatures(inter, config)
-        examples = sequence_examples(labels, features, catalog)
+        examples = sequence_rows(labels, features, catalog)
         torch.manual_seed(0)
         model = TwoTowerModel(config)
         items = encode_items(catalog, config)

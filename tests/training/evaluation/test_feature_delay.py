@@ -6,16 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.test_pit_protocol import Recorder, buy, click, tiny_log
-from training.evaluation.settings import ProtocolSettings
+from tests.training.evaluation.test_protocol import Recorder, buy, click, tiny_log
 from training.evaluation.feature_delay import FROZEN, delay_label, delayed_scorer
-from training.history import interactions_from_log
-from training.evaluation.protocol import (
-    EvaluationSet,
-    HistoryIndex,
-    make_queries,
-    rank_queries,
-)
+from training.evaluation.protocol import EvaluationSet, make_queries, rank_queries
+from training.evaluation.scoring import grade
+from training.evaluation.settings import ProtocolSettings
+from training.history import HistoryIndex, interactions_from_log
 
 
 def log_of_one_user():
@@ -67,8 +63,8 @@ def test_a_history_reading_scorer_loses_recall_when_its_features_are_late():
 
     evaluation = EvaluationSet.build(inter, 100.0, tasks=("conversion",), protocols=("point-in-time",))
     settings = ProtocolSettings(ks=(1,))
-    fresh = evaluation.evaluate(delayed_scorer(next_of_last, evaluation.index, 0.0, 100.0), settings)
-    late = evaluation.evaluate(delayed_scorer(next_of_last, evaluation.index, 600.0, 100.0), settings)
+    fresh = grade(evaluation, delayed_scorer(next_of_last, evaluation.index, 0.0, 100.0), settings)
+    late = grade(evaluation, delayed_scorer(next_of_last, evaluation.index, 600.0, 100.0), settings)
     assert fresh["conversion_recall@1"] == 1.0
     assert late["conversion_recall@1"] == 0.0
 

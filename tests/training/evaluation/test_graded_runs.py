@@ -11,9 +11,10 @@ import pytest
 
 from streams.datasets import load_log
 from streams.label_join import compute_labels
-from tests.test_pit_model import small_config
-from training import pit_eval
+from tests.training.evaluation.test_convergence import small_config
+from training.evaluation import run as run_module
 from training.evaluation.settings import EvalSettings
+from training.evaluation.protocol import HEADLINE
 from training.evaluation.graded_runs import (
     GradedResult,
     GradedRunStore,
@@ -44,10 +45,10 @@ def data():
 def test_an_entry_reads_back_what_was_stored(tmp_path):
     store = GradedRunStore(tmp_path)
     hits = {"m": np.array([0.0, 1.0, 1.0]), "other": np.array([1.0])}
-    store.put("k", GradedResult(metrics={"m": {"conversion_recall@100": 0.5}}, hits=hits,
+    store.put("k", GradedResult(metrics={"m": {HEADLINE: 0.5}}, hits=hits,
                                 meta={"best_epochs": np.int64(3), "chosen": {"ease_lambda": 10.0}}))
     back = store.get("k")
-    assert back.metrics == {"m": {"conversion_recall@100": 0.5}}
+    assert back.metrics == {"m": {HEADLINE: 0.5}}
     assert back.meta == {"best_epochs": 3, "chosen": {"ease_lambda": 10.0}}
     assert set(back.hits) == {"m", "other"} and np.array_equal(back.hits["m"], hits["m"])
     assert store.get("missing") is None
@@ -71,30 +72,30 @@ def test_a_resumed_run_reads_every_graded_result_and_trains_only_what_is_new(tmp
     labels, inter = data
     store = GradedRunStore(tmp_path)
     trained: list[int] = []
-    train = pit_eval.train_to_convergence
+    train = run_module.train_to_convergence
 
     def counting(*args, **kw):
         trained.append(args[4].seed)
         return train(*args, **kw)
 
-    monkeypatch.setattr(pit_eval, "train_to_convergence", counting)
+    monkeypatch.setattr(run_module, "train_to_convergence", counting)
     run = dict(dataset="synthetic", labels=labels, inter=inter, settings=EvalSettings(), training=ONE_EPOCH,
                base=small_config(), ablations=False, only=("conversion_retriever",), store=store)
-    first = pit_eval.run_evaluation(seeds=1, **run)
+    first = run_module.run_evaluation(seeds=1, **run)
     assert trained == [0] and len(list(tmp_path.glob("*.npz"))) == 2  # the baselines, one model
 
     def refuse(*args, **kw):
         raise AssertionError("the baselines were graded again")
 
-    monkeypatch.setattr(pit_eval, "baseline_scorers", refuse)
-    again = pit_eval.run_evaluation(seeds=1, **run)
+    monkeypatch.setattr(run_module, "baseline_scorers", refuse)
+    again = run_module.run_evaluation(seeds=1, **run)
     assert trained == [0]
     for part in ("models", "paired_vs_conversion_retriever", "baselines_chosen_on_validation", "training"):
         assert same(again[part], first[part]), part
 
-    more = pit_eval.run_evaluation(seeds=2, **run)  # seed 0 is read, seed 1 is trained
+    more = run_module.run_evaluation(seeds=2, **run)  # seed 0 is read, seed 1 is trained
     assert trained == [0, 1] and len(more["training"]["conversion_retriever"]["seconds"]) == 2
-    other_labels = pit_eval.run_evaluation(seeds=1, **{**run, "labels": labels.iloc[:-1]})
+    other_labels = run_module.run_evaluation(seeds=1, **{**run, "labels": labels.iloc[:-1]})
     assert trained == [0, 1, 0]  # other data, other key
     assert same(other_labels["models"]["popularity"], first["models"]["popularity"])  # baselines read the events
 
@@ -102,7 +103,7 @@ def test_a_resumed_run_reads_every_graded_result_and_trains_only_what_is_new(tmp
 def test_a_validation_slice_without_conversions_is_a_clear_error():
     labels, inter = small_log(6_000)
     with pytest.raises(ValueError, match="validation slice .* holds no conversion query"):
-        pit_eval.run_evaluation("synthetic", labels, inter, EvalSettings(), 1, ONE_EPOCH, base=small_config(),
+        run_module.run_evaluation("synthetic", labels, inter, EvalSettings(), 1, ONE_EPOCH, base=small_config(),
                                 ablations=False, only=("conversion_retriever",))
 
 
@@ -112,7 +113,7 @@ def test_an_unknown_model_name_is_refused_before_anything_is_graded(data, monkey
     def refuse(*args, **kw):
         raise AssertionError("the baselines were graded before the names were checked")
 
-    monkeypatch.setattr(pit_eval, "baseline_scorers", refuse)
+    monkeypatch.setattr(run_module, "baseline_scorers", refuse)
     with pytest.raises(ValueError, match="no model variant named"):
-        pit_eval.run_evaluation("synthetic", labels, inter, EvalSettings(), 1, ONE_EPOCH, base=small_config(),
+        run_module.run_evaluation("synthetic", labels, inter, EvalSettings(), 1, ONE_EPOCH, base=small_config(),
                                 ablations=False, only=("ablation: separate heads",))

@@ -10,7 +10,10 @@ from streams.datasets import EventLog, catalog_from_events, load_log, sort_event
 from training.evaluation.settings import ProtocolSettings
 from training.history import interactions_from_log
 from training.evaluation.protocol import (
+    HEADLINE,
+    STATIC,
     EvaluationSet,
+    metric_name,
     make_queries,
     rank_queries,
     recall_metrics,
@@ -149,3 +152,10 @@ def test_movielens_100k_counts(movielens):
     assert int(conversion.cold.sum()) == 3_955
     static = evaluation.queries[("conversion", "static")]
     assert (static.as_of == cut).all() and (conversion.as_of >= cut).all()
+
+
+def test_metric_names_are_spelt_by_one_function():
+    # the names the registry's metrics.json, the gate and every report share
+    assert metric_name("conversion", 100) == HEADLINE
+    assert metric_name("conversion", 100, STATIC, "cold") == "static_conversion_recall@100_cold"
+    assert metric_name("engagement", 20, group="warm") == "engagement_recall@20_warm"

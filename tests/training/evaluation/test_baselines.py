@@ -8,9 +8,10 @@ import pytest
 
 from streams.datasets import load_log
 from training.evaluation.baselines import WindowCounts, baseline_scorers, ease_weights
+from training.evaluation.protocol import HEADLINE, HEADLINE_K, STATIC, EvaluationSet, metric_name, split_time
+from training.evaluation.scoring import grade
 from training.evaluation.settings import EvalSettings
 from training.history import interactions_from_log
-from training.evaluation.protocol import EvaluationSet, split_time
 
 
 def test_window_counts_match_a_direct_count():
@@ -43,13 +44,13 @@ def movielens_results():
     cut = split_time(inter, settings.protocol.test_quantile)
     scorers, chosen = baseline_scorers(inter, cut, settings.baselines, settings.protocol)
     evaluation = EvaluationSet.build(inter, cut, tasks=("conversion",))
-    return {name: evaluation.evaluate(s, settings.protocol) for name, s in scorers.items()}, chosen
+    return {name: grade(evaluation, s, settings.protocol) for name, s in scorers.items()}, chosen
 
 
 def test_history_as_of_each_query_beats_popularity_only_under_the_point_in_time_protocol(movielens_results):
     results, chosen = movielens_results
-    pit = {name: m["conversion_recall@100"] for name, m in results.items()}
-    static = {name: m["static_conversion_recall@100"] for name, m in results.items()}
+    pit = {name: m[HEADLINE] for name, m in results.items()}
+    static = {name: m[metric_name("conversion", HEADLINE_K, STATIC)] for name, m in results.items()}
     assert pit["ease"] > 1.2 * pit["popularity"] and pit["item_knn"] > 1.15 * pit["popularity"]
     # frozen at T, most test users have no history: nothing separates from popularity
     assert max(static.values()) - min(static["popularity"], static["ease"], static["item_knn"]) < 0.03

@@ -13,29 +13,32 @@ from registry.store import ModelRegistry
 from tests.helpers_training import tiny_config
 from training.cli import finetune_command, train_command
 from training.config import OptimConfig, TrainingSettings
+from training.evaluation.heldout import heldout_evaluation, model_metrics
+from training.evaluation.protocol import HEADLINE, POINT_IN_TIME, STATIC, metric_name
 from training.learn.examples import time_split
+from training.synthetic import synthetic_catalog, synthetic_labels
+from training.trainer.plots import PLOT_NAME
 from training.trainer.publish import (
     finetune_step,
     full_training_step,
     labels_at_last_scratch_training,
     retrain_due,
 )
-from training.evaluation.heldout import heldout_evaluation, pit_model_metrics
-from training.trainer.plots import PLOT_NAME
-from training.synthetic import synthetic_catalog, synthetic_labels
 from training.trainer.step import gate_decision
+
+ENGAGEMENT_100 = metric_name("engagement", 100)
 
 
 def test_gate_decision():
-    ok, name, _ = gate_decision({"conversion_recall@100": 0.50}, {"conversion_recall@100": 0.505}, 0.01, 100)
-    assert ok and name == "conversion_recall@100"
-    ok, _, reason = gate_decision({"conversion_recall@100": 0.40}, {"conversion_recall@100": 0.5}, 0.01, 100)
+    ok, name, _ = gate_decision({HEADLINE: 0.50}, {HEADLINE: 0.505}, 0.01, 100)
+    assert ok and name == HEADLINE
+    ok, _, reason = gate_decision({HEADLINE: 0.40}, {HEADLINE: 0.5}, 0.01, 100)
     assert not ok and "fails" in reason
     # no conversions in the slice: judge on engagement
-    ok, name, _ = gate_decision({"conversion_recall@100": math.nan, "engagement_recall@100": 0.3},
-                                {"conversion_recall@100": math.nan, "engagement_recall@100": 0.2}, 0.0, 100)
-    assert ok and name == "engagement_recall@100"
-    ok, _, reason = gate_decision({"conversion_recall@100": math.nan}, {}, 0.0, 100)
+    ok, name, _ = gate_decision({HEADLINE: math.nan, ENGAGEMENT_100: 0.3},
+                                {HEADLINE: math.nan, ENGAGEMENT_100: 0.2}, 0.0, 100)
+    assert ok and name == ENGAGEMENT_100
+    ok, _, reason = gate_decision({HEADLINE: math.nan}, {}, 0.0, 100)
     assert not ok and "cannot judge" in reason
 
 
@@ -67,13 +70,14 @@ def test_finetune_publishes_when_the_gate_passes_and_not_when_it_fails(tmp_path,
     assert good.published == "v000002", good.reason
     assert good.metrics["gate_passed"] and good.metrics["base_version"] == "v000001"
     # the gate judges point-in-time recall; the static protocol's figure is kept beside it
-    assert "candidate" in good.reason and "conversion_recall@20" in good.reason
-    assert {"conversion_recall@20", "static_conversion_recall@20", "conversion_queries"} <= set(good.metrics)
+    recall_20 = metric_name("conversion", 20)
+    assert "candidate" in good.reason and recall_20 in good.reason
+    assert {recall_20, metric_name("conversion", 20, STATIC), "conversion_queries"} <= set(good.metrics)
     new_train, heldout = time_split(new, settings.holdout_fraction)
     evaluation = heldout_evaluation(pd.concat([older, new_train]), heldout, catalog)
-    assert len(evaluation.queries[("conversion", "point-in-time")]) == good.metrics["conversion_queries"] > 0
-    recomputed = pit_model_metrics(reg.load("v000002").model, evaluation, catalog, (20,))
-    assert good.metrics["conversion_recall@20"] == pytest.approx(recomputed["conversion_recall@20"])
+    assert len(evaluation.queries[("conversion", POINT_IN_TIME)]) == good.metrics["conversion_queries"] > 0
+    recomputed = model_metrics(reg.load("v000002").model, evaluation, catalog, (20,))
+    assert good.metrics[recall_20] == pytest.approx(recomputed[recall_20])
     rng = reg.data_range("v000002")
     assert rng["mode"] == "finetune" and rng["base_version"] == "v000001"
     assert rng["replayed"] == int(rng["new_labels"] * settings.replay_ratio) > 0  # replayed per new label

@@ -118,7 +118,7 @@ class TrainingSettings(BaseSettings):
 
     model: ModelConfig = Field(default_factory=online_model_config)
     #: trainings from scratch (the first model, retrains): ``convcg eval``'s recipe
-    #: (``sequence_trainer.ConvergenceConfig``: batch 256, 1e-2 with 100 warm-up steps, x0.8 per
+    #: (``training.evaluation.convergence.ConvergenceConfig``: batch 256, 1e-2 with 100 warm-up steps, x0.8 per
     #: epoch, a quarter of the negatives) for the 3-4 epochs its early stopping picks on ML-100k.
     #: Replaying the trainer's steps on the whole log (``bench.trainer_replay --limit 0``,
     #: 2026-12-03) gave 0.6235 with it vs 0.6131 with 3 epochs of batch 512 at 3e-3 and every

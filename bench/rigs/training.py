@@ -102,7 +102,7 @@ def incremental_vs_full(labels: pd.DataFrame, catalog: pd.DataFrame, config: Mod
     replay = replay_sample(older, int(len(new) * replay_ratio), seed=optim.seed)
     model = copy.deepcopy(base.model)
     ft_optim = optim.model_copy(update={"epochs": finetune_epochs, "learning_rate": finetune_lr})
-    stats = fit(model, training_examples(pd.concat([new, replay]), history, catalog, config, "engagement"), ft_optim,
+    stats = fit(model, training_set(pd.concat([new, replay]), history, catalog, config, "engagement"), ft_optim,
                 show_progress=True, desc="incremental")
-    incremental = Trained(model, stats, evaluate_model(model, history, test, catalog))
+    incremental = Trained(model, stats, heldout_metrics(model, heldout_evaluation(history, test, catalog), catalog))
     return IncrementalComparison(full, incremental, base.stats.seconds, len(new), len(replay))

@@ -181,7 +181,7 @@ def test_a_retrain_with_sampled_negatives_trains_on_fewer_rows_but_counts_every_
 
 
 def test_a_model_field_from_the_environment_changes_only_that_field_of_the_online_retriever(monkeypatch):
-    from training.config import online_model_config
+    from training.learn.recipes import online_model_config
 
     monkeypatch.setenv("CONVCG_TRAINING_MODEL__EMBEDDING_DIM", "8")
     monkeypatch.setenv("CONVCG_TRAINING_MODEL__LOSS__TEMPERATURE", "0.2")

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = EvalSettings()
     protocol, lambdas = settings.protocol, settings.baselines.ease_lambdas
     cut = split_time(inter, protocol.test_quantile)
-    test = EvaluationSet.build(inter, cut, tasks=("conversion",), protocols=("point-in-time",))
+    test = EvaluationSet.build(inter, cut, tasks=("conversion",), protocols=(POINT_IN_TIME,))
 
     def constant(scores: np.ndarray):
         return lambda batch, task: np.broadcast_to(scores, (len(batch), inter.n_items))

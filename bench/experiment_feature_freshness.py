@@ -22,7 +22,7 @@ import logging
 import time
 from pathlib import Path
 
-from training.evaluation.protocol import HEADLINE
+from training.evaluation.protocol import HEADLINE, POINT_IN_TIME
 
 REPORT_DIR = Path("var/reports")
 NAME = "feature_freshness"
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = EvalSettings()
     labels, inter = load_dataset(args.dataset, Path(args.cache_dir))
     cut = split_time(inter, settings.protocol.test_quantile)
-    evaluation = EvaluationSet.build(inter, cut, tasks=("conversion",), protocols=("point-in-time",))
+    evaluation = EvaluationSet.build(inter, cut, tasks=("conversion",), protocols=(POINT_IN_TIME,))
     training = ConvergenceConfig(seed=args.seed, **({"max_epochs": args.max_epochs} if args.max_epochs else {}))
     config = retriever_config()
     start = time.perf_counter()
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     header = "| user features delayed by | " + " | ".join(scorers) + " |"
     lines = [f"# Feature freshness ({args.dataset}, point-in-time {METRIC}, "
-             f"{len(evaluation.queries[('conversion', 'point-in-time')])} test conversions)", "",
+             f"{len(evaluation.queries[('conversion', POINT_IN_TIME)])} test conversions)", "",
              f"    python -m bench.experiment_feature_freshness --dataset {args.dataset}", "",
              header, "| --- |" + " ---: |" * len(scorers)]
     lines += ["| " + r["delay"] + " | " + " | ".join(f"{r[n]:.4f}" for n in scorers) + " |" for r in rows]

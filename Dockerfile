@@ -22,6 +22,7 @@ COPY convcg ./convcg
 COPY streams ./streams
 COPY features ./features
 COPY training ./training
+COPY model ./model
 COPY registry ./registry
 COPY index_refresher ./index_refresher
 COPY retrieval ./retrieval

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-METRIC = "conversion_recall@100"
+from training.evaluation.protocol import HEADLINE, POINT_IN_TIME
+
+METRIC = HEADLINE
 RATE_SMOOTHING = 5.0  # pseudo-engagements at the catalog's mean conversion rate
 
 
@@ -46,14 +48,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from loop.eval import load_dataset
     from training import baselines as b
-    from training.eval_settings import EvalSettings
-    from training.pit_protocol import EvaluationSet, split_time
+    from training.evaluation.protocol import EvaluationSet, split_time
+    from training.evaluation.scoring import grade
+    from training.evaluation.settings import EvalSettings
 
     _, inter = load_dataset(args.dataset, Path(args.cache_dir), with_labels=False)
     settings = EvalSettings()
     protocol, lambdas = settings.protocol, settings.baselines.ease_lambdas
     cut = split_time(inter, protocol.test_quantile)
-    test = EvaluationSet.build(inter, cut, tasks=("conversion",), protocols=("point-in-time",))
+    test = EvaluationSet.build(inter, cut, tasks=("conversion",), protocols=(POINT_IN_TIME,))
 
     def constant(scores: np.ndarray):
         return lambda batch, task: np.broadcast_to(scores, (len(batch), inter.n_items))
@@ -80,17 +83,17 @@ def main(argv: list[str] | None = None) -> int:
 
     def tuned(make) -> float:
         lam, _ = b.choose_on_validation(make, lambdas, inter, cut, protocol)
-        return test.evaluate(make(cut, lam), protocol)[METRIC]
+        return grade(test, make(cut, lam), protocol)[METRIC]
 
     counts = b.popularity_counts(inter, cut)
     ease = tuned(lambda c, lam: b.ease(inter, c, lam))
     rows = [
-        ("popularity", test.evaluate(constant(counts["engagement"]), protocol)[METRIC],
-         test.evaluate(constant(counts["conversion"]), protocol)[METRIC]),
+        ("popularity", grade(test, constant(counts["engagement"]), protocol)[METRIC],
+         grade(test, constant(counts["conversion"]), protocol)[METRIC]),
         ("EASE: engagement target vs conversion target", ease, tuned(conversion_ease)),
         ("EASE vs EASE + item conversion-rate prior", ease, tuned(ease_with_rate)),
     ]
-    print(f"{args.dataset}, point-in-time {METRIC} on {len(test.queries[('conversion', 'point-in-time')])} "
+    print(f"{args.dataset}, point-in-time {METRIC} on {len(test.queries[('conversion', POINT_IN_TIME)])} "
           "test conversions")
     print("| model | fit on engagements | with the conversion labels | ratio |")
     print("| --- | ---: | ---: | ---: |")

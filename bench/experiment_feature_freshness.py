@@ -2,10 +2,10 @@
 user features (the point-in-time engagement sequence) delayed.
 
 Trains the conversion retriever once under the point-in-time protocol (``convcg eval``'s
-model, ``training.pit_eval.retriever_config``, early-stopped on the validation slice), then
+model, ``training.learn.recipes.retriever_config``, early-stopped on the validation slice), then
 grades it on the same test queries with the user's features delayed by each ``--delays``
 (seconds; ``frozen`` = as of the split time T, the static protocol's state): a query at time
-t sees the engagements before t - delay (``training.feature_delay``). Item-kNN and EASE, which
+t sees the engagements before t - delay (``training.evaluation.feature_delay``). Item-kNN and EASE, which
 read the same history, are graded the same way; popularity reads none and is the floor.
 
 Prints one table, writes ``var/reports/feature_freshness.{md,json,png}``.
@@ -22,15 +22,17 @@ import logging
 import time
 from pathlib import Path
 
+from training.evaluation.protocol import HEADLINE, POINT_IN_TIME
+
 REPORT_DIR = Path("var/reports")
 NAME = "feature_freshness"
 DEFAULT_DELAYS = "0,60,600,3600,86400,frozen"
-METRIC = "conversion_recall@100"
+METRIC = HEADLINE
 SCORED = ("conversion_retriever", "ease", "item_knn", "popularity")
 
 
 def parse_delays(text: str) -> list[float]:
-    from training.feature_delay import FROZEN
+    from training.evaluation.feature_delay import FROZEN
 
     out = []
     for part in (p.strip() for p in text.split(",")):
@@ -50,14 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from loop.eval import load_dataset
-    from training.baselines import baseline_scorers
-    from training.config import retriever_config
-    from training.eval_settings import EvalSettings
-    from training.feature_delay import delay_label, delayed_scorer
-    from training.model_scoring import model_scorer
-    from training.pit_protocol import EvaluationSet, split_time
-    from training.sequence_examples import SequenceFeatures
-    from training.sequence_trainer import (
+    from training.evaluation.baselines import baseline_scorers
+    from training.evaluation.feature_delay import delay_label, delayed_scorer
+    from training.evaluation.protocol import EvaluationSet, split_time
+    from training.evaluation.scoring import grade, model_scorer
+    from training.evaluation.settings import EvalSettings
+    from training.learn.recipes import retriever_config
+    from training.learn.sequences import SequenceFeatures
+    from training.evaluation.convergence import (
         ConvergenceConfig,
         train_to_convergence,
     )
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = EvalSettings()
     labels, inter = load_dataset(args.dataset, Path(args.cache_dir))
     cut = split_time(inter, settings.protocol.test_quantile)
-    evaluation = EvaluationSet.build(inter, cut, tasks=("conversion",), protocols=("point-in-time",))
+    evaluation = EvaluationSet.build(inter, cut, tasks=("conversion",), protocols=(POINT_IN_TIME,))
     training = ConvergenceConfig(seed=args.seed, **({"max_epochs": args.max_epochs} if args.max_epochs else {}))
     config = retriever_config()
     start = time.perf_counter()
@@ -79,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     for delay in delays:
         row = {"delay": delay_label(delay), "delay_s": None if delay == float("inf") else delay}
         for name, scorer in scorers.items():
-            row[name] = evaluation.evaluate(delayed_scorer(scorer, evaluation.index, delay, cut),
-                                            settings.protocol)[METRIC]
+            row[name] = grade(evaluation, delayed_scorer(scorer, evaluation.index, delay, cut),
+                              settings.protocol)[METRIC]
         rows.append(row)
         logging.info("delay %s: %s", row["delay"], {n: round(row[n], 4) for n in scorers})
 
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     header = "| user features delayed by | " + " | ".join(scorers) + " |"
     lines = [f"# Feature freshness ({args.dataset}, point-in-time {METRIC}, "
-             f"{len(evaluation.queries[('conversion', 'point-in-time')])} test conversions)", "",
+             f"{len(evaluation.queries[('conversion', POINT_IN_TIME)])} test conversions)", "",
              f"    python -m bench.experiment_feature_freshness --dataset {args.dataset}", "",
              header, "| --- |" + " ---: |" * len(scorers)]
     lines += ["| " + r["delay"] + " | " + " | ".join(f"{r[n]:.4f}" for n in scorers) + " |" for r in rows]

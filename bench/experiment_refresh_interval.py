@@ -4,21 +4,21 @@ Replays the time-ordered MovieLens-100k label stream (``streams.datasets.load_lo
 ``streams.label_join.compute_labels``: the streaming label rules run offline, ordered by
 ``label_ts``, the order the trainer consumes them in):
 
-1. an initial model is trained (``training.trainer.train_full``, no holdout) on the first
+1. an initial model is trained (``training.trainer.step.train_full``, no holdout) on the first
    ``--initial-fraction`` of the labels;
 2. the rest of the stream is walked in order. For every refresh interval N (``--intervals``,
    ``never`` = the initial model serves forever) a separate copy of the initial model is
    refreshed every N labels exactly as the trainer service does it
-   (``training.trainer.finetune``: the labels since the last refresh plus the held-out slice
+   (``training.trainer.step.finetune``: the labels since the last refresh plus the held-out slice
    carried from the previous step, a replay sample of older labels, the quality gate; a
    candidate that fails the gate is not published and the older model keeps serving);
 3. every ``--eval-every`` labels the model each N is serving *at that moment* is evaluated on
    the NEXT ``--eval-window`` labels under the point-in-time protocol
-   (``training.pit_labels.heldout_evaluation``, as the trainer's gate and ``convcg up``
+   (``training.evaluation.heldout.heldout_evaluation``, as the trainer's gate and ``convcg up``
    grade): one query per conversion of the slice, as of its attributed click, with the user's
    engagements before it (the slice's own earlier ones included) as the sequence.
 
-The model is the online trainer's (``training.config.online_model_config``: the conversion
+The model is the online trainer's (``training.learn.recipes.online_model_config``: the conversion
 retriever over the 50 engagements the aggregates keep); the initial training and the
 fine-tunes use the trainer's own defaults unless ``--epochs`` / ``--finetune-lr`` say otherwise.
 
@@ -236,7 +236,7 @@ def refresh(arm: Arm, stream: pd.DataFrame, initial: pd.DataFrame, position: int
     """One trainer-service step at ``position``: fine-tune on (carried held-out + labels since
     the last refresh), replaying older labels; publish only through the gate unless
     ``publish_all``."""
-    from training.trainer import finetune
+    from training.trainer.step import finetune
 
     fresh, older = refresh_inputs(initial, stream, arm.carried, arm.last_refresh, position)
     started = time.perf_counter()
@@ -254,12 +254,13 @@ def refresh(arm: Arm, stream: pd.DataFrame, initial: pd.DataFrame, position: int
 def evaluate_arms(arms: list[Arm], history: pd.DataFrame, heldout: pd.DataFrame, catalog, position: int,
                   k: int) -> None:
     """Every arm's serving model on the same point-in-time queries (built once)."""
-    from training.pit_labels import PROTOCOL, heldout_evaluation, pit_model_metrics
+    from training.evaluation.heldout import heldout_evaluation, model_metrics
+    from training.evaluation.protocol import POINT_IN_TIME, metric_name
 
     evaluation = heldout_evaluation(history, heldout, catalog)
-    n_pos = len(evaluation.queries[(TASK, PROTOCOL)])
+    n_pos = len(evaluation.queries[(TASK, POINT_IN_TIME)])
     for arm in arms:
-        recall = pit_model_metrics(arm.model, evaluation, catalog, (k,))[f"{TASK}_recall@{k}"] if n_pos else math.nan
+        recall = model_metrics(arm.model, evaluation, catalog, (k,))[metric_name(TASK, k)] if n_pos else math.nan
         arm.evals.append(Evaluation(position, recall, n_pos))
 
 
@@ -268,9 +269,10 @@ def run(args) -> tuple[list[Arm], dict]:
     from tqdm.auto import tqdm
 
     from bench.rigs.training import movielens_labels, sample_negatives
-    from training.config import OptimConfig, TrainingSettings, online_model_config
-    from training.evaluation import full_catalog
-    from training.trainer import train_full
+    from training.config import OptimConfig, TrainingSettings
+    from training.learn.examples import full_catalog
+    from training.learn.recipes import online_model_config
+    from training.trainer.step import train_full
 
     torch.set_num_threads(args.threads)
     defaults = TrainingSettings()
@@ -404,7 +406,7 @@ def report(arms: list[Arm], info: dict, args, total_seconds: float) -> str:
         f"{args.batch_size}) on the first {args.initial_fraction:.0%} = {info['initial']} labels "
         f"({info['initial_span_days']:.0f} days, {info['initial_seconds']:.1f} s). Stream: the next "
         f"{info['stream']} labels ({info['stream_span_days']:.0f} days, {info['stream_conversions']} conversions).",
-        f"Refresh = `training.trainer.finetune` as the trainer service runs it: the labels since the last "
+        f"Refresh = `training.trainer.step.finetune` as the trainer service runs it: the labels since the last "
         f"refresh + the held-out slice carried over, replay ratio {args.replay_ratio}, {args.finetune_epochs} epoch(s), learning rate "
         f"{args.finetune_lr}, quality gate {gate}. Evaluation every {args.eval_every} labels on the next "
         f"{args.eval_window} labels ({points} points): point-in-time conversion recall@{args.k} (one query per conversion of the "

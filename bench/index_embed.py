@@ -38,7 +38,7 @@ def main() -> None:
     import faiss
     import torch
 
-    from registry.model_config import ModelConfig
+    from model.config import ModelConfig
     from registry.store import ModelRegistry
     from tests.helpers_training import tiny_config
     from training.synthetic import synthetic_catalog

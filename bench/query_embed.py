@@ -4,7 +4,7 @@ path the retrieval service takes (``LoadedModel.embed_queries``).
     python -m bench.query_embed [--queries 2000] [--users 500] [--seq-len 200] [--config retriever]
 
 The model is an untrained (seeded) ``TwoTowerModel`` of the conversion retriever's config
-(``training.config.retriever_config``: attention over the newest 20 of 200, long-term mean,
+(``training.learn.recipes.retriever_config``: attention over the newest 20 of 200, long-term mean,
 shared item table; ``--config online``: ``online_model_config``, the sequence the aggregates
 keep). Each query is the dict the service builds (``retrieval.validation.RetrieveRequest.query``)
 from a user row of ``bench.retrieval_online.user_updates`` (stored sequence with times and
@@ -81,11 +81,11 @@ def main() -> None:
     import torch
 
     from convcg.stats import latency_summary_ms
-    from registry.encoding import queries_frame
-    from registry.inference import embed_query_frame
-    from registry.model import TwoTowerModel
+    from model.encoding import queries_frame
+    from model.inference import embed_query_frame
+    from model.towers import TwoTowerModel
     from registry.store import LoadedModel
-    from training.config import online_model_config, retriever_config
+    from training.learn.recipes import online_model_config, retriever_config
 
     torch.set_num_threads(a.threads)
     config = retriever_config() if a.config == "retriever" else online_model_config()

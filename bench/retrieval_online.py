@@ -9,7 +9,7 @@ One run, every part a separate process talking as deployed:
     (``--redis``, a throw-away Feast project, its keys deleted at the end) through the features
     sink's writer (``features.sink.FeastWriter.write_online``);
   * an untrained (seeded) ``TwoTowerModel`` with the conversion retriever's config
-    (``training.pit_eval.retriever_config``: attention over the newest 20 of 200, shared item
+    (``training.learn.recipes.retriever_config``: attention over the newest 20 of 200, shared item
     table) published into a scratch registry; its item tower embeds a synthetic catalog of
     ``--items`` items and the refresher's ``build_artifact`` builds the HNSW32 artifact;
   * ``convcg features serve`` on that store, and three ``convcg retrieval serve`` processes on
@@ -109,7 +109,7 @@ def build_index(workdir: Path, n_items: int, seed: int, threads: int, reuse: boo
     from index_refresher.settings import RefresherSettings
     from registry.index_artifact import read_manifest
     from registry.store import ModelRegistry
-    from training.config import retriever_config
+    from training.learn.recipes import retriever_config
     from training.synthetic import synthetic_catalog
 
     registry_root, index_root = workdir / "registry", workdir / "indexes"

@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 
 from training.config import TrainingSettings
-
-HEADLINE = "conversion_recall@100"
+from training.evaluation.protocol import HEADLINE
 
 
 def main() -> None:
@@ -38,16 +37,15 @@ def main() -> None:
     from streams.datasets import load_log
     from streams.datasets.event_log import EventLog
     from streams.label_join import compute_labels
-    from training.baselines import baseline_scorers
-    from training.eval_settings import EvalSettings
-    from training.evaluation import full_catalog
-    from training.model_scoring import model_scorer
-    from training.pipeline import retrain_due
-    from training.pit_data import interactions_from_log
-    from training.pit_labels import item_frame
-    from training.pit_protocol import EvaluationSet
-    from training.sequence_examples import SequenceFeatures
-    from training.trainer import finetune, train_full
+    from training.evaluation.baselines import baseline_scorers
+    from training.evaluation.protocol import POINT_IN_TIME, EvaluationSet
+    from training.evaluation.scoring import grade, model_scorer
+    from training.evaluation.settings import EvalSettings
+    from training.history import interactions_from_log
+    from training.learn.examples import full_catalog
+    from training.learn.sequences import SequenceFeatures, item_frame
+    from training.trainer.publish import retrain_due
+    from training.trainer.step import finetune, train_full
 
     full = load_log(args.dataset)
     events = full.events[:args.limit] if args.limit else full.events
@@ -59,15 +57,15 @@ def main() -> None:
     evaluation, protocol = EvaluationSet.build(inter, cut), EvalSettings().protocol
     items = item_frame(inter, full.catalog)
     print(f"{args.dataset}: {n:,} events, {len(labels):,} labels; "
-          f"{len(evaluation.queries[('conversion', 'point-in-time')]):,} test conversions")
+          f"{len(evaluation.queries[('conversion', POINT_IN_TIME)]):,} test conversions")
     if args.baselines:
         scorers, _ = baseline_scorers(inter, cut, EvalSettings().baselines, protocol)
         for name in ("popularity", "item_knn", "ease"):
-            print(f"  {name}: PIT {HEADLINE} {evaluation.evaluate(scorers[name], protocol)[HEADLINE]:.4f}")
+            print(f"  {name}: PIT {HEADLINE} {grade(evaluation, scorers[name], protocol)[HEADLINE]:.4f}")
 
-    def grade(model) -> float:
-        return evaluation.evaluate(model_scorer(model, SequenceFeatures(inter, model.config), items),
-                                   protocol)[HEADLINE]
+    def recall(model) -> float:
+        return grade(evaluation, model_scorer(model, SequenceFeatures(inter, model.config), items),
+                     protocol)[HEADLINE]
 
     settings = TrainingSettings()
     catalog = full_catalog(full.catalog, labels)
@@ -77,7 +75,7 @@ def main() -> None:
     model = train_full(older, catalog, settings.model, optim=settings.optim, holdout_fraction=settings.holdout_fraction,
                        show_progress=False, gate_k=settings.gate_k, query_time=settings.query_time).model
     print(f"first model on {len(older):,} labels ({time.perf_counter() - started:.0f} s): PIT {HEADLINE} "
-          f"{grade(model):.4f}")
+          f"{recall(model):.4f}")
     at_last_scratch, carried = len(older), labels.iloc[:0]
     live = labels[labels["label_ts"] >= warm_ts].sort_values("label_ts", kind="stable")
     for batch in np.array_split(live, args.steps):
@@ -90,7 +88,7 @@ def main() -> None:
         carried, model = step.heldout, step.model if step.passed else model
         print(f"{'retrain' if scratch else 'fine-tune'} on {len(fresh):,} new labels "
               f"({time.perf_counter() - started:.0f} s, {'published' if step.passed else 'refused'}: "
-              f"{step.reason}): serving PIT {HEADLINE} {grade(model):.4f}")
+              f"{step.reason}): serving PIT {HEADLINE} {recall(model):.4f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Incremental fine-tuning on MovieLens-100k labels: two targets.
 
-1. One incremental step over 10k new labels (``training.pipeline.finetune_step``: encode,
+1. One incremental step over 10k new labels (``training.trainer.publish.finetune_step``: encode,
    fine-tune on the new labels + an equal replay sample, evaluate candidate and serving model
    on the held-out slice, gate, publish, plot) in <= 30 s on 2 cores.
 2. Fine-tuning reaches >= 98% of a full retrain's conversion recall@100 at <= 10% of its
@@ -24,15 +24,17 @@ from bench.rigs.training import (
     movielens_labels,
     sample_negatives,
 )
-from registry.model_config import ModelConfig
+from model.config import ModelConfig
 from training.config import OptimConfig, TrainingSettings
-from training.evaluation import full_catalog
-from training.examples import time_split
-from training.pipeline import finetune_step, full_training_step
+from training.evaluation.protocol import HEADLINE, HEADLINE_K, metric_name
+from training.learn.examples import full_catalog, time_split
+from training.trainer.publish import finetune_step, full_training_step
 
 STEP_TARGET_S = 30.0
 RECALL_TARGET = 0.98
 COMPUTE_TARGET = 0.10
+#: the figures the comparison prints
+SHOWN = (HEADLINE, metric_name("conversion", 1000), metric_name("engagement", HEADLINE_K))
 
 
 def bench_step(labels, catalog, new_labels: int, epochs: int) -> None:
@@ -78,10 +80,8 @@ def main() -> None:
     cmp = incremental_vs_full(labels, catalog, ModelConfig(), optim, new_fraction=args.new_fraction,
                               replay_ratio=args.replay_ratio)
     for name, t in (("full retrain", cmp.full), ("incremental", cmp.incremental)):
-        print(f"[compare] {name}: conversion_recall@100={t.metrics['conversion_recall@100']:.4f} "
-              f"conversion_recall@1000={t.metrics['conversion_recall@1000']:.4f} "
-              f"engagement_recall@100={t.metrics['engagement_recall@100']:.4f} "
-              f"examples={t.stats.examples_seen} train_s={t.stats.seconds:.1f}")
+        shown = " ".join(f"{m}={t.metrics[m]:.4f}" for m in SHOWN)
+        print(f"[compare] {name}: {shown} examples={t.stats.examples_seen} train_s={t.stats.seconds:.1f}")
     print(f"[compare] incremental/full: recall@100 {cmp.recall_ratio:.1%} (target >= {RECALL_TARGET:.0%}), "
           f"compute {cmp.compute_ratio_examples:.1%} of examples (target <= {COMPUTE_TARGET:.0%}), "
           f"{cmp.compute_ratio_seconds:.1%} of training seconds")

@@ -16,13 +16,14 @@ import time
 import torch
 
 from bench.rigs.training import THREADS
-from registry.model import TwoTowerModel
-from registry.model_config import ModelConfig
+from model.config import ModelConfig
+from model.towers import TwoTowerModel
 from tests.helpers_training import tiny_config
 from training.config import OptimConfig
-from training.losses import multitask_loss
+from training.learn.fit import fit
+from training.learn.losses import multitask_loss
+from training.learn.rows import training_set
 from training.synthetic import synthetic_catalog, synthetic_labels
-from training.trainer import fit, training_examples
 
 
 def dense_adam_epoch(config: ModelConfig, examples, batch_size: int) -> float:
@@ -59,7 +60,7 @@ def main() -> None:
     results = {}
     for name, config in (("default", ModelConfig()), ("tiny", tiny_config())):
         start = time.perf_counter()
-        examples = training_examples(labels, labels, catalog, config, "impression")
+        examples = training_set(labels, labels, catalog, config, "impression")
         if name == "default":
             examples_default = examples
         encode_s = time.perf_counter() - start

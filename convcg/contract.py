@@ -254,7 +254,7 @@ def count_feature_names() -> list[str]:
 #: training data reads them (``streams.aggregates``).
 RECENT_SEQUENCE_FEATURES: tuple[str, ...] = ("last_engaged_items", "last_engaged_ts", "last_engaged_dwell_ms")
 #: how many engagements the streaming aggregates keep in those lists by default, and so the
-#: longest sequence the online trainer's model reads (``training.config.online_model_config``):
+#: longest sequence the online trainer's model reads (``training.learn.recipes.online_model_config``):
 #: a model reading more than the store keeps would be trained on history it never gets served.
 #: 200, as the retriever was chosen with: the online trainer's replay (``bench.trainer_replay
 #: --limit 0 --steps 1``) reached 0.664 with 200 against 0.634 with 50, for ~5-10% more CPU per

@@ -10,7 +10,7 @@ feature columns named ``<entity>__<feature>`` (``user__ctr_7d``, ``item__price``
 ``advertiser__impressions_1d``...). The list features (the user's engagement sequence
 ``user__last_engaged_items`` / ``user__last_engaged_ts`` / ``user__last_engaged_dwell_ms``) are
 kept, as of the impression time like every other feature, so training reads the sequence the
-retrieval service reads online (``registry.encoding.recent_sequences`` turns them into the
+retrieval service reads online (``model.encoding.recent_sequences`` turns them into the
 query tower's input, as of each row's impression time). A feature the store had no value for
 (no row, or older than the feature TTL) is null.
 """

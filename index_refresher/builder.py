@@ -19,7 +19,7 @@ from index_refresher.index_build import (
 )
 from registry.idmap import IdMap, stable_ids
 from registry.index_artifact import write_artifact
-from registry.item_tower import ItemTower
+from registry.serving_model import ServingModel
 
 log = logging.getLogger("convcg.index.builder")
 
@@ -75,7 +75,7 @@ def build_from_vectors(index_root: Path, model_version: str, item_ids, vectors: 
                           recall_k=recall_k, build_seconds=build_seconds, extra=extra)
 
 
-def build_artifact(model: ItemTower, settings, catalog=None, progress: bool = True) -> Path:
+def build_artifact(model: ServingModel, settings, catalog=None, progress: bool = True) -> Path:
     """Embed the catalog with ``model``'s item tower and write an index artifact beside it."""
     if catalog is None:
         catalog = read_catalog(settings.catalog_path, settings.new_items_path)

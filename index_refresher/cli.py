@@ -52,7 +52,7 @@ def build(model_version: str | None, catalog_path: str | None, push: bool) -> No
     from index_refresher.builder import BuildError, build_artifact
     from index_refresher.refresher import AdminError, RetrievalAdminClient
     from registry.index_artifact import read_manifest
-    from registry.item_tower import registry_model_loader
+    from registry.serving_model import registry_model_loader
 
     settings = _settings(catalog_path=catalog_path)
     try:
@@ -147,7 +147,7 @@ def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | Non
         RetrievalAdminClient,
         known_item_ids,
     )
-    from registry.item_tower import registry_model_loader
+    from registry.serving_model import registry_model_loader
 
     settings = _settings(**({"watch_new_items": True} if bootstrap else {}))
     settings.kafka = settings.kafka.with_overrides(bootstrap, topic_prefix)

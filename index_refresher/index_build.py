@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.item_tower import ItemTower, check_vectors
+from registry.serving_model import ServingModel, check_vectors
 
 log = logging.getLogger("convcg.index.build")
 
@@ -40,7 +40,7 @@ class IndexParams:
         return EXACT if count < self.exact_max_items else HNSW
 
 
-def embed_catalog(model: ItemTower, catalog: Any, item_features: Any = None,
+def embed_catalog(model: ServingModel, catalog: Any, item_features: Any = None,
                   batch_size: int = 4096, progress: bool = True) -> np.ndarray:
     """Embed every catalog row with the model's item tower, in batches, with a progress bar."""
     from tqdm import tqdm

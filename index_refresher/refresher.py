@@ -25,7 +25,7 @@ from convcg.contract import Impression
 from convcg.validation import DEFAULT_MAX_FUTURE_S, InvalidEvent, parse_event
 from index_refresher.builder import build_artifact, read_catalog
 from registry.index_artifact import latest_artifact
-from registry.item_tower import ModelLoader
+from registry.serving_model import ModelLoader
 
 log = logging.getLogger("convcg.index.refresher")
 

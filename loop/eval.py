@@ -1,10 +1,10 @@
 """`convcg eval`: point-in-time evaluation of the conversion retriever, the engagement-only
-two-tower, the ablations and the baselines on one dataset (``training.pit_eval``).
+two-tower, the ablations and the baselines on one dataset (``training.evaluation.run``).
 
 The dataset's event log is labelled by the streaming label rules run offline (the labels the
 trainer would consume); the protocol reads the raw events. Labels are cached as parquet
 beside the wheel cache, keyed by dataset and seed. With ``--resume`` every graded result is
-kept too (``training.graded_runs``), so a long run that was stopped continues where it was.
+kept too (``training.evaluation.graded_runs``), so a long run that was stopped continues where it was.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def load_dataset(name: str, cache_dir: Path, with_labels: bool = True):
 
     from streams.datasets import load_log
     from streams.label_join import compute_labels
-    from training.pit_data import interactions_from_log
+    from training.history import interactions_from_log
 
     event_log = load_log(name)
     inter = interactions_from_log(event_log)
@@ -64,10 +64,10 @@ def eval_command(dataset: str, seeds: int, json_path: str | None, ablations: boo
                  only: tuple[str, ...], max_epochs: int | None, batch_size: int | None, refit: bool,
                  cache_dir: str, resume: bool) -> None:
     """Point-in-time retrieval quality: one table, and JSON with mean and std over seeds."""
-    from training.eval_settings import EvalSettings
-    from training.graded_runs import GradedRunStore
-    from training.pit_eval import run_evaluation, table, verdict_table
-    from training.sequence_trainer import ConvergenceConfig
+    from training.evaluation.settings import EvalSettings
+    from training.evaluation.graded_runs import GradedRunStore
+    from training.evaluation.run import run_evaluation, table, verdict_table
+    from training.evaluation.convergence import ConvergenceConfig
 
     overrides = {"max_epochs": max_epochs, "batch_size": batch_size}
     training = ConvergenceConfig(refit_full=refit, **{k: v for k, v in overrides.items() if v is not None})

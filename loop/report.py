@@ -11,44 +11,51 @@ from pathlib import Path
 
 from convcg.contract import MetricNames
 from convcg.metrics_scrape import Sample, metric_sum
+from training.evaluation.protocol import (
+    BASELINES,
+    HEADLINE,
+    HEADLINE_K,
+    POINT_IN_TIME,
+    STATIC,
+    metric_name,
+    queries_name,
+)
 
 FRESHNESS = MetricNames.FEATURE_FRESHNESS
 
-
-#: the report's headline: point-in-time conversion recall@100 on the held-out tail
-HEADLINE = "conversion_recall@100"
+#: the headline's static column
+STATIC_HEADLINE = metric_name("conversion", HEADLINE_K, STATIC)
 #: the issue's target for the last model (DESIGN.md, point-in-time protocol)
 TARGET_VS_POPULARITY = 1.3
 #: the table's columns: (metric, header); the static protocol is a second, named column
-COLUMNS = (("conversion_recall@100", "PIT conv R@100"), ("conversion_recall@1000", "PIT conv R@1000"),
-           ("engagement_recall@100", "PIT eng R@100"), ("conversion_recall@100_cold", "PIT conv R@100 cold"),
-           ("conversion_recall@100_warm", "PIT conv R@100 warm"),
-           ("static_conversion_recall@100", "static conv R@100 (queries frozen at T)"))
-BASELINES = ("popularity", "recent_popularity", "item_knn", "ease")
+COLUMNS = ((HEADLINE, "PIT conv R@100"), (metric_name("conversion", 1000), "PIT conv R@1000"),
+           (metric_name("engagement", HEADLINE_K), "PIT eng R@100"),
+           (metric_name("conversion", HEADLINE_K, group="cold"), "PIT conv R@100 cold"),
+           (metric_name("conversion", HEADLINE_K, group="warm"), "PIT conv R@100 warm"),
+           (STATIC_HEADLINE, "static conv R@100 (queries frozen at T)"))
 
 
 def evaluate_versions(events, split_index: int, catalog, registry, settings=None) -> tuple[list[dict], dict]:
     """Every registry version and the baselines on the held-out tail (``events[split_index:]``,
-    never replayed) under the point-in-time protocol (``training.pit_protocol``): one query per
+    never replayed) under the point-in-time protocol (``training.evaluation.protocol``): one query per
     test positive as of its own time, the user's engagements before it as history (the tail's
     included). Baselines are fit on the events before the split (item-kNN's last-N and EASE's
     lambda chosen on the end of that period), in the same run on the same queries. Returns
     (rows, counts of queries)."""
     from streams.datasets.event_log import EventLog
-    from training.baselines import baseline_scorers
-    from training.eval_settings import EvalSettings
-    from training.model_scoring import model_scorer
-    from training.pit_data import interactions_from_log
-    from training.pit_labels import item_frame
-    from training.pit_protocol import EvaluationSet
-    from training.sequence_examples import SequenceFeatures
+    from training.evaluation.baselines import baseline_scorers
+    from training.evaluation.protocol import EvaluationSet
+    from training.evaluation.scoring import grade, model_scorer
+    from training.evaluation.settings import EvalSettings
+    from training.history import interactions_from_log
+    from training.learn.sequences import SequenceFeatures, item_frame
 
     settings = settings or EvalSettings()
     inter = interactions_from_log(EventLog("up", list(events), catalog))
     cut = events[split_index].ts if split_index < len(events) else math.inf
     evaluation = EvaluationSet.build(inter, cut)
     scorers, chosen = baseline_scorers(inter, cut, settings.baselines, settings.protocol)
-    rows = [{"version": name, "kind": "baseline", **evaluation.evaluate(scorers[name], settings.protocol)}
+    rows = [{"version": name, "kind": "baseline", **grade(evaluation, scorers[name], settings.protocol)}
             for name in BASELINES]
     items = item_frame(inter, catalog)
     for version in registry.versions():
@@ -58,10 +65,10 @@ def evaluate_versions(events, split_index: int, catalog, registry, settings=None
             rows.append({"version": version, "kind": "model", "error": str(exc)})
             continue
         scorer = model_scorer(model, SequenceFeatures(inter, model.config), items)
-        rows.append({"version": version, "kind": "model", **evaluation.evaluate(scorer, settings.protocol)})
-    pit = {key: q for key, q in evaluation.queries.items() if key[1] == "point-in-time"}
-    counts = {f"{task}_queries": len(q) for (task, _), q in pit.items()}
-    counts["conversion_queries_cold_at_split"] = int(pit[("conversion", "point-in-time")].cold.sum())
+        rows.append({"version": version, "kind": "model", **grade(evaluation, scorer, settings.protocol)})
+    pit = {key: q for key, q in evaluation.queries.items() if key[1] == POINT_IN_TIME}
+    counts = {queries_name(task): len(q) for (task, _), q in pit.items()}
+    counts["conversion_queries_cold_at_split"] = int(pit[("conversion", POINT_IN_TIME)].cold.sum())
     counts["split_ts"] = cut
     counts["baselines_chosen_on_validation"] = {"knn_last_items": chosen["knn_last_items"],
                                                 "ease_lambda": chosen["ease_lambda"]}
@@ -92,8 +99,8 @@ def retrieval_summary(rows: list[dict], model_before: str | None, model_after: s
                 "retrieval_target": f"last model >= {TARGET_VS_POPULARITY}x popularity and > item-kNN "
                                     f"(PIT {HEADLINE}): {'MET' if met else 'NOT MET'}",
                 "retrieval_target_met": met,
-                f"static_{HEADLINE}_after": get(model_after, f"static_{HEADLINE}"),
-                f"static_{HEADLINE}_popularity": get("popularity", f"static_{HEADLINE}")})
+                f"{STATIC_HEADLINE}_after": get(model_after, STATIC_HEADLINE),
+                f"{STATIC_HEADLINE}_popularity": get("popularity", STATIC_HEADLINE)})
     return out
 
 

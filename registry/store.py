@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from registry.containment import OutsideRoot, contained, inside
-from registry.model_config import MODEL_FORMAT_VERSION, ModelConfig
+from model.config import MODEL_FORMAT_VERSION, ModelConfig
 
 log = logging.getLogger("convcg.training.registry")
 
@@ -84,16 +84,16 @@ class LoadedModel:
     def embed_items(self, catalog: pd.DataFrame, item_features: pd.DataFrame | None = None,
                     batch_size: int = 4096) -> np.ndarray:
         """float32 ``[len(catalog), dim]`` in catalog order: the L2-normalised embedding (and the
-        conversion bias column, see ``registry.model``); ranked by inner product with
+        conversion bias column, see ``model.towers``); ranked by inner product with
         ``embed_queries``."""
-        from registry.inference import embed_items
+        from model.inference import embed_items
 
         return embed_items(self.model, catalog, item_features, batch_size)
 
     def embed_queries(self, queries: list[dict]) -> np.ndarray:
         """float32 ``[len(queries), dim]``. Each dict: ``user_id``, ``surface``, optional
         ``recent_items`` (item ids, newest first) and user feature values by name."""
-        from registry.inference import embed_queries
+        from model.inference import embed_queries
 
         return embed_queries(self.model, queries)
 
@@ -153,7 +153,7 @@ class ModelRegistry:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from registry.model import TwoTowerModel
+        from model.towers import TwoTowerModel
 
         if not folder.is_dir():
             raise RegistryError(f"version {version!r} does not exist in {self.root}")

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from registry.index_artifact import ArtifactError, find_artifact, load_artifact
-from registry.item_tower import ModelLoader
+from registry.serving_model import ModelLoader
 from retrieval.metrics import RetrievalMetrics
 from retrieval.serving import ServingPair, ServingState
 

@@ -306,7 +306,7 @@ def create_app(service: RetrievalService) -> FastAPI:
 def build_service(settings, model_loader=None, feature_source: UserFeatureSource | None = None,
                   metrics: RetrievalMetrics | None = None) -> RetrievalService:
     """Wire a service from settings (registry-backed model loader by default)."""
-    from registry.item_tower import registry_model_loader
+    from registry.serving_model import registry_model_loader
     from retrieval.user_features import user_feature_source
 
     configure_search_threads(settings.search_threads)

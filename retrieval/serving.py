@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from registry.index_artifact import IndexArtifact
-from registry.item_tower import ItemTower, check_vectors
+from registry.serving_model import ServingModel, check_vectors
 
 log = logging.getLogger("convcg.index.serving")
 
@@ -80,7 +80,7 @@ class DeltaItems:
 class ServingPair:
     """One model version and the index built with it; never mutated after creation."""
 
-    model: ItemTower
+    model: ServingModel
     artifact: IndexArtifact
     delta: DeltaItems = field(default_factory=DeltaItems)
     loaded_at: float = field(default_factory=time.time)

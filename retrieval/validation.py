@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from convcg.contract import SURFACES
-from registry.encoding import QUERY_TIME
+from model.encoding import QUERY_TIME
 
 MAX_RECENT_ITEMS = 200
 MAX_ADD_ITEMS = 10_000
@@ -30,7 +30,7 @@ class RetrieveRequest:
     def query(self, user_features: Mapping[str, Any], now: float) -> dict[str, Any]:
         """The query dict for ``embed_queries``: online features, then the request's own fields,
         and the query time (``as_of``, else ``now``) the stored engagement sequence is read as of
-        (``registry.encoding.recent_sequences``: ages = query time - engagement time)."""
+        (``model.encoding.recent_sequences``: ages = query time - engagement time)."""
         q: dict[str, Any] = dict(user_features)
         q.update(user_id=self.user_id, surface=self.surface)
         q[QUERY_TIME] = self.as_of if self.as_of is not None else now

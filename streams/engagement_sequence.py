@@ -1,6 +1,6 @@
 """A user's engagement sequence as the streaming aggregates keep it (pure, no I/O).
 
-The sequence is the one the point-in-time protocol reads (``training.pit_data.Interactions.
+The sequence is the one the point-in-time protocol reads (``training.history.Interactions.
 engagements``): the *first* engagement per (impression, item) (earliest event time, then
 smallest event id), every one of them (an item engaged from two impressions is there twice: no
 dedupe of items), ordered by (ts, item id, impression id), the newest ``last_n`` kept. A later
@@ -8,7 +8,7 @@ engagement of an (impression, item) is left out of the sequence (it still counts
 windows). The aggregators remember each pair's first engagement beside the event ids for the
 dedupe horizon (``engaged_key``), so two engagements of one impression further apart than that
 would both be in it. A reader keeps the entries strictly before its query time
-(``registry.encoding.recent_sequences``).
+(``model.encoding.recent_sequences``).
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def tiny_registry(root, n_items: int = 300, versions: int = 2, build_indexes: bo
     from pathlib import Path
 
     from index_refresher.builder import build_artifact
-    from registry.item_tower import registry_model_loader
+    from registry.serving_model import registry_model_loader
     from tests.helpers_training import train_tiny_model_for_tests
     from training.synthetic import synthetic_catalog
 

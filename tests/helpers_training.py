@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from registry.model_config import ModelConfig, TowerConfig
+from model.config import ModelConfig, TowerConfig
 from registry.store import ModelRegistry
 
 
@@ -25,7 +25,7 @@ def train_tiny_model_for_tests(root: Path | str, catalog: pd.DataFrame, seed: in
     publish it into the registry at ``root``. Returns the version id. For other components'
     tests that need a genuine published version."""
     from training.synthetic import synthetic_labels
-    from training.trainer import train_full
+    from training.trainer.step import train_full
 
     labels = synthetic_labels(catalog, n_users=n_users, n_labels=n_labels, seed=seed)
     result = train_full(labels, catalog, tiny_config(), epochs=2, batch_size=128, seed=seed,

@@ -24,7 +24,7 @@ from index_refresher.refresher import (
     RegistryRefresher,
     RetrievalAdminClient,
 )
-from registry.item_tower import registry_model_loader
+from registry.serving_model import registry_model_loader
 from registry.store import ModelRegistry
 from retrieval.service import build_service, create_app
 from tests.helpers_index import running_server, tiny_registry

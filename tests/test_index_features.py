@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from convcg.metrics_scrape import metric_sum, parse_samples
-from registry.item_tower import registry_model_loader
+from registry.serving_model import registry_model_loader
 from retrieval.service import build_service, create_app
 from retrieval.user_features import (
     HttpUserFeatureSource,

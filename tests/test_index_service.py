@@ -13,7 +13,7 @@ from convcg.metrics_scrape import metric_sum, parse_samples
 from index_refresher.builder import build_from_vectors
 from index_refresher.index_build import IndexParams
 from registry.index_artifact import INDEX_FILE, read_manifest
-from registry.item_tower import registry_model_loader
+from registry.serving_model import registry_model_loader
 from retrieval.service import build_service, create_app
 from tests.helpers_index import tiny_registry
 

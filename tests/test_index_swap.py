@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from registry.item_tower import registry_model_loader
+from registry.serving_model import registry_model_loader
 from retrieval.service import build_service, create_app
 from tests.helpers_index import running_server, tiny_registry
 

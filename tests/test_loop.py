@@ -8,6 +8,7 @@ import pytest
 
 from loop.live import _is_unengaged_slot, serve_negatives
 from loop.up import LoopSettings, run_loop
+from training.evaluation.protocol import HEADLINE
 
 
 def test_only_unengaged_movielens_slots_are_replaced_by_served_items():
@@ -42,10 +43,10 @@ def test_up_runs_the_whole_loop_and_reports(tmp_path):
     assert summary["retriever_feature_source"] == "store"
     assert summary["retriever_feature_reads"] >= summary["retriever_queries"]
     assert summary["retriever_feature_read_failures"] == 0
-    assert 0 <= summary["conversion_recall@100_before"] <= 1 and 0 <= summary["conversion_recall@100_after"] <= 1
+    assert 0 <= summary[f"{HEADLINE}_before"] <= 1 and 0 <= summary[f"{HEADLINE}_after"] <= 1
     # point-in-time headline beside the baselines of the same run, the verdict printed either way
     assert summary["retrieval_queries"]["conversion_queries"] > 0
-    assert 0 < summary["conversion_recall@100_popularity"] <= 1 and 0 < summary["conversion_recall@100_item_knn"] <= 1
+    assert 0 < summary[f"{HEADLINE}_popularity"] <= 1 and 0 < summary[f"{HEADLINE}_item_knn"] <= 1
     assert summary["retrieval_target"].endswith("MET")
     pace = summary["live_pace"]
     assert pace["events"] == 27_000 - 12_000 and abs(pace["achieved_events_per_s"] / 800 - 1) <= 0.10

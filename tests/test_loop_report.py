@@ -10,11 +10,11 @@ from loop.report import evaluate_versions, recall_table, retrieval_summary
 from registry.store import ModelRegistry
 from streams.datasets import EventLog, catalog_from_events, sort_events
 from tests.helpers_training import train_tiny_model_for_tests
-from training.eval_settings import EvalSettings, ProtocolSettings
-from training.model_scoring import model_scorer
-from training.pit_data import interactions_from_log
-from training.pit_protocol import EvaluationSet
-from training.sequence_examples import SequenceFeatures
+from training.evaluation.protocol import HEADLINE, EvaluationSet
+from training.evaluation.scoring import grade, model_scorer
+from training.evaluation.settings import EvalSettings, ProtocolSettings
+from training.history import interactions_from_log
+from training.learn.sequences import SequenceFeatures
 
 ITEMS = ("a", "b", "c", "d", "e")
 SETTINGS = EvalSettings(protocol=ProtocolSettings(ks=(1, 2, 100)))
@@ -54,7 +54,7 @@ def test_report_grades_baselines_and_every_version_on_the_same_point_in_time_que
     assert counts["conversion_queries"] == 3 and counts["engagement_queries"] == 3
     assert counts["conversion_queries_cold_at_split"] == 2  # u7, u8; u9 engaged at 50
     pop = by["popularity"]
-    assert (pop["conversion_recall@1"], pop["conversion_recall@2"], pop["conversion_recall@100"]) == (
+    assert (pop["conversion_recall@1"], pop["conversion_recall@2"], pop[HEADLINE]) == (
         1 / 3, 2 / 3, 1.0)
     assert pop["conversion_recall@1_warm"] == 0.0 and pop["conversion_recall@2_warm"] == 1.0
     # the static protocol's queries are frozen at the split: u9's history is the same here
@@ -64,8 +64,8 @@ def test_report_grades_baselines_and_every_version_on_the_same_point_in_time_que
     # the model is graded like `convcg eval` grades one: its sequence as of each query
     inter = interactions_from_log(EventLog("t", events, catalog))
     model = registry.load(version).model
-    expected = EvaluationSet.build(inter, events[split].ts).evaluate(
-        model_scorer(model, SequenceFeatures(inter, model.config)), SETTINGS.protocol)
+    expected = grade(EvaluationSet.build(inter, events[split].ts),
+                     model_scorer(model, SequenceFeatures(inter, model.config)), SETTINGS.protocol)
     assert by[version]["kind"] == "model"
     assert by[version]["conversion_recall@1"] == pytest.approx(expected["conversion_recall@1"])
     assert by[version]["engagement_recall@2"] == pytest.approx(expected["engagement_recall@2"])
@@ -74,18 +74,18 @@ def test_report_grades_baselines_and_every_version_on_the_same_point_in_time_que
 
 def test_the_target_is_met_only_above_both_bars():
     def rows(after: float, pop: float, knn: float) -> list[dict]:
-        return [{"version": "popularity", "kind": "baseline", "conversion_recall@100": pop},
-                {"version": "item_knn", "kind": "baseline", "conversion_recall@100": knn},
-                {"version": "v1", "kind": "model", "conversion_recall@100": 0.1},
-                {"version": "v2", "kind": "model", "conversion_recall@100": after}]
+        return [{"version": "popularity", "kind": "baseline", HEADLINE: pop},
+                {"version": "item_knn", "kind": "baseline", HEADLINE: knn},
+                {"version": "v1", "kind": "model", HEADLINE: 0.1},
+                {"version": "v2", "kind": "model", HEADLINE: after}]
 
     met = retrieval_summary(rows(0.30, 0.20, 0.25), "v1", "v2")
     assert met["retrieval_target_met"] and "MET" in met["retrieval_target"]
-    assert met["conversion_recall@100_after_vs_popularity"] == pytest.approx(1.5)
-    assert met["conversion_recall@100_before"] == 0.1
+    assert met[f"{HEADLINE}_after_vs_popularity"] == pytest.approx(1.5)
+    assert met[f"{HEADLINE}_before"] == 0.1
     below_pop = retrieval_summary(rows(0.25, 0.20, 0.20), "v1", "v2")  # 1.25x popularity
     below_knn = retrieval_summary(rows(0.30, 0.20, 0.30), "v1", "v2")  # ties item-kNN
     for s in (below_pop, below_knn):
         assert not s["retrieval_target_met"] and "NOT MET" in s["retrieval_target"]
     missing = retrieval_summary(rows(0.30, 0.20, 0.25), "v1", "v9")
-    assert not missing["retrieval_target_met"] and missing["conversion_recall@100_after"] is None
+    assert not missing["retrieval_target_met"] and missing[f"{HEADLINE}_after"] is None

@@ -36,7 +36,7 @@ def _echo_outcome(outcome) -> None:
 @click.option("--epochs", type=int, default=None)
 def train_command(labels_path: str, catalog_path: str | None, registry: str | None, epochs: int | None) -> None:
     """Full training on a label table; publishes a new version into the registry."""
-    from training.pipeline import full_training_step, load_catalog, read_table
+    from training.trainer.publish import full_training_step, load_catalog, read_table
 
     settings = _settings(registry)
     if epochs:
@@ -54,8 +54,8 @@ def train_command(labels_path: str, catalog_path: str | None, registry: str | No
 @click.option("--registry", default=None, help="Registry root (default var/registry).")
 def finetune_command(new_path: str, older_path: str | None, catalog_path: str | None, registry: str | None) -> None:
     """One incremental step from the current version; publishes only if the quality gate passes."""
-    from training.label_store import LabelStore
-    from training.pipeline import finetune_step, load_catalog, read_table
+    from training.trainer.label_store import LabelStore
+    from training.trainer.publish import finetune_step, load_catalog, read_table
 
     settings = _settings(registry)
     new = read_table(new_path)
@@ -78,7 +78,7 @@ def finetune_command(new_path: str, older_path: str | None, catalog_path: str | 
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (0 = none).")
 def trainer_command(bootstrap, topic_prefix, registry, trigger_labels, trigger_seconds, metrics_port) -> None:
     """Consume labels and fine-tune the current model when enough have arrived."""
-    from training.service import TrainerService
+    from training.trainer.service import TrainerService
 
     settings = _settings(registry, bootstrap=bootstrap, topic_prefix=topic_prefix, trigger_labels=trigger_labels,
                          trigger_seconds=trigger_seconds, metrics_port=metrics_port)
@@ -101,14 +101,15 @@ def registry_command() -> None:
 def registry_list(registry: str | None) -> None:
     """Versions, oldest first; * marks the current one."""
     from registry.store import ModelRegistry
+    from training.evaluation.protocol import HEADLINE
 
     reg = ModelRegistry(_settings(registry).registry_root)
     current = reg.current_version()
     for version in reg.versions():
         m = reg.metrics(version)
-        recall = m.get("conversion_recall@100")
+        recall = m.get(HEADLINE)
         shown = f"{recall:.4f}" if isinstance(recall, float) else "-"
-        click.echo(f"{'*' if version == current else ' '} {version}  conversion_recall@100={shown}  "
+        click.echo(f"{'*' if version == current else ' '} {version}  {HEADLINE}={shown}  "
                    f"mode={reg.data_range(version).get('mode', '?')}")
 
 

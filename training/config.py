@@ -4,7 +4,7 @@
 * ``TrainingSettings``: the operator's settings (paths, trainer service triggers, quality
   gate), read from ``CONVCG_TRAINING_*`` environment variables with embedded defaults.
 
-The model's own architecture and loss (``ModelConfig``) live in :mod:`registry.model_config`,
+The model's own architecture and loss (``ModelConfig``) live in :mod:`model.config`,
 beside the checkpoints they rebuild.
 """
 
@@ -16,38 +16,10 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from convcg.contract import RECENT_SEQUENCE_LENGTH
 from convcg.dedupe import DEFAULT_HORIZON_S
 from convcg.kafka_settings import KafkaSettings
-from registry.model_config import LossConfig, ModelConfig, SequenceConfig
-
-
-def retriever_config(**overrides) -> ModelConfig:
-    """The conversion retriever: causal self-attention over the newest 20 of the last 200
-    engagements (time-gap embeddings, dwell) beside the mean of all 200 (long-term taste), the
-    sequence reading the item tower's item table, parallel DCNv2 + MLP towers, unified
-    multi-task head, softmax over the whole catalog minus the user's history, every other loss
-    lever on, the engagement task weighted 2 (0.5, 1, 2, 4 tried, seed 0: best validation epoch
-    0.678, 0.687, 0.695, 0.694; test 0.652, 0.663, 0.660, 0.665), softmax temperature 0.1
-    (0.03, 0.05, 0.1 tried: validation 0.698, 0.690, 0.700; an embedding of 128 instead of 64
-    dims: 0.708 alone, 0.710 with temperature 0.1, but the same test figure over 3 seeds as
-    temperature 0.1 alone, at twice the index size), a learned per-item bias on the conversion
-    logits (seeds 0-2, no refit: best validation epoch 0.7069 / 0.7082 / 0.7029 against 0.6995 /
-    0.7035 / 0.6955 without). Chosen on the validation slice (docs/pit_eval.md, "How the
-    retriever was chosen")."""
-    base = dict(id_dim=32, item_buckets=20_000, recent_items=200, conversion_item_bias=True,
-                sequence=SequenceConfig(encoder="attention", attention_items=20, long_term_pooling=True,
-                                        share_item_embeddings=True, dropout=0.2),
-                loss=LossConfig(negatives="catalog", mask_history=True, engagement_weight=2.0, temperature=0.1))
-    base.update(overrides)
-    return ModelConfig(**base)
-
-
-def online_model_config() -> ModelConfig:
-    """The online trainer's model: the conversion retriever over the sequence the streaming
-    aggregates keep (``RECENT_SEQUENCE_LENGTH`` engagements), so it is served the history it was
-    trained on."""
-    return retriever_config(recent_items=RECENT_SEQUENCE_LENGTH)
+from model.config import ModelConfig
+from training.learn.recipes import online_model_config
 
 
 class OptimConfig(BaseModel):
@@ -116,7 +88,7 @@ class TrainingSettings(BaseSettings):
     #: start is not fine-tuned forever; None: fine-tune only
     retrain_growth: float | None = Field(2.0, ge=1.0)
     #: the trainer service retrains from scratch in a worker process while it goes on
-    #: fine-tuning the serving model (``training.background_retrain``); False: inside the step
+    #: fine-tuning the serving model (``training.trainer.background_retrain``); False: inside the step
     retrain_in_background: bool = True
     #: added to the ``convcg trainer`` process's nice value: its fine-tunes yield the cores to
     #: the streams, whose freshness is measured in milliseconds (a step's in seconds)
@@ -141,12 +113,12 @@ class TrainingSettings(BaseSettings):
     gate_k: int = Field(100, ge=1)
     #: when a training row's query is asked (its sequence as of then): ``impression`` (when it
     #: was served) or ``engagement`` (its first engagement if any, else the impression: when
-    #: the point-in-time evaluation asks; see ``training.sequence_examples.query_times``)
+    #: the point-in-time evaluation asks; see ``training.learn.rows.row_query_times``)
     query_time: Literal["impression", "engagement"] = "engagement"
 
     model: ModelConfig = Field(default_factory=online_model_config)
     #: trainings from scratch (the first model, retrains): ``convcg eval``'s recipe
-    #: (``sequence_trainer.ConvergenceConfig``: batch 256, 1e-2 with 100 warm-up steps, x0.8 per
+    #: (``training.evaluation.convergence.ConvergenceConfig``: batch 256, 1e-2 with 100 warm-up steps, x0.8 per
     #: epoch, a quarter of the negatives) for the 3-4 epochs its early stopping picks on ML-100k.
     #: Replaying the trainer's steps on the whole log (``bench.trainer_replay --limit 0``,
     #: 2026-12-03) gave 0.6235 with it vs 0.6131 with 3 epochs of batch 512 at 3e-3 and every

@@ -123,7 +123,7 @@ def publish_untrained_model(root: Path, config, seed: int = 0) -> str:
     at ``root`` and make it current; untrained weights cost the same to run as trained ones."""
     import torch
 
-    from registry.model import TwoTowerModel
+    from model.towers import TwoTowerModel
     from registry.store import ModelRegistry
 
     torch.manual_seed(seed)

@@ -1,4 +1,4 @@
-"""Shared helpers of the training benchmarks and the MovieLens-100k evaluation.
+"""Shared helpers of the training benchmarks on MovieLens-100k.
 
 MovieLens-100k events come from ``streams.datasets.load_log`` and are labelled by the exact
 streaming rules run offline (``streams.label_join.compute_labels``).
@@ -13,12 +13,14 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from registry.model import TwoTowerModel
-from registry.model_config import ModelConfig
+from model.config import ModelConfig
+from model.towers import TwoTowerModel
 from training.config import OptimConfig
-from training.evaluation import evaluate_model
-from training.examples import replay_sample, time_split
-from training.trainer import FitStats, fit, training_examples
+from training.evaluation.heldout import heldout_evaluation, heldout_metrics
+from training.evaluation.protocol import HEADLINE
+from training.learn.examples import replay_sample, time_split
+from training.learn.fit import FitStats, fit
+from training.learn.rows import training_set
 
 THREADS = 2  # as the brief asks; on a busy machine 1 is far faster (see OptimConfig.threads)
 ML100K = "movielens-100k"
@@ -59,9 +61,9 @@ def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, catalog: pd.Data
     torch.manual_seed(optim.seed)
     model = TwoTowerModel(config)
     rows = train if train_filter is None else train_filter(train)
-    stats = fit(model, training_examples(rows, rows, catalog, config, "engagement"), optim, show_progress=True,
+    stats = fit(model, training_set(rows, rows, catalog, config, "engagement"), optim, show_progress=True,
                 desc=desc)
-    return Trained(model, stats, evaluate_model(model, train, test, catalog))
+    return Trained(model, stats, heldout_metrics(model, heldout_evaluation(train, test, catalog), catalog))
 
 
 @dataclass
@@ -74,7 +76,7 @@ class IncrementalComparison:
 
     @property
     def recall_ratio(self) -> float:
-        return self.incremental.metrics["conversion_recall@100"] / self.full.metrics["conversion_recall@100"]
+        return self.incremental.metrics[HEADLINE] / self.full.metrics[HEADLINE]
 
     @property
     def compute_ratio_examples(self) -> float:
@@ -100,7 +102,7 @@ def incremental_vs_full(labels: pd.DataFrame, catalog: pd.DataFrame, config: Mod
     replay = replay_sample(older, int(len(new) * replay_ratio), seed=optim.seed)
     model = copy.deepcopy(base.model)
     ft_optim = optim.model_copy(update={"epochs": finetune_epochs, "learning_rate": finetune_lr})
-    stats = fit(model, training_examples(pd.concat([new, replay]), history, catalog, config, "engagement"), ft_optim,
+    stats = fit(model, training_set(pd.concat([new, replay]), history, catalog, config, "engagement"), ft_optim,
                 show_progress=True, desc="incremental")
-    incremental = Trained(model, stats, evaluate_model(model, history, test, catalog))
+    incremental = Trained(model, stats, heldout_metrics(model, heldout_evaluation(history, test, catalog), catalog))
     return IncrementalComparison(full, incremental, base.stats.seconds, len(new), len(replay))

@@ -53,6 +53,11 @@ def test_up_runs_the_whole_loop_and_reports(tmp_path):
     fresh = summary["feature_freshness_seconds"]
     assert fresh["count"] > 50 and 0 < fresh["p50"] <= fresh["p99"] <= fresh["max"]
     assert summary["label_freshness_seconds"]["count"] > 0 and summary["model_freshness_seconds"]["count"] > 0
+    # model freshness cut into its legs, read from the versions' step starts and index artifacts
+    parts = summary["model_freshness_seconds"]["parts"]
+    assert parts["train_and_gate"]["count"] > 0 and parts["train_and_gate"]["p50"] > 0
+    assert all(p["count"] == parts["train_and_gate"]["count"] and p["p50"] >= 0 for p in parts.values())
+    assert "Where model freshness goes" in (tmp_path / "report.md").read_text()
     assert "event in Kafka -> visible in an online lookup" in (tmp_path / "report.md").read_text()
     assert "| PIT conv R@100 |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "report.md").exists() and (tmp_path / "recall_over_versions.png").exists()

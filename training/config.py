@@ -71,6 +71,11 @@ class TrainingSettings(BaseSettings):
     #: trainer behind the stream catches up in one step instead of one ``trigger_labels`` slice
     #: per step (each step pays the gate, the publish and an index refresh)
     max_step_labels: int = Field(100_000, ge=1)
+    #: stored labels the service keeps in memory (the newest by label time): the replay pool of
+    #: fine-tunes and the data of a retrain; the label store on disk keeps every one
+    max_labels_in_memory: int = Field(2_000_000, ge=1)
+    #: the versions plot is redrawn at most this often (it is off the path to a served model)
+    plot_interval_s: float = Field(60.0, ge=0.0)
     trigger_seconds: float = Field(3600.0, gt=0)
     #: labels needed before the first full training when the registry is empty
     min_labels_first_train: int = Field(200, ge=1)
@@ -90,6 +95,9 @@ class TrainingSettings(BaseSettings):
     #: the trainer service retrains from scratch in a worker process while it goes on
     #: fine-tuning the serving model (``training.trainer.background_retrain``); False: inside the step
     retrain_in_background: bool = True
+    #: rounds of fine-tuning a finished background retrain does in its worker on the labels
+    #: stored since its snapshot, until at most ``trigger_labels`` are left for the collecting step
+    retrain_catch_up_rounds: int = Field(3, ge=0)
     #: added to the ``convcg trainer`` process's nice value: its fine-tunes yield the cores to
     #: the streams, whose freshness is measured in milliseconds (a step's in seconds)
     trainer_niceness: int = Field(5, ge=0, le=19)
@@ -108,8 +116,10 @@ class TrainingSettings(BaseSettings):
     finetune_epochs: int = Field(1, ge=1)
     finetune_learning_rate: float = Field(1e-3, gt=0)
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    #: publish only if candidate recall >= serving recall - gate_tolerance (absolute)
-    gate_tolerance: float = Field(0.01, ge=0.0)
+    #: refuse a candidate only if the 95% interval of its paired recall difference to the serving
+    #: model lies wholly below -gate_tolerance (``training.trainer.gate``): 0 refuses any
+    #: candidate shown worse on the held-out queries
+    gate_tolerance: float = Field(0.0, ge=0.0)
     gate_k: int = Field(100, ge=1)
     #: when a training row's query is asked (its sequence as of then): ``impression`` (when it
     #: was served) or ``engagement`` (its first engagement if any, else the impression: when

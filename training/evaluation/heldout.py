@@ -24,7 +24,7 @@ from training.evaluation.protocol import (
     Queries,
     queries_name,
 )
-from training.evaluation.scoring import grade, model_scorer
+from training.evaluation.scoring import Ranks, grade_with_ranks, model_scorer
 from training.evaluation.settings import ProtocolSettings
 from training.history import (
     HistoryIndex,
@@ -79,20 +79,32 @@ def heldout_evaluation(history: pd.DataFrame, heldout: pd.DataFrame,
     return EvaluationSet(inter, cut, np.inf, queries, HistoryIndex(inter))
 
 
-def model_metrics(model, evaluation: EvaluationSet, catalog: pd.DataFrame | None,
-                  ks: tuple[int, ...], batch_size: int = 1024) -> dict[str, float]:
+def model_metrics_and_ranks(model, evaluation: EvaluationSet, catalog: pd.DataFrame | None,
+                            ks: tuple[int, ...], batch_size: int = 1024) -> tuple[dict[str, float], Ranks]:
     """Recall@``ks`` of ``model`` on ``evaluation`` (``scoring.grade``: each task and protocol,
-    all / cold / warm users)."""
+    all / cold / warm users), and each query's rank (for a paired comparison)."""
     scorer = model_scorer(model, SequenceFeatures(evaluation.inter, model.config),
                           item_frame(evaluation.inter, catalog))
-    return grade(evaluation, scorer, ProtocolSettings(ks=ks, batch_size=batch_size))
+    return grade_with_ranks(evaluation, scorer, ProtocolSettings(ks=ks, batch_size=batch_size))
+
+
+def model_metrics(model, evaluation: EvaluationSet, catalog: pd.DataFrame | None,
+                  ks: tuple[int, ...], batch_size: int = 1024) -> dict[str, float]:
+    """``model_metrics_and_ranks``' figures."""
+    return model_metrics_and_ranks(model, evaluation, catalog, ks, batch_size)[0]
+
+
+def heldout_metrics_and_ranks(model, evaluation: EvaluationSet, catalog: pd.DataFrame | None,
+                              k: int = HEADLINE_K) -> tuple[dict[str, float], Ranks]:
+    """What the gate compares and the registry keeps: ``model_metrics`` at ``k`` and
+    ``HELDOUT_KS``, and the number of point-in-time queries of each task; with the ranks."""
+    out, ranks = model_metrics_and_ranks(model, evaluation, catalog, tuple(sorted({k, *HELDOUT_KS})))
+    out.update({queries_name(task): float(len(q)) for (task, protocol), q in evaluation.queries.items()
+                if protocol == POINT_IN_TIME})
+    return out, ranks
 
 
 def heldout_metrics(model, evaluation: EvaluationSet, catalog: pd.DataFrame | None,
                     k: int = HEADLINE_K) -> dict[str, float]:
-    """What the gate compares and the registry keeps: ``model_metrics`` at ``k`` and
-    ``HELDOUT_KS``, and the number of point-in-time queries of each task."""
-    out = model_metrics(model, evaluation, catalog, tuple(sorted({k, *HELDOUT_KS})))
-    out.update({queries_name(task): float(len(q)) for (task, protocol), q in evaluation.queries.items()
-                if protocol == POINT_IN_TIME})
-    return out
+    """``heldout_metrics_and_ranks``' figures."""
+    return heldout_metrics_and_ranks(model, evaluation, catalog, k)[0]

@@ -5,11 +5,16 @@ inside the trainer's step it stops every fine-tune for that long, and the labels
 meanwhile wait for it (model freshness). ``BackgroundRetrain`` runs that training in one
 worker process (``spawn``: its own torch and interpreter, so it neither holds the trainer's GIL
 nor shares torch's process-wide settings; niced by ``retrain_niceness``) on a snapshot of the
-labels, while the trainer keeps consuming and fine-tuning the serving model. The trainer collects the result at a later step:
-the candidate was gated in the worker against the model that served when it started, on the
-snapshot's held-out slice (which that model had not trained on either), and is published only
-if it passed; the next fine-tune then brings it up to date on every label stored since the
-snapshot (``catch_up_labels``).
+labels, while the trainer keeps consuming and fine-tuning the serving model.
+
+A retrain that passed its gate in the worker (against the model that served when it started, on
+the snapshot's held-out slice) then catches up in the worker too: it is fine-tuned on the labels
+stored since its snapshot, read from the label store, until fewer than ``trigger_labels`` are
+left (at most ``retrain_catch_up_rounds`` rounds). Without this, the step that collected it
+fine-tuned it on every label of its minutes in the background at once, the longest step of a
+run, and every label waiting behind it was that much later in a served model. The trainer
+collects it at a later step, fine-tunes it on what is left (``catch_up_labels``) and publishes it
+only if it is not worse than the version serving then (``training.trainer.gate``).
 
 The worker's answer is pickled by this module (tensors copied into bytes), not sent through
 torch's shared-memory reductions, so a result outlives the worker that made it.
@@ -38,14 +43,19 @@ class RetrainJob:
     base_version: str
     snapshot_label_ids: frozenset
     started: float
+    started_wall: float = 0.0
 
 
 @dataclass
 class FinishedRetrain:
     job: RetrainJob
-    #: ``training.trainer.step.FinetuneResult`` of the retrain (its ``heldout`` not trained on)
+    #: ``training.trainer.step.FinetuneResult`` of the retrain (its ``heldout`` not trained on);
+    #: its model is the caught-up one
     result: object
     seconds: float
+    #: every label the caught-up model was trained on
+    trained_label_ids: frozenset = frozenset()
+    catch_up_rounds: int = 0
 
 
 def _lower_priority(niceness: int) -> None:
@@ -57,13 +67,46 @@ def _lower_priority(niceness: int) -> None:
 
 def _retrain_worker(settings: TrainingSettings, serving_bytes: bytes, fresh: pd.DataFrame, older: pd.DataFrame,
                     catalog: pd.DataFrame | None, base_version: str) -> bytes:
-    """In the worker process: ``finetune(..., from_scratch=True)``; the result pickled."""
+    """In the worker process: ``finetune(..., from_scratch=True)``, then ``catch_up`` if it passed
+    its gate; (result, trained label ids, catch-up rounds) pickled."""
     from training.trainer.step import finetune
 
     serving = pickle.loads(serving_bytes)
     result = finetune(serving, fresh, older, catalog, settings, show_progress=False, base_version=base_version,
                       from_scratch=True)
-    return pickle.dumps(result)
+    trained = set(pd.concat([fresh["label_id"], older["label_id"]])) - set(result.heldout["label_id"])
+    rounds = 0
+    if result.passed:
+        result.model, trained, rounds = catch_up(result.model, trained, settings, base_version)
+    return pickle.dumps((result, frozenset(trained), rounds))
+
+
+def catch_up(model, trained: set, settings: TrainingSettings, base_version: str):
+    """Fine-tune ``model`` on the stored labels it was not trained on until at most
+    ``trigger_labels`` are left or ``retrain_catch_up_rounds`` rounds ran: (model, trained
+    label ids, rounds)."""
+    from training.learn.examples import full_catalog
+    from training.trainer.label_store import LabelStore
+    from training.trainer.publish import load_catalog
+    from training.trainer.step import finetune
+
+    store = LabelStore(settings.label_store)
+    for rounds in range(settings.retrain_catch_up_rounds):
+        everything = store.load()
+        if not len(everything):
+            return model, trained, rounds
+        fresh = everything[~everything["label_id"].isin(trained)]
+        if len(fresh) <= settings.trigger_labels:
+            return model, trained, rounds
+        older = everything[everything["label_id"].isin(trained)]
+        catalog = load_catalog(settings)
+        catalog = full_catalog(catalog, everything) if catalog is not None else None
+        step = finetune(model, fresh, older, catalog, settings, show_progress=False, base_version=base_version)
+        model = step.model
+        trained = trained | (set(fresh["label_id"]) - set(step.heldout["label_id"]))
+        log.info("background retrain caught up on %d labels stored since its snapshot (round %d)",
+                 len(fresh) - len(step.heldout), rounds + 1)
+    return model, trained, settings.retrain_catch_up_rounds
 
 
 class BackgroundRetrain:
@@ -92,7 +135,7 @@ class BackgroundRetrain:
             self._pool = multiprocessing.get_context("spawn").Pool(
                 1, initializer=_lower_priority, initargs=(self.settings.retrain_niceness,))
         self.job = RetrainJob(base_version, frozenset(pd.concat([fresh["label_id"], older["label_id"]])),
-                              time.monotonic())
+                              time.monotonic(), time.time())
         self._pending = self._pool.apply_async(_retrain_worker, (self.settings, pickle.dumps(serving_model), fresh,
                                                                  older, catalog, base_version))
         log.info("retraining from scratch in the background on %d labels (serving %s)",
@@ -108,12 +151,12 @@ class BackgroundRetrain:
         self.job, self._pending = None, None
         seconds = time.monotonic() - job.started
         try:
-            result = pickle.loads(pending.get())
+            result, trained, rounds = pickle.loads(pending.get())
         except Exception:
             log.exception("the background retrain from %s failed after %.0f s; fine-tuning goes on",
                           job.base_version, seconds)
             return None
-        return FinishedRetrain(job, result, seconds)
+        return FinishedRetrain(job, result, seconds, trained, rounds)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the running retrain finishes (at most ``timeout`` s); True if one is ready."""
@@ -132,10 +175,10 @@ class BackgroundRetrain:
 
 
 def catch_up_labels(finished: FinishedRetrain, everything: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(fresh, older) of the fine-tune that follows a published retrain: fresh = the retrain's
-    held-out slice plus every label stored after its snapshot; older = the rest."""
-    heldout = finished.result.heldout
-    after = ~everything["label_id"].isin(finished.job.snapshot_label_ids)
-    fresh = pd.concat([heldout, everything[after]], ignore_index=True).drop_duplicates("label_id")
-    older = everything[~everything["label_id"].isin(fresh["label_id"])]
-    return fresh, older
+    """(fresh, older) of the fine-tune that collects a retrain: fresh = every stored label its
+    caught-up model was not trained on (its last held-out slice, and what arrived since);
+    older = the rest."""
+    trained = finished.trained_label_ids or (finished.job.snapshot_label_ids
+                                             - frozenset(finished.result.heldout["label_id"]))
+    fresh = everything[~everything["label_id"].isin(trained)]
+    return fresh, everything[everything["label_id"].isin(trained)]

@@ -44,22 +44,33 @@ def load_catalog(settings: TrainingSettings) -> pd.DataFrame | None:
 
 
 def full_training_step(settings: TrainingSettings, labels: pd.DataFrame, catalog: pd.DataFrame | None,
-                       show_progress: bool = True) -> StepOutcome:
+                       show_progress: bool = True, step_started_at: float | None = None,
+                       plot: bool = True) -> StepOutcome:
+    """Train the first model on ``labels`` and publish it. ``step_started_at``: the wall time the
+    step took its labels, kept in the version's data range (the report's model-freshness legs);
+    ``plot``: redraw the versions plot now (the trainer service draws it on its own schedule)."""
     validate_labels(labels)
     result = train_full(labels, catalog, settings.model, optim=settings.optim,
                         holdout_fraction=settings.holdout_fraction, show_progress=show_progress,
                         gate_k=settings.gate_k, query_time=settings.query_time,
                         negative_share=settings.scratch_negative_share)
     registry = ModelRegistry(settings.registry_root)
-    version = registry.publish(result.model, result.model.config, result.metrics, result.data_range)
-    plot_versions(registry)
+    version = registry.publish(result.model, result.model.config, result.metrics,
+                               _with_step_start(result.data_range, step_started_at))
+    if plot:
+        plot_versions(registry)
     return StepOutcome(version, "full training", result.metrics)
 
 
+def _with_step_start(data_range: dict, step_started_at: float | None) -> dict:
+    return data_range if step_started_at is None else {**data_range, "step_started_at": step_started_at}
+
+
 def finetune_step(settings: TrainingSettings, new_labels: pd.DataFrame, older_labels: pd.DataFrame,
-                  catalog: pd.DataFrame | None, show_progress: bool = True, from_scratch: bool = False) -> StepOutcome:
+                  catalog: pd.DataFrame | None, show_progress: bool = True, from_scratch: bool = False,
+                  step_started_at: float | None = None, plot: bool = True) -> StepOutcome:
     """Fine-tune the current version (or train the configured model anew, ``from_scratch``); publish
-    only if the quality gate passes."""
+    only if the quality gate passes (``step_started_at``, ``plot``: as ``full_training_step``)."""
     validate_labels(new_labels)
     registry = ModelRegistry(settings.registry_root)
     serving = registry.load()
@@ -67,10 +78,11 @@ def finetune_step(settings: TrainingSettings, new_labels: pd.DataFrame, older_la
         validate_labels(older_labels)
     result = finetune(serving.model, new_labels, older_labels, catalog, settings, show_progress,
                       base_version=serving.version, from_scratch=from_scratch)
-    return publish_result(settings, result, serving.version)
+    return publish_result(settings, result, serving.version, step_started_at, plot)
 
 
-def publish_result(settings: TrainingSettings, result: FinetuneResult, base_version: str) -> StepOutcome:
+def publish_result(settings: TrainingSettings, result: FinetuneResult, base_version: str,
+                   step_started_at: float | None = None, plot: bool = True) -> StepOutcome:
     """Publish a fine-tune's (or retrain's) candidate if its quality gate passed."""
     metrics = dict(result.candidate_metrics, gate_passed=result.passed, gate_reason=result.reason,
                    serving_metrics=result.serving_metrics, base_version=base_version)
@@ -78,8 +90,10 @@ def publish_result(settings: TrainingSettings, result: FinetuneResult, base_vers
         log.warning("candidate from %s not published: %s", base_version, result.reason)
         return StepOutcome(None, result.reason, metrics, result.heldout)
     registry = ModelRegistry(settings.registry_root)
-    version = registry.publish(result.model, result.model.config, metrics, result.data_range)
-    plot_versions(registry)
+    version = registry.publish(result.model, result.model.config, metrics,
+                               _with_step_start(result.data_range, step_started_at))
+    if plot:
+        plot_versions(registry)
     return StepOutcome(version, result.reason, metrics, result.heldout)
 
 

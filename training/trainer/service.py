@@ -11,8 +11,12 @@
   step of the current version, published only if the quality gate passes. The held-out slice
   of a step is trained on in the next one. Offsets are committed after the labels are stored.
 * When a retrain from scratch is due (``retrain_growth``) it runs in a worker process
-  (``training.trainer.background_retrain``) while the steps go on fine-tuning; the step after it
-  finishes publishes it if its gate passed and fine-tunes it on the labels stored meanwhile.
+  (``training.trainer.background_retrain``), and catches up there, while the steps go on
+  fine-tuning; the step after it finishes fine-tunes it on the labels left and publishes it if
+  it is not worse than the version serving then (``training.trainer.gate``).
+* The stored labels are read from disk once; each step appends its new ones in memory, keeping
+  the newest ``max_labels_in_memory``. The versions plot is redrawn at most every
+  ``plot_interval_s``, off the path from a label to a served model.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from training.trainer.background_retrain import (
     catch_up_labels,
 )
 from training.trainer.label_store import LabelStore
+from training.trainer.plots import plot_versions
 from training.trainer.publish import (
     StepOutcome,
     finetune_step,
@@ -51,6 +56,7 @@ from training.trainer.publish import (
     publish_result,
     retrain_due,
 )
+from training.trainer.step import finetune
 
 log = logging.getLogger("convcg.training.service")
 POLL_MS = 500
@@ -94,6 +100,11 @@ class TrainerService:
         #: labels stored at the last training from scratch (published or not)
         self.at_last_scratch = labels_at_last_scratch_training(self.registry)
         self.last_step = time.monotonic()
+        #: wall time the due step began taking its labels (kept in each version's data range)
+        self.step_started_wall: float | None = None
+        self.last_plot = -float("inf")
+        self._labels: pd.DataFrame | None = None  # the stored labels, newest max_labels_in_memory
+        self.stored_count = 0  # every label stored, kept in memory or not
         self.outcomes: list[StepOutcome] = []
         self.retrainer = BackgroundRetrain(settings) if settings.retrain_in_background else None
         self._consumer = None
@@ -204,7 +215,23 @@ class TrainerService:
         finally:
             self.metrics.stepping.set(0)
 
+    def _stored_labels(self, new: pd.DataFrame) -> pd.DataFrame:
+        """Every stored label (the newest ``max_labels_in_memory``), ``new`` included: read
+        from disk once, then appended to."""
+        if self._labels is None:
+            self._labels = self.store.load()
+            self.stored_count = len(self._labels)
+        else:
+            self._labels = pd.concat([self._labels, new], ignore_index=True) if len(new) else self._labels
+            self.stored_count += len(new)
+        cap = self.settings.max_labels_in_memory
+        if len(self._labels) > cap:
+            self._labels = self._labels.sort_values("label_ts", kind="stable").iloc[-cap:].reset_index(drop=True)
+        return self._labels
+
     def _step(self) -> StepOutcome | None:
+        started_wall = self.step_started_wall or time.time()
+        self.step_started_wall = None
         new = pd.DataFrame(self.pending, columns=list(LABEL_FIELDS))
         self.store.append(new)
         if self.settings.consumer_group and self._consumer is not None:
@@ -212,7 +239,7 @@ class TrainerService:
         self.pending = []
         self.last_step = time.monotonic()
         self.metrics.pending.set(0)
-        everything = self.store.load()
+        everything = self._stored_labels(new)
         catalog = load_catalog(self.settings)
         catalog = full_catalog(catalog, everything) if catalog is not None else None
         started = time.perf_counter()
@@ -222,49 +249,68 @@ class TrainerService:
                          self.settings.min_labels_first_train)
                 self.metrics.steps.labels(outcome="waiting").inc()
                 return None
-            outcome = full_training_step(self.settings, everything, catalog, self.show_progress)
+            outcome = full_training_step(self.settings, everything, catalog, self.show_progress,
+                                         step_started_at=started_wall, plot=False)
             self.carried = pd.DataFrame()
-            self.at_last_scratch = len(everything)
+            self.at_last_scratch = self.stored_count
             return self._record(outcome, started)
         fresh = pd.concat([self.carried, new], ignore_index=True) if len(self.carried) else new
         older = everything[~everything["label_id"].isin(fresh["label_id"])]
         finished = self.retrainer.poll() if self.retrainer is not None else None
         if finished is not None:
             self.metrics.retraining.set(0)
-            retrained = self._record(self._publish_retrain(finished), started)
-            if retrained.published:
-                fresh, older = catch_up_labels(finished, everything)
-            if not len(fresh):
-                return retrained
-            started = time.perf_counter()
+            collected = self._collect_retrain(finished, everything, catalog, started_wall)
+            if collected is not None:
+                self.carried = collected.heldout if collected.heldout is not None else pd.DataFrame()
+                return self._record(collected, started)
         # one retrain at a time: while one runs, a due one waits for a later step
         running = self.retrainer is not None and self.retrainer.running
-        scratch = not running and retrain_due(self.settings, len(everything), self.at_last_scratch)
+        scratch = not running and retrain_due(self.settings, self.stored_count, self.at_last_scratch)
         if scratch:
             log.info("%d labels stored, %.1fx the %d of the last model trained from scratch: retraining%s",
-                     len(everything), len(everything) / max(self.at_last_scratch, 1), self.at_last_scratch,
+                     self.stored_count, self.stored_count / max(self.at_last_scratch, 1), self.at_last_scratch,
                      " in the background" if self.retrainer is not None else "")
-            self.at_last_scratch = len(everything)
+            self.at_last_scratch = self.stored_count
             if self.retrainer is not None:
                 serving = self.registry.load()
                 self.retrainer.start(serving.model, serving.version, fresh, older, catalog)
                 self.metrics.retraining.set(1)
                 scratch = False  # this step fine-tunes as usual
-        outcome = finetune_step(self.settings, fresh, older, catalog, self.show_progress, from_scratch=scratch)
+        outcome = finetune_step(self.settings, fresh, older, catalog, self.show_progress, from_scratch=scratch,
+                                step_started_at=started_wall, plot=False)
         self.carried = outcome.heldout if outcome.heldout is not None else pd.DataFrame()
         return self._record(outcome, started)
 
-    def _publish_retrain(self, finished: FinishedRetrain) -> StepOutcome:
-        """Publish a finished background retrain if its gate passed (``publish.publish_result``)."""
-        log.info("background retrain from %s finished in %.0f s: %s", finished.job.base_version, finished.seconds,
-                 finished.result.reason)
-        return publish_result(self.settings, finished.result, finished.job.base_version)
+    def _collect_retrain(self, finished: FinishedRetrain, everything: pd.DataFrame, catalog,
+                         started_wall: float) -> StepOutcome | None:
+        """A finished background retrain (caught up in its worker) is fine-tuned on the labels it
+        has not seen and published if it is not worse than the version serving now; None if it
+        failed its own gate or has nothing left to be judged on (this step fine-tunes as usual)."""
+        log.info("background retrain from %s finished in %.0f s (%d catch-up rounds): %s",
+                 finished.job.base_version, finished.seconds, finished.catch_up_rounds, finished.result.reason)
+        if not finished.result.passed:
+            self.metrics.steps.labels(outcome="rejected").inc()
+            return None
+        fresh, older = catch_up_labels(finished, everything)
+        if not len(fresh):
+            return None
+        serving = self.registry.load()
+        result = finetune(finished.result.model, fresh, older, catalog, self.settings, self.show_progress,
+                          base_version=serving.version, gate_against=serving.model)
+        result.data_range = {**result.data_range, "mode": "retrain", "retrain_base_version": finished.job.base_version,
+                             "stored_labels": len(finished.job.snapshot_label_ids),
+                             "retrain_seconds": round(finished.seconds, 1),
+                             "catch_up_rounds": finished.catch_up_rounds}
+        return publish_result(self.settings, result, serving.version, started_wall, plot=False)
 
     def _record(self, outcome: StepOutcome, started: float) -> StepOutcome:
         self.metrics.step_seconds.observe(time.perf_counter() - started)
         self.metrics.steps.labels(outcome="published" if outcome.published else "rejected").inc()
         self.outcomes.append(outcome)
         log.info("training step: %s (%s)", outcome.published or "not published", outcome.reason)
+        if outcome.published and time.monotonic() - self.last_plot >= self.settings.plot_interval_s:
+            plot_versions(self.registry)
+            self.last_plot = time.monotonic()
         return outcome
 
     def run(self, stop: threading.Event | None = None, max_steps: int | None = None) -> None:
@@ -277,6 +323,7 @@ class TrainerService:
             while not stop.is_set():
                 self.poll_once()
                 if self.due():
+                    self.step_started_wall = time.time()
                     self.take_waiting_labels()
                     self.step()
                     steps += 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -19,8 +18,8 @@ import torch
 from model.config import ModelConfig
 from model.towers import TwoTowerModel
 from training.config import OptimConfig, TrainingSettings
-from training.evaluation.heldout import heldout_evaluation, heldout_metrics
-from training.evaluation.protocol import HEADLINE_K, TASKS, metric_name
+from training.evaluation.heldout import heldout_evaluation, heldout_metrics, heldout_metrics_and_ranks
+from training.evaluation.protocol import HEADLINE_K
 from training.learn.examples import (
     feature_columns,
     replay_sample,
@@ -29,6 +28,7 @@ from training.learn.examples import (
 )
 from training.learn.fit import FitStats, fit
 from training.learn.rows import training_set
+from training.trainer.gate import judge
 
 log = logging.getLogger("convcg.training.trainer")
 
@@ -105,33 +105,20 @@ class FinetuneResult:
     heldout: pd.DataFrame
 
 
-def gate_decision(candidate: dict, serving: dict, tolerance: float, k: int) -> tuple[bool, str, str]:
-    """Pass if the candidate's point-in-time recall@k on the held-out slice is not worse than
-    the serving model's beyond ``tolerance`` (conversion recall if the slice has
-    conversions, else engagement)."""
-    for task in TASKS:
-        name = metric_name(task, k)
-        cand, serv = candidate.get(name, math.nan), serving.get(name, math.nan)
-        if math.isnan(cand):
-            continue
-        if math.isnan(serv):
-            return True, name, f"{name}={cand:.4f}; serving model has no value"
-        ok = cand >= serv - tolerance
-        verdict = "passes" if ok else "fails"
-        return ok, name, f"{verdict}: {name} candidate {cand:.4f} vs serving {serv:.4f} (tolerance {tolerance})"
-    return False, "", "held-out slice has no positives: the gate cannot judge, not publishing"
-
-
 def finetune(serving: TwoTowerModel, new_labels: pd.DataFrame, older_labels: pd.DataFrame,
              catalog: pd.DataFrame | None, settings: TrainingSettings, show_progress: bool = True,
-             base_version: str | None = None, from_scratch: bool = False) -> FinetuneResult:
+             base_version: str | None = None, from_scratch: bool = False,
+             gate_against: TwoTowerModel | None = None) -> FinetuneResult:
     """One incremental step: copy the serving model, train it on the new labels (minus the
     most recent held-out slice) plus a replay sample of older labels, then compare both
     models on the held-out slice under the point-in-time protocol (``heldout_metrics``).
     ``from_scratch``: the candidate is a new model of the trainer's configured model
     (``settings.model``: a changed configuration enters here) trained on all the older and new
     labels (minus the same held-out slice, with ``settings.scratch_negative_share`` of the
-    negatives) with ``settings.optim``."""
+    negatives) with ``settings.optim``. ``gate_against``: the model the candidate must not be
+    worse than (``training.trainer.gate``), by default ``serving``, the one it starts from (a
+    retrain caught up in the background is judged against the version serving when it is
+    collected, not against the one it started beside)."""
     mode = "retrain" if from_scratch else "finetune"
     new_train, heldout = time_split(new_labels, settings.holdout_fraction)
     history = pd.concat([older_labels, new_train], ignore_index=True)
@@ -148,11 +135,12 @@ def finetune(serving: TwoTowerModel, new_labels: pd.DataFrame, older_labels: pd.
     examples = training_set(train, history, catalog, candidate.config, settings.query_time)
     stats = fit(candidate, examples, optim, show_progress, desc=mode)
     evaluation = heldout_evaluation(history, heldout, catalog)
-    cand = heldout_metrics(candidate, evaluation, catalog, settings.gate_k)
-    serv = heldout_metrics(serving, evaluation, catalog, settings.gate_k)
-    passed, name, reason = gate_decision(cand, serv, settings.gate_tolerance, settings.gate_k)
+    cand, cand_ranks = heldout_metrics_and_ranks(candidate, evaluation, catalog, settings.gate_k)
+    serv, serv_ranks = heldout_metrics_and_ranks(gate_against or serving, evaluation, catalog, settings.gate_k)
+    verdict = judge(cand_ranks, serv_ranks, evaluation.queries, settings.gate_k, settings.gate_tolerance)
+    passed, name, reason = verdict.passed, verdict.metric, verdict.reason
     cand.update(final_loss=stats.epoch_losses[-1], train_seconds=stats.seconds,
-                examples_seen=stats.examples_seen)
+                examples_seen=stats.examples_seen, **verdict.as_metrics())
     log.info("%s on %d new + %d older labels in %.1fs: %s", mode, len(new_train), len(replay), stats.seconds, reason)
     rng = data_range(train, mode=mode, base_version=base_version, new_labels=int(len(new_train)),
                      replayed=int(len(replay)), heldout=data_range(heldout),

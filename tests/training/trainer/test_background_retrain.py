@@ -48,14 +48,17 @@ def test_a_due_retrain_runs_beside_the_fine_tunes_then_is_published_and_caught_u
         assert service.due()
         service.step()
         published = [o.published for o in service.outcomes]
-        assert published == ["v000001", "v000002", "v000003", "v000004"], [o.reason for o in service.outcomes]
-        retrain, catch_up = registry.data_range("v000003"), registry.data_range("v000004")
-        assert retrain["mode"] == "retrain" and retrain["base_version"] == "v000001"
+        assert published == ["v000001", "v000002", "v000003"], [o.reason for o in service.outcomes]
+        retrain = registry.data_range("v000003")
+        assert retrain["mode"] == "retrain" and retrain["retrain_base_version"] == "v000001"
+        # judged against the version serving when it was collected, not the one it started beside
+        assert retrain["base_version"] == "v000002"
+        assert registry.metrics("v000003")["base_version"] == "v000002"
         assert retrain["stored_labels"] == 1300  # the snapshot, not the 300 stored after it
-        assert registry.current_version() == "v000004"
-        # the catch-up fine-tunes the retrained model on its held-out slice and everything stored after it
-        assert catch_up["mode"] == "finetune" and catch_up["base_version"] == "v000003"
-        assert catch_up["new_labels"] + catch_up["heldout"]["labels"] == len(snapshot_heldout) + 300
+        assert registry.current_version() == "v000003"
+        # the collecting step fine-tunes it on its held-out slice and everything stored after it
+        assert retrain["new_labels"] + retrain["heldout"]["labels"] == len(snapshot_heldout) + 300
+        assert retrain["step_started_at"] > 0
         assert not service.retrainer.running and service.metrics.retraining._value.get() == 0
         assert not service.due()
     finally:
@@ -78,3 +81,30 @@ def test_labels_doubling_again_while_a_retrain_runs_start_no_second_one(tmp_path
         assert service.retrainer.wait(timeout=180)
     finally:
         service.close()
+
+
+def test_a_retrain_catches_up_in_its_worker_on_the_labels_stored_since_its_snapshot(tmp_path):
+    from training.trainer.background_retrain import catch_up
+    from training.trainer.label_store import LabelStore
+    from training.trainer.step import TwoTowerModel
+
+    service, labels = _service(tmp_path, n_labels=1500, seed=5, min_labels_first_train=100)
+    service.close()
+    settings = service.settings.model_copy(update={"trigger_labels": 100, "retrain_catch_up_rounds": 2})
+    store = LabelStore(settings.label_store)
+    import pandas as pd
+
+    frame = pd.DataFrame(labels)
+    store.append(frame.iloc[:700])
+    store.append(frame.iloc[700:])  # stored while the retrain ran
+    model = TwoTowerModel(tiny_config())
+    trained0 = set(frame["label_id"].iloc[:700])
+    caught, trained, rounds = catch_up(model, trained0, settings, "v000001")
+    assert rounds >= 1 and caught is not model
+    left = set(frame["label_id"]) - trained
+    assert trained > trained0 and (len(left) <= 100 or rounds == 2)
+    # each round holds out its newest slice, trained on in the next round or the collecting step
+    assert left and left <= set(frame["label_id"].iloc[700:])
+    # nothing left to catch up on: no round
+    _, same, none = catch_up(caught, set(frame["label_id"]), settings, "v000001")
+    assert none == 0 and same == set(frame["label_id"])

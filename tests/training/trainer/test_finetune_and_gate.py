@@ -14,7 +14,7 @@ from tests.helpers_training import tiny_config
 from training.cli import finetune_command, train_command
 from training.config import OptimConfig, TrainingSettings
 from training.evaluation.heldout import heldout_evaluation, model_metrics
-from training.evaluation.protocol import HEADLINE, POINT_IN_TIME, STATIC, metric_name
+from training.evaluation.protocol import HEADLINE, POINT_IN_TIME, STATIC, Queries, metric_name
 from training.learn.examples import time_split
 from training.synthetic import synthetic_catalog, synthetic_labels
 from training.trainer.plots import PLOT_NAME
@@ -24,22 +24,47 @@ from training.trainer.publish import (
     labels_at_last_scratch_training,
     retrain_due,
 )
-from training.trainer.step import gate_decision
+from training.trainer.gate import judge
 
 ENGAGEMENT_100 = metric_name("engagement", 100)
 
 
-def test_gate_decision():
-    ok, name, _ = gate_decision({HEADLINE: 0.50}, {HEADLINE: 0.505}, 0.01, 100)
-    assert ok and name == HEADLINE
-    ok, _, reason = gate_decision({HEADLINE: 0.40}, {HEADLINE: 0.5}, 0.01, 100)
-    assert not ok and "fails" in reason
-    # no conversions in the slice: judge on engagement
-    ok, name, _ = gate_decision({HEADLINE: math.nan, ENGAGEMENT_100: 0.3},
-                                {HEADLINE: math.nan, ENGAGEMENT_100: 0.2}, 0.0, 100)
-    assert ok and name == ENGAGEMENT_100
-    ok, _, reason = gate_decision({HEADLINE: math.nan}, {}, 0.0, 100)
-    assert not ok and "cannot judge" in reason
+def _queries(task: str, users) -> Queries:
+    users = np.asarray(users)
+    n = len(users)
+    return Queries(task, POINT_IN_TIME, users, np.zeros(n, np.int64), np.zeros(n), np.zeros(n, bool))
+
+
+def test_gate_refuses_only_a_candidate_shown_worse_on_the_same_queries():
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(200), 5)  # 200 users, 5 conversion queries each
+    serving = rng.integers(0, 300, len(users))  # ranks of each query's positive
+    queries = {("conversion", POINT_IN_TIME): _queries("conversion", users)}
+    key = ("conversion", POINT_IN_TIME)
+    # the same ranks but a handful moved across k: within the noise -> passes
+    nudged = serving.copy()
+    nudged[:5] = 500
+    v = judge({key: nudged}, {key: serving}, queries, k=100, tolerance=0.0)
+    assert v.passed and v.metric == HEADLINE and v.paired.low < 0 < v.paired.high or v.paired.high >= 0
+    # a third of the serving model's hits lost: the whole interval below 0 -> refused
+    worse = serving.copy()
+    hits = np.flatnonzero(serving < 100)
+    worse[hits[: len(hits) // 3]] = 1000
+    v = judge({key: worse}, {key: serving}, queries, k=100, tolerance=0.0)
+    assert not v.passed and v.paired.high < 0 and "fails" in v.reason
+    # the same loss is tolerated when the tolerance covers it
+    v = judge({key: worse}, {key: serving}, queries, k=100, tolerance=0.5)
+    assert v.passed
+    assert v.as_metrics()["gate_queries"] == len(users) and v.as_metrics()["gate_users"] == 200
+
+
+def test_gate_judges_engagements_when_the_slice_has_no_conversion():
+    key = ("engagement", POINT_IN_TIME)
+    queries = {("conversion", POINT_IN_TIME): _queries("conversion", []), key: _queries("engagement", [1, 2, 3])}
+    v = judge({key: np.array([1, 2, 3])}, {key: np.array([1, 2, 300])}, queries, k=100, tolerance=0.0)
+    assert v.passed and v.metric == ENGAGEMENT_100
+    v = judge({}, {}, {("conversion", POINT_IN_TIME): _queries("conversion", [])}, k=100, tolerance=0.0)
+    assert not v.passed and "cannot judge" in v.reason and v.as_metrics() == {}
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +116,11 @@ def test_finetune_publishes_when_the_gate_passes_and_not_when_it_fails(tmp_path,
     early = (scrambled["impression_ts"] < scrambled["impression_ts"].quantile(0.8)).to_numpy()
     items = scrambled.loc[early, "item_id"].to_numpy()
     scrambled.loc[early, "item_id"] = np.random.default_rng(0).permutation(items)
-    broken = _settings(tmp_path, finetune_learning_rate=0.01, finetune_epochs=5, replay_ratio=0.0,
+    broken = _settings(tmp_path, finetune_learning_rate=0.05, finetune_epochs=10, replay_ratio=0.0,
                        gate_tolerance=0.0)
     bad = finetune_step(broken, scrambled, older, catalog, show_progress=False)
-    assert bad.published is None and "fails" in bad.reason
+    assert bad.published is None and "fails" in bad.reason, bad.reason
+    assert bad.metrics["gate_ci95"][1] < 0  # shown worse on the same queries, not merely lower
     assert reg.current_version() == "v000002" and reg.versions() == ["v000001", "v000002"]
 
 

@@ -2,7 +2,7 @@
 
 Writes a markdown report to stdout and ``var/reports/eval_movielens.md``.
 
-Data: ML-100k ratings as an ads log (``streams.datasets``: each rating = impression + click
+Data: ML-100k ratings as an ads log (``streams.replay.datasets``: each rating = impression + click
 with dwell growing with the stars, 5-star ratings = checkouts with a long-tailed delay,
 popularity-sampled unrated items in the same slate = hard negatives, production companies
 from the knowledge graph = advertisers), labelled by the streaming label rules run offline.

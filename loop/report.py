@@ -34,7 +34,7 @@ def evaluate_versions(events, split_index: int, catalog, registry, settings=None
     included). Baselines are fit on the events before the split (item-kNN's last-N and EASE's
     lambda chosen on the end of that period), in the same run on the same queries. Returns
     (rows, counts of queries)."""
-    from streams.datasets.event_log import EventLog
+    from streams.replay.datasets.event_log import EventLog
     from training.baselines import baseline_scorers
     from training.eval_settings import EvalSettings
     from training.model_scoring import model_scorer

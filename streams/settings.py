@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.kafka_settings import KafkaSettings
 from convcg.validation import DEFAULT_MAX_FUTURE_S
-from streams.label_rules import LabelRules
+from streams.label_join.rules import LabelRules
 
 
 class StreamSettings(BaseSettings):

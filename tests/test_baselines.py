@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.datasets import load_log
+from streams.replay.datasets import load_log
 from training.baselines import WindowCounts, baseline_scorers, ease_weights
 from training.eval_settings import EvalSettings
 from training.pit_data import interactions_from_log

@@ -14,7 +14,7 @@ from registry.model import TwoTowerModel
 from registry.model_config import LossConfig
 from registry.store import ModelRegistry
 from retrieval.serving import ServingPair
-from streams.label_join import compute_labels
+from streams.label_join.joiner import compute_labels
 from tests.helpers_index import IndexTestSettings
 from tests.helpers_training import tiny_config
 from tests.test_pit_model import small_config

@@ -10,7 +10,7 @@ import torch
 from registry.encoding import encode_items
 from registry.model import TwoTowerModel
 from registry.model_config import LossConfig, SequenceConfig
-from streams.label_join import compute_labels
+from streams.label_join.joiner import compute_labels
 from tests.test_pit_model import small_config
 from tests.test_pit_protocol import buy, click, tiny_log
 from training.catalog_loss import catalog_multitask_loss

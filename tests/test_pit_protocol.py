@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from convcg.contract import Conversion, Engagement, Impression
-from streams.datasets import EventLog, catalog_from_events, load_log, sort_events
+from streams.replay.datasets import EventLog, catalog_from_events, load_log, sort_events
 from training.eval_settings import ProtocolSettings
 from training.pit_data import interactions_from_log
 from training.pit_protocol import (

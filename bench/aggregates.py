@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from streams.aggregates.windows import StreamingAggregator
+from tests.support.streaming_aggregator import StreamingAggregator
 from streams.replay.datasets import load_log
 
 TARGET_EVENTS_PER_S = 20_000

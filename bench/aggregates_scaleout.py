@@ -33,7 +33,7 @@ from convcg.contract import Topics, event_to_dict
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from convcg.partitioning import LIBRDKAFKA_PARTITIONER
 from loop.supervisor import Component
-from streams.aggregates.windows import StreamingAggregator
+from tests.support.streaming_aggregator import StreamingAggregator
 from streams.replay.datasets import load_log
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -47,7 +47,7 @@ from registry.encoding import encode_queries, queries_frame
 from registry.model_config import ModelConfig
 from retrieval.user_features import HttpUserFeatureSource
 from retrieval.validation import parse_retrieve
-from streams.aggregates.windows import AggregateSettings
+from streams.aggregates.settings import AggregateSettings
 from streams.aggregates.worker import AggregatesWorker
 from streams.replay.datasets.event_log import EventLog, sort_events
 from streams.kafka.output import OutputProducer

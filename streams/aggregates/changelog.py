@@ -26,7 +26,8 @@ import uuid
 import orjson
 
 from streams.aggregates.stage import ITEM, USER, StageAggregator
-from streams.aggregates.windows import AggregateSettings, _EntityWindows
+from streams.aggregates.settings import AggregateSettings
+from streams.aggregates.windows import _EntityWindows
 from streams.aggregates.sequence import legacy_recent
 
 BUCKET, META, SEEN = b"b|", b"m|", b"s|"

@@ -39,22 +39,10 @@ import math
 from collections import deque
 from itertools import islice
 
-from convcg.contract import FeatureUpdate
-from streams.aggregates.windows import (
-    MAX_PARKED_PER_ITEM,
-    SEEN_PRUNE_MIN,
-    WINDOW_SECONDS,
-    WINDOWS,
-    AggregateSettings,
-    _EntityWindows,
-    window_features,
-)
-from streams.aggregates.sequence import (
-    engaged_key,
-    insert_recent,
-    recent_entry,
-    recent_features,
-)
+from convcg.contract import WINDOW_SECONDS, WINDOWS, FeatureUpdate
+from streams.aggregates.sequence import engaged_key, insert_recent, recent_entry, recent_features
+from streams.aggregates.settings import AggregateSettings
+from streams.aggregates.windows import MAX_PARKED_PER_ITEM, SEEN_PRUNE_MIN, _EntityWindows, window_features
 
 USER, ITEM, ADVERTISER = "user", "item", "advertiser"
 STAGES: tuple[str, ...] = (USER, ITEM, ADVERTISER)

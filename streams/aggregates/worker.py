@@ -61,7 +61,7 @@ from convcg.validation import InvalidEvent, Watermark, parse_event
 from streams import metrics
 from streams.aggregates.changelog import restore_stage, state_records
 from streams.aggregates.stage import ADVERTISER, ITEM, STAGES, USER, StageAggregator
-from streams.aggregates.windows import AggregateSettings
+from streams.aggregates.settings import AggregateSettings
 from streams.kafka.output import OutputProducer
 from streams.settings import StreamSettings
 

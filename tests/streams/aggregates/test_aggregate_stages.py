@@ -15,7 +15,8 @@ from convcg.contract import Conversion, Engagement, Impression, replace_event
 from convcg.partitioning import partition_for
 from streams.aggregates.changelog import restore_stage, state_records
 from streams.aggregates.stage import ADVERTISER, ITEM, STAGES, USER, StageAggregator
-from streams.aggregates.windows import AggregateSettings, StreamingAggregator
+from streams.aggregates.settings import AggregateSettings
+from tests.support.streaming_aggregator import StreamingAggregator
 from streams.replay.datasets import load_log
 
 KIND = {Impression: 0, Engagement: 1, Conversion: 2}

@@ -16,7 +16,7 @@ from convcg.kafka_io import json_producer, read_topic
 from convcg.kafka_settings import KafkaSettings
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from convcg.partitioning import partition_for
-from streams.aggregates.windows import StreamingAggregator
+from tests.support.streaming_aggregator import StreamingAggregator
 from streams.aggregates.worker import AggregatesWorker
 from streams.replay.datasets import load_log
 from streams.settings import StreamSettings

@@ -1,12 +1,8 @@
 """`convcg aggregates`: the streaming feature aggregates, scaled out over a consumer group.
 
-Topology (the pure stages are `streams.aggregates.stage`):
-
-    impressions / engagements / conversions (keyed by user)
-        -> user stage       -> aggregates-by-item (keyed by item)
-        -> item stage       -> aggregates-by-advertiser (keyed by advertiser)
-        -> advertiser stage
-    every stage -> feature-updates (keyed by entity id); its state -> aggregates-<stage>-changelog
+The topology and the counting are `streams.aggregates.counting` (the pure stages are
+`streams.aggregates.stage`); this module adds the consumer group, the restores and the
+checkpoints.
 
 Every aggregates worker is one aiokafka consumer in one consumer group (``aggregates_group``)
 subscribed to the three event topics and the two repartition topics, with the range assignor:
@@ -24,11 +20,11 @@ and librdkafka keep the per-record cost at the counting (the README's table has 
 The group, the rebalance and changelogged state are what Faust would give, done explicitly.
 
 State and restart. Every ``aggregates_state_flush_s`` the worker sends the current feature
-updates, writes what changed in each stage partition to that stage's compacted changelog
-(`streams.aggregates.changelog`, stamped with the consumer's positions), waits for the broker's
-acknowledgement of everything, and commits the positions. On assignment, a stage partition is
-restored by reading its changelog partition to its end (`streams.kafka.changelog_read`, in threads,
-off the event loop) and the consumer resumes at the committed offsets: a restart re-reads at
+updates and checkpoints in the one commit order (`streams.kafka.checkpoint`): the updates on the
+broker, then what changed in each stage partition written to that stage's compacted changelog
+(`streams.aggregates.changelog`, stamped with the consumer's positions) and acknowledged, then
+the positions committed. On assignment, a stage partition is restored by reading its
+changelog partition to its end (`streams.kafka.changelog_read`, in threads, off the event loop) and the consumer resumes at the committed offsets: a restart re-reads at
 most one state flush of the log (the bounded tail), and a record of that tail counts exactly
 once (the stage's positions and seen ids decide). Restore time follows the state, not the
 retained log. Until a stage partition has reached the end offsets seen at its assignment it
@@ -41,8 +37,6 @@ counted: a flush stamps and commits at most the first polled-but-uncounted offse
 (``pending_from``), records polled before a rebalance are not counted (``generation``), and
 records of a stage partition not restored yet are read again (``unowned``, a seek back).
 
-Invalid events are counted by reason and skipped: the label join worker owns the dead-letter
-topic for raw events (one dead letter per bad record, not one per reader).
 """
 
 from __future__ import annotations
@@ -54,154 +48,38 @@ import time
 from collections import Counter
 from typing import Any
 
-import orjson
-
-from convcg.contract import Engagement, Impression, Topics
-from convcg.validation import InvalidEvent, Watermark, parse_event
+from convcg.contract import Topics
 from streams import metrics
 from streams.aggregates.changelog import restore_stage, state_records
-from streams.aggregates.stage import ADVERTISER, ITEM, STAGES, USER, StageAggregator
+from streams.aggregates.counting import AggregatesCounter
 from streams.aggregates.settings import AggregateSettings
-from streams.kafka.output import OutputProducer
+from streams.aggregates.stage import STAGES, USER, StageAggregator
+from streams.kafka.checkpoint import Checkpoint
 from streams.settings import StreamSettings
 
 log = logging.getLogger("convcg.streams.aggregates")
 
-_KIND = {Impression: 0, Engagement: 1}  # else a conversion (2)
 
-
-class AggregatesWorker:
-    """The loop of `convcg aggregates`; `count` / `send_updates` are its broker-free core."""
+class AggregatesWorker(AggregatesCounter):
+    """The loop of `convcg aggregates` around its broker-free core (`AggregatesCounter`)."""
 
     def __init__(self, settings: StreamSettings, output: Any | None = None,
                  aggregate_settings: AggregateSettings | None = None) -> None:
-        self.settings = settings
-        t = self.topics = Topics(settings.kafka.topic_prefix)
-        self.type_of_topic = {t.impressions: "impression", t.engagements: "engagement", t.conversions: "conversion"}
-        self.sources = {USER: t.events, ITEM: (t.aggregates_by_item,), ADVERTISER: (t.aggregates_by_advertiser,)}
-        #: input topic -> (its stage, its source index in that stage)
-        self.stage_of = {topic: (stage, i) for stage, topics in self.sources.items() for i, topic in enumerate(topics)}
-        self.forward_topic = {USER: t.aggregates_by_item, ITEM: t.aggregates_by_advertiser}
+        super().__init__(settings, output, aggregate_settings)
         self.group_id = settings.aggregates_group or f"{settings.kafka.topic_prefix}convcg-aggregates"
-        self.aggregate_settings = aggregate_settings or AggregateSettings()
-        self.output = output if output is not None else OutputProducer(settings.kafka.bootstrap,
-                                                                           linger_ms=settings.output_linger_ms)
-        self.stages: dict[tuple[str, int], StageAggregator] = {}  # (stage, partition) -> its state
-        self.live_stages: set[tuple[str, int]] = set()  # caught up since assigned: updates are sent
+        self.checkpoint = Checkpoint(self.output)
         self.targets: dict[tuple[str, int], int] = {}  # (topic, partition) -> end offset at assignment
         self.positions: dict[tuple[str, int], int] = {}  # (topic, partition) -> the consumer's next offset
-        self.managed = False  # run() owns the assignment: stages come from restores, not first records
         #: bumped by every rebalance callback: records polled before one are stale (the
         #: consumer restarts every assigned partition at its committed offset after it)
         self.generation = 0
         #: (topic, partition) -> offset of the first record polled but not yet counted: a flush
         #: (the revocation's too) must not stamp or commit a position past it
         self.pending_from: dict[tuple[str, int], int] = {}
-        #: (topic, partition) -> first offset of records read while their stage partition was
-        #: not restored yet (an assignment's records can arrive before its callback has run)
-        self.unowned: dict[tuple[str, int], int] = {}
         self.restore_seconds: float | None = None
         self.stop_requested = asyncio.Event()
         self._lock = asyncio.Lock()  # the loop's processing vs the rebalance callbacks
         self._assigned_at = time.monotonic()
-        self._delay = {e: metrics.AGG_UPDATE_DELAY.labels(e) for e in STAGES}
-
-    @property
-    def live(self) -> bool:
-        """Every assigned stage partition has caught up with its log as it was when assigned."""
-        return bool(self.stages) and self.live_stages >= set(self.stages)
-
-    # --- broker-free core ------------------------------------------------------------------
-
-    def _stage(self, stage: str, partition: int) -> StageAggregator | None:
-        st = self.stages.get((stage, partition))
-        if st is None and not self.managed:  # broker-free: a partition is live from its first record
-            st = self.stages[(stage, partition)] = StageAggregator(stage, self.aggregate_settings)
-            self.live_stages.add((stage, partition))
-        return st
-
-    def count(self, topic: str, records: list, now: float) -> Counter:
-        """Count the records of one topic into their stage partitions and queue what they
-        forward to the next stage; returns counts by event type / stage and by skip reason."""
-        counts: Counter[str] = Counter()
-        stage_name, source = self.stage_of[topic]
-        stage, partition = None, None
-        if stage_name == USER:
-            etype, max_future = self.type_of_topic[topic], self.settings.max_future_s
-            for rec in records:
-                if rec.partition != partition:
-                    partition, stage = rec.partition, self._stage(USER, rec.partition)
-                if stage is None:
-                    self.unowned.setdefault((topic, rec.partition), rec.offset)
-                    continue
-                try:
-                    event = parse_event(etype, rec.value, now, max_future)
-                except InvalidEvent as exc:
-                    counts[f"skipped:{exc.reason}"] += 1
-                    continue
-                if isinstance(event, Watermark):
-                    continue
-                kind = _KIND.get(type(event), 2)
-                if kind == 1:
-                    stage.apply(event.event_id, kind, event.ts, event.user_id, event.item_id, "",
-                                rec.timestamp or 0, source, rec.offset, event.impression_id, event.dwell_ms)
-                else:
-                    stage.apply(event.event_id, kind, event.ts, event.user_id, event.item_id,
-                                event.advertiser_id, rec.timestamp or 0, source, rec.offset)
-                counts[etype] += 1
-        else:
-            loads = orjson.loads
-            for rec in records:
-                if rec.partition != partition:
-                    partition, stage = rec.partition, self._stage(stage_name, rec.partition)
-                if stage is None:
-                    self.unowned.setdefault((topic, rec.partition), rec.offset)
-                    continue
-                try:
-                    event_id, kind, ts, item_id, advertiser_id, ingest_ms = loads(rec.value)
-                except (orjson.JSONDecodeError, TypeError, ValueError):
-                    counts["skipped:bad_repartition_record"] += 1
-                    continue
-                stage.apply(event_id, kind, ts, "", item_id, advertiser_id, ingest_ms, source, rec.offset)
-                counts[f"stage:{stage_name}"] += 1
-        self._forward(stage_name)
-        return counts
-
-    def _forward(self, stage_name: str) -> None:
-        topic = self.forward_topic.get(stage_name)
-        if topic is None:
-            return
-        send, dumps = self.output.send, orjson.dumps
-        for (name, _), stage in self.stages.items():
-            if name == stage_name and stage.out:
-                for key, record in stage.out:
-                    send(topic, dumps(record), key.encode())
-                stage.out.clear()
-
-    def send_updates(self, now: float, keys: Any = None) -> int:
-        """One update per entity touched since the last call in the live stage partitions
-        (``keys``: only these), to the feature-updates topic."""
-        sent: Counter[str] = Counter()
-        send, topic, delay = self.output.send, self.topics.feature_updates, self._delay
-        for key in (self.live_stages if keys is None else keys & self.live_stages):
-            for update in self.stages[key].drain():
-                send(topic, orjson.dumps(update), update.entity_id.encode())
-                sent[update.entity] += 1
-                if update.ingest_ms > 0:
-                    delay[update.entity].observe(max(0.0, now - update.ingest_ms / 1000.0))
-        for entity, n in sent.items():
-            metrics.FEATURE_UPDATES.labels(entity).inc(n)
-        return sum(sent.values())
-
-    @staticmethod
-    def caught_up(positions: dict[Any, int], targets: dict[Any, int]) -> bool:
-        """Every partition's position has reached its target. Positions, not the offsets of
-        the records read: offsets that hold no record (transaction markers, records removed by
-        retention or compaction) come before the end offset and are never read as records."""
-        return all(positions.get(tp, 0) >= end for tp, end in targets.items())
-
-    def _source_tps(self, key: tuple[str, int]) -> list[tuple[str, int]]:
-        return [(topic, key[1]) for topic in self.sources[key[0]]]
 
     # --- state -----------------------------------------------------------------------------
 
@@ -219,34 +97,41 @@ class AggregatesWorker:
             self.positions[(topic, partition)] = await consumer.position(TopicPartition(topic, partition))
 
     async def _flush_state(self, consumer, keys) -> None:
-        """Send the live partitions' updates, write each stage partition's changes to its
-        changelog at the consumer's positions, wait for the broker, then commit those positions."""
-        from aiokafka import TopicPartition
-        from aiokafka.errors import CommitFailedError, IllegalStateError
-
+        """Send the live partitions' updates, then checkpoint (`streams.kafka.checkpoint`): each
+        stage partition's changes go to its changelog stamped with the consumer's positions,
+        and those positions are committed once the broker has everything."""
         keys = set(keys) & set(self.stages)
         if not keys:
             return
         self.send_updates(time.time(), keys)
-        commit = {}
-        for key in keys:
-            tps = self._source_tps(key)
-            await self._read_positions(consumer, tps)
-            for tp in tps:  # records polled but not counted yet are not in the state
-                if tp in self.pending_from:
-                    self.positions[tp] = min(self.positions[tp], self.pending_from[tp])
-            positions = [self.positions[tp] for tp in tps]
-            records = state_records(self.stages[key], positions)
-            topic, partition = self.topics.aggregates_changelog(key[0]), key[1]
-            for k, v in records:
-                self.output.send(topic, v, k, partition)
-            metrics.AGG_STATE_RECORDS.labels(key[0]).inc(len(records))
-            commit.update({TopicPartition(t, p): self.positions[(t, p)] for t, p in tps})
-        await self.output.flush()  # a delivery error stops the worker: it restarts from the commit
-        try:
-            await consumer.commit(commit)
-        except (CommitFailedError, IllegalStateError) as exc:  # rebalanced meanwhile: the next owner re-reads the tail
-            log.warning("aggregates: commit skipped (%s)", exc)
+        offsets: dict = {}
+
+        async def write_state() -> None:
+            from aiokafka import TopicPartition
+
+            for key in keys:
+                tps = self._source_tps(key)
+                await self._read_positions(consumer, tps)
+                for tp in tps:  # records polled but not counted yet are not in the state
+                    if tp in self.pending_from:
+                        self.positions[tp] = min(self.positions[tp], self.pending_from[tp])
+                records = state_records(self.stages[key], [self.positions[tp] for tp in tps])
+                topic, partition = self.topics.aggregates_changelog(key[0]), key[1]
+                for k, v in records:
+                    self.output.send(topic, v, k, partition)
+                metrics.AGG_STATE_RECORDS.labels(key[0]).inc(len(records))
+                offsets.update({TopicPartition(t, p): self.positions[(t, p)] for t, p in tps})
+
+        async def commit(positions) -> None:
+            from aiokafka.errors import CommitFailedError, IllegalStateError
+
+            try:
+                await consumer.commit(dict(positions))
+            except (CommitFailedError, IllegalStateError) as exc:  # rebalanced meanwhile: the next owner re-reads the tail
+                log.warning("aggregates: commit skipped (%s)", exc)
+
+        # a delivery error raises out of it: the worker stops and restarts from the last commit
+        await self.checkpoint.commit(write_state, lambda: offsets, commit)
 
     async def on_assigned(self, consumer, assigned) -> None:
         """Restore the newly assigned stage partitions from their changelogs."""

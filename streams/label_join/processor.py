@@ -8,10 +8,10 @@ loop, when the partition is first seen), and then:
 - sends labels (key user_id, same partition number) and dropped events with their reason;
 - writes the impression states that changed to the changelog, explicitly to the partition they
   belong to (one write per changed impression per batch, not per event);
-- marks the records whose effects are complete, and commits source offsets itself, strictly
-  in offset order per partition (`streams.label_join.ack_order`): a record still in the reorder buffer
-  holds back the commit of every later record of its partition, so a crash redelivers it
-  instead of losing it.
+- marks the records whose effects are complete, and commits source offsets itself (in the
+  one commit order, `streams.kafka.checkpoint`), strictly in offset order per partition
+  (`streams.label_join.ack_order`): a record still in the reorder buffer holds back the commit
+  of every later record of its partition, so a crash redelivers it instead of losing it.
 
 Records the consumer skipped are read back from the broker before the record that revealed
 them (`streams.label_join.faust.hole_read`). On a rebalance the revoked partitions' in-memory joins and pending
@@ -35,7 +35,7 @@ from convcg.partitioning import PARTITIONER, PlacementCheck
 from convcg.validation import InvalidEvent, Watermark, dead_letter, parse_event
 from streams import metrics
 from streams.label_join.ack_order import GAP, REPEAT, InOrderAcks
-from streams.kafka.commit_interval import PendingCommits
+from streams.kafka.checkpoint import Checkpoint, PendingCommits
 from streams.label_join.consumer_port import ConsumerPort
 from streams.label_join.state import JoinStateChangelog
 from streams.label_join.joiner import LabelJoiner
@@ -66,6 +66,7 @@ class JoinProcessor:
         self._unsaved: list[tuple[int, list]] = []
         self.acks = InOrderAcks()
         self.commits = PendingCommits(settings.commit_interval_s)
+        self.checkpoint = Checkpoint(output)
         self.placement = PlacementCheck()
         self._lock = asyncio.Lock()
         self.batches = 0
@@ -155,21 +156,23 @@ class JoinProcessor:
             released.extend(self._advance(partition))
         for etype, n in events_in.items():
             metrics.EVENTS_IN.labels(etype).inc(n)
-        # 1) the labels this batch decided are on the broker, 2) only then the state saying they
-        # were decided, 3) only then offsets are committed. A crash between 1 and 2 re-decides and
-        # re-sends the same label_id (deduplicated downstream); never a state without its label.
-        await self.output.flush()
+        # the labels this batch decided, then the state saying they were decided, then the
+        # offsets their records make safe: the one commit order (streams.kafka.checkpoint)
+        def safe_offsets() -> dict:
+            for entry in released:
+                entry.done = True
+            self.commits.add(self.acks.committable())
+            return self.commits.take_due()
+
+        await self.checkpoint.commit(self._write_state, safe_offsets, self.consumer.commit)
+        self.batches += 1
+
+    def _write_state(self) -> None:
+        """Queue the changed impression states and watermarks of the batch on the changelog."""
         for partition, states in self._unsaved:
             for key, value in states:
                 self.changelog.write(partition, key, value)
         self._unsaved.clear()
-        await self.output.flush()
-        for entry in released:
-            entry.done = True
-        self.commits.add(self.acks.committable())
-        if self.commits.due():
-            await self.commits.commit(self.consumer.commit)
-        self.batches += 1
 
     def _take(self, msg: Any, entry: Any, now: float, touched: set[int], events_in: Counter) -> None:
         """Validate one record and hand it to its partition's join."""

@@ -194,8 +194,8 @@ class AggregatesWorker(AggregatesCounter):
         s, worker = self.settings, self
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka.bootstrap, group_id=self.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=s.aggregates_fetch_max_wait_ms,
-            fetch_min_bytes=s.aggregates_fetch_min_bytes, partition_assignment_strategy=(RangePartitionAssignor,),
+            auto_offset_reset="earliest", **s.aggregates_fetch.aiokafka(),
+            partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=int(s.session_timeout_s * 1000), heartbeat_interval_ms=int(s.session_timeout_s * 250))
 
         class Rebalance(ConsumerRebalanceListener):

@@ -79,7 +79,7 @@ def build_app(settings: StreamSettings, partition_counts: dict[str, int] | None 
 
     @app.on_partitions_assigned.connect
     async def on_partitions_assigned(app, assigned, **kwargs) -> None:  # noqa: ARG001 - signal API
-        tune_fetches(app, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
+        tune_fetches(app, settings.fetch.max_wait_ms, settings.fetch.min_bytes)
         install_inline_delivery(app.consumer)
 
     @app.on_partitions_revoked.connect

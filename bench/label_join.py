@@ -28,8 +28,8 @@ from convcg.contract import Topics, event_to_dict
 from convcg.kafka_io import json_producer
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from loop.supervisor import Component
-from streams.replay.watermarks import closing_watermark, send_watermark
 from streams.label_join.rules import LabelRules
+from streams.replay.watermarks import closing_watermark, send_watermark
 
 
 def synthetic_events(n_impressions: int, seed: int):

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streams.replay.datasets import load_log
 from streams.label_join.joiner import compute_labels
+from streams.replay.datasets import load_log
 from tests.test_pit_model import small_config
 from training import pit_eval
 from training.eval_settings import EvalSettings

@@ -19,12 +19,12 @@ from convcg.metrics_scrape import fetch_samples, metric_sum
 from loop.live import LiveSender, ServedItems
 from loop.pacing import SteadyPacer
 from loop.probes import FeatureProbes, ProbePicker
-from streams.replay.watermarks import closing_watermark, send_watermark
-from streams.replay.datasets import load_log
 from streams.label_join.joiner import LabelJoiner, compute_labels
-from streams.label_join.rules import LabelRules
 from streams.label_join.labels import dedupe
+from streams.label_join.rules import LabelRules
+from streams.replay.datasets import load_log
 from streams.replay.replay import replay
+from streams.replay.watermarks import closing_watermark, send_watermark
 from tests.streams_harness import start_worker
 
 RULES = LabelRules()

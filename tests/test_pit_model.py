@@ -10,8 +10,8 @@ import torch
 
 from registry.model import TwoTowerModel
 from registry.model_config import ModelConfig, SequenceConfig, TowerConfig
-from streams.replay.datasets import load_log
 from streams.label_join.joiner import compute_labels
+from streams.replay.datasets import load_log
 from tests.test_pit_protocol import buy, click, tiny_log
 from training.catalog_loss import TrainingSet
 from training.eval_settings import ProtocolSettings

@@ -49,8 +49,8 @@ from retrieval.user_features import HttpUserFeatureSource
 from retrieval.validation import parse_retrieve
 from streams.aggregates.settings import AggregateSettings
 from streams.aggregates.worker import AggregatesWorker
-from streams.replay.datasets.event_log import EventLog, sort_events
 from streams.kafka.output import OutputProducer
+from streams.replay.datasets.event_log import EventLog, sort_events
 from streams.settings import StreamSettings
 from tests.conftest import TEST_PARTITIONS
 from tests.helpers_features import sample_label

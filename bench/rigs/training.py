@@ -27,9 +27,9 @@ ML100K = "movielens-100k"
 def movielens_labels(negative_window_s: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """(labels, catalog, seconds spent) for ML-100k; ``negative_window_s`` overrides the
     label rule (a short window turns slow engagements into fake negatives + corrections)."""
-    from streams.replay.datasets import load_log
     from streams.label_join.joiner import compute_labels
     from streams.label_join.rules import LabelRules
+    from streams.replay.datasets import load_log
 
     start = time.perf_counter()
     log = load_log(ML100K)

@@ -25,10 +25,10 @@ import uuid
 
 import orjson
 
-from streams.aggregates.stage import ITEM, USER, StageAggregator
-from streams.aggregates.settings import AggregateSettings
-from streams.aggregates.windows import _EntityWindows
 from streams.aggregates.sequence import legacy_recent
+from streams.aggregates.settings import AggregateSettings
+from streams.aggregates.stage import ITEM, USER, StageAggregator
+from streams.aggregates.windows import _EntityWindows
 
 BUCKET, META, SEEN = b"b|", b"m|", b"s|"
 

@@ -34,14 +34,14 @@ from convcg.contract import Conversion, Topics, encode_label
 from convcg.partitioning import PARTITIONER, PlacementCheck
 from convcg.validation import InvalidEvent, Watermark, dead_letter, parse_event
 from streams import metrics
-from streams.label_join.ack_order import GAP, REPEAT, InOrderAcks
 from streams.kafka.checkpoint import Checkpoint, PendingCommits
-from streams.label_join.consumer_port import ConsumerPort
-from streams.label_join.state import JoinStateChangelog
-from streams.label_join.joiner import LabelJoiner
 from streams.kafka.output import OutputProducer
-from streams.settings import StreamSettings
+from streams.label_join.ack_order import GAP, REPEAT, InOrderAcks
+from streams.label_join.consumer_port import ConsumerPort
+from streams.label_join.joiner import LabelJoiner
+from streams.label_join.state import JoinStateChangelog
 from streams.label_join.watermark import PartitionWatermark
+from streams.settings import StreamSettings
 
 DEAD_LETTER_COMPONENT = "streams-worker"
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 import logging
 
 from convcg.contract import Topics
+from streams.kafka.output import OutputProducer
 from streams.label_join.faust.consumer_port import FaustConsumerPort
 from streams.label_join.faust.delivery import install_inline_delivery
 from streams.label_join.faust.fetch_tuning import tune_fetches
 from streams.label_join.processor import JoinProcessor
 from streams.label_join.state import STATE_TABLE, JoinStateChangelog
-from streams.kafka.output import OutputProducer
 from streams.settings import StreamSettings
 
 log = logging.getLogger("convcg.streams.worker")

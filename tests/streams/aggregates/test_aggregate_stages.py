@@ -14,10 +14,10 @@ import pytest
 from convcg.contract import Conversion, Engagement, Impression, replace_event
 from convcg.partitioning import partition_for
 from streams.aggregates.changelog import restore_stage, state_records
-from streams.aggregates.stage import ADVERTISER, ITEM, STAGES, USER, StageAggregator
 from streams.aggregates.settings import AggregateSettings
-from tests.support.streaming_aggregator import StreamingAggregator
+from streams.aggregates.stage import ADVERTISER, ITEM, STAGES, USER, StageAggregator
 from streams.replay.datasets import load_log
+from tests.support.streaming_aggregator import StreamingAggregator
 
 KIND = {Impression: 0, Engagement: 1, Conversion: 2}
 NEXT = {USER: ITEM, ITEM: ADVERTISER}

@@ -10,10 +10,10 @@ import random
 import pytest
 
 from convcg.contract import STREAM_FEATURES, Conversion, Engagement, Impression
+from streams.aggregates.sequence import insert_recent
 from streams.aggregates.settings import AggregateSettings
 from streams.aggregates.windows import smoothed_rate
 from tests.support.streaming_aggregator import StreamingAggregator
-from streams.aggregates.sequence import insert_recent
 
 H, D = 3600, 86400
 EXACT = AggregateSettings(bucket_seconds=1)

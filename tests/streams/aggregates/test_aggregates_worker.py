@@ -16,11 +16,11 @@ from convcg.kafka_io import json_producer, read_topic
 from convcg.kafka_settings import KafkaSettings
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from convcg.partitioning import partition_for
-from tests.support.streaming_aggregator import StreamingAggregator
 from streams.aggregates.worker import AggregatesWorker
 from streams.replay.datasets import load_log
 from streams.settings import StreamSettings
 from tests.streams_harness import produce_events, start_component
+from tests.support.streaming_aggregator import StreamingAggregator
 
 PARTITIONS = 3
 Rec = namedtuple("Rec", "partition offset value timestamp")

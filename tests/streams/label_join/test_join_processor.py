@@ -13,10 +13,10 @@ import orjson
 
 from convcg.contract import Impression, Topics, event_to_dict
 from convcg.kafka_settings import KafkaSettings
-from streams.replay.watermarks import closing_watermark
 from streams.label_join.processor import JoinProcessor
-from streams.label_join.state import WATERMARK_KEY, JoinStateChangelog
 from streams.label_join.rules import LabelRules
+from streams.label_join.state import WATERMARK_KEY, JoinStateChangelog
+from streams.replay.watermarks import closing_watermark
 from streams.settings import StreamSettings
 
 TOPICS = Topics("jp-")

@@ -12,11 +12,11 @@ import pytest
 
 from convcg.contract import Topics
 from convcg.kafka_io import json_producer, read_topic
-from streams.replay.watermarks import closing_watermark, send_watermark
-from streams.replay.datasets import load_log
 from streams.label_join.joiner import compute_labels
-from streams.label_join.rules import LabelRules
 from streams.label_join.labels import dedupe
+from streams.label_join.rules import LabelRules
+from streams.replay.datasets import load_log
+from streams.replay.watermarks import closing_watermark, send_watermark
 from streams.settings import StreamSettings
 from tests.label_reference import counts, reference_label_ids
 from tests.streams_harness import produce_events, start_worker, wait_until_members_hold_partitions

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from streams.aggregates import StreamingAggregator
-from streams.datasets import load_log
+from streams.replay.datasets import load_log
+from tests.support.streaming_aggregator import StreamingAggregator
 
 TARGET_EVENTS_PER_S = 20_000
 

@@ -30,9 +30,9 @@ from convcg.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
 from convcg.kafka_io import read_topic
 from loop.supervisor import Component
-from streams.datasets import load_log
-from streams.datasets.event_log import EventLog
-from streams.replay import replay
+from streams.replay.datasets import load_log
+from streams.replay.datasets.event_log import EventLog
+from streams.replay.replay import replay
 
 GROUP = "aggregates-kills"
 

@@ -33,8 +33,8 @@ from convcg.contract import Topics, event_to_dict
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from convcg.partitioning import LIBRDKAFKA_PARTITIONER
 from loop.supervisor import Component
-from streams.aggregates import StreamingAggregator
-from streams.datasets import load_log
+from streams.replay.datasets import load_log
+from tests.support.streaming_aggregator import StreamingAggregator
 
 ROOT = Path(__file__).resolve().parents[1]
 

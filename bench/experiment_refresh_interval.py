@@ -1,7 +1,7 @@
 """How fresh must the model be? Conversion recall@100 versus the model refresh interval.
 
-Replays the time-ordered MovieLens-100k label stream (``streams.datasets.load_log`` +
-``streams.label_join.compute_labels``: the streaming label rules run offline, ordered by
+Replays the time-ordered MovieLens-100k label stream (``streams.replay.datasets.load_log`` +
+``streams.label_join.joiner.compute_labels``: the streaming label rules run offline, ordered by
 ``label_ts``, the order the trainer consumes them in):
 
 1. an initial model is trained (``training.trainer.step.train_full``, no holdout) on the first

@@ -3,7 +3,7 @@
     python -m bench.faust_noop_agent BOOTSTRAP TOPIC_PREFIX TOTAL
 
 Prints `RATE <events/s>` (from the first batch to the last) and exits. ``NOOP_INLINE=1``: with
-the label-join worker's inline delivery (`streams.faust_delivery`).
+the label-join worker's inline delivery (`streams.label_join.faust.delivery`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ topics = Topics(prefix)
 # the worker's own settings: acks off for the source topics (it commits itself), and with
 # NOOP_QUIET=1 Faust's per-event Monitor sensor replaced by one that records nothing
 quiet = os.environ.get("NOOP_QUIET") == "1"
-extra = {"Monitor": "streams.quiet_monitor:QuietMonitor"} if quiet else {}
+extra = {"Monitor": "streams.label_join.faust.quiet_monitor:QuietMonitor"} if quiet else {}
 inline = os.environ.get("NOOP_INLINE") == "1"
 app = faust.App(f"{prefix}noop{'-inline' if inline else ''}", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
                 autodiscover=False, consumer_auto_offset_reset="earliest", stream_buffer_maxsize=20_000,
@@ -31,7 +31,7 @@ seen = {"n": 0, "t0": 0.0}
 
 
 if inline:  # the worker's delivery of records without a wait_first each
-    from streams.faust_delivery import install_inline_delivery
+    from streams.label_join.faust.delivery import install_inline_delivery
 
     @app.on_partitions_assigned.connect
     async def inline(app, assigned, **kwargs) -> None:  # noqa: ARG001 - signal API

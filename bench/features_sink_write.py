@@ -37,7 +37,7 @@ class Record:  # the fields of an aiokafka ConsumerRecord the sink reads
 def worker_updates(n_updates: int, users: int, items: int, rate: int, flush_s: float, seed: int = 0) -> list[bytes]:
     """Wire JSON of the updates the worker's aggregator drains for a uniform event stream."""
     from convcg.contract import Engagement, Impression
-    from streams.aggregates import StreamingAggregator
+    from tests.support.streaming_aggregator import StreamingAggregator
 
     rng = np.random.default_rng(seed)
     agg, out, t, k = StreamingAggregator(), [], 1_700_000_000.0, 0

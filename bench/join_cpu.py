@@ -25,9 +25,9 @@ import orjson
 from convcg.contract import Topics, event_to_dict
 from convcg.partitioning import partition_for
 from convcg.runtime import tune_garbage_collector
-from streams.datasets import load_log
-from streams.join_processor import JoinProcessor
-from streams.join_state import JoinStateChangelog
+from streams.label_join.processor import JoinProcessor
+from streams.label_join.state import JoinStateChangelog
+from streams.replay.datasets import load_log
 from streams.settings import StreamSettings
 
 

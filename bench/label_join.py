@@ -28,12 +28,12 @@ from convcg.contract import Topics, event_to_dict
 from convcg.kafka_io import json_producer
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from loop.supervisor import Component
-from streams.control import closing_watermark, send_watermark
-from streams.label_rules import LabelRules
+from streams.label_join.rules import LabelRules
+from streams.replay.watermarks import closing_watermark, send_watermark
 
 
 def synthetic_events(n_impressions: int, seed: int):
-    from streams.datasets import load_log
+    from streams.replay.datasets import load_log
 
     log = load_log("synthetic", n_impressions=n_impressions, seed=seed)
     return log.events
@@ -159,7 +159,7 @@ def main() -> None:
           f"  load: {os.getloadavg()[0]:.1f}")
     print(f"raw consume (kafka-python, no parsing): {raw:,.0f} events/s")
     print(f"Faust take_events, agent does nothing:  {ceiling:,.0f} events/s   (the framework's ceiling)")
-    print(f"  the same with the worker's inline delivery (streams.faust_delivery): {inline_ceiling:,.0f} events/s")
+    print(f"  the same with the worker's inline delivery (streams.label_join.faust.delivery): {inline_ceiling:,.0f} events/s")
     for n, (r, lab) in rates.items():
         print(f"label join ({n} Faust worker{'s' if n > 1 else ' '} in a group):  {r:,.0f} events/s   labels emitted: {lab:,.0f}")
     if len(rates) > 1:

@@ -5,7 +5,7 @@ without a broker (so the figures do not depend on what else runs on the shared c
 
 The load is `bench.pipeline_freshness`'s (80% impressions, 20% engagements, users and items
 drawn uniformly, event times at a steady ``--rate``). The aggregates worker's broker-free core
-(`streams.aggregates_worker.AggregatesWorker`) counts it as `convcg aggregates` does: polls of
+(`streams.aggregates.worker.AggregatesWorker`) counts it as `convcg aggregates` does: polls of
 the user stage, the records it forwards read by the item stage, then by the advertiser stage,
 feature updates sent every ``feature_flush_interval_s`` of event time and the changelog state
 written every ``aggregates_state_flush_s``, into an in-memory producer. The feature updates it
@@ -106,8 +106,8 @@ def make_load(topics, n: int, users: int, items: int, partitions: int, rate: int
 
 def run_aggregates(polls: list[list[Rec]], partitions: int, cpu: Cpu) -> MemoryOutput:
     from convcg.contract import Topics
-    from streams.aggregate_changelog import state_records
-    from streams.aggregates_worker import AggregatesWorker
+    from streams.aggregates.changelog import state_records
+    from streams.aggregates.worker import AggregatesWorker
     from streams.settings import StreamSettings
 
     settings = StreamSettings()

@@ -20,8 +20,8 @@ import orjson
 from convcg.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics, event_to_dict
 from convcg.kafka_io import json_producer
-from streams.datasets import EventLog, load_log
-from streams.replay import ReplaySettings, replay, topic_for
+from streams.replay.datasets import EventLog, load_log
+from streams.replay.replay import ReplaySettings, replay, topic_for
 
 
 async def produce_raw(bootstrap: str, payloads: list, settings: ReplaySettings) -> float:

@@ -59,11 +59,11 @@ from convcg.contract import Topics
 from convcg.kafka_io import read_topic
 from loop.online_store import start_online_store
 from loop.supervisor import wait_until
-from streams.datasets import load_log
-from streams.datasets.event_log import EventLog
-from streams.label_join import compute_labels
-from streams.labels import dedupe
-from streams.replay import replay, write_catalog
+from streams.label_join.joiner import compute_labels
+from streams.label_join.labels import dedupe
+from streams.replay.datasets import load_log
+from streams.replay.datasets.event_log import EventLog
+from streams.replay.replay import replay, write_catalog
 
 #: the share of the run the replay takes (the rest is left for the tail to drain)
 REPLAY_SHARE = 0.7

@@ -4,7 +4,7 @@
 
 The log is split as ``convcg up`` splits it (warm-up 40%, live to 90%, the last 10% held out,
 never trained on); the streaming label rules label the warm-up and live events offline
-(``streams.label_join.compute_labels``). The first model is trained on the labels known by
+(``streams.label_join.joiner.compute_labels``). The first model is trained on the labels known by
 the end of the warm-up; the live labels, in label-time order, are then cut into ``--steps``
 equal batches, each a trainer step with the trainer's own defaults (``TrainingSettings``: the
 online trainer's model, fine-tune or retrain from scratch by ``retrain_growth``, the quality
@@ -34,9 +34,9 @@ def main() -> None:
     ap.add_argument("--baselines", action="store_true", help="also grade popularity, item-kNN and EASE")
     args = ap.parse_args()
 
-    from streams.datasets import load_log
-    from streams.datasets.event_log import EventLog
-    from streams.label_join import compute_labels
+    from streams.replay.datasets import load_log
+    from streams.replay.datasets.event_log import EventLog
+    from streams.label_join.joiner import compute_labels
     from training.evaluation.baselines import baseline_scorers
     from training.evaluation.protocol import POINT_IN_TIME, EvaluationSet
     from training.evaluation.scoring import grade, model_scorer

@@ -1,5 +1,6 @@
 """`KafkaSettings`: where the broker is and which topics, the one Kafka block that every
-component's settings hold (as their field ``kafka``).
+component's settings hold (as their field ``kafka``); `ConsumerTuning`: how a consumer fetches,
+the one block every consumer's settings hold.
 
 One precedence for every component: a command-line flag, else the component's own
 ``CONVCG_<COMPONENT>_KAFKA__BOOTSTRAP`` / ``..._KAFKA__TOPIC_PREFIX``, else ``KAFKA_BOOTSTRAP``
@@ -34,3 +35,16 @@ class KafkaSettings(BaseModel):
         """These settings with the command line's values where it gave any."""
         update = {k: v for k, v in (("bootstrap", bootstrap), ("topic_prefix", topic_prefix)) if v is not None}
         return self.model_copy(update=update)
+
+
+class ConsumerTuning(BaseModel):
+    """How a consumer fetches: the broker holds a fetch until ``min_bytes`` are there, but no
+    longer than ``max_wait_ms``: fewer, fuller fetches (fewer requests per record), at most
+    ``max_wait_ms`` added to a record's latency."""
+
+    max_wait_ms: int = Field(100, ge=1, description="longest the broker holds a fetch for min_bytes")
+    min_bytes: int = Field(65536, ge=1, description="bytes a fetch waits for, up to max_wait_ms")
+
+    def aiokafka(self) -> dict[str, int]:
+        """As aiokafka's ``AIOKafkaConsumer`` keyword arguments."""
+        return {"fetch_max_wait_ms": self.max_wait_ms, "fetch_min_bytes": self.min_bytes}

@@ -23,8 +23,8 @@ def load_dataset(name: str, cache_dir: Path, with_labels: bool = True):
     """(labels frame or None, interactions) of a named event log."""
     import pandas as pd
 
-    from streams.datasets import load_log
-    from streams.label_join import compute_labels
+    from streams.replay.datasets import load_log
+    from streams.label_join.joiner import compute_labels
     from training.history import interactions_from_log
 
     event_log = load_log(name)

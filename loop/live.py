@@ -23,7 +23,7 @@ import orjson
 from convcg.contract import Impression, Topics, event_to_dict, replace_event
 from loop.freshness import SendLog
 from loop.probes import FeatureProbes, ProbePicker
-from streams.replay import topic_for
+from streams.replay.replay import topic_for
 
 log = logging.getLogger("convcg.up.live")
 

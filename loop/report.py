@@ -42,7 +42,7 @@ def evaluate_versions(events, split_index: int, catalog, registry, settings=None
     included). Baselines are fit on the events before the split (item-kNN's last-N and EASE's
     lambda chosen on the end of that period), in the same run on the same queries. Returns
     (rows, counts of queries)."""
-    from streams.datasets.event_log import EventLog
+    from streams.replay.datasets.event_log import EventLog
     from training.evaluation.baselines import baseline_scorers
     from training.evaluation.protocol import EvaluationSet
     from training.evaluation.scoring import grade, model_scorer

@@ -112,7 +112,7 @@ def run_loop(home: Path, settings: LoopSettings) -> dict:
     from convcg.broker import create_topics, find_or_start_broker, free_port
     from convcg.contract import Topics
     from loop.online_store import start_online_store
-    from streams.datasets import load_log
+    from streams.replay.datasets import load_log
 
     home.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
@@ -143,8 +143,8 @@ def run_loop(home: Path, settings: LoopSettings) -> dict:
 def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_live_end: int, bootstrap: str,
                     topics, ports: dict, online) -> dict:
     from registry.store import ModelRegistry
-    from streams.datasets.event_log import EventLog
-    from streams.replay import replay, write_catalog
+    from streams.replay.datasets.event_log import EventLog
+    from streams.replay.replay import replay, write_catalog
 
     logs = home / "logs"
     warm, live = events[:n_warm], events[n_warm:n_live_end]
@@ -292,7 +292,7 @@ def _report(home, settings: LoopSettings, full, events, n_live_end: int, bootstr
     from loop.freshness import exact_percentiles
     from loop.measures import label_and_model_freshness
     from loop.report import write_report
-    from streams.labels import count_by_kind, dedupe
+    from streams.label_join.labels import count_by_kind, dedupe
 
     raw = read_topic(bootstrap, topics.labels, timeout=60, decode=False)
     raw_labels = [json.loads(r.value) for r in raw]

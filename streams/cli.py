@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from streams.replay import replay_command  # noqa: F401  (exported to loop.cli)
+from streams.replay.replay import replay_command  # noqa: F401  (exported to loop.cli)
 
 
 @click.command("worker")
@@ -15,7 +15,7 @@ from streams.replay import replay_command  # noqa: F401  (exported to loop.cli)
 @click.option("--metrics-port", type=int, default=None, help="Prometheus port (0 = off)")
 def worker_command(bootstrap, topic_prefix, app_id, metrics_port) -> None:
     """Run the Faust worker: validation and the label join (dead letters, labels)."""
-    from streams.faust_app import run_worker
+    from streams.label_join.faust.app import run_worker
     from streams.settings import StreamSettings
 
     settings = StreamSettings(**{k: v for k, v in dict(app_id=app_id, metrics_port=metrics_port).items() if v is not None})
@@ -30,7 +30,7 @@ def worker_command(bootstrap, topic_prefix, app_id, metrics_port) -> None:
 def aggregates_command(bootstrap, topic_prefix, metrics_port) -> None:
     """Run a streaming feature aggregates worker (one of a consumer group): user, item and
     advertiser windows -> the feature-updates topic (state restored from its changelogs)."""
-    from streams.aggregates_worker import run_aggregates
+    from streams.aggregates.worker import run_aggregates
     from streams.settings import StreamSettings
 
     settings = StreamSettings(**({} if metrics_port is None else {"metrics_port": metrics_port}))
@@ -46,7 +46,7 @@ def labels_command(bootstrap, topic_prefix, timeout) -> None:
     """Print label counts by kind from the labels topic (deduplicated on label_id)."""
     from convcg.contract import Topics
     from convcg.kafka_io import read_topic
-    from streams.labels import count_by_kind, dedupe
+    from streams.label_join.labels import count_by_kind, dedupe
 
     raw = read_topic(bootstrap, Topics(topic_prefix).labels, timeout=timeout)
     labels = dedupe(raw)

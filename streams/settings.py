@@ -7,9 +7,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka_settings import ConsumerTuning, KafkaSettings
 from convcg.validation import DEFAULT_MAX_FUTURE_S
-from streams.label_rules import LabelRules
+from streams.label_join.rules import LabelRules
 
 
 class StreamSettings(BaseSettings):
@@ -22,9 +22,8 @@ class StreamSettings(BaseSettings):
     batch_within_s: float = Field(0.2, gt=0, description="max wait to fill a batch")
     commit_interval_s: float = Field(1.0, gt=0)
     idle_source_after_s: float = Field(2.0, ge=0, description="a caught-up source stops holding the watermark after this long without records")
-    fetch_max_wait_ms: int = Field(100, ge=1, description="longest the broker holds a fetch for fetch_min_bytes (Faust fixes it at 1500 ms with 1 byte)")
-    fetch_min_bytes: int = Field(65536, ge=1, description="bytes a fetch waits for, up to fetch_max_wait_ms: fewer, "
-                                 "fuller fetches, fewer requests per record")
+    fetch: ConsumerTuning = Field(default_factory=ConsumerTuning, description="the label-join worker's fetches "
+                                  "(Faust fixes them at 1500 ms with 1 byte; streams.label_join.faust.fetch_tuning sets these)")
     output_linger_ms: int = Field(5, ge=0, description="linger of the worker's and the aggregates' librdkafka "
                                   "producer (labels, states, repartition records, feature updates). 5 vs 20 made no difference "
                                   "beyond noise to the broker's CPU in bench.pipeline_freshness at 3,000 events/s: the worker "
@@ -44,10 +43,7 @@ class StreamSettings(BaseSettings):
                                             "(bench/aggregates.py prints updates/s by interval)")
     aggregates_poll_max_records: int = Field(5000, ge=1, description="records per poll")
     aggregates_poll_timeout_ms: int = Field(50, ge=1, description="longest a poll waits when nothing is buffered")
-    aggregates_fetch_max_wait_ms: int = Field(100, ge=1, description="longest the broker holds a fetch for fetch_min_bytes")
-    aggregates_fetch_min_bytes: int = Field(
-        65536, ge=1, description="bytes a fetch waits for (up to fetch_max_wait_ms): fewer, fuller fetches "
-        "(fewer requests per record)")
+    aggregates_fetch: ConsumerTuning = Field(default_factory=ConsumerTuning, description="the aggregates workers' fetches")
     aggregates_group: str = Field("", description="consumer group of the aggregates workers; empty: "
                                   "<topic_prefix>convcg-aggregates")
     aggregates_state_flush_s: float = Field(1.0, gt=0, description="write changed state to the changelogs and commit "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from convcg.contract import Conversion, Engagement, Impression
-from streams.label_rules import LabelRules
+from streams.label_join.rules import LabelRules
 
 
 def reference_label_ids(events, rules: LabelRules) -> dict[str, str]:

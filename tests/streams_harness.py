@@ -9,8 +9,8 @@ import orjson
 from convcg.contract import Conversion, Engagement, Impression, Topics, event_to_dict
 from convcg.kafka_io import json_producer
 from loop.supervisor import Component
-from streams.control import closing_watermark, send_watermark
-from streams.label_rules import LabelRules
+from streams.label_join.rules import LabelRules
+from streams.replay.watermarks import closing_watermark, send_watermark
 
 TOPIC_OF = {Impression: "impressions", Engagement: "engagements", Conversion: "conversions"}
 

@@ -13,9 +13,9 @@ from convcg.broker import create_topics
 from convcg.contract import Topics
 from convcg.kafka.local import start_local_kafka
 from convcg.kafka_io import read_topic
-from streams.datasets import load_log
-from streams.label_rules import LabelRules
-from streams.labels import dedupe
+from streams.label_join.labels import dedupe
+from streams.label_join.rules import LabelRules
+from streams.replay.datasets import load_log
 from tests.label_reference import reference_label_ids
 from tests.streams_harness import produce_events, start_worker
 

@@ -26,8 +26,8 @@ from features.settings import FeaturesSettings
 from index_refresher.settings import RefresherSettings
 from loop.cli import main
 from retrieval.settings import RetrievalSettings
-from streams.datasets.settings import ConversionDelaySettings, DatasetSettings
-from streams.replay import ReplaySettings
+from streams.replay.datasets.settings import ConversionDelaySettings, DatasetSettings
+from streams.replay.replay import ReplaySettings
 from streams.settings import StreamSettings
 from training.config import TrainingSettings
 

@@ -30,7 +30,7 @@ from convcg.contract import Topics
 from convcg.kafka_io import read_topic
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from loop.supervisor import Component
-from streams.labels import dedupe
+from streams.label_join.labels import dedupe
 from tests.streams_harness import wait_until_members_hold_partitions
 
 pytestmark = pytest.mark.broker

@@ -1,6 +1,6 @@
 """Replaying the same log at two steady rates gives the same labels: the join decides on event
 time only. Offline (the streaming joiner fed the paced batches, per partition) and against the
-real broker and `convcg worker` (warm-up prefix by `streams.replay`, the rest by the live
+real broker and `convcg worker` (warm-up prefix by `streams.replay.replay`, the rest by the live
 phase's own sender at the pacer's rate)."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from convcg.metrics_scrape import fetch_samples, metric_sum
 from loop.live import LiveSender, ServedItems
 from loop.pacing import SteadyPacer
 from loop.probes import FeatureProbes, ProbePicker
-from streams.control import closing_watermark, send_watermark
-from streams.datasets import load_log
-from streams.label_join import LabelJoiner, compute_labels
-from streams.label_rules import LabelRules
-from streams.labels import dedupe
-from streams.replay import replay
+from streams.label_join.joiner import LabelJoiner, compute_labels
+from streams.label_join.labels import dedupe
+from streams.label_join.rules import LabelRules
+from streams.replay.datasets import load_log
+from streams.replay.replay import replay
+from streams.replay.watermarks import closing_watermark, send_watermark
 from tests.streams_harness import start_worker
 
 RULES = LabelRules()

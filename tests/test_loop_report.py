@@ -8,7 +8,7 @@ import pytest
 from convcg.contract import Conversion, Engagement, Impression
 from loop.report import evaluate_versions, recall_table, retrieval_summary
 from registry.store import ModelRegistry
-from streams.datasets import EventLog, catalog_from_events, sort_events
+from streams.replay.datasets import EventLog, catalog_from_events, sort_events
 from tests.helpers_training import train_tiny_model_for_tests
 from training.evaluation.protocol import HEADLINE, EvaluationSet
 from training.evaluation.scoring import grade, model_scorer

@@ -63,9 +63,9 @@ def test_a_foreign_producer_on_another_partitioner_is_dead_lettered_never_silent
     from confluent_kafka import Producer
 
     from convcg.contract import Engagement, Impression, event_to_dict
-    from streams.control import closing_watermark, send_watermark
-    from streams.label_rules import LabelRules
-    from streams.labels import dedupe
+    from streams.label_join.labels import dedupe
+    from streams.label_join.rules import LabelRules
+    from streams.replay.watermarks import closing_watermark, send_watermark
     from tests.streams_harness import produce_events, start_worker
 
     t0 = 1_700_000_000.0

@@ -22,7 +22,7 @@ from bench.rigs.soak_checks import (
     soak_verdict,
     undisturbed_features,
 )
-from streams.datasets import load_log
+from streams.replay.datasets import load_log
 
 COMPONENTS = ["aggregates-1", "aggregates-2", "refresher", "retrieval", "sink", "trainer", "worker"]
 SAME = {("user", "u1"): (100.0, {"impressions_1h": 1})}
@@ -158,7 +158,7 @@ def test_the_dedupe_horizon_is_set_to_cover_the_replayed_log(monkeypatch):
         cover_the_log_with_the_dedupe_horizon,
     )
     from convcg.contract import Impression
-    from streams.aggregates import AggregateSettings
+    from streams.aggregates.settings import AggregateSettings
 
     monkeypatch.delenv(HORIZON_ENV, raising=False)
     events = [Impression(f"e{n}", f"i{n}", n * 86_400.0 * 10, "u", "a", "adv", "home", 1) for n in range(5)]

@@ -37,7 +37,7 @@ NEGATIVE_KINDS = ("negative",)
 
 
 class EventLog(Protocol):
-    """What is read of an event log (``streams.datasets.EventLog`` has it): its events in
+    """What is read of an event log (``streams.replay.datasets.EventLog`` has it): its events in
     event-time order and its catalog (item_id, advertiser_id, category)."""
 
     events: Sequence[Event]

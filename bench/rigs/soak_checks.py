@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from streams.aggregates import StreamingAggregator
+from tests.support.streaming_aggregator import StreamingAggregator
 
 #: what became of one retrieval query
 ANSWERED, DOWN, NOT_SERVING, FAILED = "answered", "down", "not serving", "failed"

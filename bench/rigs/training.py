@@ -1,7 +1,7 @@
 """Shared helpers of the training benchmarks on MovieLens-100k.
 
-MovieLens-100k events come from ``streams.datasets.load_log`` and are labelled by the exact
-streaming rules run offline (``streams.label_join.compute_labels``).
+MovieLens-100k events come from ``streams.replay.datasets.load_log`` and are labelled by the exact
+streaming rules run offline (``streams.label_join.joiner.compute_labels``).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ ML100K = "movielens-100k"
 def movielens_labels(negative_window_s: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """(labels, catalog, seconds spent) for ML-100k; ``negative_window_s`` overrides the
     label rule (a short window turns slow engagements into fake negatives + corrections)."""
-    from streams.datasets import load_log
-    from streams.label_join import compute_labels
-    from streams.label_rules import LabelRules
+    from streams.label_join.joiner import compute_labels
+    from streams.label_join.rules import LabelRules
+    from streams.replay.datasets import load_log
 
     start = time.perf_counter()
     log = load_log(ML100K)

@@ -14,7 +14,7 @@ from model.towers import TwoTowerModel
 from registry.index_artifact import load_artifact
 from registry.store import ModelRegistry
 from retrieval.serving import ServingPair
-from streams.label_join import compute_labels
+from streams.label_join.joiner import compute_labels
 from tests.helpers_index import IndexTestSettings
 from tests.helpers_training import tiny_config
 from tests.training.evaluation.test_convergence import small_config

@@ -4,7 +4,7 @@ One hand-made event log (repeated items, a second engagement of one impression, 
 tied in time, one exactly at a query time, a user with none, more engagements than the stream
 keeps) feeds both sides:
 
-- serving: the real aggregates core (`streams.aggregates_worker.AggregatesWorker`, the records
+- serving: the real aggregates core (`streams.aggregates.worker.AggregatesWorker`, the records
   through the real event parsing) sends its feature updates through the real broker to the
   real features sink, which writes Feast's SQLite online store and the offline parquet; the
   retrieval side reads the user's features from the features HTTP service (its real source,
@@ -47,10 +47,10 @@ from model.encoding import encode_queries, queries_frame
 from model.config import ModelConfig
 from retrieval.user_features import HttpUserFeatureSource
 from retrieval.validation import parse_retrieve
-from streams.aggregates import AggregateSettings
-from streams.aggregates_worker import AggregatesWorker
-from streams.datasets.event_log import EventLog, sort_events
-from streams.output import OutputProducer
+from streams.aggregates.settings import AggregateSettings
+from streams.aggregates.worker import AggregatesWorker
+from streams.kafka.output import OutputProducer
+from streams.replay.datasets.event_log import EventLog, sort_events
 from streams.settings import StreamSettings
 from tests.conftest import TEST_PARTITIONS
 from tests.helpers_features import sample_label

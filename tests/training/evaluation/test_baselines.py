@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.datasets import load_log
+from streams.replay.datasets import load_log
 from training.evaluation.baselines import WindowCounts, baseline_scorers, ease_weights
 from training.evaluation.protocol import HEADLINE, HEADLINE_K, STATIC, EvaluationSet, metric_name, split_time
 from training.evaluation.scoring import grade

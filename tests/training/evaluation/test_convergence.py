@@ -10,8 +10,8 @@ import torch
 
 from model.config import ModelConfig, SequenceConfig, TowerConfig
 from model.towers import TwoTowerModel
-from streams.datasets import load_log
-from streams.label_join import compute_labels
+from streams.replay.datasets import load_log
+from streams.label_join.joiner import compute_labels
 from tests.training.evaluation.test_protocol import buy, click, tiny_log
 from training.evaluation.convergence import (
     ConvergenceConfig,

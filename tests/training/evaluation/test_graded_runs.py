@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streams.datasets import load_log
-from streams.label_join import compute_labels
+from streams.replay.datasets import load_log
+from streams.label_join.joiner import compute_labels
 from tests.training.evaluation.test_convergence import small_config
 from training.evaluation import run as run_module
 from training.evaluation.settings import EvalSettings

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from convcg.contract import Conversion, Engagement, Impression
-from streams.datasets import EventLog, catalog_from_events, load_log, sort_events
+from streams.replay.datasets import EventLog, catalog_from_events, load_log, sort_events
 from training.evaluation.settings import ProtocolSettings
 from training.history import interactions_from_log
 from training.evaluation.protocol import (

@@ -10,7 +10,7 @@ import torch
 from model.config import LossConfig, SequenceConfig
 from model.encoding import encode_items
 from model.towers import TwoTowerModel
-from streams.label_join import compute_labels
+from streams.label_join.joiner import compute_labels
 from tests.training.evaluation.test_convergence import small_config
 from tests.training.evaluation.test_protocol import buy, click, tiny_log
 from training.history import interactions_from_log

@@ -1,0 +1,1 @@
+"""Helpers and reference implementations for the tests (and the benches)."""

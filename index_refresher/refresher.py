@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import orjson
+from pydantic import SecretStr
 
 from convcg.contract import Impression
+from convcg.http_auth import secret
 from convcg.validation import DEFAULT_MAX_FUTURE_S, InvalidEvent, parse_event
 from index_refresher.builder import build_artifact, read_catalog
 from registry.index_artifact import latest_artifact
@@ -39,10 +41,11 @@ class AdminError(RuntimeError):
 class RetrievalAdminClient:
     """HTTP client of the retrieval service's admin endpoints."""
 
-    def __init__(self, base_url: str, timeout_s: float = 600.0, admin_token: str = ""):
+    def __init__(self, base_url: str, timeout_s: float = 600.0, admin_token: SecretStr | str = ""):
         import httpx
 
-        headers = {"authorization": f"Bearer {admin_token}"} if admin_token else {}
+        token = secret(admin_token)
+        headers = {"authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers)
 
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.kafka_settings import KafkaSettings
@@ -48,7 +48,7 @@ class RefresherSettings(BaseSettings):
     retrieval_url: str = "http://127.0.0.1:8470"
     #: the retrieval service's admin bearer token (its CONVCG_INDEX_ADMIN_TOKEN), sent on every
     #: admin call
-    admin_token: str = Field("", repr=False)
+    admin_token: SecretStr = Field(SecretStr(""), repr=False)
     poll_interval_s: float = 5.0
     admin_timeout_s: float = 600.0
     #: watch the impressions topic for new items (``convcg refresher --bootstrap`` turns it on)

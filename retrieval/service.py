@@ -134,9 +134,13 @@ def metered_state(metrics: RetrievalMetrics) -> ServingState:
 
     def on_release(model_version: str, index_version: str) -> None:
         metrics.released_pairs.inc()
+        held = {(p.model_version, p.index_version) for p in (state.current, state.previous) if p is not None}
+        if (model_version, index_version) not in held:  # the same versions may have been loaded again
+            metrics.forget(model_version, index_version)
         log.info("released old serving pair %s/%s", model_version, index_version)
 
-    return ServingState(on_change=on_change, on_release=on_release)
+    state = ServingState(on_change=on_change, on_release=on_release)
+    return state
 
 
 async def read_json(request: Request, default: Any = None) -> Any:

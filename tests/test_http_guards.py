@@ -284,3 +284,23 @@ def test_the_sink_metrics_port_listens_on_loopback_only(tmp_path, broker):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# --- failing lookups do not flood the log ---------------------------------------------------------
+
+def test_failing_feature_lookups_log_once_per_interval_with_a_count(world, caplog):
+    from convcg.broker import free_port
+    from convcg.metrics_scrape import metric_sum, parse_samples
+
+    settings, version = world
+    dead = settings.model_copy(update={"features_url": f"http://127.0.0.1:{free_port()}"})  # nobody listens
+    service = build_service(dead)
+    assert service.loader.load(version).ok
+    with TestClient(create_app(service)) as client, \
+            caplog.at_level(logging.WARNING, logger="convcg.index.user_features"):
+        for _ in range(20):
+            assert client.get("/retrieve", params={"user_id": "u1", "k": 3}, headers=bearer(QUERY)).status_code == 200
+        samples = parse_samples(client.get("/metrics").text)
+    lines = [r for r in caplog.records if r.name == "convcg.index.user_features"]
+    assert len(lines) == 1 and "1 time(s)" in lines[0].getMessage()  # the first; the next 19 wait for the interval
+    assert metric_sum(samples, "convcg_retrieval_feature_lookup_failures_total") == 20

@@ -52,8 +52,8 @@ def sink_cmd(bootstrap: str | None, topic_prefix: str | None, online_store: str 
     if s.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(s.metrics_port, addr=s.host)
-        log.info("sink metrics on http://%s:%d/metrics", s.host, s.metrics_port)
+        start_http_server(s.metrics_port, addr=s.metrics_host)
+        log.info("sink metrics on http://%s:%d/metrics", s.metrics_host, s.metrics_port)
     sink = FeatureSink(s, bootstrap)
     run_until_signalled(sink.stop_requested, sink.run)
 

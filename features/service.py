@@ -17,24 +17,30 @@ Endpoints:
 - ``GET /online-features/{view}/{entity_id}?features=a,b``  one entity
 - ``GET /health``, ``GET /metrics`` (Prometheus)
 
-Errors: 404 unknown feature view, 400 unknown feature or too many entities, 422 malformed body,
-401 missing/wrong bearer token (when ``api_token`` is set), 503 store unreachable.
+Errors: 401 missing/wrong bearer token (when ``api_token`` is set; checked before the body is
+read), 413 body over ``max_body_bytes``, 404 unknown feature view, 400 unknown feature or too many
+entities, 422 malformed body, 503 store unreachable, 500 with a request id only (details logged).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import unquote
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from convcg.http_auth import UNAUTHORIZED_MESSAGE, authorized, expected_header
+from convcg.http_auth import (
+    UNAUTHORIZED_MESSAGE,
+    authorized,
+    expected_header,
+    install_http_guards,
+)
+from convcg.rate_limited_log import RateLimitedLog
 from features import metrics
 from features.online import OnlineReader, UnknownFeature, UnknownFeatureView
 from features.settings import FeaturesSettings
@@ -53,6 +59,11 @@ class LookupError_(Exception):
         self.status, self.message = status, message
 
 
+#: the body ``POST /online-features`` takes, for ``/openapi.json`` (it is read raw, after the token)
+BATCH_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": LookupRequest.model_json_schema()}}}}
+
+
 def _json(obj, status: int = 200) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
 
@@ -64,7 +75,9 @@ def create_app(settings: FeaturesSettings, reader: OnlineReader | None = None) -
         reader = OnlineReader(open_store(settings), settings.registry_cache_ttl_seconds)
     expected_auth = expected_header(settings.api_token)
     app = FastAPI(title="convcg features", version="1", docs_url="/docs")
+    install_http_guards(app, settings.max_body_bytes, log)
     app.state.reader = reader
+    store_errors = RateLimitedLog(log, "online read failed")
 
     def check_auth(request: Request) -> None:
         if not authorized(request.headers.get("authorization"), expected_auth):
@@ -85,8 +98,8 @@ def create_app(settings: FeaturesSettings, reader: OnlineReader | None = None) -
             except UnknownFeature as exc:
                 raise LookupError_(400, str(exc)) from None
             except Exception as exc:  # store down
-                log.error("online read failed: %s: %s", type(exc).__name__, exc)
-                raise LookupError_(503, f"online store unavailable: {type(exc).__name__}") from None
+                store_errors.error(exc)
+                raise LookupError_(503, "online store unavailable") from None
             metrics.ENTITIES_LOOKED_UP.labels(view).inc(len(entity_ids))
             names = list(results[0]["features"]) if results else []
             return 200, orjson.dumps({"feature_view": view, "features": names, "results": results})
@@ -109,15 +122,22 @@ def create_app(settings: FeaturesSettings, reader: OnlineReader | None = None) -
         metrics.REQUESTS.labels("auth", str(exc.status)).inc()
         return _json({"detail": exc.message}, exc.status)
 
+    def malformed(errors) -> Response:
+        metrics.REQUESTS.labels("batch", "422").inc()
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors]
+        return _json({"detail": "malformed request: " + "; ".join(problems)}, 422)
+
     @app.exception_handler(RequestValidationError)
     async def _malformed(_: Request, exc: RequestValidationError):
-        metrics.REQUESTS.labels("batch", "422").inc()
-        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        return JSONResponse({"detail": "malformed request: " + "; ".join(problems)}, 422)
+        return malformed(exc.errors())
 
-    @app.post("/online-features")
-    async def batch_lookup(body: LookupRequest, request: Request) -> Response:
-        check_auth(request)
+    @app.post("/online-features", openapi_extra=BATCH_BODY)
+    async def batch_lookup(request: Request) -> Response:
+        check_auth(request)  # before the body is read: a caller without the token learns nothing
+        try:
+            body = LookupRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return malformed([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
         return lookup("batch", body.feature_view, body.entity_ids, body.features)
 
     @app.get("/online-features/{view}/{entity_id}")
@@ -128,11 +148,13 @@ def create_app(settings: FeaturesSettings, reader: OnlineReader | None = None) -
 
     @app.get("/health")
     async def health() -> Response:
+        """Ready or not, nothing more: why not goes to the log, never to the caller."""
         try:
             reader.read("user_stream", ["__health__"], ["impressions_1h"])
         except Exception as exc:
-            return _json({"status": "unavailable", "reason": f"{type(exc).__name__}: {exc}"}, 503)
-        return _json({"status": "ok", "project": settings.project, "online_store": settings.online_store})
+            store_errors.error(exc)
+            return _json({"status": "unavailable", "ready": False}, 503)
+        return _json({"status": "ok", "ready": True})
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
@@ -144,7 +166,8 @@ def create_app(settings: FeaturesSettings, reader: OnlineReader | None = None) -
 class SingleLookupFastPath:
     """ASGI wrapper answering the hot path ``GET /online-features/<view>/<id>`` (no query
     string) without FastAPI's routing, dependency and response machinery; same handler, same
-    status codes, same metrics. Everything else goes to the FastAPI app."""
+    status codes, same metrics. Everything else goes to the FastAPI app. ``scope["path"]`` is
+    already percent-decoded by the server (ASGI): the id is taken as it is, never decoded again."""
 
     PREFIX = "/online-features/"
     HEADERS = [(b"content-type", b"application/json")]
@@ -164,7 +187,7 @@ class SingleLookupFastPath:
                     metrics.REQUESTS.labels("auth", "401").inc()
                     status, body = 401, orjson.dumps({"detail": UNAUTHORIZED_MESSAGE})
                 else:
-                    status, body = self.lookup_bytes("single", parts[0], [unquote(parts[1])], None)
+                    status, body = self.lookup_bytes("single", parts[0], [parts[1]], None)
                 await send({"type": "http.response.start", "status": status, "headers": self.HEADERS})
                 await send({"type": "http.response.body", "body": body})
                 return

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.dedupe import DEFAULT_HORIZON_S
+from convcg.http_auth import DEFAULT_MAX_BODY_BYTES
 from convcg.kafka_settings import KafkaSettings
 
 
@@ -60,11 +61,15 @@ class FeaturesSettings(BaseSettings):
         "redelivered copies (convcg.dedupe; the trainer's setting of the same name): the sink "
         "loads only the stored labels this close to the newest one at start, and forgets older ids")
     metrics_port: int | None = Field(None, description="sink: serve /metrics on this port")
+    metrics_host: str = Field("127.0.0.1", description="sink: the address /metrics binds (loopback unless set)")
 
     # --- HTTP service -------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8610
-    api_token: str | None = Field(None, description="when set, requests need 'Authorization: Bearer <token>'")
+    api_token: SecretStr | None = Field(None, repr=False,
+                                        description="when set, requests need 'Authorization: Bearer <token>'")
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0,
+                                description="the largest request body read; larger ones get 413 unread")
     max_entities_per_request: int = 1000
 
     # --- training sets ------------------------------------------------------------------

@@ -141,12 +141,9 @@ def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | Non
     """Watch the registry (and impressions) and keep the retrieval index current."""
     import threading
 
-    from index_refresher.refresher import (
-        NewItemWatcher,
-        RegistryRefresher,
-        RetrievalAdminClient,
-        known_item_ids,
-    )
+    from index_refresher.metrics import RefresherMetrics
+    from index_refresher.new_items import NewItemWatcher, known_item_ids
+    from index_refresher.refresher import RegistryRefresher, RetrievalAdminClient
     from registry.serving_model import registry_model_loader
 
     settings = _settings(**({"watch_new_items": True} if bootstrap else {}))
@@ -159,19 +156,27 @@ def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | Non
         return ModelRegistry(settings.registry_root).current_version()
 
     admin = RetrievalAdminClient.from_settings(settings)
-    refresher = RegistryRefresher(settings, registry_model_loader(settings.registry_root), current_version, admin)
+    metrics = RefresherMetrics()
+    refresher = RegistryRefresher(settings, registry_model_loader(settings.registry_root), current_version, admin,
+                                  metrics=metrics)
     if once:
         pushed = refresher.refresh_once()
         _print({"pushed": pushed, "failed": refresher.failed})
         sys.exit(1 if refresher.failed else 0)
     stop = threading.Event()
     threads = []
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry)
     if settings.watch_new_items:
         watcher = NewItemWatcher(settings.kafka.bootstrap, settings.kafka.topics.impressions, admin,
                                  known_item_ids(settings), settings.new_items_path,
                                  settings.new_item_flush_s, settings.new_item_batch, from_beginning,
-                                 settings.max_future_s)
-        threads.append(threading.Thread(target=watcher.run, args=(stop,), name="new-items", daemon=True))
+                                 settings.max_future_s, settings.new_item_max_pending, metrics)
+        # supervised: a failure is logged, counted and the watcher restarted, never a silent death
+        threads.append(threading.Thread(target=watcher.run_supervised, args=(stop,), name="new-items",
+                                        daemon=True))
     else:
         log.info("not watching impressions for new items (no --bootstrap, CONVCG_INDEX_WATCH_NEW_ITEMS off)")
     for t in threads:

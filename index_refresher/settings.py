@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.kafka_settings import KafkaSettings
@@ -48,14 +48,23 @@ class RefresherSettings(BaseSettings):
     retrieval_url: str = "http://127.0.0.1:8470"
     #: the retrieval service's admin bearer token (its CONVCG_INDEX_ADMIN_TOKEN), sent on every
     #: admin call
-    admin_token: str = Field("", repr=False)
+    admin_token: SecretStr = Field(SecretStr(""), repr=False)
     poll_interval_s: float = 5.0
+    #: index artifacts kept per model version after a push (the serving and the previous pair's
+    #: are kept too; artifacts of model versions pruned from the registry go)
+    keep_index_artifacts: int = Field(2, ge=1)
     admin_timeout_s: float = 600.0
     #: watch the impressions topic for new items (``convcg refresher --bootstrap`` turns it on)
     watch_new_items: bool = False
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     #: new items are embedded and pushed in batches at most this far apart
     new_item_flush_s: float = 1.0
-    new_item_batch: int = 512
+    new_item_batch: int = Field(512, ge=1, le=10_000, description="items per /admin/items request")
+    #: new items held while the service cannot take them (no index yet, down); past this the
+    #: oldest are dropped (counted; picked up again when seen again)
+    new_item_max_pending: int = Field(100_000, ge=1)
+    #: Prometheus /metrics of the refresher (0 = off), bound to ``metrics_host``
+    metrics_port: int = Field(0, ge=0)
+    metrics_host: str = "127.0.0.1"
     #: impressions stamped further ahead of now than this are rejected (the contract's check)
     max_future_s: float = DEFAULT_MAX_FUTURE_S

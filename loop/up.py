@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 import urllib.request
@@ -66,18 +67,20 @@ class LoopSettings:
     timeout_s: float = 1800.0
 
 
-def _get_json(url: str, timeout: float = 5.0):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+def _get_json(url: str, timeout: float = 5.0, token: str = ""):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
         return json.loads(r.read())
 
 
 
 class VersionWatch:
     """Polls the retrieval service's serving model version in a thread; remembers when each
-    version first served (model freshness) and tells ``on_new`` about it."""
+    version first served (model freshness) and tells ``on_new`` about it. ``/admin/status`` is
+    behind the service's admin token when one is set: ``token`` is sent with every poll."""
 
-    def __init__(self, status_url: str, interval_s: float, on_new=lambda v: None) -> None:
-        self.url, self.interval_s, self.on_new = status_url, interval_s, on_new
+    def __init__(self, status_url: str, interval_s: float, on_new=lambda v: None, token: str = "") -> None:
+        self.url, self.interval_s, self.on_new, self.token = status_url, interval_s, on_new, token
         self.serving_since: dict[str, float] = {}
         self.current: str | None = None
         self._stop = threading.Event()
@@ -85,7 +88,7 @@ class VersionWatch:
 
     def poll(self) -> str | None:
         try:
-            s = _get_json(self.url)["serving"]
+            s = _get_json(self.url, token=self.token)["serving"]
             version = s and s.get("model_version")
         except (OSError, KeyError, TypeError, ValueError):
             return self.current
@@ -153,12 +156,15 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
     common = {"KAFKA_BOOTSTRAP": bootstrap}
     features_env = {**common, **online.env, "CONVCG_FEATURES_REPO_DIR": str(home / "feast"),
                     "CONVCG_FEATURES_CATALOG_PATH": str(catalog_path)}
+    admin_token = secrets.token_urlsafe(24)
     index_env = {**common, "CONVCG_INDEX_REGISTRY_ROOT": str(registry), "CONVCG_INDEX_CATALOG_PATH": str(catalog_path),
                  "CONVCG_INDEX_INDEX_ROOT": str(registry / "indexes"),
                  "CONVCG_INDEX_NEW_ITEMS_PATH": str(home / "index_refresher" / "new_items.parquet"),
                  "CONVCG_INDEX_RETRIEVAL_URL": f"http://127.0.0.1:{ports['retrieval']}",
                  "CONVCG_INDEX_FEATURES_URL": f"http://127.0.0.1:{ports['features']}",
-                 "CONVCG_INDEX_POLL_INTERVAL_S": "2"}
+                 "CONVCG_INDEX_POLL_INTERVAL_S": "2",
+                 # the refresher's admin calls and the status the version watch reads need it
+                 "CONVCG_INDEX_ADMIN_TOKEN": admin_token}
     if settings.retrieval_features_source == "store":
         index_env.update({"CONVCG_INDEX_FEATURES_SOURCE": "store", "CONVCG_INDEX_FEATURES_REPO": str(home / "feast"),
                           "CONVCG_INDEX_INLINE_QUERIES": "1"})
@@ -192,7 +198,8 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
         # --- warm-up -----------------------------------------------------------------------
         click.echo("warm-up: replaying the first part of the log (no model yet)")
         replay(EventLog(full.name, warm, full.catalog), bootstrap, topics)
-        watch = VersionWatch(f"http://127.0.0.1:{ports['retrieval']}/admin/status", settings.status_poll_s)
+        watch = VersionWatch(f"http://127.0.0.1:{ports['retrieval']}/admin/status", settings.status_poll_s,
+                             token=admin_token)
         before = wait_until(watch.poll, settings.timeout_s, "the first model to be trained, indexed and served",
                             interval=1.0, supervisor=sup)
         # the live phase measures freshness of a stream the pipeline keeps up with: start it once

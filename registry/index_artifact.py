@@ -42,6 +42,11 @@ FORMAT_VERSION = 1
 _HASH_CHUNK = 8 * 1024 * 1024
 
 
+#: refusal reasons that say the artifact's files are bad (building it again can fix them)
+ARTIFACT_REASONS = frozenset({"missing", "manifest", "truncated", "checksum", "corrupt", "dimension", "count",
+                              "version_mismatch"})
+
+
 class ArtifactError(RuntimeError):
     """A refused artifact. ``reason``: missing | manifest | truncated | checksum | corrupt |
     dimension | count | version_mismatch | outside_root."""
@@ -133,7 +138,9 @@ def write_artifact(index_root: Path, model_version: str, index: Any, idmap: IdMa
             **(extra or {}),
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        fsync_tree(tmp)  # the files are on disk before the rename publishes them
         os.rename(tmp, final)
+        fsync_dir(final.parent)  # and the rename itself survives a power loss
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -247,3 +254,62 @@ def find_artifact(index_root: Path, model_version: str, index_version: str | Non
     if not path.is_dir():
         raise ArtifactError("missing", f"no index artifact {index_version!r} for model {model_version!r}")
     return path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (a rename into it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file of ``folder`` (not recursive), then the folder itself."""
+    for f in Path(folder).iterdir():
+        if f.is_file():
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
+    fsync_dir(folder)
+
+
+def quarantine_artifact(path: Path) -> Path:
+    """Set a refused artifact aside (``.refused-<index_version>``, which no listing returns), so
+    the next build writes a fresh one; returns where it went."""
+    path = Path(path)
+    aside = path.parent / f".refused-{path.name}-{uuid.uuid4().hex[:6]}"
+    os.rename(path, aside)
+    return aside
+
+
+def prune_artifacts(index_root: Path, model_versions: set[str], keep: int,
+                    protect: set[tuple[str | None, str | None]] = frozenset()) -> list[Path]:
+    """Retention of index artifacts: per model version in ``model_versions``, the newest
+    ``keep``; of other model versions, none; artifacts in ``protect`` ((model, index) pairs: what
+    is served and what it would roll back to) always stay. Set-aside and half-written folders go
+    too. Returns the folders removed."""
+    root = Path(index_root)
+    if not root.is_dir():
+        return []
+    protected_models = {m for m, _ in protect}
+    removed: list[Path] = []
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+        artifacts = list_artifacts(root, model_dir.name)
+        kept = set(artifacts[-keep:]) if model_dir.name in model_versions else set()
+        for folder in sorted(model_dir.iterdir()):
+            if not folder.is_dir() or folder.is_symlink() or folder in kept:
+                continue
+            if (model_dir.name, folder.name) in protect:
+                continue
+            if folder.name.startswith(".tmp-") and time.time() - folder.stat().st_mtime < 3600:
+                continue  # a build may be writing it right now
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        if model_dir.name not in model_versions and model_dir.name not in protected_models \
+                and not any(model_dir.iterdir()):
+            model_dir.rmdir()
+    if removed:
+        log.info("pruned %d index artifacts under %s (kept %d per model version, and %s)", len(removed), root,
+                 keep, sorted(f"{m}/{i}" for m, i in protect))
+    return removed

@@ -32,8 +32,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from registry.containment import OutsideRoot, contained, inside
+from registry.index_artifact import fsync_dir, fsync_tree
 from model.config import MODEL_FORMAT_VERSION, ModelConfig
 
 log = logging.getLogger("convcg.training.registry")
@@ -48,6 +51,16 @@ VERSIONS = "versions"
 LOCK = ".lock"
 VERSION_PREFIX = "v"
 VERSION_DIGITS = 6
+
+
+class RetentionSettings(BaseSettings):
+    """How many model versions the registry keeps (env ``CONVCG_REGISTRY_KEEP_VERSIONS``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVCG_REGISTRY_", extra="ignore")
+
+    #: the newest versions kept on publish; the current one and the one before it (the rollback
+    #: target) are kept too, whatever their age
+    keep_versions: int = Field(10, ge=1)
 
 
 class RegistryError(RuntimeError):
@@ -102,8 +115,9 @@ class LoadedModel:
 
 
 class ModelRegistry:
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, keep_versions: int | None = None):
         self.root = Path(root)
+        self.keep_versions = keep_versions or RetentionSettings().keep_versions
 
     # --- reading --------------------------------------------------------------------------
 
@@ -142,12 +156,29 @@ class ModelRegistry:
 
     def load(self, version: str | None = None) -> LoadedModel:
         """Load a version (None = current). Raises ``RegistryError`` if it is missing,
-        corrupted (checksum, unreadable tensors) or incompatible (format, shapes)."""
-        if version is None:
-            version = self.current_version()
-            if version is None:
-                raise RegistryError(f"registry {self.root} has no current version")
-        return self._load_dir(self.version_dir(version), version)
+        corrupted (checksum, unreadable tensors) or incompatible (format, shapes).
+
+        If the current version cannot be loaded, the newest loadable version before it is (the
+        one a rollback would pick), with an error logged: a broken CURRENT does not stop serving."""
+        if version is not None:
+            return self._load_dir(self.version_dir(version), version)
+        current = self.current_version()
+        if current is None:
+            raise RegistryError(f"registry {self.root} has no current version")
+        try:
+            return self._load_dir(self.version_dir(current), current)
+        except RegistryError as exc:
+            versions = self.versions()
+            earlier = versions[:versions.index(current)] if current in versions else versions
+            for candidate in reversed(earlier):
+                try:
+                    model = self._load_dir(self.version_dir(candidate), candidate)
+                except RegistryError:
+                    continue
+                log.error("registry %s: current version %s cannot be loaded (%s); falling back to %s",
+                          self.root, current, exc, candidate)
+                return model
+            raise
 
     def _load_dir(self, folder: Path, version: str) -> LoadedModel:
         from safetensors import SafetensorError
@@ -224,6 +255,7 @@ class ModelRegistry:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.root / CURRENT)
+        fsync_dir(self.root)
 
     def publish(self, model, config: ModelConfig | dict, metrics: dict, data_range: dict,
                 make_current: bool = True) -> str:
@@ -247,12 +279,15 @@ class ModelRegistry:
                                              "weights_sha256": _sha256(tmp / WEIGHTS),
                                              "created_at": time.time()})
                 self._load_dir(tmp, version)  # refuse to publish what cannot be read back
+                fsync_tree(tmp)  # the files are on disk before the rename publishes them
                 os.rename(tmp, self.versions_dir / version)
+                fsync_dir(self.versions_dir)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             if make_current:
                 self._set_current(version)
+            self._prune()
         log.info("published model %s (current=%s) metrics=%s", version, make_current,
                  {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         return version
@@ -282,3 +317,31 @@ class ModelRegistry:
                 log.info("rolled back %s -> %s", current, candidate)
                 return candidate
             raise RegistryError(f"registry {self.root}: no loadable version before {current}")
+
+    def kept_versions(self) -> set[str]:
+        """What retention keeps: the newest ``keep_versions``, the current version and the one a
+        rollback would go to (the newest before current)."""
+        versions = self.versions()
+        kept = set(versions[-self.keep_versions:])
+        current = self.current_version()
+        if current in versions:
+            kept.add(current)
+            before = versions[:versions.index(current)]
+            if before:
+                kept.add(before[-1])
+        return kept
+
+    def _prune(self) -> list[str]:
+        """Remove the versions retention does not keep (under the lock)."""
+        kept = self.kept_versions()
+        removed = [v for v in self.versions() if v not in kept]
+        for version in removed:
+            folder = self.versions_dir / version
+            aside = self.versions_dir / f".pruned-{version}-{os.getpid()}"
+            os.rename(folder, aside)  # gone from versions() at once; the files follow
+            shutil.rmtree(aside, ignore_errors=True)
+        if removed:
+            fsync_dir(self.versions_dir)
+            log.info("registry %s: pruned %d old versions (%s..%s); kept %s", self.root, len(removed), removed[0],
+                     removed[-1], sorted(kept))
+        return removed

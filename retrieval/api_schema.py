@@ -25,7 +25,7 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _responses(*codes: int) -> dict[str, Any]:
-    meaning = {400: "bad request", 401: "missing or wrong bearer token", 409: "refused (conflict)",
+    meaning = {400: "bad request", 413: "request body too large", 401: "missing or wrong bearer token", 409: "refused (conflict)",
                503: "no index loaded yet"}
     return {str(c): {"description": meaning[c], "content": {"application/json": {"schema": ERROR_BODY}}}
             for c in codes}
@@ -89,6 +89,10 @@ def admin_items() -> dict[str, Any]:
         "items": {"type": "array", "items": item, "maxItems": MAX_ADD_ITEMS}}}
     return {"requestBody": _json_body(body), "responses": _responses(400, 401, 503),
             "security": [{ADMIN_SCHEME: []}]}
+
+
+def admin_status() -> dict[str, Any]:
+    return {"responses": _responses(401), "security": [{ADMIN_SCHEME: []}]}
 
 
 def admin_rollback() -> dict[str, Any]:

@@ -48,6 +48,15 @@ class RetrievalMetrics:
                                                 "(part of convcg_retrieval_query_seconds)",
                                                 buckets=LATENCY_BUCKETS, registry=r)
 
+    def forget(self, model_version: str, index_version: str) -> None:
+        """Remove the series of a (model, index) pair no longer served nor kept to roll back to,
+        so the label sets do not grow with every version ever served."""
+        for metric in (self.served, self.served_version):
+            try:
+                metric.remove(model_version, index_version)
+            except KeyError:
+                pass
+
     def set_serving(self, model_version: str, index_version: str, size: int) -> None:
         """1 for the pair now serving, 0 for pairs served before (kept: they were served)."""
         if self._serving is not None and self._serving != (model_version, index_version):

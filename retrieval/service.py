@@ -4,8 +4,10 @@ Query path: read the serving pair once, embed the query with that pair's model, 
 pair's index. Admin loads run in a background thread (``PairLoader``); the handler only waits
 for the result when asked to (``wait``), never holding anything the query path needs.
 
-With ``admin_token`` set, ``/admin/load``, ``/admin/rollback`` and ``/admin/items`` answer only
-requests bearing it (``convcg.http_auth``); ``query_token`` does the same for ``/retrieve``.
+With ``admin_token`` set, ``/admin/status``, ``/admin/load``, ``/admin/rollback`` and
+``/admin/items`` answer only requests bearing it (``convcg.http_auth``); ``query_token`` does the same for ``/retrieve``.
+Every request body is bounded (``max_body_bytes``: 413) and a token is checked before its body
+is read; a 500 carries only a request id (the details are logged with it).
 Parameters and bodies are read raw (no FastAPI validation on the query path) and described
 for ``/openapi.json`` by ``retrieval.api_schema``.
 """
@@ -27,10 +29,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from convcg.http_auth import (
+    DEFAULT_MAX_BODY_BYTES,
     UNAUTHORIZED_MESSAGE,
     WWW_AUTHENTICATE,
     authorized,
     expected_header,
+    install_http_guards,
+    internal_error,
+    secret,
 )
 from registry.containment import OutsideRoot, check_version_name
 from retrieval import api_schema
@@ -95,6 +101,8 @@ class RetrievalService:
     #: bearer tokens: admin calls (load, rollback, items) and queries; empty = open
     admin_token: str = ""
     query_token: str = ""
+    #: request bodies larger than this are refused with 413 before they are read
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: the event-time clock a query without ``as_of`` is asked at (events are stamped in
     #: seconds since the epoch, so live traffic reads the wall clock)
     clock: Callable[[], float] = time.time
@@ -126,9 +134,13 @@ def metered_state(metrics: RetrievalMetrics) -> ServingState:
 
     def on_release(model_version: str, index_version: str) -> None:
         metrics.released_pairs.inc()
+        held = {(p.model_version, p.index_version) for p in (state.current, state.previous) if p is not None}
+        if (model_version, index_version) not in held:  # the same versions may have been loaded again
+            metrics.forget(model_version, index_version)
         log.info("released old serving pair %s/%s", model_version, index_version)
 
-    return ServingState(on_change=on_change, on_release=on_release)
+    state = ServingState(on_change=on_change, on_release=on_release)
+    return state
 
 
 async def read_json(request: Request, default: Any = None) -> Any:
@@ -143,6 +155,7 @@ async def read_json(request: Request, default: Any = None) -> Any:
 
 def create_app(service: RetrievalService) -> FastAPI:
     app = FastAPI(title="convcg retrieval", version="1")
+    install_http_guards(app, service.max_body_bytes, log, error_field="error")
     app.state.service = service
     metrics = service.metrics
     admin_auth = expected_header(service.admin_token)
@@ -162,10 +175,9 @@ def create_app(service: RetrievalService) -> FastAPI:
         except NoServingPair as exc:
             metrics.queries.labels("unavailable").inc()
             return error(503, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a query error must say what happened
+        except Exception:  # noqa: BLE001 - logged with the request id the client gets
             metrics.queries.labels("error").inc()
-            log.exception("retrieval query failed")
-            return error(500, f"retrieval failed: {exc}")
+            return json_response(internal_error(log, "retrieval query failed", "error"), 500)
         metrics.queries.labels("ok").inc()
         metrics.query_latency.observe(time.perf_counter() - started)
         return json_response(body, status)
@@ -208,8 +220,10 @@ def create_app(service: RetrievalService) -> FastAPI:
     def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/admin/status")
-    def status() -> Response:
+    @app.get("/admin/status", openapi_extra=api_schema.admin_status())
+    def status(request: Request) -> Response:
+        if admin_refused(request):
+            return unauthorized()
         last = service.loader.last
         return json_response({"serving": pair_summary(service.state.current),
                               "previous": pair_summary(service.state.previous),
@@ -320,4 +334,5 @@ def build_service(settings, model_loader=None, feature_source: UserFeatureSource
                             feature_source=feature_source or NoUserFeatures(),
                             default_k=settings.default_k, max_k=settings.max_k,
                             inline_queries=settings.inline_queries,
-                            admin_token=settings.admin_token, query_token=settings.query_token)
+                            admin_token=secret(settings.admin_token), query_token=secret(settings.query_token),
+                            max_body_bytes=settings.max_body_bytes)

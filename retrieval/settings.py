@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from convcg.http_auth import DEFAULT_MAX_BODY_BYTES
 
 
 class RetrievalSettings(BaseSettings):
@@ -31,9 +33,11 @@ class RetrievalSettings(BaseSettings):
     inline_queries: bool = False
     #: bearer token /admin/load, /admin/rollback and /admin/items need; without one the service
     #: refuses to bind a non-loopback address
-    admin_token: str = Field("", repr=False)
+    admin_token: SecretStr = Field(SecretStr(""), repr=False)
     #: bearer token /retrieve needs; empty: queries are open
-    query_token: str = Field("", repr=False)
+    query_token: SecretStr = Field(SecretStr(""), repr=False)
+    #: the largest request body read; a larger one is refused with 413 before it is read
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0)
 
     # --- online user features
     #: where a query's user features come from: ``http``, the features service at
@@ -49,5 +53,5 @@ class RetrievalSettings(BaseSettings):
     features_url: str = ""
     features_path: str = "/online-features/user_stream/{user_id}"
     #: bearer token of the features service (its CONVCG_FEATURES_API_TOKEN), if it needs one
-    features_token: str = ""
+    features_token: SecretStr = Field(SecretStr(""), repr=False)
     features_timeout_s: float = 0.05

@@ -20,6 +20,8 @@ from urllib.parse import quote
 import orjson
 
 from convcg.feast_online import read_online_rows
+from convcg.http_auth import secret
+from convcg.rate_limited_log import RateLimitedLog
 
 log = logging.getLogger("convcg.index.user_features")
 
@@ -77,6 +79,7 @@ class HttpUserFeatureSource:
         self.timeout_s = timeout_s
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.on_failure = on_failure
+        self.failures = RateLimitedLog(log, "user feature lookups failed, queries served without features")
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -120,8 +123,7 @@ class HttpUserFeatureSource:
         except Exception as exc:  # network, timeout, auth, bad JSON: serve without features
             if self.on_failure is not None:
                 self.on_failure()
-            log.warning("user feature lookup for %s failed (%s: %s): serving without features", user_id,
-                        type(exc).__name__, exc)
+            self.failures.error(exc)
             return {}
 
     def close(self) -> None:
@@ -143,6 +145,7 @@ class OnlineStoreUserFeatureSource:
                  on_failure: Callable[[], None] | None = None):
         self.repo_path, self.view_name, self.join_key = repo_path, view, join_key
         self.on_failure = on_failure
+        self.failures = RateLimitedLog(log, "user feature reads failed, queries served without features")
         self._lock = threading.Lock()
         self._opened: tuple | None = None  # (online store, repo config, feature view, names)
 
@@ -183,8 +186,7 @@ class OnlineStoreUserFeatureSource:
         except Exception as exc:  # no repo yet, store down: serve without features
             if self.on_failure is not None:
                 self.on_failure()
-            log.warning("user feature read for %s failed (%s: %s): serving without features", user_id,
-                        type(exc).__name__, exc)
+            self.failures.error(exc)
             return {}
         return {k: v for k, v in row["features"].items() if v is not None}
 
@@ -198,4 +200,4 @@ def user_feature_source(settings, on_failure: Callable[[], None] | None = None) 
     if not settings.features_url:
         return NoUserFeatures()
     return HttpUserFeatureSource(settings.features_url, settings.features_path, settings.features_timeout_s,
-                                 settings.features_token, on_failure)
+                                 secret(settings.features_token), on_failure)

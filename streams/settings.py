@@ -32,6 +32,7 @@ class StreamSettings(BaseSettings):
     max_future_s: float = Field(DEFAULT_MAX_FUTURE_S, gt=0, description="reject events stamped further ahead of now")
     data_dir: Path = Field(Path("var/streams"), description="Faust's local data folder (one per app id)")
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 = off")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics binds (loopback unless set)")
     rules: LabelRules = Field(default_factory=LabelRules)
     gc_gen0_threshold: int = Field(50_000, ge=700, description="net allocations between collections of the youngest "
                                    "generation in the worker process (CPython's default 700 promotes a batch's short-lived "

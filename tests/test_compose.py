@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings
 
 from convcg.broker import docker_engine_answers
 from convcg.contract import Topics
-from convcg.http_auth import check_bind
+from convcg.http_auth import check_bind, secret
 from features.settings import FeaturesSettings
 from index_refresher.settings import RefresherSettings
 from loop.cli import main
@@ -310,7 +310,7 @@ def test_http_services_beyond_loopback_need_tokens_and_their_clients_send_them(s
         check_bind(host, token, service=name, token_setting=var)  # the service's own start-up rule
         if host != "127.0.0.1":
             assert REQUIRED_VARIABLE.match(token), f"{name}: {var} must be a required ${{NAME:?...}} value"
-        assert getattr(settings_from_env(cls, env), field) == token
+        assert secret(getattr(settings_from_env(cls, env), field)) == token
         tokens[var] = token
     assert set(tokens) == {"CONVCG_FEATURES_API_TOKEN", "CONVCG_INDEX_ADMIN_TOKEN"}
     for name, s in convcg_services(services).items():
@@ -318,7 +318,7 @@ def test_http_services_beyond_loopback_need_tokens_and_their_clients_send_them(s
         if "CONVCG_INDEX_FEATURES_URL" in env:  # the retrieval service reads user features
             assert env.get("CONVCG_INDEX_FEATURES_TOKEN") == tokens["CONVCG_FEATURES_API_TOKEN"], name
         if resolve_command(s["command"])[0] == ("refresher",):  # it calls /admin/load and /admin/items
-            assert settings_from_env(RefresherSettings, env).admin_token == tokens["CONVCG_INDEX_ADMIN_TOKEN"]
+            assert secret(settings_from_env(RefresherSettings, env).admin_token) == tokens["CONVCG_INDEX_ADMIN_TOKEN"]
 
 
 def test_docker_compose_config_accepts_the_file_where_docker_exists():

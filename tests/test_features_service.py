@@ -83,7 +83,7 @@ def test_malformed_json_and_auth(served):
 
 
 def test_health_and_metrics(served):
-    assert served.get("/health").json()["status"] == "ok"
+    assert served.get("/health").json() == {"status": "ok", "ready": True}
     served.get("/online-features/user_stream/u1")
     text = served.get("/metrics").text
     assert 'convcg_features_requests_total{endpoint="single",status="200"}' in text

@@ -102,9 +102,11 @@ def test_queries_with_the_query_token_are_answered(client, world):
     assert r.status_code == 200 and len(r.json()["items"]) == 3
 
 
-def test_health_status_and_metrics_stay_open(client):
-    for path in ("/health", "/admin/status", "/metrics"):
+def test_health_and_metrics_stay_open_and_status_needs_the_admin_token(client):
+    for path in ("/health", "/metrics"):
         assert client.get(path).status_code == 200, path
+    assert client.get("/admin/status").status_code == 401
+    assert client.get("/admin/status", headers=bearer(ADMIN)).status_code == 200
 
 
 def test_openapi_declares_the_bearer_schemes(client):

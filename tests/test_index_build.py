@@ -22,7 +22,7 @@ from index_refresher.index_build import (
     recall_at_k,
     recall_queries,
 )
-from index_refresher.refresher import decode_impressions, new_item_rows
+from index_refresher.new_items import decode_impressions, new_item_rows
 from registry.idmap import IdCollisionError, IdMap, stable_id
 from registry.index_artifact import (
     INDEX_FILE,

@@ -13,11 +13,8 @@ from click.testing import CliRunner
 from convcg.contract import Impression, event_to_dict
 from convcg.kafka_io import json_producer
 from index_refresher.builder import read_catalog
-from index_refresher.refresher import (
-    NewItemWatcher,
-    RegistryRefresher,
-    RetrievalAdminClient,
-)
+from index_refresher.new_items import NewItemWatcher
+from index_refresher.refresher import RegistryRefresher, RetrievalAdminClient
 from registry.index_artifact import latest_artifact, load_artifact
 from registry.serving_model import registry_model_loader
 from registry.store import ModelRegistry

@@ -80,6 +80,7 @@ class TrainingSettings(BaseSettings):
     #: labels needed before the first full training when the registry is empty
     min_labels_first_train: int = Field(200, ge=1)
     metrics_port: int = 0  # 0 = no Prometheus HTTP endpoint
+    metrics_host: str = "127.0.0.1"  # address /metrics binds (loopback unless set)
 
     # incremental fine-tuning
     #: older labels sampled per new label. 0.25: the trainer's 8 steps over the live labels

@@ -318,7 +318,7 @@ def run_aggregates(settings: StreamSettings) -> None:
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.metrics_port)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     # the state is millions of small lists and tuples that live long: a young-generation
     # collection every 700 allocations would keep re-scanning them
     gc.set_threshold(*settings.aggregates_gc_thresholds)

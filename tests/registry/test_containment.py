@@ -87,7 +87,7 @@ def test_registry_refuses_a_version_folder_linking_outside_and_rollback_skips_it
 
 
 def test_registry_refuses_a_weights_file_linking_outside_and_a_tampered_current(world, tmp_path):
-    settings, _, (v1, _), _, outside = world
+    settings, _, (v1, v2), _, outside = world
     root = tmp_path / "registry"
     shutil.copytree(settings.registry_root, root)
     weights = root / "versions" / v1 / WEIGHTS
@@ -95,9 +95,13 @@ def test_registry_refuses_a_weights_file_linking_outside_and_a_tampered_current(
     weights.symlink_to(outside / "registry" / "versions" / v1 / WEIGHTS)  # same bytes, checksum matches
     with pytest.raises(RegistryError, match="links outside its folder"):
         ModelRegistry(root).load(v1)
-    (root / CURRENT).write_text("../../outside/registry/versions/v000001\n")
+    tampered = "../../outside/registry/versions/v000001"
+    (root / CURRENT).write_text(tampered + "\n")
     with pytest.raises(RegistryError, match="not a plain version name"):
-        ModelRegistry(root).load()
+        ModelRegistry(root).load(tampered)
+    # the current version cannot be loaded: the newest loadable one inside serves instead (v1
+    # links outside: skipped); nothing outside the root is read
+    assert ModelRegistry(root).load().version == v2
 
 
 def test_index_artifacts_are_found_only_inside_the_index_root(world, tmp_path):

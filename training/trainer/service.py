@@ -316,7 +316,7 @@ class TrainerService:
     def run(self, stop: threading.Event | None = None, max_steps: int | None = None) -> None:
         stop = stop or threading.Event()
         if self.settings.metrics_port:
-            start_http_server(self.settings.metrics_port, registry=self.metrics.registry)
+            start_http_server(self.settings.metrics_port, addr=self.settings.metrics_host, registry=self.metrics.registry)
         self._connect()
         steps = 0
         try:

@@ -115,7 +115,7 @@ def run_worker(settings: StreamSettings, loglevel: str = "warning") -> None:
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.metrics_port)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
     app = build_app(settings, partition_counts)
     from convcg.runtime import tune_garbage_collector
 

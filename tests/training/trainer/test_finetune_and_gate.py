@@ -1,7 +1,6 @@
 """Incremental fine-tuning, the quality gate, and the `train` / `finetune` commands."""
 
 import json
-import math
 
 import numpy as np
 import pandas as pd

@@ -58,8 +58,8 @@ class LoopSettings:
     #: fastest path in ``bench.retrieval_online``: one process hop less); ``http``, the features service
     retrieval_features_source: Literal["store", "http"] = "store"
     online_store: StoreChoice = "auto"  # auto: private redis-server if on PATH, else SQLite
-    trigger_labels: int = 20_000      # trainer fine-tunes after this many new labels...
-    trigger_seconds: float = 20.0     # ...or this long
+    trigger_labels: int = 10_000      # trainer fine-tunes after this many new labels...
+    trigger_seconds: float = 10.0     # ...or this long
     served_per_user: int = 50         # candidates asked of the retriever per user
     probe_interval_s: float = 0.1     # one feature-freshness probe this often
     probe_poll_s: float = 0.02        # pending probes looked up this often (the resolution)
@@ -162,7 +162,7 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
                  "CONVCG_INDEX_NEW_ITEMS_PATH": str(home / "index_refresher" / "new_items.parquet"),
                  "CONVCG_INDEX_RETRIEVAL_URL": f"http://127.0.0.1:{ports['retrieval']}",
                  "CONVCG_INDEX_FEATURES_URL": f"http://127.0.0.1:{ports['features']}",
-                 "CONVCG_INDEX_POLL_INTERVAL_S": "2",
+                 "CONVCG_INDEX_POLL_INTERVAL_S": "0.5",
                  # the refresher's admin calls and the status the version watch reads need it
                  "CONVCG_INDEX_ADMIN_TOKEN": admin_token}
     if settings.retrieval_features_source == "store":

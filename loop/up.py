@@ -195,6 +195,14 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
         sup.start(Component("refresher", ["refresher", "--bootstrap", bootstrap], index_env,
                             logs / "refresher.log"))
 
+        def trainer_has_read(labels: float) -> bool:
+            return (trainer.metric_sum(M.total(M.LABELS_TRAINED_ON))
+                    + trainer.metric_sum(M.total(M.LABELS_REDELIVERED))) >= labels
+
+        def trainer_idle(*gauges: str) -> bool:  # one scrape: a step that collects a retrain may start the next
+            samples = trainer.metrics()  # none: the trainer did not answer, not idle
+            return bool(samples) and all(metric_sum(samples, name) == 0 for name in gauges)
+
         # --- warm-up -----------------------------------------------------------------------
         click.echo("warm-up: replaying the first part of the log (no model yet)")
         replay(EventLog(full.name, warm, full.catalog), bootstrap, topics)
@@ -208,6 +216,11 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
                                aggregates.metric_sum(M.total(M.EVENTS_AGGREGATED))) >= len(warm),
                    settings.timeout_s, "the worker and the aggregates to consume the warm-up", interval=0.5,
                    supervisor=sup)
+        # ...and once the trainer has trained on the warm-up's labels (its step over that backlog
+        # would otherwise hold the first live labels back; a retrain may go on in the background)
+        wait_until(lambda: trainer_has_read(worker.metric_sum(M.total(M.LABELS_EMITTED)))
+                   and trainer_idle(M.TRAINER_STEPPING, M.TRAINER_PENDING),
+                   settings.timeout_s, "the trainer to train on the warm-up's labels", interval=0.5, supervisor=sup)
         click.echo(f"first model {before} is serving and the warm-up is consumed; live phase starts")
 
         # --- live ----------------------------------------------------------------------------
@@ -218,18 +231,13 @@ def _run_components(home, settings: LoopSettings, full, events, n_warm: int, n_l
         # let the trainer take its last step and the refresher swap it in (the watch keeps
         # recording when each version starts serving)
         labels_emitted = worker.metric_sum(M.total(M.LABELS_EMITTED))
-        wait_until(lambda: trainer.metric_sum(M.total(M.LABELS_TRAINED_ON))
-                   + trainer.metric_sum(M.total(M.LABELS_REDELIVERED)) >= labels_emitted,
-                   settings.timeout_s, "the trainer to read every label", supervisor=sup)
+        wait_until(lambda: trainer_has_read(labels_emitted), settings.timeout_s, "the trainer to read every label",
+                   supervisor=sup)
         idle = (M.TRAINER_RETRAINING, M.TRAINER_STEPPING, M.TRAINER_PENDING)
-
-        def trainer_idle() -> bool:  # one scrape: a step that collects a retrain may start the next one
-            samples = trainer.metrics()  # none: the trainer did not answer, not idle
-            return bool(samples) and all(metric_sum(samples, name) == 0 for name in idle)
-
-        wait_until(trainer_idle, settings.timeout_s, "the trainer's background retrain and last step", supervisor=sup)
+        wait_until(lambda: trainer_idle(*idle), settings.timeout_s, "the trainer's background retrain and last step",
+                   supervisor=sup)
         time.sleep(settings.trigger_seconds + 5)  # a step on the time trigger
-        wait_until(trainer_idle, settings.timeout_s, "the trainer's last step", supervisor=sup)
+        wait_until(lambda: trainer_idle(*idle), settings.timeout_s, "the trainer's last step", supervisor=sup)
         reg = ModelRegistry(registry)
         final = reg.current_version()
         wait_until(lambda: watch.current == final, 300, f"the retrieval service to serve {final}", supervisor=sup)

@@ -29,7 +29,8 @@ class FeaturesSettings(BaseSettings):
         60, description="how long a loaded registry is trusted before re-reading it")
     online_store: Literal["sqlite", "redis"] = "sqlite"
     sqlite_path: Path | None = Field(None, description="default: <repo_dir>/online.db")
-    redis_connection: str = "127.0.0.1:6379"
+    redis_connection: str = Field("127.0.0.1:6379", description="HOST:PORT[,db=N] of the Redis online store "
+                                  "(`--redis` on the features commands)")
     redis_skip_dedup: bool = Field(
         True, description="write Redis rows without first reading their stored event time. Safe "
         "here: the sink keeps the newest update per entity in each batch, and updates are keyed by "

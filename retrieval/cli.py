@@ -9,13 +9,15 @@ import logging
 
 import click
 
-log = logging.getLogger("convcg.retrieval.cli")
+from convcg.cli_options import registry_option, with_registry
+
+log = logging.getLogger(__name__)
 
 
-def _settings(**overrides):
+def _settings(registry=None, **overrides):
     from retrieval.settings import RetrievalSettings
 
-    return RetrievalSettings(**{k: v for k, v in overrides.items() if v is not None})
+    return with_registry(RetrievalSettings(**{k: v for k, v in overrides.items() if v is not None}), registry)
 
 
 def _set_threads(n: int) -> None:
@@ -35,15 +37,18 @@ def retrieval_command() -> None:
 
 
 @retrieval_command.command("serve")
-@click.option("--host", default=None, help="Bind address (CONVCG_INDEX_HOST).")
-@click.option("--port", type=int, default=None, help="Port (CONVCG_INDEX_PORT).")
+@click.option("--host", default=None,
+              help="Bind address; beyond loopback it needs CONVCG_INDEX_ADMIN_TOKEN [default: CONVCG_INDEX_HOST, "
+                   "else 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [default: CONVCG_INDEX_PORT, else 8470].")
+@registry_option("CONVCG_INDEX_")
 @click.option("--load/--no-load", default=True, show_default=True,
               help="Load the registry's current version (latest index artifact) at start.")
-def serve(host: str | None, port: int | None, load: bool) -> None:
+def serve(host: str | None, port: int | None, registry, load: bool) -> None:
     """Serve /retrieve, /health, /metrics and /admin/* ."""
     from convcg.http_auth import UnsafeBind, check_bind
 
-    settings = _settings(host=host, port=port)
+    settings = _settings(registry, host=host, port=port)
     try:
         check_bind(settings.host, settings.admin_token, service="retrieval service",
                    token_setting="CONVCG_INDEX_ADMIN_TOKEN")

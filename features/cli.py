@@ -12,7 +12,7 @@ import click
 
 from convcg.cli_options import bootstrap_option, online_store_option, redis_option, topic_prefix_option
 
-log = logging.getLogger("convcg.features.cli")
+log = logging.getLogger(__name__)
 
 
 def _settings(redis: str | None = None, **overrides):

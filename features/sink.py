@@ -49,7 +49,7 @@ from features.updates import (
     parse_feature_update,
 )
 
-log = logging.getLogger("convcg.features.sink")
+log = logging.getLogger(__name__)
 
 DEAD_LETTER_COMPONENT = "features-sink"
 

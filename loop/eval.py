@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-log = logging.getLogger("convcg.eval")
+log = logging.getLogger(__name__)
 DATASETS = ("movielens-100k", "movielens-1m")
 
 

@@ -39,7 +39,7 @@ from convcg.metrics_scrape import metric_sum
 from loop.online_store import StoreChoice
 from loop.supervisor import Component, Supervisor, wait_until
 
-log = logging.getLogger("convcg.up")
+log = logging.getLogger(__name__)
 
 #: live replay rate (raw events/s): what the embedded default store keeps fresh on 2 cores with
 #: every other component (trainer, refresher, retrieval) sharing them

@@ -30,6 +30,22 @@ def _set_threads(n: int) -> None:
         pass
 
 
+def nothing_to_load(registry_root, index_root) -> str | None:
+    """Why there is no pair to load yet (no model version, or no index artifact for the current
+    one), or None when there is one: a start before the first model is routine, not an error."""
+    from registry.index_artifact import ArtifactError, find_artifact
+    from registry.store import ModelRegistry
+
+    version = ModelRegistry(registry_root).current_version()
+    if version is None:
+        return f"registry {registry_root} has no model version yet"
+    try:
+        find_artifact(index_root, version)
+    except ArtifactError as exc:
+        if exc.reason == "missing":
+            return f"no index artifact for model {version} yet"
+    return None  # something to load (a bad artifact is the loader's to refuse, and log)
+
 
 @click.group("retrieval")
 def retrieval_command() -> None:
@@ -61,6 +77,10 @@ def serve(host: str | None, port: int | None, registry, load: bool) -> None:
     _set_threads(settings.search_threads)
     service = build_service(settings)
     if load:
-        service.loader.load_in_background(None)  # registry's current version, newest artifact
+        missing = nothing_to_load(settings.registry_root, settings.index_root)
+        if missing:  # a normal first start: the refresher loads the first pair when it has built it
+            log.info("nothing to load at start (%s); serving nothing until a pair is loaded", missing)
+        else:
+            service.loader.load_in_background(None)  # registry's current version, newest artifact
     log.info("retrieval service on http://%s:%d", settings.host, settings.port)
     uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_level="warning")

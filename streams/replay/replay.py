@@ -28,7 +28,7 @@ from convcg.cli_options import bootstrap_option, topic_prefix_option
 from convcg.contract import Conversion, Engagement, Topics, event_to_dict
 from convcg.kafka_settings import KafkaSettings
 
-log = logging.getLogger("convcg.replay")
+log = logging.getLogger(__name__)
 
 REPLAYED = Counter("convcg_replay_events_total", "Events produced by replay, by event type", ["type"])
 

@@ -166,3 +166,17 @@ def test_a_trained_registry_without_an_index_yet_is_a_routine_start(tmp_path):
     assert nothing_to_load(tmp_path / "registry", tmp_path / "elsewhere") == f"no index artifact for model {version} yet"
     assert ModelRegistry(tmp_path / "empty").current_version() is None
     assert "no model version yet" in nothing_to_load(tmp_path / "empty", tmp_path / "empty" / "indexes")
+
+
+def test_a_retried_coordinator_lookup_is_a_warning_not_an_error(caplog):
+    from click.testing import CliRunner
+
+    from loop.cli import main
+
+    assert CliRunner().invoke(main, ["labels", "--help"]).exit_code == 0  # main sets the logging up
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    with caplog.at_level(logging.WARNING, logger="aiokafka.consumer.group_coordinator"):
+        coordinator.error("Group Coordinator Request failed: %s", "[Error 15] GroupCoordinatorNotAvailableError")
+        coordinator.error("Error sending JoinGroupRequest_v5 to node 1 [Error 7] RequestTimedOutError")
+    assert [(r.levelname, r.getMessage()[:12]) for r in caplog.records] == [
+        ("WARNING", "Group Coordi"), ("ERROR", "Error sendin")]

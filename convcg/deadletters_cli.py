@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import click
 
+from convcg.cli_options import bootstrap_option, kafka_settings_for, topic_prefix_option
 from convcg.contract import DeadLetter
 
 
@@ -34,16 +35,17 @@ def group_dead_letters(letters: list[DeadLetter]) -> list[ReasonGroup]:
 
 
 @click.command("deadletters")
-@click.option("--bootstrap", envvar="KAFKA_BOOTSTRAP", required=True, help="Kafka bootstrap HOST:PORT.")
-@click.option("--topic-prefix", default="")
-@click.option("--timeout", type=float, default=10.0, help="Stop reading after this long without records.")
-def deadletters(bootstrap: str, topic_prefix: str, timeout: float) -> None:
+@bootstrap_option()
+@topic_prefix_option()
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Stop reading after this many seconds without records.")
+def deadletters(bootstrap: str | None, topic_prefix: str | None, timeout: float) -> None:
     """Print the dead-letter topic grouped by component and reason, with an example each."""
-    from convcg.contract import Topics
     from convcg.kafka_io import read_topic
     from convcg.validation import decode_dead_letter
 
-    raw = read_topic(bootstrap, Topics(topic_prefix).dead_letters, timeout=timeout, decode=False)
+    kafka = kafka_settings_for(bootstrap, topic_prefix)
+    raw = read_topic(kafka.bootstrap, kafka.topics.dead_letters, timeout=timeout, decode=False)
     letters, unreadable = [], 0
     for record in raw:
         try:

@@ -18,7 +18,7 @@ from typing import Callable
 
 from convcg.server_process import start_server_process
 
-log = logging.getLogger("convcg.redis_server")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -10,13 +10,23 @@ from pathlib import Path
 
 import click
 
-log = logging.getLogger("convcg.features.cli")
+from convcg.cli_options import bootstrap_option, online_store_option, redis_option, topic_prefix_option
+
+log = logging.getLogger(__name__)
 
 
-def _settings(**overrides):
+def _settings(redis: str | None = None, **overrides):
+    """The features settings with the flags given; ``--redis HOST:PORT`` means the Redis store there."""
     from features.settings import FeaturesSettings
 
+    if redis:
+        if overrides.get("online_store") == "sqlite":
+            raise click.UsageError("--redis and --online-store sqlite contradict each other")
+        overrides.update(online_store="redis", redis_connection=redis)
     return FeaturesSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+FEATURES_ENV = "CONVCG_FEATURES_"
 
 
 @click.group("features")
@@ -25,28 +35,31 @@ def features_command() -> None:
 
 
 @features_command.command("apply")
-@click.option("--online-store", type=click.Choice(["sqlite", "redis"]), default=None)
-def apply_cmd(online_store: str | None) -> None:
+@online_store_option()
+@redis_option()
+def apply_cmd(online_store: str | None, redis: str | None) -> None:
     """Register entities, push sources and feature views (idempotent)."""
     from features.store import apply_repo
 
-    s = _settings(online_store=online_store)
+    s = _settings(redis, online_store=online_store)
     apply_repo(s)
     click.echo(f"applied Feast project {s.project} (online store {s.online_store}, registry {s.registry_file})")
 
 
 @features_command.command("sink")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap (default: CONVCG_FEATURES_KAFKA__BOOTSTRAP, KAFKA_BOOTSTRAP).")
-@click.option("--topic-prefix", default=None)
-@click.option("--online-store", type=click.Choice(["sqlite", "redis"]), default=None)
-@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus /metrics on this port.")
-def sink_cmd(bootstrap: str | None, topic_prefix: str | None, online_store: str | None,
+@bootstrap_option(FEATURES_ENV)
+@topic_prefix_option(FEATURES_ENV)
+@online_store_option()
+@redis_option()
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus /metrics on this port [default: CONVCG_FEATURES_METRICS_PORT, else off].")
+def sink_cmd(bootstrap: str | None, topic_prefix: str | None, online_store: str | None, redis: str | None,
              metrics_port: int | None) -> None:
     """Consume feature updates and labels; write them to Feast (online + offline) and the label table."""
     from convcg.runtime import run_until_signalled
     from features.sink import FeatureSink
 
-    s = _settings(online_store=online_store, metrics_port=metrics_port)
+    s = _settings(redis, online_store=online_store, metrics_port=metrics_port)
     s.kafka = s.kafka.with_overrides(bootstrap, topic_prefix)
     bootstrap = s.kafka.bootstrap
     if s.metrics_port:
@@ -59,24 +72,28 @@ def sink_cmd(bootstrap: str | None, topic_prefix: str | None, online_store: str 
 
 
 @features_command.command("serve")
-@click.option("--host", default=None)
-@click.option("--port", type=int, default=None)
-@click.option("--online-store", type=click.Choice(["sqlite", "redis"]), default=None)
+@click.option("--host", default=None,
+              help="Bind address; beyond loopback it needs CONVCG_FEATURES_API_TOKEN [default: CONVCG_FEATURES_HOST, "
+                   "else 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [default: CONVCG_FEATURES_PORT, else 8610].")
+@online_store_option()
+@redis_option()
 @click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes.")
-def serve_cmd(host: str | None, port: int | None, online_store: str | None, workers: int) -> None:
+def serve_cmd(host: str | None, port: int | None, online_store: str | None, redis: str | None,
+              workers: int) -> None:
     """HTTP lookups of online features (POST /online-features, /health, /metrics)."""
     import uvicorn
 
     from convcg.http_auth import UnsafeBind, check_bind
 
-    s = _settings(host=host, port=port, online_store=online_store)
+    s = _settings(redis, host=host, port=port, online_store=online_store)
     try:
         check_bind(s.host, s.api_token, service="features service", token_setting="CONVCG_FEATURES_API_TOKEN")
     except UnsafeBind as exc:
         raise click.ClickException(str(exc)) from None
     if workers > 1:  # each worker builds its settings from the environment
-        if online_store:
-            os.environ["CONVCG_FEATURES_ONLINE_STORE"] = online_store
+        os.environ["CONVCG_FEATURES_ONLINE_STORE"] = s.online_store
+        os.environ["CONVCG_FEATURES_REDIS_CONNECTION"] = s.redis_connection
         uvicorn.run("features.service:app_from_env", factory=True, host=s.host, port=s.port,
                     workers=workers, log_level="warning", access_log=False)
         return

@@ -49,7 +49,7 @@ from features.offline import read_parts
 from features.settings import FeaturesSettings
 from features.updates import LABEL_SCHEMA, stream_schema
 
-log = logging.getLogger("convcg.features.dataset")
+log = logging.getLogger(__name__)
 
 DROPPED_KINDS: tuple[str, ...] = ()  # feature kinds left out of training sets (none)
 

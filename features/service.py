@@ -45,7 +45,7 @@ from features import metrics
 from features.online import OnlineReader, UnknownFeature, UnknownFeatureView
 from features.settings import FeaturesSettings
 
-log = logging.getLogger("convcg.features.service")
+log = logging.getLogger(__name__)
 
 
 class LookupRequest(BaseModel):

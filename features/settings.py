@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.dedupe import DEFAULT_HORIZON_S
 from convcg.http_auth import DEFAULT_MAX_BODY_BYTES
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka_settings import ConsumerTuning, KafkaSettings
 
 
 class FeaturesSettings(BaseSettings):
@@ -29,7 +29,8 @@ class FeaturesSettings(BaseSettings):
         60, description="how long a loaded registry is trusted before re-reading it")
     online_store: Literal["sqlite", "redis"] = "sqlite"
     sqlite_path: Path | None = Field(None, description="default: <repo_dir>/online.db")
-    redis_connection: str = "127.0.0.1:6379"
+    redis_connection: str = Field("127.0.0.1:6379", description="HOST:PORT[,db=N] of the Redis online store "
+                                  "(`--redis` on the features commands)")
     redis_skip_dedup: bool = Field(
         True, description="write Redis rows without first reading their stored event time. Safe "
         "here: the sink keeps the newest update per entity in each batch, and updates are keyed by "
@@ -47,9 +48,8 @@ class FeaturesSettings(BaseSettings):
     consumer_group: str = "convcg-features-sink"
     batch_max_records: int = Field(1000, description="records per poll; ~1,000 wrote fastest per update (bench)")
     batch_max_wait_ms: int = 100
-    fetch_max_wait_ms: int = Field(100, ge=1, description="longest the broker holds a fetch for fetch_min_bytes: the latency fuller fetches may add")
-    fetch_min_bytes: int = Field(65536, ge=1, description="bytes a fetch waits for, up to fetch_max_wait_ms: fewer, "
-                                 "fuller fetches, fewer requests per record")
+    fetch: ConsumerTuning = Field(default_factory=ConsumerTuning, description="the sink's fetches "
+                                  "(CONVCG_FEATURES_FETCH__MAX_WAIT_MS, CONVCG_FEATURES_FETCH__MIN_BYTES)")
     offline_flush_seconds: float = Field(
         5.0, description="append offline part files / labels (and commit) at least this often")
     offline_flush_rows: int = 50_000

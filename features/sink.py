@@ -49,7 +49,7 @@ from features.updates import (
     parse_feature_update,
 )
 
-log = logging.getLogger("convcg.features.sink")
+log = logging.getLogger(__name__)
 
 DEAD_LETTER_COMPONENT = "features-sink"
 
@@ -207,7 +207,7 @@ class FeatureSink:
             self.topics.feature_updates, self.topics.labels, bootstrap_servers=self.bootstrap,
             group_id=self.settings.consumer_group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_interval_ms=30 * 60 * 1000,
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms, fetch_min_bytes=self.settings.fetch_min_bytes)
+            **self.settings.fetch.aiokafka())
         producer = json_producer(self.bootstrap, acks="all")
         await consumer.start()
         log.info("sink consuming %s and %s from %s (group %s)", self.topics.feature_updates,

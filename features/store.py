@@ -21,7 +21,7 @@ from typing import Any
 from features.definitions import build_definitions
 from features.settings import FeaturesSettings
 
-log = logging.getLogger("convcg.features.store")
+log = logging.getLogger(__name__)
 
 
 def repo_config(settings: FeaturesSettings):

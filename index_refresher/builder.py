@@ -21,7 +21,7 @@ from registry.idmap import IdMap, stable_ids
 from registry.index_artifact import write_artifact
 from registry.serving_model import ServingModel
 
-log = logging.getLogger("convcg.index.builder")
+log = logging.getLogger(__name__)
 
 CATALOG_COLUMNS = ("item_id", "advertiser_id", "category", "price")
 

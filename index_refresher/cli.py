@@ -12,14 +12,19 @@ import sys
 
 import click
 
-log = logging.getLogger("convcg.index.cli")
+from convcg.cli_options import bootstrap_option, registry_option, topic_prefix_option, with_registry
+
+log = logging.getLogger(__name__)
+
+INDEX_ENV = "CONVCG_INDEX_"
+URL_HELP = "Retrieval service URL [default: CONVCG_INDEX_RETRIEVAL_URL, else http://127.0.0.1:8470]."
 
 
-def _settings(**overrides):
+def _settings(registry=None, **overrides):
     from index_refresher.settings import RefresherSettings
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per admin call otherwise
-    return RefresherSettings(**{k: v for k, v in overrides.items() if v is not None})
+    return with_registry(RefresherSettings(**{k: v for k, v in overrides.items() if v is not None}), registry)
 
 
 def _print(data) -> None:
@@ -45,16 +50,17 @@ def index_command() -> None:
 @index_command.command("build")
 @click.option("--model-version", default=None, help="Model version (default: the registry's current).")
 @click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False), default=None,
-              help="Catalog parquet (CONVCG_INDEX_CATALOG_PATH).")
+              help="Catalog parquet [default: CONVCG_INDEX_CATALOG_PATH, else var/catalog/items.parquet].")
+@registry_option(INDEX_ENV)
 @click.option("--load", "push", is_flag=True, help="Then ask the retrieval service to load it.")
-def build(model_version: str | None, catalog_path: str | None, push: bool) -> None:
+def build(model_version: str | None, catalog_path: str | None, registry, push: bool) -> None:
     """Embed the catalog with a model version and write a versioned index artifact."""
     from index_refresher.builder import BuildError, build_artifact
     from index_refresher.refresher import AdminError, RetrievalAdminClient
     from registry.index_artifact import read_manifest
     from registry.serving_model import registry_model_loader
 
-    settings = _settings(catalog_path=catalog_path)
+    settings = _settings(registry, catalog_path=catalog_path)
     try:
         model = registry_model_loader(settings.registry_root)(model_version)
         path = build_artifact(model, settings)
@@ -75,7 +81,7 @@ def build(model_version: str | None, catalog_path: str | None, push: bool) -> No
 
 
 @index_command.command("rollback")
-@click.option("--url", default=None, help="Retrieval service URL (CONVCG_INDEX_RETRIEVAL_URL).")
+@click.option("--url", default=None, help=URL_HELP)
 def rollback(url: str | None) -> None:
     """Serve the previous (model, index) pair again."""
     from index_refresher.refresher import AdminError, RetrievalAdminClient
@@ -90,7 +96,7 @@ def rollback(url: str | None) -> None:
 @index_command.command("load")
 @click.option("--model-version", default=None, help="Model version (default: the registry's current).")
 @click.option("--index-version", default=None, help="Index version (default: newest for the model).")
-@click.option("--url", default=None, help="Retrieval service URL (CONVCG_INDEX_RETRIEVAL_URL).")
+@click.option("--url", default=None, help=URL_HELP)
 def load_cmd(model_version: str | None, index_version: str | None, url: str | None) -> None:
     """Ask the retrieval service to load and swap in a (model, index) pair."""
     from index_refresher.refresher import AdminError, RetrievalAdminClient
@@ -110,13 +116,14 @@ def load_cmd(model_version: str | None, index_version: str | None, url: str | No
 
 
 @index_command.command("status")
-@click.option("--url", default=None, help="Retrieval service URL (CONVCG_INDEX_RETRIEVAL_URL).")
-def status(url: str | None) -> None:
+@click.option("--url", default=None, help=URL_HELP)
+@registry_option(INDEX_ENV)
+def status(url: str | None, registry) -> None:
     """What the retrieval service serves, and the index artifacts on disk."""
     from index_refresher.refresher import AdminError, RetrievalAdminClient
     from registry.index_artifact import list_artifacts, read_manifest
 
-    settings = _settings(retrieval_url=url)
+    settings = _settings(registry, retrieval_url=url)
     try:
         service = RetrievalAdminClient.from_settings(settings, timeout_s=5).status()
     except AdminError as exc:
@@ -133,11 +140,13 @@ def status(url: str | None) -> None:
 
 @click.command("refresher")
 @click.option("--once", is_flag=True, help="One registry check (build + push if needed), then exit.")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap: watch the impressions topic for new items there "
-              "(else CONVCG_INDEX_WATCH_NEW_ITEMS with CONVCG_INDEX_KAFKA__BOOTSTRAP / KAFKA_BOOTSTRAP).")
-@click.option("--topic-prefix", default=None, help="Topic prefix (CONVCG_INDEX_KAFKA__TOPIC_PREFIX).")
+@bootstrap_option(INDEX_ENV, extra=" whose impressions topic is watched for new items (given: the watch is on; "
+                  "unset: only with CONVCG_INDEX_WATCH_NEW_ITEMS=true)")
+@topic_prefix_option(INDEX_ENV)
+@registry_option(INDEX_ENV)
 @click.option("--from-beginning", is_flag=True, help="Scan the impressions topic from its start.")
-def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | None, from_beginning: bool) -> None:
+def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | None, registry,
+                      from_beginning: bool) -> None:
     """Watch the registry (and impressions) and keep the retrieval index current."""
     import threading
 
@@ -146,7 +155,7 @@ def refresher_command(once: bool, bootstrap: str | None, topic_prefix: str | Non
     from index_refresher.refresher import RegistryRefresher, RetrievalAdminClient
     from registry.serving_model import registry_model_loader
 
-    settings = _settings(**({"watch_new_items": True} if bootstrap else {}))
+    settings = _settings(registry, **({"watch_new_items": True} if bootstrap else {}))
     settings.kafka = settings.kafka.with_overrides(bootstrap, topic_prefix)
     _lower_priority(settings.build_niceness)
 

@@ -8,6 +8,7 @@ stable int64 ids of :mod:`registry.idmap`.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 
 from registry.serving_model import ServingModel, check_vectors
 
-log = logging.getLogger("convcg.index.build")
+log = logging.getLogger(__name__)
 
 EXACT = "flat_ip"
 HNSW = "hnsw_ip"
@@ -51,7 +52,9 @@ def embed_catalog(model: ServingModel, catalog: Any, item_features: Any = None,
     if item_features is not None:
         by_item = item_features.drop_duplicates("item_id", keep="last").set_index("item_id")
     started = time.perf_counter()
-    with tqdm(total=n, desc=f"embed items ({model.version})", unit="item", disable=not progress) as bar:
+    # a bar on a terminal only: in a component's log file its frames would drown the log lines
+    with tqdm(total=n, desc=f"embed items ({model.version})", unit="item",
+              disable=not (progress and sys.stderr.isatty())) as bar:
         for start in range(0, n, batch_size):
             part = catalog.iloc[start:start + batch_size]
             feats = None
@@ -68,9 +71,11 @@ def embed_catalog(model: ServingModel, catalog: Any, item_features: Any = None,
 
 def build_index(vectors: np.ndarray, ids: np.ndarray, params: IndexParams, progress: bool = True):
     """A FAISS ``IndexIDMap2`` over ``vectors`` (rows) with ``ids`` (int64)."""
-    import faiss
     from tqdm import tqdm
 
+    from registry.faiss_lib import load_faiss
+
+    faiss = load_faiss()
     n, dim = vectors.shape
     if len(ids) != n:
         raise ValueError(f"{n} vectors but {len(ids)} ids")
@@ -85,7 +90,8 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, params: IndexParams, progr
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     started = time.perf_counter()
-    with tqdm(total=n, desc=f"build {kind} index", unit="item", disable=not progress) as bar:
+    with tqdm(total=n, desc=f"build {kind} index", unit="item",
+              disable=not (progress and sys.stderr.isatty())) as bar:
         for start in range(0, n, params.add_chunk):
             stop = min(n, start + params.add_chunk)
             index.add_with_ids(vectors[start:stop], ids[start:stop])
@@ -95,8 +101,9 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, params: IndexParams, progr
 
 
 def index_kind(index) -> str:
-    import faiss
+    from registry.faiss_lib import load_faiss
 
+    faiss = load_faiss()
     inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
     return HNSW if isinstance(inner, faiss.IndexHNSW) else EXACT
 
@@ -113,8 +120,9 @@ def recall_queries(vectors: np.ndarray, count: int, seed: int = 0, noise: float 
 
 
 def exact_top_ids(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    import faiss
+    from registry.faiss_lib import load_faiss
 
+    faiss = load_faiss()
     flat = faiss.IndexFlatIP(vectors.shape[1])
     flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
     _, rows = flat.search(queries, k)

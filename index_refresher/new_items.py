@@ -34,7 +34,7 @@ from convcg.validation import DEFAULT_MAX_FUTURE_S, InvalidEvent, parse_event
 from index_refresher.builder import read_catalog
 from index_refresher.metrics import RefresherMetrics
 
-log = logging.getLogger("convcg.index.new_items")
+log = logging.getLogger(__name__)
 
 POLL_MS = 200
 #: the most items one ``/admin/items`` request may carry (``retrieval.validation.MAX_ADD_ITEMS``)

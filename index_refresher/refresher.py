@@ -23,7 +23,7 @@ from index_refresher.metrics import RefresherMetrics
 from registry.index_artifact import ARTIFACT_REASONS, latest_artifact, prune_artifacts, quarantine_artifact
 from registry.serving_model import ModelLoader
 
-log = logging.getLogger("convcg.index.refresher")
+log = logging.getLogger(__name__)
 
 
 class AdminError(RuntimeError):

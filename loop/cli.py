@@ -35,6 +35,17 @@ COMPONENT_COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
+class RetriedCoordinatorLookup(logging.Filter):
+    """aiokafka logs a failed group-coordinator lookup at ERROR although it retries it; on a new
+    broker the first lookup of every group fails so while ``__consumer_offsets`` is created. A
+    WARNING, so that a normal start logs no ERROR (a lookup that keeps failing still shows)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and "GroupCoordinatorNotAvailableError" in record.getMessage():
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(verbose: bool) -> None:
@@ -45,6 +56,9 @@ def main(verbose: bool) -> None:
     )
     for noisy in ("kafka", "aiokafka", "faust", "mode", "urllib3", "feast", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    if not any(isinstance(f, RetriedCoordinatorLookup) for f in coordinator.filters):
+        coordinator.addFilter(RetriedCoordinatorLookup())
 
 
 def _register() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-log = logging.getLogger("convcg.eval")
+log = logging.getLogger(__name__)
 DATASETS = ("movielens-100k", "movielens-1m")
 
 
@@ -43,19 +43,23 @@ def load_dataset(name: str, cache_dir: Path, with_labels: bool = True):
 
 
 @click.command("eval")
-@click.option("--dataset", type=click.Choice(DATASETS), default=DATASETS[0], show_default=True)
+@click.option("--dataset", type=click.Choice(DATASETS), default=DATASETS[0], show_default=True,
+              help="The log to label and grade on (fetched once into the cache).")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Training seeds per model.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the results here.")
-@click.option("--ablations/--no-ablations", default=True, show_default=True)
+@click.option("--ablations/--no-ablations", default=True, show_default=True,
+              help="Also train the ablations (one lever of the conversion retriever switched off each).")
 @click.option("--models/--no-models", default=True, show_default=True,
               help="--no-models: the baselines only (no labelling, no training).")
 @click.option("--only", multiple=True, help="Train only these models (the baselines always run).")
-@click.option("--max-epochs", type=int, default=None)
+@click.option("--max-epochs", type=click.IntRange(min=1), default=None,
+              help="Most passes per model; early stopping may pick fewer [default: 8].")
 @click.option("--batch-size", type=int, default=None, help="Training mini-batch size (default: the trainer's).")
 @click.option("--refit/--no-refit", default=True, show_default=True,
               help="Re-train the best epoch count on the whole training period (--no-refit: keep the "
                    "best validation state; about half the training time).")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default="var/cache/eval", show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default="var/cache/eval", show_default=True,
+              help="Where labelled logs (and, with --resume, graded results) are kept between runs.")
 @click.option("--resume", is_flag=True,
               help="Reuse results graded by earlier --resume runs with the same data, settings, config and "
                    "seed (kept under CACHE_DIR/graded), and keep each new one there as soon as it is graded. "

@@ -25,7 +25,7 @@ from loop.freshness import SendLog
 from loop.probes import FeatureProbes, ProbePicker
 from streams.replay.replay import topic_for
 
-log = logging.getLogger("convcg.up.live")
+log = logging.getLogger(__name__)
 
 
 def _get_json(url: str, timeout: float = 5.0):

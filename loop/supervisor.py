@@ -14,7 +14,7 @@ from pathlib import Path
 
 from convcg.metrics_scrape import Sample, fetch_samples, metric_sum
 
-log = logging.getLogger("loop.supervisor")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -33,12 +33,13 @@ from typing import Literal
 
 import click
 
+from convcg.cli_options import online_store_option, redis_option
 from convcg.contract import MetricNames as M
 from convcg.metrics_scrape import metric_sum
 from loop.online_store import StoreChoice
 from loop.supervisor import Component, Supervisor, wait_until
 
-log = logging.getLogger("convcg.up")
+log = logging.getLogger(__name__)
 
 #: live replay rate (raw events/s): what the embedded default store keeps fresh on 2 cores with
 #: every other component (trainer, refresher, retrieval) sharing them
@@ -58,6 +59,7 @@ class LoopSettings:
     #: fastest path in ``bench.retrieval_online``: one process hop less); ``http``, the features service
     retrieval_features_source: Literal["store", "http"] = "store"
     online_store: StoreChoice = "auto"  # auto: private redis-server if on PATH, else SQLite
+    redis: str | None = None          # HOST:PORT of an existing Redis to use instead
     trigger_labels: int = 10_000      # trainer fine-tunes after this many new labels...
     trigger_seconds: float = 10.0     # ...or this long
     served_per_user: int = 50         # candidates asked of the retriever per user
@@ -126,7 +128,7 @@ def run_loop(home: Path, settings: LoopSettings) -> dict:
     n_live_end = int(n * (1 - settings.heldout_fraction))
     click.echo(f"{settings.dataset}: {n:,} events -> warm-up {n_warm:,}, live {n_live_end - n_warm:,}, "
                f"held out {n - n_live_end:,}; live rate {settings.rate:,.0f} events/s")
-    online = start_online_store(settings.online_store, home)
+    online = start_online_store(settings.online_store, home, settings.redis)
     click.echo(f"online store: {online.describe()}")
     broker = find_or_start_broker(data_dir=home / "kafka", log_path=home / "broker.log")
     try:
@@ -342,14 +344,21 @@ def _report(home, settings: LoopSettings, full, events, n_live_end: int, bootstr
               help="Run folder (default var/up/<timestamp>).")
 @click.option("--limit", type=int, default=None, help="Use only the first N events of MovieLens-100k.")
 @click.option("--rate", type=click.FloatRange(min=1.0), default=DEFAULT_RATE, show_default=True,
-              help="Live phase: raw events sent per wall second (steady; event time is compressed to fit).")
-@click.option("--store", "online_store", type=click.Choice(["auto", "redis", "sqlite"]), default="auto",
-              show_default=True, help="Online store: auto = a private redis-server if one is on PATH, else SQLite.")
-@click.option("--trigger-labels", type=int, default=LoopSettings.trigger_labels, show_default=True)
-def up_command(home: Path | None, limit: int | None, rate: float, online_store: str, trigger_labels: int) -> None:
+              help="Live phase pace, in raw events/s sent (steady; event time is compressed to fit).")
+@online_store_option("auto", "redis", "sqlite", default="auto",
+                     extra=" (auto: a private redis-server if one is on PATH, else SQLite)")
+@redis_option("Use the Redis server at HOST:PORT as the online store instead of starting a private one "
+              "(give it an empty Redis, or a database of its own: HOST:PORT,db=N).")
+@click.option("--trigger-labels", type=int, default=LoopSettings.trigger_labels, show_default=True,
+              help="The trainer fine-tunes after this many new labels.")
+def up_command(home: Path | None, limit: int | None, rate: float, online_store: str, redis: str | None,
+               trigger_labels: int) -> None:
     """Run the whole loop end to end on embedded defaults and print a report."""
+    if redis and online_store == "sqlite":
+        raise click.UsageError("--redis and --online-store sqlite contradict each other")
     home = home or Path("var/up") / time.strftime("%Y%m%d-%H%M%S")
-    settings = LoopSettings(limit=limit, rate=rate, online_store=online_store, trigger_labels=trigger_labels)
+    settings = LoopSettings(limit=limit, rate=rate, online_store=online_store, redis=redis,
+                            trigger_labels=trigger_labels)
     summary = run_loop(home, settings)
     click.echo(json.dumps(summary, indent=2, default=str))
     click.echo(f"report: {home / 'report.md'}")

@@ -33,7 +33,7 @@ import numpy as np
 from registry.containment import OutsideRoot, contained, inside
 from registry.idmap import IdMap
 
-log = logging.getLogger("convcg.index.artifact")
+log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
@@ -105,10 +105,12 @@ def write_artifact(index_root: Path, model_version: str, index: Any, idmap: IdMa
                    kind: str, recall: float | None, recall_k: int, build_seconds: float,
                    index_version: str | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write index + id map + manifest atomically; return the artifact folder."""
-    import faiss
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from registry.faiss_lib import load_faiss
+
+    faiss = load_faiss()
     index_version = index_version or new_index_version()
     final = artifact_dir(index_root, model_version, index_version)
     if final.exists():
@@ -188,9 +190,11 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
 def load_artifact(path: Path, expected_model_version: str | None = None,
                   expected_dim: int | None = None) -> IndexArtifact:
     """Load and verify an artifact; raise ArtifactError on anything inconsistent."""
-    import faiss
     import pyarrow.parquet as pq
 
+    from registry.faiss_lib import load_faiss
+
+    faiss = load_faiss()
     path = Path(path)
     manifest = read_manifest(path)
     if expected_model_version is not None and manifest["model_version"] != expected_model_version:

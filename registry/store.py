@@ -39,7 +39,7 @@ from registry.containment import OutsideRoot, contained, inside
 from registry.index_artifact import fsync_dir, fsync_tree
 from model.config import MODEL_FORMAT_VERSION, ModelConfig
 
-log = logging.getLogger("convcg.training.registry")
+log = logging.getLogger(__name__)
 
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"

@@ -22,7 +22,7 @@ from registry.serving_model import ModelLoader
 from retrieval.metrics import RetrievalMetrics
 from retrieval.serving import ServingPair, ServingState
 
-log = logging.getLogger("convcg.index.loader")
+log = logging.getLogger(__name__)
 
 #: model version (None: the registry's current one) -> loaded model
 

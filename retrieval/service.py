@@ -51,7 +51,7 @@ from retrieval.serving import (
 from retrieval.user_features import NoUserFeatures, UserFeatureSource
 from retrieval.validation import BadRequest, parse_new_items, parse_retrieve
 
-log = logging.getLogger("convcg.index.service")
+log = logging.getLogger(__name__)
 
 DEFAULT_ADMIN_WAIT_S = 600.0
 

@@ -21,7 +21,7 @@ import numpy as np
 from registry.index_artifact import IndexArtifact
 from registry.serving_model import ServingModel, check_vectors
 
-log = logging.getLogger("convcg.index.serving")
+log = logging.getLogger(__name__)
 
 #: FAISS OpenMP threads per search. OpenMP's thread count is a per-thread setting, so it is
 #: applied lazily in every thread that searches (the HTTP server's worker threads), not once.
@@ -36,8 +36,9 @@ def configure_search_threads(n: int) -> None:
 
 def _apply_search_threads() -> None:
     if getattr(_thread_state, "omp_threads", None) != _search_threads:
-        import faiss
+        from registry.faiss_lib import load_faiss
 
+        faiss = load_faiss()
         faiss.omp_set_num_threads(_search_threads)
         _thread_state.omp_threads = _search_threads
 

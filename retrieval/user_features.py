@@ -23,7 +23,7 @@ from convcg.feast_online import read_online_rows
 from convcg.http_auth import secret
 from convcg.rate_limited_log import RateLimitedLog
 
-log = logging.getLogger("convcg.index.user_features")
+log = logging.getLogger(__name__)
 
 
 class UserFeatureSource(Protocol):

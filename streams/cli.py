@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import click
 
+from convcg.cli_options import bootstrap_option, topic_prefix_option
 from streams.replay.replay import replay_command  # noqa: F401  (exported to loop.cli)
+
+STREAMS_ENV = "CONVCG_STREAMS_"
 
 
 @click.command("worker")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap (default: CONVCG_STREAMS_KAFKA__BOOTSTRAP, KAFKA_BOOTSTRAP)")
-@click.option("--topic-prefix", default=None)
-@click.option("--app-id", default=None, help="Faust app id = consumer group")
-@click.option("--metrics-port", type=int, default=None, help="Prometheus port (0 = off)")
+@bootstrap_option(STREAMS_ENV)
+@topic_prefix_option(STREAMS_ENV)
+@click.option("--app-id", default=None,
+              help="Faust app id = the label-join consumer group [default: CONVCG_STREAMS_APP_ID, else convcg-streams].")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus /metrics on this port; 0 = off [default: CONVCG_STREAMS_METRICS_PORT, else 0].")
 def worker_command(bootstrap, topic_prefix, app_id, metrics_port) -> None:
     """Run the Faust worker: validation and the label join (dead letters, labels)."""
     from streams.label_join.faust.app import run_worker
@@ -24,9 +29,10 @@ def worker_command(bootstrap, topic_prefix, app_id, metrics_port) -> None:
 
 
 @click.command("aggregates")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap (default: CONVCG_STREAMS_KAFKA__BOOTSTRAP, KAFKA_BOOTSTRAP)")
-@click.option("--topic-prefix", default=None)
-@click.option("--metrics-port", type=int, default=None, help="Prometheus port (0 = off)")
+@bootstrap_option(STREAMS_ENV)
+@topic_prefix_option(STREAMS_ENV)
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus /metrics on this port; 0 = off [default: CONVCG_STREAMS_METRICS_PORT, else 0].")
 def aggregates_command(bootstrap, topic_prefix, metrics_port) -> None:
     """Run a streaming feature aggregates worker (one of a consumer group): user, item and
     advertiser windows -> the feature-updates topic (state restored from its changelogs)."""
@@ -39,16 +45,18 @@ def aggregates_command(bootstrap, topic_prefix, metrics_port) -> None:
 
 
 @click.command("labels")
-@click.option("--bootstrap", required=True)
-@click.option("--topic-prefix", default="")
-@click.option("--timeout", type=float, default=10.0)
+@bootstrap_option(STREAMS_ENV)
+@topic_prefix_option(STREAMS_ENV)
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Stop reading after this many seconds without records.")
 def labels_command(bootstrap, topic_prefix, timeout) -> None:
     """Print label counts by kind from the labels topic (deduplicated on label_id)."""
-    from convcg.contract import Topics
     from convcg.kafka_io import read_topic
     from streams.label_join.labels import count_by_kind, dedupe
+    from streams.settings import StreamSettings
 
-    raw = read_topic(bootstrap, Topics(topic_prefix).labels, timeout=timeout)
+    kafka = StreamSettings().kafka.with_overrides(bootstrap, topic_prefix)
+    raw = read_topic(kafka.bootstrap, kafka.topics.labels, timeout=timeout)
     labels = dedupe(raw)
     click.echo(f"{len(labels)} labels ({len(raw) - len(labels)} redelivered copies dropped)")
     for kind, n in count_by_kind(labels).items():

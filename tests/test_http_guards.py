@@ -139,7 +139,7 @@ def test_features_health_says_ready_or_not_and_nothing_else(features, caplog):
         for (table,) in db.execute("select name from sqlite_master where type = 'table'").fetchall():
             if table.endswith("user_stream"):
                 db.execute(f'drop table "{table}"')
-    with caplog.at_level(logging.WARNING, logger="convcg.features.service"):
+    with caplog.at_level(logging.WARNING, logger="features.service"):
         r = features.get("/health")
     assert r.status_code == 503 and r.json() == {"status": "unavailable", "ready": False}
     assert "user_stream" in caplog.text  # the reason is in the log, not in the answer
@@ -183,7 +183,7 @@ def test_an_internal_error_gets_a_generic_500_and_the_details_go_to_the_log(worl
     service = build_service(settings, feature_source=ExplodingFeatures())
     assert service.loader.load(version).ok
     with TestClient(create_app(service), raise_server_exceptions=False) as client, \
-            caplog.at_level(logging.ERROR, logger="convcg.index.service"):
+            caplog.at_level(logging.ERROR, logger="retrieval.service"):
         r = client.get("/retrieve", params={"user_id": "u1", "k": 3}, headers=bearer(QUERY))
     assert r.status_code == 500
     body = r.json()
@@ -298,10 +298,10 @@ def test_failing_feature_lookups_log_once_per_interval_with_a_count(world, caplo
     service = build_service(dead)
     assert service.loader.load(version).ok
     with TestClient(create_app(service)) as client, \
-            caplog.at_level(logging.WARNING, logger="convcg.index.user_features"):
+            caplog.at_level(logging.WARNING, logger="retrieval.user_features"):
         for _ in range(20):
             assert client.get("/retrieve", params={"user_id": "u1", "k": 3}, headers=bearer(QUERY)).status_code == 200
         samples = parse_samples(client.get("/metrics").text)
-    lines = [r for r in caplog.records if r.name == "convcg.index.user_features"]
+    lines = [r for r in caplog.records if r.name == "retrieval.user_features"]
     assert len(lines) == 1 and "1 time(s)" in lines[0].getMessage()  # the first; the next 19 wait for the interval
     assert metric_sum(samples, "convcg_retrieval_feature_lookup_failures_total") == 20

@@ -88,7 +88,7 @@ def test_an_unloadable_current_falls_back_to_the_previous_good_version(tmp_path,
     reg = ModelRegistry(tmp_path)
     v1, v2 = publish(reg, 2)
     (tmp_path / "versions" / v2 / WEIGHTS).write_bytes(b"torn")
-    with caplog.at_level(logging.ERROR, logger="convcg.training.registry"):
+    with caplog.at_level(logging.ERROR, logger="registry.store"):
         model = reg.load()
     assert model.version == v1 and f"current version {v2} cannot be loaded" in caplog.text
     (tmp_path / "CURRENT").write_text("garbage\n")  # a CURRENT naming nothing

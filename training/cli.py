@@ -8,16 +8,18 @@ from pathlib import Path
 
 import click
 
+from convcg.cli_options import bootstrap_option, registry_option, topic_prefix_option, with_registry
 
-def _settings(registry: str | None = None, **overrides):
+TRAINING_ENV = "CONVCG_TRAINING_"
+
+
+def _settings(registry: Path | None = None, **overrides):
     from training.config import TrainingSettings
 
     settings = TrainingSettings()
     settings.kafka = settings.kafka.with_overrides(overrides.pop("bootstrap", None), overrides.pop("topic_prefix", None))
     update = {k: v for k, v in overrides.items() if v is not None}
-    if registry:
-        update["registry_root"] = Path(registry)
-    return settings.model_copy(update=update)
+    return with_registry(settings.model_copy(update=update), registry)
 
 
 def _echo_outcome(outcome) -> None:
@@ -32,9 +34,10 @@ def _echo_outcome(outcome) -> None:
               help="Training set (.parquet/.csv/.jsonl) with the label columns (+ feature columns).")
 @click.option("--catalog", "catalog_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Item catalog (item_id, advertiser_id, category, price). Default: settings.catalog_path.")
-@click.option("--registry", default=None, help="Registry root (default var/registry).")
-@click.option("--epochs", type=int, default=None)
-def train_command(labels_path: str, catalog_path: str | None, registry: str | None, epochs: int | None) -> None:
+@registry_option(TRAINING_ENV)
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Passes over the training set [default: CONVCG_TRAINING_OPTIM__EPOCHS, else the recipe's].")
+def train_command(labels_path: str, catalog_path: str | None, registry: Path | None, epochs: int | None) -> None:
     """Full training on a label table; publishes a new version into the registry."""
     from training.trainer.publish import full_training_step, load_catalog, read_table
 
@@ -50,9 +53,10 @@ def train_command(labels_path: str, catalog_path: str | None, registry: str | No
               help="New labels (.parquet/.csv/.jsonl).")
 @click.option("--older", "older_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Older labels to replay from (default: the trainer's label store).")
-@click.option("--catalog", "catalog_path", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--registry", default=None, help="Registry root (default var/registry).")
-def finetune_command(new_path: str, older_path: str | None, catalog_path: str | None, registry: str | None) -> None:
+@click.option("--catalog", "catalog_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Item catalog (item_id, advertiser_id, category, price). Default: settings.catalog_path.")
+@registry_option(TRAINING_ENV)
+def finetune_command(new_path: str, older_path: str | None, catalog_path: str | None, registry: Path | None) -> None:
     """One incremental step from the current version; publishes only if the quality gate passes."""
     from training.trainer.label_store import LabelStore
     from training.trainer.publish import finetune_step, load_catalog, read_table
@@ -70,12 +74,15 @@ def finetune_command(new_path: str, older_path: str | None, catalog_path: str | 
 
 
 @click.command("trainer")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap (default from settings).")
-@click.option("--topic-prefix", default=None)
-@click.option("--registry", default=None)
-@click.option("--trigger-labels", type=int, default=None, help="Fine-tune after this many new labels.")
-@click.option("--trigger-seconds", type=float, default=None, help="... or after this many seconds.")
-@click.option("--metrics-port", type=int, default=None, help="Prometheus port (0 = none).")
+@bootstrap_option(TRAINING_ENV)
+@topic_prefix_option(TRAINING_ENV)
+@registry_option(TRAINING_ENV)
+@click.option("--trigger-labels", type=int, default=None,
+              help="Fine-tune after this many new labels [default: CONVCG_TRAINING_TRIGGER_LABELS, else 10000].")
+@click.option("--trigger-seconds", type=float, default=None,
+              help="... or after this many seconds with new labels [default: CONVCG_TRAINING_TRIGGER_SECONDS, else 3600].")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus /metrics on this port; 0 = off [default: CONVCG_TRAINING_METRICS_PORT, else 0].")
 def trainer_command(bootstrap, topic_prefix, registry, trigger_labels, trigger_seconds, metrics_port) -> None:
     """Consume labels and fine-tune the current model when enough have arrived."""
     from training.trainer.service import TrainerService
@@ -97,8 +104,8 @@ def registry_command() -> None:
 
 
 @registry_command.command("list")
-@click.option("--registry", default=None)
-def registry_list(registry: str | None) -> None:
+@registry_option(TRAINING_ENV)
+def registry_list(registry: Path | None) -> None:
     """Versions, oldest first; * marks the current one."""
     from registry.store import ModelRegistry
     from training.evaluation.protocol import HEADLINE
@@ -114,8 +121,8 @@ def registry_list(registry: str | None) -> None:
 
 
 @registry_command.command("rollback")
-@click.option("--registry", default=None)
-def registry_rollback(registry: str | None) -> None:
+@registry_option(TRAINING_ENV)
+def registry_rollback(registry: Path | None) -> None:
     """Make the previous version current."""
     from registry.store import ModelRegistry, RegistryError
 

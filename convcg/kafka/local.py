@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.kafka.distribution import LOG_CONFIG, classpath, java_binary
 
-log = logging.getLogger("convcg.kafka")
+log = logging.getLogger(__name__)
 
 PORTS_FILE = "convcg-broker.json"
 NODE_ID = 1

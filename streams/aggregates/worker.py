@@ -57,7 +57,7 @@ from streams.aggregates.stage import STAGES, USER, StageAggregator
 from streams.kafka.checkpoint import Checkpoint
 from streams.settings import StreamSettings
 
-log = logging.getLogger("convcg.streams.aggregates")
+log = logging.getLogger(__name__)
 
 
 class AggregatesWorker(AggregatesCounter):
@@ -149,7 +149,7 @@ class AggregatesWorker(AggregatesCounter):
             self._assigned_at = time.monotonic()
             metrics.AGG_RESTORE_SECONDS.set(self.restore_seconds)
             metrics.AGG_RESTORED_ENTITIES.set(sum(len(s.table) for s in restored))
-            log.warning("aggregates: restored %d stage partitions %s in %.2fs (%d entities, %d seen ids); "
+            log.info("aggregates: restored %d stage partitions %s in %.2fs (%d entities, %d seen ids); "
                         "end offsets now %d in all", len(new), new, self.restore_seconds,
                         sum(len(s.table) for s in restored), sum(len(s.seen) for s in restored),
                         sum(ends.values()))
@@ -171,7 +171,7 @@ class AggregatesWorker(AggregatesCounter):
                 self.targets.pop((tp.topic, tp.partition), None)
                 self.positions.pop((tp.topic, tp.partition), None)
             metrics.AGG_STAGE_PARTITIONS.set(len(self.stages))
-            log.warning("aggregates: revoked %s", sorted(keys))
+            log.info("aggregates: revoked %s", sorted(keys))
 
     async def _check_live(self, consumer) -> None:
         for key in set(self.stages) - self.live_stages:
@@ -182,7 +182,7 @@ class AggregatesWorker(AggregatesCounter):
                 self.stages[key].touch_all()  # its current values, once
                 if self.live:
                     metrics.AGG_CATCHUP_SECONDS.set(time.monotonic() - self._assigned_at)
-                    log.warning("aggregates: live on %d stage partitions", len(self.stages))
+                    log.info("aggregates: live on %d stage partitions", len(self.stages))
 
     # --- the loop --------------------------------------------------------------------------
 

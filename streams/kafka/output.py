@@ -15,7 +15,7 @@ import logging
 
 from convcg.partitioning import LIBRDKAFKA_PARTITIONER
 
-log = logging.getLogger("convcg.streams.output")
+log = logging.getLogger(__name__)
 
 
 class DeliveryFailed(RuntimeError):

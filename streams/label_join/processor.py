@@ -45,7 +45,7 @@ from streams.settings import StreamSettings
 
 DEAD_LETTER_COMPONENT = "streams-worker"
 
-log = logging.getLogger("convcg.streams.join")
+log = logging.getLogger(__name__)
 
 
 class JoinProcessor:
@@ -108,8 +108,8 @@ class JoinProcessor:
             for p in {tp.partition for tp in revoked if tp.topic in self.source_topics}:
                 if self.joiners.pop(p, None) is not None:
                     del self.watermarks[p]
-                    log.warning("partition %d revoked: in-memory join dropped, restored from the changelog "
-                                "when it is assigned again", p)
+                    log.info("partition %d revoked: in-memory join dropped, restored from the changelog "
+                             "when it is assigned again", p)
 
     # --- one batch -----------------------------------------------------------------------
 

@@ -24,10 +24,11 @@ from prometheus_client import Counter
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from convcg.cli_options import bootstrap_option, topic_prefix_option
 from convcg.contract import Conversion, Engagement, Topics, event_to_dict
 from convcg.kafka_settings import KafkaSettings
 
-log = logging.getLogger("convcg.replay")
+log = logging.getLogger(__name__)
 
 REPLAYED = Counter("convcg_replay_events_total", "Events produced by replay, by event type", ["type"])
 
@@ -178,10 +179,11 @@ def parse_option(text: str) -> tuple[str, object]:
 @click.command("replay")
 @click.argument("source")
 @click.option("--speed", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
-              help="Seconds of event time per wall-clock second; 0 = as fast as possible.")
+              help="Pace, in event-seconds per wall-clock second (60 = an event-time minute each second); "
+                   "0 = as fast as possible.")
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Replay only the first N events.")
-@click.option("--bootstrap", default=None, help="Kafka bootstrap HOST:PORT (default: CONVCG_REPLAY_KAFKA__BOOTSTRAP, KAFKA_BOOTSTRAP).")
-@click.option("--topic-prefix", default=None, help="Prefix of every topic name.")
+@bootstrap_option("CONVCG_REPLAY_")
+@topic_prefix_option("CONVCG_REPLAY_")
 @click.option("--partitions", type=click.IntRange(min=1), default=None, help="Partitions of topics created here.")
 @click.option("--catalog-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the item catalog (parquet, for Feast).")

@@ -33,7 +33,7 @@ from training.learn.fit import AfterEpoch, fit
 from training.learn.rows import sequence_rows
 from training.learn.sequences import SequenceFeatures, catalog_frame
 
-log = logging.getLogger("convcg.training.sequence")
+log = logging.getLogger(__name__)
 #: early stopping watches the headline figure on the validation slice
 VALIDATION_METRIC = HEADLINE
 

@@ -36,7 +36,7 @@ from training.history import Interactions
 from training.learn.recipes import retriever_config
 from training.learn.sequences import SequenceFeatures
 
-log = logging.getLogger("convcg.training.eval")
+log = logging.getLogger(__name__)
 
 PROTOCOL_NAME = POINT_IN_TIME
 #: the query set and K of the paired bootstrap (conversion retriever minus each other model)

@@ -5,6 +5,7 @@ schedule. Full training, fine-tuning and convergence runs all fit through ``fit`
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,7 +18,7 @@ from training.config import OptimConfig
 from training.learn.examples import TrainingSet
 from training.learn.losses import training_loss
 
-log = logging.getLogger("convcg.training.trainer")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,12 +77,17 @@ def _fit(model: TwoTowerModel, data: TrainingSet, optim: OptimConfig, show_progr
     stats = FitStats()
     start = time.perf_counter()
     n, step = len(data), 0
+    # a bar on a terminal; in a log file (`convcg up` redirects each component's stderr) its
+    # frames would be most of the file: one INFO line per epoch there instead
+    bar_on = show_progress and sys.stderr.isatty()
+    epoch_level = logging.INFO if show_progress and not bar_on else logging.DEBUG
     for epoch in range(optim.epochs):
         model.train()
         order = torch.randperm(n, generator=gen)
         total, batches = 0.0, 0
+        epoch_start = time.perf_counter()
         bar = tqdm(range(0, n, optim.batch_size), desc=f"{desc} epoch {epoch + 1}/{optim.epochs}",
-                   disable=not show_progress, leave=False, unit="batch")
+                   disable=not bar_on, leave=False, unit="batch")
         for s in bar:
             batch = data.rows.select(order[s:s + optim.batch_size])
             if len(batch) < 2:
@@ -103,7 +109,8 @@ def _fit(model: TwoTowerModel, data: TrainingSet, optim: OptimConfig, show_progr
             stats.examples_seen += len(batch)
             bar.set_postfix(loss=f"{result.parts['total']:.3f}")
         stats.epoch_losses.append(total / max(batches, 1))
-        log.debug("%s epoch %d loss %.4f", desc, epoch + 1, stats.epoch_losses[-1])
+        log.log(epoch_level, "%s epoch %d/%d: loss %.4f over %d batches in %.1fs", desc, epoch + 1, optim.epochs,
+                stats.epoch_losses[-1], batches, time.perf_counter() - epoch_start)
         model.eval()
         if after_epoch is not None and after_epoch(epoch, model):
             break

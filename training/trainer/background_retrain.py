@@ -33,7 +33,7 @@ import pandas as pd
 
 from training.config import TrainingSettings
 
-log = logging.getLogger("convcg.training.background_retrain")
+log = logging.getLogger(__name__)
 
 
 @dataclass

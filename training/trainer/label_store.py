@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-log = logging.getLogger("convcg.training.label_store")
+log = logging.getLogger(__name__)
 
 
 class LabelStore:

@@ -15,7 +15,7 @@ from training.learn.examples import validate_labels
 from training.trainer.plots import plot_versions
 from training.trainer.step import FinetuneResult, finetune, train_full
 
-log = logging.getLogger("convcg.training.pipeline")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,7 +87,7 @@ def publish_result(settings: TrainingSettings, result: FinetuneResult, base_vers
     metrics = dict(result.candidate_metrics, gate_passed=result.passed, gate_reason=result.reason,
                    serving_metrics=result.serving_metrics, base_version=base_version)
     if not result.passed:
-        log.warning("candidate from %s not published: %s", base_version, result.reason)
+        log.info("candidate from %s not published: %s", base_version, result.reason)
         return StepOutcome(None, result.reason, metrics, result.heldout)
     registry = ModelRegistry(settings.registry_root)
     version = registry.publish(result.model, result.model.config, metrics,

@@ -58,7 +58,7 @@ from training.trainer.publish import (
 )
 from training.trainer.step import finetune
 
-log = logging.getLogger("convcg.training.service")
+log = logging.getLogger(__name__)
 POLL_MS = 500
 DEAD_LETTER_COMPONENT = "trainer"
 MAX_POLL_RECORDS = 5000

@@ -30,7 +30,7 @@ from training.learn.fit import FitStats, fit
 from training.learn.rows import training_set
 from training.trainer.gate import judge
 
-log = logging.getLogger("convcg.training.trainer")
+log = logging.getLogger(__name__)
 
 
 def with_detected_features(config: ModelConfig, labels: pd.DataFrame) -> ModelConfig:

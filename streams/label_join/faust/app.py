@@ -28,7 +28,7 @@ from streams.label_join.processor import JoinProcessor
 from streams.label_join.state import STATE_TABLE, JoinStateChangelog
 from streams.settings import StreamSettings
 
-log = logging.getLogger("convcg.streams.worker")
+log = logging.getLogger(__name__)
 
 
 def build_app(settings: StreamSettings, partition_counts: dict[str, int] | None = None):
@@ -94,7 +94,7 @@ def build_app(settings: StreamSettings, partition_counts: dict[str, int] | None 
     @app.timer(interval=10.0)
     async def report() -> None:
         if processor.joiners:
-            log.warning("batches=%d partitions=%s watermark=%s pending=%d buffered=%d",
+            log.info("batches=%d partitions=%s watermark=%s pending=%d buffered=%d",
                      processor.batches, sorted(processor.joiners),
                      {p: round(j.watermark, 1) for p, j in processor.joiners.items()},
                      sum(len(j.impressions) for j in processor.joiners.values()),
@@ -103,7 +103,7 @@ def build_app(settings: StreamSettings, partition_counts: dict[str, int] | None 
     return app
 
 
-def run_worker(settings: StreamSettings, loglevel: str = "warning") -> None:
+def run_worker(settings: StreamSettings, loglevel: str = "info") -> None:
     """Run the worker in the foreground until SIGINT/SIGTERM."""
     from faust.worker import Worker
 

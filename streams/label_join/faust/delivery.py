@@ -28,7 +28,7 @@ import asyncio
 import logging
 from typing import Any
 
-log = logging.getLogger("convcg.streams.faust_delivery")
+log = logging.getLogger(__name__)
 
 _MARK = "_convcg_inline_delivery"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-log = logging.getLogger("convcg.streams.fetch_tuning")
+log = logging.getLogger(__name__)
 
 
 def tune_fetches(app: Any, wait_ms: int, min_bytes: int) -> None:

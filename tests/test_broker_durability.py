@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bench.broker_durability import produce_through_a_broker_kill
+from bench.reliability.broker_durability import produce_through_a_broker_kill
 from convcg.broker import create_topics
 from convcg.contract import Topics
 from convcg.kafka.local import start_local_kafka

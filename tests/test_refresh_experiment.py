@@ -1,4 +1,4 @@
-"""Pure parts of bench/experiment_refresh_interval.py: the stream schedule, the data each
+"""Pure parts of bench/experiments/refresh_interval.py: the stream schedule, the data each
 refresh trains on, and the summary statistics (the experiment itself is a bench, not a test)."""
 
 import math
@@ -10,9 +10,9 @@ import pytest
 
 @pytest.fixture(scope="module")
 def exp():
-    from bench import experiment_refresh_interval
+    from bench.experiments import refresh_interval
 
-    return experiment_refresh_interval
+    return refresh_interval
 
 
 def labels(n: int, start: int = 0) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""bench/soak.py's pure parts (bench/rigs/soak_checks.py): labels must match, features must
+"""bench/reliability/soak.py's pure parts (bench/rigs/soak_checks.py): labels must match, features must
 equal an undisturbed computation, retrieval must have served (issue 13, defect 6: a run in which
 retrieval answered 0 of 7,315 queries passed), every component must have been killed."""
 

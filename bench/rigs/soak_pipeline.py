@@ -1,4 +1,4 @@
-"""The soak's pipeline (`bench/soak.py`): every component as its own process, started as
+"""The soak's pipeline (`bench/reliability/soak.py`): every component as its own process, started as
 `convcg up` starts them (`loop/up.py`), on a broker and a private online store; and the reads
 the soak judges it by: consumer-group lag (has everything been consumed?) and the online
 feature values the sink wrote."""

@@ -10,8 +10,8 @@ read the same history, are graded the same way; popularity reads none and is the
 
 Prints one table, writes ``var/reports/feature_freshness.{md,json,png}``.
 
-    python -m bench.experiment_feature_freshness                  # ~5-8 min on 2 cores
-    python -m bench.experiment_feature_freshness --max-epochs 3   # quicker, a weaker model
+    python -m bench.experiments.feature_freshness                  # ~5-8 min on 2 cores
+    python -m bench.experiments.feature_freshness --max-epochs 3   # quicker, a weaker model
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     header = "| user features delayed by | " + " | ".join(scorers) + " |"
     lines = [f"# Feature freshness ({args.dataset}, point-in-time {METRIC}, "
              f"{len(evaluation.queries[('conversion', POINT_IN_TIME)])} test conversions)", "",
-             f"    python -m bench.experiment_feature_freshness --dataset {args.dataset}", "",
+             f"    python -m bench.experiments.feature_freshness --dataset {args.dataset}", "",
              header, "| --- |" + " ---: |" * len(scorers)]
     lines += ["| " + r["delay"] + " | " + " | ".join(f"{r[n]:.4f}" for n in scorers) + " |" for r in rows]
     fresh = rows[0]["conversion_retriever"]

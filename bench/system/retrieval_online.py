@@ -1,6 +1,6 @@
 """Retrieval with the user's fresh engagement sequence read from the online store at query time.
 
-    python -m bench.retrieval_online [--items 1000000] [--users 10000] [--seq-len 200] [--queries 3000]
+    python -m bench.system.retrieval_online [--items 1000000] [--users 10000] [--seq-len 200] [--queries 3000]
                                      [--keep | --reuse] [--compare-code PATH]
 
 One run, every part a separate process talking as deployed:
@@ -201,7 +201,7 @@ def main() -> None:
     p.add_argument("--inline-queries", action="store_true",
                    help="both services answer on the event loop (CONVCG_INDEX_INLINE_QUERIES), not the thread pool")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default="var/bench/retrieval_online")
+    p.add_argument("--workdir", default="var/bench/system/retrieval_online")
     p.add_argument("--keep", action="store_true", help="keep the registry and the artifact")
     p.add_argument("--reuse", action="store_true", help="reuse a kept registry and artifact of the same size")
     p.add_argument("--compare-code", default="",

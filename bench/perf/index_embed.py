@@ -1,6 +1,6 @@
 """Embedding throughput of a real two-tower model and the refresher's full artifact build.
 
-    python -m bench.index_embed [--items 200000] [--registry var/registry]
+    python -m bench.perf.index_embed [--items 200000] [--registry var/registry]
 
 Model: the registry's current version if ``--registry`` has one; otherwise a model with the
 training component's default ``ModelConfig`` (64-d, parallel DCNv2 + MLP towers; untrained
@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--threads", type=int, default=2, help="torch / FAISS threads for the build")
     p.add_argument("--queries", type=int, default=1000)
-    p.add_argument("--workdir", default="var/bench/index_embed")
+    p.add_argument("--workdir", default="var/bench/perf/index_embed")
     a = p.parse_args()
 
     import faiss

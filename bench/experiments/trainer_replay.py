@@ -1,6 +1,6 @@
 """The online trainer's steps replayed offline, graded as ``convcg up`` grades them.
 
-    python -m bench.trainer_replay [--limit 60000] [--steps 1] [--baselines]
+    python -m bench.experiments.trainer_replay [--limit 60000] [--steps 1] [--baselines]
 
 The log is split as ``convcg up`` splits it (warm-up 40%, live to 90%, the last 10% held out,
 never trained on); the streaming label rules label the warm-up and live events offline

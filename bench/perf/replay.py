@@ -5,7 +5,7 @@ minute), (2) replay() throughput in events/s beside a baseline in the same run: 
 producer sending pre-serialised bytes of the same events (the raw produce rate), and their
 ratio. Uses KAFKA_BOOTSTRAP if set, else starts a local Apache Kafka.
 
-    python -m bench.replay [--generate 1000000] [--replay 200000]
+    python -m bench.perf.replay [--generate 1000000] [--replay 200000]
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ gain over an engagement-only one from the conversion labels, for a model of that
 MovieLens, where a conversion is a 5-star rating, the ratio is large for popularity (no
 personalisation) and small once the history is used. Prints one table; ~1 min for ML-100k.
 
-    python -m bench.conversion_signal [--dataset movielens-1m]
+    python -m bench.experiments.conversion_signal [--dataset movielens-1m]
 """
 
 from __future__ import annotations

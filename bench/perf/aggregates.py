@@ -7,7 +7,7 @@ baseline in the same run: a bare loop that bumps one dict counter per event. The
 events/s (what the features sink has to write: fewer, the longer updates coalesce).
 Target: apply well under 10 µs/event; the worker needs >= 20,000 events/s overall.
 
-    python -m bench.aggregates [--impressions N] [--batch B] [--rate 5000]
+    python -m bench.perf.aggregates [--impressions N] [--batch B] [--rate 5000]
 """
 
 from __future__ import annotations

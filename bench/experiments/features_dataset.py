@@ -5,8 +5,8 @@ advertisers with ingestion times, an item catalog), then runs ``convcg dataset``
 process and reports wall time and the child's peak RSS. A sample of output rows is checked
 against a pandas ``merge_asof`` reference so a fast-but-wrong build cannot pass.
 
-    python -m bench.features_dataset --labels 1000000
-    python -m bench.features_dataset --labels 50000 --users 5000 --items 2000   # quick
+    python -m bench.experiments.features_dataset --labels 1000000
+    python -m bench.experiments.features_dataset --labels 50000 --users 5000 --items 2000   # quick
 """
 
 from __future__ import annotations

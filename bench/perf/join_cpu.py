@@ -1,6 +1,6 @@
 """CPU cost of the worker's own per-batch code, without Kafka and without Faust.
 
-    python -m bench.join_cpu [--impressions 60000] [--batch 5000] [--repeat 5] [--profile]
+    python -m bench.perf.join_cpu [--impressions 60000] [--batch 5000] [--repeat 5] [--profile]
 
 Feeds a seeded synthetic log, as Faust-shaped records, through `JoinProcessor.process` (parse and
 validate, the label join, serialising labels and join states, the ack bookkeeping). The
@@ -8,7 +8,7 @@ broker-facing parts are replaced by sinks that only count (the producer, the com
 changelog), so the figure is the join's own CPU cost per event: the part a faster framework
 could not remove. It is process time (CPU seconds of this process), which other load on a shared
 machine inflates far less than wall time, and the best of ``--repeat`` runs. Compare with
-`bench.label_join`, which runs the real worker against a real broker.
+`bench.perf.label_join`, which runs the real worker against a real broker.
 """
 
 from __future__ import annotations

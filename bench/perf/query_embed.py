@@ -1,13 +1,13 @@
 """In-process time to embed one served query (no HTTP, no index), the frame path against the
 path the retrieval service takes (``LoadedModel.embed_queries``).
 
-    python -m bench.query_embed [--queries 2000] [--users 500] [--seq-len 200] [--config retriever]
+    python -m bench.perf.query_embed [--queries 2000] [--users 500] [--seq-len 200] [--config retriever]
 
 The model is an untrained (seeded) ``TwoTowerModel`` of the conversion retriever's config
 (``training.learn.recipes.retriever_config``: attention over the newest 20 of 200, long-term mean,
 shared item table; ``--config online``: ``online_model_config``, the sequence the aggregates
 keep). Each query is the dict the service builds (``retrieval.validation.RetrieveRequest.query``)
-from a user row of ``bench.retrieval_online.user_updates`` (stored sequence with times and
+from a user row of ``bench.system.retrieval_online.user_updates`` (stored sequence with times and
 dwells, counts, rates) at ``as_of`` = now; a share ``--unknown`` of the users have no row (an
 empty sequence). The two series alternate in blocks over the same queries:
 
@@ -19,7 +19,7 @@ Prints p50/p99/mean of each, the ratio, the largest difference between the two v
 query, and the load average before and after. The frame path shares the encoder's rules and so
 its speed-ups (vectorised sequence read, hashing without factorising): the ratio is the dict
 view's gain alone. Against an older commit, run this file there too (it only uses names the
-older code has: ``PYTHONPATH=<checkout> python bench/query_embed.py``), alternating runs.
+older code has: ``PYTHONPATH=<checkout> python bench/perf/query_embed.py``), alternating runs.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 
 
 def service_queries(n_users: int, seq_len: int, n_items: int, unknown: float, now: float, seed: int) -> list[dict]:
-    from bench.retrieval_online import user_updates
+    from bench.system.retrieval_online import user_updates
     from retrieval.validation import RetrieveRequest
 
     rng = np.random.default_rng(seed + 1)

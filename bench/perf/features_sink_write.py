@@ -1,9 +1,9 @@
 """CPU cost per feature update of the features sink's hot path, without Kafka.
 
-    python -m bench.features_sink_write [--updates 30000] [--store redis|sqlite|both]
+    python -m bench.perf.features_sink_write [--updates 30000] [--store redis|sqlite|both]
 
 Makes the feature updates the streams worker would send for a steady stream of raw events
-(users and items drawn uniformly, as in bench.pipeline_freshness; the real
+(users and items drawn uniformly, as in bench.system.pipeline_freshness; the real
 `StreamingAggregator` computes them, drained every 0.5 s of events at 5,000 events/s), as wire
 JSON. Then, in one process against the real store (Redis at 127.0.0.1:6379, or SQLite):
 

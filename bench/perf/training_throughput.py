@@ -5,7 +5,7 @@ model over seeded synthetic labels, at two batch sizes. Baseline in the same run
 default model trained with plain dense Adam on every parameter (what a naive loop does); our
 trainer uses SparseAdam for the id tables, so a step only touches the batch's rows.
 
-    python -m bench.training_throughput [--labels 30000]
+    python -m bench.perf.training_throughput [--labels 30000]
 """
 
 from __future__ import annotations

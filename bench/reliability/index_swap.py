@@ -1,6 +1,6 @@
 """Hot swap under steady query load: errors and latency before, during and after the swap.
 
-    python -m bench.index_swap [--items 1000000] [--rate 200] [--clients 4] [--steady-s 10]
+    python -m bench.reliability.index_swap [--items 1000000] [--rate 200] [--clients 4] [--steady-s 10]
 
 A retrieval server (its own process) serves index A over clustered synthetic items; client
 threads send top-k queries at a fixed total rate; then the server is told to load index B of
@@ -101,8 +101,8 @@ def main() -> None:
     p.add_argument("--swaps", type=int, default=2, help="swaps A->B, B->A, ... under load")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--artifact", default=None, help="reuse this index artifact (e.g. one kept by "
-                   "bench.index_query --keep, same --dim/--clusters/--seed) instead of building one")
-    p.add_argument("--workdir", default="var/bench/index_swap")
+                   "bench.perf.index_query --keep, same --dim/--clusters/--seed) instead of building one")
+    p.add_argument("--workdir", default="var/bench/reliability/index_swap")
     a = p.parse_args()
 
     import faiss

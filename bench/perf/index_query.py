@@ -1,6 +1,6 @@
 """Retrieval query latency and throughput, top-k over clustered synthetic items (64-d).
 
-    python -m bench.index_query [--sizes 100000,1000000] [--queries 2000] [--http-queries 2000]
+    python -m bench.perf.index_query [--sizes 100000,1000000] [--queries 2000] [--http-queries 2000]
 
 For every catalog size, in one run:
   * build time of the exact (IndexFlatIP) and the ANN (HNSW32) index, through the same code the
@@ -101,7 +101,7 @@ def main() -> None:
     p.add_argument("--ef-construction", type=int, default=80)
     p.add_argument("--ef-search", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default="var/bench/index_query")
+    p.add_argument("--workdir", default="var/bench/perf/index_query")
     p.add_argument("--keep", action="store_true", help="keep the artifacts")
     a = p.parse_args()
 

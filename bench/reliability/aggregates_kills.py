@@ -1,6 +1,6 @@
 """`convcg aggregates` alone under SIGKILLs: which stage loses events?
 
-    python -m bench.aggregates_kills [--workers 2] [--seconds 120] [--seed 0]
+    python -m bench.reliability.aggregates_kills [--workers 2] [--seconds 120] [--seed 0]
 
 The soak's log (60k impressions) is replayed over ``--seconds`` while a random aggregates
 worker is SIGKILLed and restarted every 8-16 s. Once the group has committed the true end of

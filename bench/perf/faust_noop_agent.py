@@ -1,6 +1,6 @@
 """A Faust agent that only counts: the framework's own ceiling for `stream.take_events`.
 
-    python -m bench.faust_noop_agent BOOTSTRAP TOPIC_PREFIX TOTAL
+    python -m bench.perf.faust_noop_agent BOOTSTRAP TOPIC_PREFIX TOTAL
 
 Prints `RATE <events/s>` (from the first batch to the last) and exits. ``NOOP_INLINE=1``: with
 the label-join worker's inline delivery (`streams.label_join.faust.delivery`).

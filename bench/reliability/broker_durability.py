@@ -1,6 +1,6 @@
 """Apache Kafka keeps every record it acknowledged across a SIGKILL of the broker.
 
-    python -m bench.broker_durability [--records 100000] [--kill-at 0.4]
+    python -m bench.reliability.broker_durability [--records 100000] [--kill-at 0.4]
 
 A local Apache Kafka node on a fresh folder; one idempotent producer (``acks=all``) sends
 ``--records`` numbered records to a 3-partition topic. Once ``--kill-at`` of them are

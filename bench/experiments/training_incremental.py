@@ -6,7 +6,7 @@
 2. Fine-tuning reaches >= 98% of a full retrain's conversion recall@100 at <= 10% of its
    compute (examples processed; training seconds printed too), on the same data.
 
-    python -m bench.training_incremental [--epochs 3] [--skip-compare]
+    python -m bench.experiments.training_incremental [--epochs 3] [--skip-compare]
 """
 
 from __future__ import annotations

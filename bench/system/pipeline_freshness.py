@@ -2,7 +2,7 @@
 (validation, windows) → feature-update topic → `convcg features sink` → online store, with the
 label-join `convcg worker` consuming the same events beside them (as deployed).
 
-    python -m bench.pipeline_freshness [--rate 5000] [--seconds 20] [--store default|sqlite|redis]
+    python -m bench.system.pipeline_freshness [--rate 5000] [--seconds 20] [--store default|sqlite|redis]
 
 ``--store default`` is the online store `convcg up` runs on (``loop.online_store``: a private
 redis-server started for the run when the binary is on PATH, else SQLite); ``redis`` is an
@@ -14,7 +14,7 @@ uniformly), and meanwhile every ``--probe-ms`` an impression for a fresh user; a
 the online store until that user's ``impressions_1h`` appears. Freshness = visible time -
 produce time of the raw event, measured from outside the components. The sink's histogram (raw
 event's Kafka timestamp → online write) is scraped and printed beside it, and so is the CPU
-each process used. `bench.features_freshness` measures the sink's leg alone.
+each process used. `bench.system.features_freshness` measures the sink's leg alone.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """CPU per raw event of each stage of the raw event -> online feature path, in one process,
 without a broker (so the figures do not depend on what else runs on the shared cores).
 
-    python -m bench.pipeline_cpu [--rate 5000] [--seconds 20] [--users 20000] [--items 5000]
+    python -m bench.perf.pipeline_cpu [--rate 5000] [--seconds 20] [--users 20000] [--items 5000]
 
-The load is `bench.pipeline_freshness`'s (80% impressions, 20% engagements, users and items
+The load is `bench.system.pipeline_freshness`'s (80% impressions, 20% engagements, users and items
 drawn uniformly, event times at a steady ``--rate``). The aggregates worker's broker-free core
 (`streams.aggregates.worker.AggregatesWorker`) counts it as `convcg aggregates` does: polls of
 the user stage, the records it forwards read by the item stage, then by the advertiser stage,

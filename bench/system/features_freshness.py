@@ -7,7 +7,7 @@ the online store until each probe is visible. Freshness = visible time - produce
 end to end from outside the sink. The sink's own Prometheus histogram
 (convcg_features_freshness_seconds) is scraped at the end and printed beside it.
 
-    python -m bench.features_freshness --rate 5000 --seconds 30 --store sqlite
+    python -m bench.system.features_freshness --rate 5000 --seconds 30 --store sqlite
 """
 
 from __future__ import annotations

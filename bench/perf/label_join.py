@@ -1,6 +1,6 @@
 """Label-join throughput of one Faust worker vs the raw consume rate of the same topics.
 
-    python -m bench.label_join [--events 200000] [--partitions 3]
+    python -m bench.perf.label_join [--events 200000] [--partitions 3]
 
 Produces a synthetic log (seeded) into the event topics of a real broker (KAFKA_BOOTSTRAP or a
 local Apache Kafka), then measures in the same run:
@@ -124,7 +124,7 @@ def faust_noop_rate(bootstrap: str, prefix: str, total: int, logs: Path, inline:
     name = "faust-noop-agent" + ("-inline" if inline else "")
     agent = Component(name, [bootstrap, prefix, str(total)],
                       {"NOOP_INLINE": "1" if inline else "0"}, logs / f"{name}.log",
-                      module="bench.faust_noop_agent", cwd=ROOT).start()
+                      module="bench.perf.faust_noop_agent", cwd=ROOT).start()
     try:
         agent.wait(600)
     finally:

@@ -2,7 +2,7 @@
 worker, the aggregates workers, the features sink, the trainer, the retrieval service and the
 index refresher), restart them, and check what must survive.
 
-    python -m bench.soak [--minutes 10] [--impressions 60000] [--aggregates-workers 2] [--seed 0]
+    python -m bench.reliability.soak [--minutes 10] [--impressions 60000] [--aggregates-workers 2] [--seed 0]
 
 Afterwards: (1) the deduplicated labels equal those of an undisturbed run (the pure rules over
 the same log), so no accepted event was lost and no label was invented or duplicated; (2) once

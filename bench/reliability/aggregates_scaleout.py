@@ -14,7 +14,7 @@ group has shared every stage partition, then
 Then the 2-worker / 1-worker ratios. Both worker counts share the machine with the broker,
 the load producer and the reader.
 
-    python -m bench.aggregates_scaleout [--rate 5000] [--seconds 20] [--burst 100000] [--partitions 4]
+    python -m bench.reliability.aggregates_scaleout [--rate 5000] [--seconds 20] [--burst 100000] [--partitions 4]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import orjson
 
+from bench import ROOT
 from convcg.broker import create_topics, find_or_start_broker, free_port
 from convcg.contract import Topics, event_to_dict
 from convcg.metrics_scrape import fetch_samples, metric_sum
@@ -35,8 +36,6 @@ from convcg.partitioning import LIBRDKAFKA_PARTITIONER
 from loop.supervisor import Component
 from streams.replay.datasets import load_log
 from tests.support.streaming_aggregator import StreamingAggregator
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def metric(port: int, name: str) -> float:

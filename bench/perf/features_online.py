@@ -8,7 +8,7 @@ for the SQLite and the Redis online stores. Targets: p99 <= 2 ms on Redis (http)
 lookups/s on this 2-core machine. Latency: one sequential client. Throughput: N client
 processes hammering the server for a fixed time (clients share the 2 cores with the server).
 
-    python -m bench.features_online --entities 10000 --requests 5000 --seconds 10
+    python -m bench.perf.features_online --entities 10000 --requests 5000 --seconds 10
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def start_server(env: dict, port: int, workers: int, log_path: Path, feast_serve
     bench) as its own process, once its /health answers."""
     if feast_server:
         server = Component("feast-server", ["--feast-server-port", str(port)], env, log_path,
-                           module="bench.features_online", cwd=ROOT, stop_timeout_s=10)
+                           module="bench.perf.features_online", cwd=ROOT, stop_timeout_s=10)
     else:
         server = Component("features-serve", ["features", "serve", "--port", str(port), "--workers", str(workers)],
                            env, log_path, cwd=ROOT, stop_timeout_s=10)

@@ -27,8 +27,8 @@ Prints a table per N (mean recall@100 over the evaluation points, its paired dif
 ``var/reports/refresh_interval.md``, ``var/reports/refresh_interval.png`` and the per-point
 results ``var/reports/refresh_interval_points.csv``.
 
-    python -m bench.experiment_refresh_interval                      # ~30 min on 2 cores
-    python -m bench.experiment_refresh_interval --stream-limit 40000 --eval-every 2000 --intervals 1000,5000,20000,never
+    python -m bench.experiments.refresh_interval                      # ~30 min on 2 cores
+    python -m bench.experiments.refresh_interval --stream-limit 40000 --eval-every 2000 --intervals 1000,5000,20000,never
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ sink's CPU. Nothing of that depends on the row but the values, so the writers he
   pipeline does at about half its cost per row) or one ``executemany`` (SQLite).
 
 The bytes stored are exactly those Feast's ``online_write_batch`` stores for the same rows
-(``tests/test_features_online_rows.py`` writes the same updates both ways and compares the
+(``tests/features/test_online_rows.py`` writes the same updates both ways and compares the
 stores byte for byte, then reads them back through the Feast SDK). Any other online store type
 goes through Feast's ``online_write_batch`` unchanged (``features.online.OnlineWriter``).
 """

@@ -13,7 +13,7 @@ import pytest
 
 from convcg.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
-from tests.port_tripwire import PortTripwire
+from tests.support.port_tripwire import PortTripwire
 
 for _noisy in ("kafka", "aiokafka", "faust", "mode"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -38,6 +38,15 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 _session_broker: list = []
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that uses the session's broker (directly or through another fixture) carries the
+    ``broker`` marker, so ``pytest -m "not broker"`` runs the suite that needs no Kafka. Tests that
+    start a broker of their own are marked where they are written."""
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.broker)
 
 
 def pytest_terminal_summary(terminalreporter):

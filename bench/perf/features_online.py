@@ -35,7 +35,7 @@ VIEW = "item_stream"
 
 def fill_store(settings, n_entities: int):
     from features.sink import Batch, FeastWriter
-    from tests.helpers_features import full_update
+    from tests.support.feature_samples import full_update
 
     writer = FeastWriter(settings)
     for start in range(0, n_entities, 5000):

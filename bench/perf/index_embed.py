@@ -40,7 +40,7 @@ def main() -> None:
 
     from model.config import ModelConfig
     from registry.store import ModelRegistry
-    from tests.helpers_training import tiny_config
+    from tests.support.tiny_models import tiny_config
     from training.synthetic import synthetic_catalog
 
     torch.set_num_threads(a.threads)

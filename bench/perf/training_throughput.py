@@ -18,7 +18,7 @@ import torch
 from bench.rigs.training import THREADS
 from model.config import ModelConfig
 from model.towers import TwoTowerModel
-from tests.helpers_training import tiny_config
+from tests.support.tiny_models import tiny_config
 from training.config import OptimConfig
 from training.learn.fit import fit
 from training.learn.losses import multitask_loss

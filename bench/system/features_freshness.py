@@ -47,7 +47,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from convcg.kafka_io import json_producer
-    from tests.helpers_features import full_update
+    from tests.support.feature_samples import full_update
 
     rig = SinkRig(args.store, "bench-fresh-")
     topics, metrics_port = rig.topics, rig.metrics_port

@@ -53,8 +53,8 @@ from streams.kafka.output import OutputProducer
 from streams.replay.datasets.event_log import EventLog, sort_events
 from streams.settings import StreamSettings
 from tests.conftest import TEST_PARTITIONS
-from tests.helpers_features import sample_label
-from tests.helpers_index import running_server
+from tests.support.feature_samples import sample_label
+from tests.support.index_rigs import running_server
 from training.learn.rows import joined_rows
 from training.history import interactions_from_log
 from training.learn.sequences import SequenceFeatures

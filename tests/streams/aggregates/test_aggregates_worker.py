@@ -19,7 +19,7 @@ from convcg.partitioning import partition_for
 from streams.aggregates.worker import AggregatesWorker
 from streams.replay.datasets import load_log
 from streams.settings import StreamSettings
-from tests.streams_harness import produce_events, start_component
+from tests.support.streams_harness import produce_events, start_component
 from tests.support.streaming_aggregator import StreamingAggregator
 
 PARTITIONS = 3

@@ -18,8 +18,8 @@ from streams.label_join.rules import LabelRules
 from streams.replay.datasets import load_log
 from streams.replay.watermarks import closing_watermark, send_watermark
 from streams.settings import StreamSettings
-from tests.label_reference import counts, reference_label_ids
-from tests.streams_harness import produce_events, start_worker, wait_until_members_hold_partitions
+from tests.support.label_reference import counts, reference_label_ids
+from tests.support.streams_harness import produce_events, start_worker, wait_until_members_hold_partitions
 
 pytestmark = pytest.mark.broker
 RULES = LabelRules()
@@ -169,7 +169,7 @@ def _fuzzed_bad(rng: random.Random, good: dict, topic_kind: str) -> tuple[bytes,
 
 def test_fuzzed_bad_events_land_in_dead_letters_and_good_ones_still_label(broker, topics, tmp_path):
     from convcg.contract import event_to_dict
-    from tests.streams_harness import TOPIC_OF
+    from tests.support.streams_harness import TOPIC_OF
 
     log = load_log("synthetic", n_users=300, n_items=300, n_advertisers=10, n_impressions=5_000, seed=5)
     rng = random.Random(11)

@@ -40,7 +40,7 @@ def group_dead_letters(letters: list[DeadLetter]) -> list[ReasonGroup]:
 def deadletters(bootstrap: str, topic_prefix: str, timeout: float) -> None:
     """Print the dead-letter topic grouped by component and reason, with an example each."""
     from convcg.contract import Topics
-    from convcg.kafka_io import read_topic
+    from convcg.kafka.io import read_topic
     from convcg.validation import decode_dead_letter
 
     raw = read_topic(bootstrap, Topics(topic_prefix).dead_letters, timeout=timeout, decode=False)

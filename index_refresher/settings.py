@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.settings import KafkaSettings
 from convcg.validation import DEFAULT_MAX_FUTURE_S
 
 

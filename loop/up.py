@@ -112,7 +112,7 @@ class VersionWatch:
 
 
 def run_loop(home: Path, settings: LoopSettings) -> dict:
-    from convcg.broker import create_topics, find_or_start_broker, free_port
+    from convcg.kafka.broker import create_topics, find_or_start_broker, free_port
     from convcg.contract import Topics
     from loop.online_store import start_online_store
     from streams.replay.datasets import load_log
@@ -295,7 +295,7 @@ def _live_phase(settings: LoopSettings, full, warm, live, bootstrap: str, topics
 
 def _report(home, settings: LoopSettings, full, events, n_live_end: int, bootstrap: str, topics, reg, watch,
             live_result: dict, worker, sink, retrieval, before, final, replayed: int) -> dict:
-    from convcg.kafka_io import read_topic
+    from convcg.kafka.io import read_topic
     from loop.freshness import exact_percentiles
     from loop.measures import label_and_model_freshness
     from loop.report import write_report

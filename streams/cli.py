@@ -45,7 +45,7 @@ def aggregates_command(bootstrap, topic_prefix, metrics_port) -> None:
 def labels_command(bootstrap, topic_prefix, timeout) -> None:
     """Print label counts by kind from the labels topic (deduplicated on label_id)."""
     from convcg.contract import Topics
-    from convcg.kafka_io import read_topic
+    from convcg.kafka.io import read_topic
     from streams.label_join.labels import count_by_kind, dedupe
 
     raw = read_topic(bootstrap, Topics(topic_prefix).labels, timeout=timeout)

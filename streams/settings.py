@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from convcg.kafka_settings import ConsumerTuning, KafkaSettings
+from convcg.kafka.settings import ConsumerTuning, KafkaSettings
 from convcg.validation import DEFAULT_MAX_FUTURE_S
 from streams.label_join.rules import LabelRules
 
@@ -36,7 +36,7 @@ class StreamSettings(BaseSettings):
     rules: LabelRules = Field(default_factory=LabelRules)
     gc_gen0_threshold: int = Field(50_000, ge=700, description="net allocations between collections of the youngest "
                                    "generation in the worker process (CPython's default 700 promotes a batch's short-lived "
-                                   "objects; see convcg.runtime.tune_garbage_collector)")
+                                   "objects; see convcg.process.runtime.tune_garbage_collector)")
 
     # --- the aggregates worker (convcg aggregates) -----------------------------------------
     feature_flush_interval_s: float = Field(0.1, ge=0, description="send coalesced feature updates at most this "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from convcg.broker import create_topics, find_or_start_broker
+from convcg.kafka.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
 from tests.support.port_tripwire import PortTripwire
 
@@ -72,7 +72,7 @@ def private_redis(tmp_path_factory):
     """A private redis-server on a free loopback port for the whole session; every
     FeaturesSettings (and every process a test starts) finds it through
     ``CONVCG_FEATURES_REDIS_CONNECTION``."""
-    from convcg.redis_server import start_redis
+    from convcg.process.redis_server import start_redis
 
     home = Path(tmp_path_factory.mktemp("redis"))
     server = start_redis(home, log_path=home / "redis.log")

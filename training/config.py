@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.dedupe import DEFAULT_HORIZON_S
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.settings import KafkaSettings
 from model.config import ModelConfig
 from training.learn.recipes import online_model_config
 

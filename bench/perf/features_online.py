@@ -2,7 +2,7 @@
 
 Compares, in one run and on the same store contents:
   sdk     Feast's Python SDK ``FeatureStore.get_online_features`` called in-process
-  reader  ``features.online.OnlineReader.read`` in-process (what the service calls)
+  reader  ``features.online.read.OnlineReader.read`` in-process (what the service calls)
   http    ``convcg features serve`` over HTTP (keep-alive GET, one entity per request)
 for the SQLite and the Redis online stores. Targets: p99 <= 2 ms on Redis (http), >= 3,000
 lookups/s on this 2-core machine. Latency: one sequential client. Throughput: N client
@@ -34,7 +34,7 @@ VIEW = "item_stream"
 
 
 def fill_store(settings, n_entities: int):
-    from features.sink import Batch, FeastWriter
+    from features.sink.worker import Batch, FeastWriter
     from tests.support.feature_samples import full_update
 
     writer = FeastWriter(settings)
@@ -116,7 +116,7 @@ def feast_server_main(port: int) -> None:
     from feast.feature_server import get_app
 
     from features.settings import FeaturesSettings
-    from features.store import open_store
+    from features.repo.store import open_store
 
     uvicorn.run(get_app(open_store(FeaturesSettings()), registry_ttl_sec=60), host="127.0.0.1", port=port,
                 log_level="warning", access_log=False)
@@ -159,10 +159,10 @@ def main() -> None:
     if args.feast_server_port:
         return feast_server_main(args.feast_server_port)
 
-    from convcg.broker import free_port
-    from features.online import OnlineReader
+    from convcg.kafka.broker import free_port
+    from features.online.read import OnlineReader
     from features.settings import FeaturesSettings
-    from features.store import delete_redis_project_keys
+    from features.repo.store import delete_redis_project_keys
 
     rng = np.random.default_rng(0)
     ids = [f"i{k}" for k in rng.integers(args.entities, size=args.requests)]

@@ -7,9 +7,9 @@ Makes the feature updates the streams worker would send for a steady stream of r
 `StreamingAggregator` computes them, drained every 0.5 s of events at 5,000 events/s), as wire
 JSON. Then, in one process against the real store (Redis at 127.0.0.1:6379, or SQLite):
 
-- decode: JSON -> validated `FeatureUpdate` (`features.sink.decode_records`);
+- decode: JSON -> validated `FeatureUpdate` (`features.sink.worker.decode_records`);
 - online write through Feast's own `online_write_batch` (the baseline);
-- online write through the fast writer of `features.online_rows` (the sink's default);
+- online write through the fast writer of `features.online.write` (the sink's default);
 
 each in batches of the sink's poll size, newest-per-entity coalesced as the sink does. Prints
 µs per update and the fast/Feast ratio.
@@ -81,11 +81,11 @@ def main() -> None:
     import tempfile
 
     from convcg.contract import Topics
-    from features.online_rows import row_writer
+    from features.online.write import row_writer
     from features.settings import FeaturesSettings
-    from features.sink import decode_records
-    from features.store import apply_repo, delete_redis_project_keys
-    from features.updates import group_by_entity, latest_per_entity
+    from features.sink.worker import decode_records
+    from features.repo.store import apply_repo, delete_redis_project_keys
+    from features.sink.updates import group_by_entity, latest_per_entity
 
     topics = Topics("")
     wire = worker_updates(args.updates, args.users, args.items, rate=5000, flush_s=0.5)

@@ -24,7 +24,7 @@ import orjson
 
 from convcg.contract import Topics, event_to_dict
 from convcg.partitioning import partition_for
-from convcg.runtime import tune_garbage_collector
+from convcg.process.runtime import tune_garbage_collector
 from streams.label_join.processor import JoinProcessor
 from streams.label_join.state import JoinStateChangelog
 from streams.replay.datasets import load_log

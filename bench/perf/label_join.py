@@ -23,9 +23,9 @@ from pathlib import Path
 import orjson
 
 from bench import ROOT
-from convcg.broker import create_topics, find_or_start_broker, free_port
+from convcg.kafka.broker import create_topics, find_or_start_broker, free_port
 from convcg.contract import Topics, event_to_dict
-from convcg.kafka_io import json_producer
+from convcg.kafka.io import json_producer
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from loop.supervisor import Component
 from streams.label_join.rules import LabelRules

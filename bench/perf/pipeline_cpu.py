@@ -9,7 +9,7 @@ drawn uniformly, event times at a steady ``--rate``). The aggregates worker's br
 the user stage, the records it forwards read by the item stage, then by the advertiser stage,
 feature updates sent every ``feature_flush_interval_s`` of event time and the changelog state
 written every ``aggregates_state_flush_s``, into an in-memory producer. The feature updates it
-sent then go through the features sink's core (`features.sink`): decode, online write (the
+sent then go through the features sink's core (`features.sink.worker`): decode, online write (the
 fast rows into a private redis-server, Feast's SQLite when there is none), pending offline
 rows and the parquet flush. Prints process CPU µs per raw event of every step, and the bytes
 the aggregates send per raw event (what the broker stores and the sink fetches).
@@ -142,9 +142,9 @@ def run_aggregates(polls: list[list[Rec]], partitions: int, cpu: Cpu) -> MemoryO
 
 def run_sink(out: MemoryOutput, runs: list[Cpu], store_dir: Path) -> str:
     from convcg.contract import Topics
-    from features.pending import PendingOffline
+    from features.sink.pending import PendingOffline
     from features.settings import FeaturesSettings
-    from features.sink import FeastWriter, decode_records
+    from features.sink.worker import FeastWriter, decode_records
     from loop.online_store import start_online_store
 
     topics = Topics(FeaturesSettings().kafka.topic_prefix)

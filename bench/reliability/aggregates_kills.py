@@ -26,9 +26,9 @@ from bench.rigs.soak_checks import (
     undisturbed_features,
 )
 from bench.rigs.soak_pipeline import group_lag
-from convcg.broker import create_topics, find_or_start_broker
+from convcg.kafka.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
-from convcg.kafka_io import read_topic
+from convcg.kafka.io import read_topic
 from loop.supervisor import Component
 from streams.replay.datasets import load_log
 from streams.replay.datasets.event_log import EventLog

@@ -58,9 +58,9 @@ class DurabilityRun:
 def produce_through_a_broker_kill(home: Path, records: int = 100_000, kill_at: float = 0.4) -> DurabilityRun:
     from confluent_kafka import Producer
 
-    from convcg.broker import create_topics
+    from convcg.kafka.broker import create_topics
     from convcg.kafka.local import start_local_kafka
-    from convcg.kafka_io import read_topic
+    from convcg.kafka.io import read_topic
 
     data_dir = home / "kafka"
     broker = start_local_kafka(data_dir, log_path=home / "broker.log")

@@ -54,9 +54,9 @@ from bench.rigs.soak_pipeline import (
     read_online_features,
     sent_updates,
 )
-from convcg.broker import create_topics, find_or_start_broker
+from convcg.kafka.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
-from convcg.kafka_io import read_topic
+from convcg.kafka.io import read_topic
 from loop.online_store import start_online_store
 from loop.supervisor import wait_until
 from streams.label_join.joiner import compute_labels

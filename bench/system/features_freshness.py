@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=ROOT / "var" / "bench" / "features_freshness.png")
     args = ap.parse_args()
 
-    from convcg.kafka_io import json_producer
+    from convcg.kafka.io import json_producer
     from tests.support.feature_samples import full_update
 
     rig = SinkRig(args.store, "bench-fresh-")

@@ -55,7 +55,7 @@ def main() -> None:
                     help="the load producer's linger (librdkafka's default); probes go through it too")
     args = ap.parse_args()
 
-    from convcg.broker import free_port
+    from convcg.kafka.broker import free_port
 
     worker_port = free_port()
     private = None

@@ -7,7 +7,7 @@ One run, every part a separate process talking as deployed:
   * user rows (the streaming user features: counts, rates and the last ``--seq-len`` engaged
     items with their times and dwells, newest first) written into a real Redis online store
     (``--redis``, a throw-away Feast project, its keys deleted at the end) through the features
-    sink's writer (``features.sink.FeastWriter.write_online``);
+    sink's writer (``features.sink.worker.FeastWriter.write_online``);
   * an untrained (seeded) ``TwoTowerModel`` with the conversion retriever's config
     (``training.learn.recipes.retriever_config``: attention over the newest 20 of 200, shared item
     table) published into a scratch registry; its item tower embeds a synthetic catalog of
@@ -46,7 +46,7 @@ from bench.rigs.index import (
     publish_untrained_model,
     wait_healthy,
 )
-from convcg.broker import free_port
+from convcg.kafka.broker import free_port
 from convcg.contract import FeatureUpdate, MetricNames, count_feature_names
 from convcg.metrics_scrape import histogram_buckets, metric_sum
 from convcg.stats import histogram_quantile, latency_summary_ms
@@ -90,7 +90,7 @@ def user_updates(n_users: int, seq_len: int, n_items: int, now: float, seed: int
 
 def write_users(settings, updates: list[FeatureUpdate], batch: int = 2000) -> float:
     """Write through the sink's online writer; returns seconds taken."""
-    from features.sink import Batch, FeastWriter
+    from features.sink.worker import Batch, FeastWriter
 
     writer = FeastWriter(settings)
     started = time.perf_counter()
@@ -209,13 +209,13 @@ def main() -> None:
     a = p.parse_args()
 
     from features.settings import FeaturesSettings
-    from features.store import delete_redis_project_keys
+    from features.repo.store import delete_redis_project_keys
 
     workdir = (ROOT / a.workdir).absolute()
     registry_root, index_root = build_index(workdir, a.items, a.seed, a.threads, a.reuse)
     private_redis = None
     if not a.redis:
-        from convcg.redis_server import start_redis
+        from convcg.process.redis_server import start_redis
 
         private_redis = start_redis(workdir / "redis", log_path=workdir / "redis.log")
         a.redis = private_redis.connection

@@ -305,8 +305,8 @@ class AggregatesWorker(AggregatesCounter):
 
 def run_aggregates(settings: StreamSettings) -> None:
     """Run `convcg aggregates` in the foreground until SIGINT/SIGTERM."""
-    from convcg.broker import create_topics, topic_partitions
-    from convcg.runtime import run_until_signalled
+    from convcg.kafka.broker import create_topics, topic_partitions
+    from convcg.process.runtime import run_until_signalled
 
     topics = Topics(settings.kafka.topic_prefix)
     create_topics(settings.kafka.bootstrap, topics.all(), settings.partitions)

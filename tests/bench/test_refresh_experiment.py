@@ -1,5 +1,6 @@
-"""Pure parts of bench/experiments/refresh_interval.py: the stream schedule, the data each
-refresh trains on, and the summary statistics (the experiment itself is a bench, not a test)."""
+"""Pure parts of bench/experiments/refresh_interval.py (bench/experiments/refresh_schedule.py):
+the stream schedule, the data each refresh trains on, and the summary statistics (the experiment
+itself is a bench, not a test)."""
 
 import math
 
@@ -10,9 +11,9 @@ import pytest
 
 @pytest.fixture(scope="module")
 def exp():
-    from bench.experiments import refresh_interval
+    from bench.experiments import refresh_schedule
 
-    return refresh_interval
+    return refresh_schedule
 
 
 def labels(n: int, start: int = 0) -> pd.DataFrame:
@@ -114,9 +115,11 @@ def test_summarize_mean_pooled_and_paired_difference(exp):
         exp.summarize("x", arm, never[:3])
 
 
-def test_output_name(exp):
-    assert exp.output_name("refresh_interval.md", "") == "refresh_interval.md"
-    assert exp.output_name("refresh_interval.png", "_nogate") == "refresh_interval_nogate.png"
+def test_output_name():
+    from bench.experiments.refresh_interval import output_name
+
+    assert output_name("refresh_interval.md", "") == "refresh_interval.md"
+    assert output_name("refresh_interval.png", "_nogate") == "refresh_interval_nogate.png"
 
 
 def test_gain_by_model_age(exp):

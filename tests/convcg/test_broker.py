@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from convcg.broker import create_topics, find_or_start_broker, topic_configs
-from convcg.kafka_io import json_producer, read_topic
+from convcg.kafka.broker import create_topics, find_or_start_broker, topic_configs
+from convcg.kafka.io import json_producer, read_topic
 
 
 def test_the_harness_runs_apache_kafka_when_java_is_present(broker):

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from convcg.contract import DEAD_LETTER_COMPONENTS, DeadLetter
 from convcg.deadletters_cli import group_dead_letters
-from convcg.kafka_io import json_producer
+from convcg.kafka.io import json_producer
 from convcg.validation import dead_letter, decode_dead_letter
 
 

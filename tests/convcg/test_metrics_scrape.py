@@ -14,7 +14,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from convcg.broker import free_port
+from convcg.kafka.broker import free_port
 from convcg.metrics_scrape import (
     fetch_samples,
     histogram_buckets,

@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from convcg.kafka_io import read_topic
+from convcg.kafka.io import read_topic
 from convcg.partitioning import LIBRDKAFKA_PARTITIONER, PlacementCheck, partition_for
 
 KEYS = [f"user_{i}" for i in range(200)]
@@ -77,7 +77,7 @@ def test_a_foreign_producer_on_another_partitioner_is_dead_lettered_never_silent
         eng = Engagement(f"ee{i}", f"imp{i}", t0 + i + 1, u, f"item{i}", "click", 5000)
         foreign.produce(topics.engagements, orjson.dumps(event_to_dict(eng)), u.encode())
     assert foreign.flush(30) == 0
-    from convcg.kafka_io import json_producer
+    from convcg.kafka.io import json_producer
 
     ours = json_producer(broker.bootstrap)
     send_watermark(ours, topics, 3, closing_watermark(t0 + len(users) + 1, LabelRules()))

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 
 from convcg.contract import ENTITIES
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.settings import KafkaSettings
 from features.dataset import build_training_set
-from features.definitions import stream_view_name
+from features.repo.definitions import stream_view_name
 from features.offline import write_part
 from features.settings import FeaturesSettings
-from features.updates import labels_table, updates_table
+from features.sink.updates import labels_table, updates_table
 from tests.support.feature_samples import full_update, sample_catalog, sample_label
 
 T = 1_700_000_000.0
@@ -94,8 +94,8 @@ def test_training_set_matches_a_naive_point_in_time_join(tmp_path):
 def test_no_leakage_either_way_through_the_real_sink(broker, topics, tmp_path):
     """(1) a value updated after the impression never appears in its row; (2) a value with an
     earlier event time that arrives after a snapshot was built does not change that snapshot."""
-    from convcg.kafka_io import json_producer
-    from features.sink import BackgroundSink, FeatureSink
+    from convcg.kafka.io import json_producer
+    from features.sink.worker import BackgroundSink, FeatureSink
 
     s = _settings(tmp_path, kafka=KafkaSettings(topic_prefix=topics.prefix), consumer_group=f"g-{topics.prefix}",
                   offline_flush_seconds=0.2)
@@ -137,14 +137,14 @@ def test_no_leakage_either_way_through_the_real_sink(broker, topics, tmp_path):
 
 def _label_count(s) -> int:
     from features.offline import read_parts
-    from features.updates import LABEL_SCHEMA
+    from features.sink.updates import LABEL_SCHEMA
 
     return read_parts(s.labels_dir, LABEL_SCHEMA).num_rows
 
 
 def _offline_rows(s) -> int:
     from features.offline import read_parts
-    from features.updates import stream_schema
+    from features.sink.updates import stream_schema
 
     return read_parts(s.offline_root / "user_stream", stream_schema("user")).num_rows
 

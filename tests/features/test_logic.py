@@ -10,8 +10,8 @@ from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import InvalidLabel, parse_label
 from features import pit
 from features.dataset import training_column, training_feature_refs
-from features.online import UnknownFeature, UnknownFeatureView, resolve_features
-from features.updates import (
+from features.online.read import UnknownFeature, UnknownFeatureView, resolve_features
+from features.sink.updates import (
     InvalidMessage,
     latest_per_entity,
     new_labels,

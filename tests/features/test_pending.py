@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import namedtuple
 from datetime import datetime, timezone
 
-from features.definitions import CREATED_TIMESTAMP
-from features.pending import PendingOffline
-from features.updates import updates_table
+from features.repo.definitions import CREATED_TIMESTAMP
+from features.sink.pending import PendingOffline
+from features.sink.updates import updates_table
 from tests.support.feature_samples import full_update, sample_label
 
 Rec = namedtuple("Rec", "topic partition offset")

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from features.settings import FeaturesSettings
-from features.sink import Batch, FeastWriter
+from features.sink.worker import Batch, FeastWriter
 from tests.support.feature_samples import full_update
 
 T = 1_700_000_000.0
@@ -30,7 +30,7 @@ def served(request, tmp_path):
     yield client
     client.close()
     if request.param == "redis":
-        from features.store import delete_redis_project_keys
+        from features.repo.store import delete_redis_project_keys
 
         assert delete_redis_project_keys(s) == 6  # this run's keys only, off the shared Redis
 

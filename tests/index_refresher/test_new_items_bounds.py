@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from convcg.contract import Impression, event_to_dict
-from convcg.kafka_io import json_producer
+from convcg.kafka.io import json_producer
 from index_refresher.builder import read_catalog
 from index_refresher.metrics import RefresherMetrics
 from index_refresher.new_items import NewItemWatcher

@@ -11,7 +11,7 @@ import pandas as pd
 from click.testing import CliRunner
 
 from convcg.contract import Impression, event_to_dict
-from convcg.kafka_io import json_producer
+from convcg.kafka.io import json_producer
 from index_refresher.builder import read_catalog
 from index_refresher.new_items import NewItemWatcher
 from index_refresher.refresher import RegistryRefresher, RetrievalAdminClient

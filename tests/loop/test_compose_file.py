@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
-from convcg.broker import docker_engine_answers
+from convcg.kafka.broker import docker_engine_answers
 from convcg.contract import Topics
 from convcg.http_auth import check_bind, secret
 from features.settings import FeaturesSettings

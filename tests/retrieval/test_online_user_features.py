@@ -24,7 +24,7 @@ TOKEN = "s3cret"
 def written_store(root, **settings):
     """A real Feast online store holding u1's row, written by the features sink's writer."""
     from features.settings import FeaturesSettings
-    from features.sink import Batch, FeastWriter
+    from features.sink.worker import Batch, FeastWriter
     from tests.support.feature_samples import full_update
 
     s = FeaturesSettings(repo_dir=root / "feast", labels_dir=root / "labels", project=f"t{uuid.uuid4().hex[:10]}",
@@ -116,7 +116,7 @@ def test_the_store_source_reads_redis_as_the_feast_sdk_does(tmp_path):
     the same repo by path, see the row the sink wrote."""
     from feast import FeatureStore
 
-    from features.store import delete_redis_project_keys
+    from features.repo.store import delete_redis_project_keys
 
     s = written_store(tmp_path, online_store="redis")
     try:
@@ -140,7 +140,7 @@ def test_a_store_that_cannot_be_read_yet_is_served_without_features_until_it_can
     written = written_store(tmp_path, online_store="sqlite")
     assert source.get("u1")["last_engaged_items"] == ["i3"] and len(failures) == 1
 
-    from features.store import repo_config, write_repo_yaml
+    from features.repo.store import repo_config, write_repo_yaml
 
     down = written.model_copy(update={"online_store": "redis", "redis_connection": "127.0.0.1:1"})
     write_repo_yaml(repo_config(down), down.repo_dir)  # the same registry, its rows on a dead Redis

@@ -15,7 +15,7 @@ def test_the_session_tripwire_watches_every_fixed_port():
 
 
 def test_a_tripwire_records_a_connection():
-    from convcg.broker import free_port
+    from convcg.kafka.broker import free_port
 
     port = free_port()
     wire = PortTripwire((port,))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from convcg.contract import FeatureUpdate, Label, label_id
-from features.definitions import EVENT_TIMESTAMP, stream_feature_schema
+from features.repo.definitions import EVENT_TIMESTAMP, stream_feature_schema
 
 
 def full_update(entity: str, entity_id: str, event_ts: float, value: int,

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Iterator
 
-from convcg.broker import free_port
+from convcg.kafka.broker import free_port
 from index_refresher.settings import RefresherSettings
 from retrieval.settings import RetrievalSettings
 

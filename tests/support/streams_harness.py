@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 
 from convcg.contract import Conversion, Engagement, Impression, Topics, event_to_dict
-from convcg.kafka_io import json_producer
+from convcg.kafka.io import json_producer
 from loop.supervisor import Component
 from streams.label_join.rules import LabelRules
 from streams.replay.watermarks import closing_watermark, send_watermark

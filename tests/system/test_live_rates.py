@@ -12,9 +12,9 @@ import zlib
 
 import pytest
 
-from convcg.broker import create_topics, free_port
+from convcg.kafka.broker import create_topics, free_port
 from convcg.contract import Topics
-from convcg.kafka_io import json_producer, read_topic
+from convcg.kafka.io import json_producer, read_topic
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from loop.live import LiveSender, ServedItems
 from loop.pacing import SteadyPacer

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
-from features.definitions import VIEW_ENTITY
+from features.repo.definitions import VIEW_ENTITY
 from features.settings import FeaturesSettings
-from features.sink import Batch, FeastWriter
+from features.sink.worker import Batch, FeastWriter
 from retrieval.service import build_service, create_app
 from tests.support.feature_samples import full_update
 from tests.support.fuzz_tally import FuzzTally

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from convcg.http_auth import install_http_guards
 from features.settings import FeaturesSettings
-from features.sink import Batch, FeastWriter
+from features.sink.worker import Batch, FeastWriter
 from retrieval.service import build_service, create_app
 from tests.support.feature_samples import full_update
 from tests.support.index_rigs import tiny_registry
@@ -259,7 +259,7 @@ def test_the_sink_metrics_port_listens_on_loopback_only(tmp_path, broker):
     import time
     import urllib.request
 
-    from convcg.broker import free_port
+    from convcg.kafka.broker import free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVCG_")}
@@ -290,7 +290,7 @@ def test_the_sink_metrics_port_listens_on_loopback_only(tmp_path, broker):
 # --- failing lookups do not flood the log ---------------------------------------------------------
 
 def test_failing_feature_lookups_log_once_per_interval_with_a_count(world, caplog):
-    from convcg.broker import free_port
+    from convcg.kafka.broker import free_port
     from convcg.metrics_scrape import metric_sum, parse_samples
 
     settings, version = world

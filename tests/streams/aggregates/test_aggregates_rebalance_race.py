@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.settings import KafkaSettings
 from streams.aggregates.stage import USER, StageAggregator
 from streams.aggregates.worker import AggregatesWorker
 from streams.settings import StreamSettings

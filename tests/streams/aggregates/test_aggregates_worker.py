@@ -10,10 +10,10 @@ from collections import namedtuple
 import orjson
 import pytest
 
-from convcg.broker import free_port
+from convcg.kafka.broker import free_port
 from convcg.contract import Impression, Topics, replace_event
-from convcg.kafka_io import json_producer, read_topic
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.io import json_producer, read_topic
+from convcg.kafka.settings import KafkaSettings
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from convcg.partitioning import partition_for
 from streams.aggregates.worker import AggregatesWorker

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from convcg.contract import Topics
-from convcg.kafka_io import json_producer, read_topic
+from convcg.kafka.io import json_producer, read_topic
 from streams.label_join.joiner import compute_labels
 from streams.label_join.labels import dedupe
 from streams.label_join.rules import LabelRules
@@ -61,7 +61,7 @@ def test_replay_of_movielens_slice_gives_exactly_the_reference_labels(broker, to
 def test_two_workers_in_one_group_give_exactly_the_labels_of_one(broker, topics, tmp_path):
     """The way to scale the label join: a second worker in the same consumer group takes over
     partitions; the labels are the same decisions as one worker's (the reference's)."""
-    from convcg.broker import free_port
+    from convcg.kafka.broker import free_port
     from convcg.metrics_scrape import fetch_samples, metric_sum
 
     log = load_log("movielens-100k").head(6000)

@@ -21,7 +21,7 @@ import zipfile
 import pytest
 
 from convcg.contract import Topics
-from convcg.kafka_io import read_topic
+from convcg.kafka.io import read_topic
 from streams.label_join.labels import count_by_kind, dedupe
 from streams.replay.datasets import load_log
 from streams.replay.datasets.settings import DatasetSettings

@@ -8,8 +8,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from convcg.kafka_io import json_producer, read_topic
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.io import json_producer, read_topic
+from convcg.kafka.settings import KafkaSettings
 from convcg.validation import decode_label
 from registry.store import ModelRegistry
 from tests.support.tiny_models import tiny_config

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from convcg.broker import create_topics, find_or_start_broker
+from convcg.kafka.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
 
 

@@ -18,8 +18,8 @@ from datetime import datetime
 import pyarrow as pa
 
 from convcg.contract import Label
-from features.definitions import CREATED_TIMESTAMP
-from features.updates import TIMESTAMP_TYPE, group_by_entity, updates_table
+from features.repo.definitions import CREATED_TIMESTAMP
+from features.sink.updates import TIMESTAMP_TYPE, group_by_entity, updates_table
 
 _PLACEHOLDER = datetime(1970, 1, 1)  # replaced by the flush time (see stamp_created)
 

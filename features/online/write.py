@@ -21,9 +21,9 @@ sink's CPU. Nothing of that depends on the row but the values, so the writers he
   pipeline does at about half its cost per row) or one ``executemany`` (SQLite).
 
 The bytes stored are exactly those Feast's ``online_write_batch`` stores for the same rows
-(``tests/features/test_online_rows.py`` writes the same updates both ways and compares the
+(``tests/features/test_online_write.py`` writes the same updates both ways and compares the
 stores byte for byte, then reads them back through the Feast SDK). Any other online store type
-goes through Feast's ``online_write_batch`` unchanged (``features.online.OnlineWriter``).
+goes through Feast's ``online_write_batch`` unchanged (``features.online.read.OnlineWriter``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import struct
 from datetime import datetime, timezone
 from typing import Any
 
-from features.definitions import (
+from features.repo.definitions import (
     JOIN_KEYS,
     LIST_KINDS,
     stream_feature_schema,
@@ -310,6 +310,6 @@ def row_writer(store, fast: bool = True):
         return RedisRowWriter(store)
     if fast and kind == "SqliteOnlineStore":
         return SqliteRowWriter(store)
-    from features.online import OnlineWriter
+    from features.online.read import OnlineWriter
 
     return OnlineWriter(store)

@@ -15,7 +15,7 @@ import pyarrow as pa
 from convcg.contract import ENTITIES, LABEL_FIELDS, FeatureUpdate, Label
 from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import LABEL_FLOAT_FIELDS, LABEL_INT_FIELDS, LABEL_STR_FIELDS
-from features.definitions import (
+from features.repo.definitions import (
     CREATED_TIMESTAMP,
     EVENT_TIMESTAMP,
     JOIN_KEYS,

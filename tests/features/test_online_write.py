@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 import pytest
 
 from convcg.contract import FeatureUpdate
-from features.definitions import JOIN_KEYS, stream_feature_schema
-from features.online import OnlineWriter
-from features.online_rows import (
+from features.repo.definitions import JOIN_KEYS, stream_feature_schema
+from features.online.read import OnlineWriter
+from features.online.write import (
     ListBytes,
     RedisRowWriter,
     SqliteRowWriter,
@@ -21,7 +21,7 @@ from features.online_rows import (
     row_writer,
 )
 from features.settings import FeaturesSettings
-from features.store import apply_repo, delete_redis_project_keys
+from features.repo.store import apply_repo, delete_redis_project_keys
 
 CREATED = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=timezone.utc)
 
@@ -143,7 +143,7 @@ def test_convcg_up_default_store_holds_feast_bytes_and_the_feast_sdk_reads_them(
     """The store `convcg up` runs on (a private redis-server when the binary is on PATH, else
     SQLite): the sink's writer stores what Feast's own writer stores, and the Feast SDK reads
     back the values written."""
-    from convcg.redis_server import redis_server_binary
+    from convcg.process.redis_server import redis_server_binary
     from loop.online_store import resolve_store, start_online_store
 
     online = start_online_store("auto", tmp_path)
@@ -210,7 +210,7 @@ def test_packed_redis_writes_read_every_reply_and_raise_the_first_error(tmp_path
     import redis
     from redis.exceptions import ResponseError
 
-    from features.online_rows import _packed_sender
+    from features.online.write import _packed_sender
 
     s = _settings(tmp_path, "redis")
     host, _, port = s.redis_connection.partition(":")

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from convcg.server_process import start_server_process
+from convcg.process.server_process import start_server_process
 
-log = logging.getLogger("convcg.redis_server")
+log = logging.getLogger("convcg.process.redis_server")
 
 
 @dataclass
@@ -70,7 +70,7 @@ def _wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> None:
 def start_redis(workdir: Path, port: int | None = None, log_path: Path | None = None,
                 timeout: float = 15.0) -> RedisServer:
     """Start ``redis-server`` (no RDB/AOF persistence, loopback only) and wait for PING."""
-    from convcg.broker import free_port
+    from convcg.kafka.broker import free_port
 
     binary = redis_server_binary()
     if binary is None:

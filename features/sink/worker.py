@@ -34,12 +34,12 @@ from convcg.contract import ENTITIES, FeatureUpdate, Label, Topics
 from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import InvalidLabel, dead_letter, decode_dead_letter, parse_label
 from features import metrics
-from features.definitions import stream_view_name
+from features.repo.definitions import stream_view_name
 from features.offline import read_recent_parts, write_part
-from features.online_rows import row_writer
-from features.pending import PendingOffline
+from features.online.write import row_writer
+from features.sink.pending import PendingOffline
 from features.settings import FeaturesSettings
-from features.updates import (
+from features.sink.updates import (
     LABEL_SCHEMA,
     InvalidMessage,
     group_by_entity,
@@ -49,7 +49,7 @@ from features.updates import (
     parse_feature_update,
 )
 
-log = logging.getLogger("convcg.features.sink")
+log = logging.getLogger("convcg.features.sink.worker")
 
 DEAD_LETTER_COMPONENT = "features-sink"
 
@@ -99,7 +99,7 @@ class FeastWriter:
     """Writes batches to Feast's online store, the offline part files and the label table."""
 
     def __init__(self, settings: FeaturesSettings, store=None):
-        from features.store import apply_repo
+        from features.repo.store import apply_repo
 
         self.settings = settings
         self.store = store if store is not None else apply_repo(settings)
@@ -201,7 +201,7 @@ class FeatureSink:
         redelivers instead of dropping."""
         from aiokafka import AIOKafkaConsumer
 
-        from convcg.kafka_io import json_producer
+        from convcg.kafka.io import json_producer
 
         consumer = AIOKafkaConsumer(
             self.topics.feature_updates, self.topics.labels, bootstrap_servers=self.bootstrap,

@@ -6,7 +6,7 @@ retrieval service's in-process reader, a notebook) opens the same store with
 ``FeatureStore(repo_path=...)``. The registry is a
 local file with ``cache_ttl_seconds`` set, so the SDK does not re-read it on every call (Feast's
 registry lookup can cost as much as the online read); the online service goes further and
-keeps the resolved feature views in memory (``features.online``).
+keeps the resolved feature views in memory (``features.online.read``).
 ``import feast`` costs ~5 s, so it happens inside these functions only.
 """
 
@@ -18,10 +18,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from features.definitions import build_definitions
+from features.repo.definitions import build_definitions
 from features.settings import FeaturesSettings
 
-log = logging.getLogger("convcg.features.store")
+log = logging.getLogger("convcg.features.repo.store")
 
 
 def repo_config(settings: FeaturesSettings):

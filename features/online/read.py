@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from convcg.feast_online import read_online_rows
-from features.definitions import JOIN_KEYS, VIEW_ENTITY, view_features
+from features.repo.definitions import JOIN_KEYS, VIEW_ENTITY, view_features
 
 
 class UnknownFeatureView(KeyError):
@@ -108,7 +108,7 @@ class OnlineWriter:
     """
 
     def __init__(self, store):
-        from features.definitions import stream_view_name
+        from features.repo.definitions import stream_view_name
 
         self.store = store
         self._online_store = store._get_provider().online_store
@@ -118,8 +118,8 @@ class OnlineWriter:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import DoubleList, StringList, Value
 
-        from features.definitions import stream_feature_schema
-        from features.updates import ts_to_datetime
+        from features.repo.definitions import stream_feature_schema
+        from features.sink.updates import ts_to_datetime
 
         schema = list(stream_feature_schema(entity).items())
         join_key = JOIN_KEYS[entity]

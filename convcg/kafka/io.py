@@ -4,7 +4,7 @@ whole topic without a consumer group.
 
 The project's Kafka clients, one per role: aiokafka for asynchronous consumers (Faust is built
 on it: the label join, the features sink, the aggregates), librdkafka for producing, for
-synchronous readers in threads, and for the admin calls (``convcg.broker``).
+synchronous readers in threads, and for the admin calls (``convcg.kafka.broker``).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-log = logging.getLogger("convcg.broker")
+log = logging.getLogger("convcg.kafka.broker")
 
 
 @dataclass

@@ -112,8 +112,8 @@ class VersionWatch:
 
 
 def run_loop(home: Path, settings: LoopSettings) -> dict:
-    from convcg.kafka.broker import create_topics, find_or_start_broker, free_port
     from convcg.contract import Topics
+    from convcg.kafka.broker import create_topics, find_or_start_broker, free_port
     from loop.online_store import start_online_store
     from streams.replay.datasets import load_log
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from convcg.kafka.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
+from convcg.kafka.broker import create_topics, find_or_start_broker
 from tests.support.port_tripwire import PortTripwire
 
 for _noisy in ("kafka", "aiokafka", "faust", "mode"):

@@ -36,8 +36,8 @@ def power_law(rng, n_ids: int, size: int, exponent: float = 0.8) -> np.ndarray:
 
 
 def generate(root: Path, args, rng) -> dict:
-    from features.repo.definitions import JOIN_KEYS, stream_feature_schema, stream_view_name
     from features.offline import write_part
+    from features.repo.definitions import JOIN_KEYS, stream_feature_schema, stream_view_name
     from features.sink.updates import LABEL_SCHEMA, stream_schema
 
     span = args.days * DAY

@@ -34,9 +34,9 @@ def main() -> None:
     ap.add_argument("--baselines", action="store_true", help="also grade popularity, item-kNN and EASE")
     args = ap.parse_args()
 
+    from streams.label_join.joiner import compute_labels
     from streams.replay.datasets import load_log
     from streams.replay.datasets.event_log import EventLog
-    from streams.label_join.joiner import compute_labels
     from training.evaluation.baselines import baseline_scorers
     from training.evaluation.protocol import POINT_IN_TIME, EvaluationSet
     from training.evaluation.scoring import grade, model_scorer

@@ -115,8 +115,8 @@ def feast_server_main(port: int) -> None:
     import uvicorn
     from feast.feature_server import get_app
 
-    from features.settings import FeaturesSettings
     from features.repo.store import open_store
+    from features.settings import FeaturesSettings
 
     uvicorn.run(get_app(open_store(FeaturesSettings()), registry_ttl_sec=60), host="127.0.0.1", port=port,
                 log_level="warning", access_log=False)
@@ -161,8 +161,8 @@ def main() -> None:
 
     from convcg.kafka.broker import free_port
     from features.online.read import OnlineReader
-    from features.settings import FeaturesSettings
     from features.repo.store import delete_redis_project_keys
+    from features.settings import FeaturesSettings
 
     rng = np.random.default_rng(0)
     ids = [f"i{k}" for k in rng.integers(args.entities, size=args.requests)]

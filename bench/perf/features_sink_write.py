@@ -82,10 +82,10 @@ def main() -> None:
 
     from convcg.contract import Topics
     from features.online.write import row_writer
-    from features.settings import FeaturesSettings
-    from features.sink.worker import decode_records
     from features.repo.store import apply_repo, delete_redis_project_keys
+    from features.settings import FeaturesSettings
     from features.sink.updates import group_by_entity, latest_per_entity
+    from features.sink.worker import decode_records
 
     topics = Topics("")
     wire = worker_updates(args.updates, args.users, args.items, rate=5000, flush_s=0.5)

@@ -23,8 +23,8 @@ from pathlib import Path
 import orjson
 
 from bench import ROOT
-from convcg.kafka.broker import create_topics, find_or_start_broker, free_port
 from convcg.contract import Topics, event_to_dict
+from convcg.kafka.broker import create_topics, find_or_start_broker, free_port
 from convcg.kafka.io import json_producer
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from loop.supervisor import Component

@@ -142,8 +142,8 @@ def run_aggregates(polls: list[list[Rec]], partitions: int, cpu: Cpu) -> MemoryO
 
 def run_sink(out: MemoryOutput, runs: list[Cpu], store_dir: Path) -> str:
     from convcg.contract import Topics
-    from features.sink.pending import PendingOffline
     from features.settings import FeaturesSettings
+    from features.sink.pending import PendingOffline
     from features.sink.worker import FeastWriter, decode_records
     from loop.online_store import start_online_store
 

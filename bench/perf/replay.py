@@ -17,8 +17,8 @@ import uuid
 
 import orjson
 
-from convcg.kafka.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics, event_to_dict
+from convcg.kafka.broker import create_topics, find_or_start_broker
 from convcg.kafka.io import json_producer
 from streams.replay.datasets import EventLog, load_log
 from streams.replay.replay import ReplaySettings, replay, topic_for

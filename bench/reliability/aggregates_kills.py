@@ -26,8 +26,8 @@ from bench.rigs.soak_checks import (
     undisturbed_features,
 )
 from bench.rigs.soak_pipeline import group_lag
-from convcg.kafka.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
+from convcg.kafka.broker import create_topics, find_or_start_broker
 from convcg.kafka.io import read_topic
 from loop.supervisor import Component
 from streams.replay.datasets import load_log

@@ -29,8 +29,8 @@ from pathlib import Path
 import orjson
 
 from bench import ROOT
-from convcg.kafka.broker import create_topics, find_or_start_broker, free_port
 from convcg.contract import Topics, event_to_dict
+from convcg.kafka.broker import create_topics, find_or_start_broker, free_port
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from convcg.partitioning import LIBRDKAFKA_PARTITIONER
 from loop.supervisor import Component

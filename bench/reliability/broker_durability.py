@@ -59,8 +59,8 @@ def produce_through_a_broker_kill(home: Path, records: int = 100_000, kill_at: f
     from confluent_kafka import Producer
 
     from convcg.kafka.broker import create_topics
-    from convcg.kafka.local import start_local_kafka
     from convcg.kafka.io import read_topic
+    from convcg.kafka.local import start_local_kafka
 
     data_dir = home / "kafka"
     broker = start_local_kafka(data_dir, log_path=home / "broker.log")

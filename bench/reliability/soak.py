@@ -54,8 +54,8 @@ from bench.rigs.soak_pipeline import (
     read_online_features,
     sent_updates,
 )
-from convcg.kafka.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
+from convcg.kafka.broker import create_topics, find_or_start_broker
 from convcg.kafka.io import read_topic
 from loop.online_store import start_online_store
 from loop.supervisor import wait_until

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.rigs.soak_checks import Features
-from convcg.kafka.broker import free_port
 from convcg.contract import ENTITIES, Topics
+from convcg.kafka.broker import free_port
 from convcg.kafka.io import read_topic
-from features.repo.definitions import stream_view_name
 from features.online.read import OnlineReader
-from features.settings import FeaturesSettings
+from features.repo.definitions import stream_view_name
 from features.repo.store import apply_repo
+from features.settings import FeaturesSettings
 from loop.supervisor import Component
 
 #: the consumer groups the soak waits on (set explicitly, not derived from the components' defaults)

@@ -46,8 +46,8 @@ from bench.rigs.index import (
     publish_untrained_model,
     wait_healthy,
 )
-from convcg.kafka.broker import free_port
 from convcg.contract import FeatureUpdate, MetricNames, count_feature_names
+from convcg.kafka.broker import free_port
 from convcg.metrics_scrape import histogram_buckets, metric_sum
 from convcg.stats import histogram_quantile, latency_summary_ms
 from loop.supervisor import Component
@@ -208,8 +208,8 @@ def main() -> None:
                    help="also serve with the lookup from the code at this path (PYTHONPATH), as one more series")
     a = p.parse_args()
 
-    from features.settings import FeaturesSettings
     from features.repo.store import delete_redis_project_keys
+    from features.settings import FeaturesSettings
 
     workdir = (ROOT / a.workdir).absolute()
     registry_root, index_root = build_index(workdir, a.items, a.seed, a.threads, a.reuse)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from convcg.kafka.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
+from convcg.kafka.broker import create_topics, find_or_start_broker
 
 
 @click.command("broker")

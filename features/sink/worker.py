@@ -34,11 +34,11 @@ from convcg.contract import ENTITIES, FeatureUpdate, Label, Topics
 from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import InvalidLabel, dead_letter, decode_dead_letter, parse_label
 from features import metrics
-from features.repo.definitions import stream_view_name
 from features.offline import read_recent_parts, write_part
 from features.online.write import row_writer
-from features.sink.pending import PendingOffline
+from features.repo.definitions import stream_view_name
 from features.settings import FeaturesSettings
+from features.sink.pending import PendingOffline
 from features.sink.updates import (
     LABEL_SCHEMA,
     InvalidMessage,

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from convcg.contract import LABEL_KINDS, Topics
 from convcg.validation import InvalidLabel, decode_dead_letter, decode_label
 from features.sink.worker import decode_records
+from tests.convcg.test_fuzz_events import EXAMPLES, FUZZ, NON_JSON_NUMBERS, json_values, wire
 from tests.support.feature_samples import full_update, sample_label
 from tests.support.fuzz_tally import FuzzTally
-from tests.convcg.test_fuzz_events import EXAMPLES, FUZZ, NON_JSON_NUMBERS, json_values, wire
 
 TOPICS = Topics("fuzz-")
 SINK_REASONS = {"malformed_json", "invalid_label", "invalid_feature_update"}

@@ -15,8 +15,8 @@ import pytest
 from convcg.contract import ENTITIES
 from convcg.kafka.settings import KafkaSettings
 from features.dataset import build_training_set
-from features.repo.definitions import stream_view_name
 from features.offline import write_part
+from features.repo.definitions import stream_view_name
 from features.settings import FeaturesSettings
 from features.sink.updates import labels_table, updates_table
 from tests.support.feature_samples import full_update, sample_catalog, sample_label

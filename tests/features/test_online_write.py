@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 import pytest
 
 from convcg.contract import FeatureUpdate
-from features.repo.definitions import JOIN_KEYS, stream_feature_schema
 from features.online.read import OnlineWriter
+from features.repo.definitions import JOIN_KEYS, stream_feature_schema
 from features.online.write import (
     ListBytes,
     RedisRowWriter,
@@ -20,8 +20,8 @@ from features.online.write import (
     ValueBytes,
     row_writer,
 )
-from features.settings import FeaturesSettings
 from features.repo.store import apply_repo, delete_redis_project_keys
+from features.settings import FeaturesSettings
 
 CREATED = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=timezone.utc)
 

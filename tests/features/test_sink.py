@@ -15,12 +15,12 @@ import pytest
 from convcg.kafka.broker import free_port
 from convcg.kafka.io import json_producer, read_topic
 from convcg.kafka.settings import KafkaSettings
-from features.repo.definitions import stream_view_name
 from features.offline import part_files, read_parts
 from features.online.read import OnlineReader
+from features.repo.definitions import stream_view_name
 from features.settings import FeaturesSettings
-from features.sink.worker import BackgroundSink, FeastWriter, FeatureSink
 from features.sink.updates import LABEL_SCHEMA, stream_schema
+from features.sink.worker import BackgroundSink, FeastWriter, FeatureSink
 from tests.support.feature_samples import full_update, sample_label
 
 pytestmark = pytest.mark.broker

@@ -12,10 +12,10 @@ import pytest
 
 from features import metrics
 from features.offline import read_parts, write_part
-from features.sink.pending import PendingOffline
 from features.settings import FeaturesSettings
-from features.sink.worker import FeastWriter
+from features.sink.pending import PendingOffline
 from features.sink.updates import LABEL_SCHEMA, labels_table
+from features.sink.worker import FeastWriter
 from tests.support.feature_samples import sample_label
 
 DAY = 86400.0

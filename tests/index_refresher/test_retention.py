@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 
 from index_refresher.builder import build_artifact
 from index_refresher.refresher import RegistryRefresher, RetrievalAdminClient
+from model.towers import TwoTowerModel
 from registry.index_artifact import INDEX_FILE, latest_artifact, list_artifacts
 from registry.serving_model import registry_model_loader
-from model.towers import TwoTowerModel
 from registry.store import WEIGHTS, ModelRegistry
 from retrieval.service import build_service, create_app
 from tests.support.index_rigs import running_server, tiny_registry

@@ -19,9 +19,9 @@ import yaml
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
-from convcg.kafka.broker import docker_engine_answers
 from convcg.contract import Topics
 from convcg.http_auth import check_bind, secret
+from convcg.kafka.broker import docker_engine_answers
 from features.settings import FeaturesSettings
 from index_refresher.settings import RefresherSettings
 from loop.cli import main

@@ -9,10 +9,10 @@ import time
 import pytest
 
 from bench.reliability.broker_durability import produce_through_a_broker_kill
-from convcg.kafka.broker import create_topics
 from convcg.contract import Topics
-from convcg.kafka.local import start_local_kafka
+from convcg.kafka.broker import create_topics
 from convcg.kafka.io import read_topic
+from convcg.kafka.local import start_local_kafka
 from streams.label_join.labels import dedupe
 from streams.label_join.rules import LabelRules
 from streams.replay.datasets import load_log

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from convcg.kafka.broker import free_port
 from convcg.contract import Topics
+from convcg.kafka.broker import free_port
 from convcg.kafka.io import read_topic
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from loop.supervisor import Component
@@ -208,8 +208,8 @@ def test_compose_services_run_with_the_files_commands_and_environment(broker, tm
 
 def drop_redis_project(env: dict[str, str]) -> int:
     """Delete this test's Feast project keys from the shared Redis; returns how many."""
-    from features.settings import FeaturesSettings
     from features.repo.store import delete_redis_project_keys
+    from features.settings import FeaturesSettings
 
     settings = FeaturesSettings(project=env["CONVCG_FEATURES_PROJECT"],
                                 redis_connection=env["CONVCG_FEATURES_REDIS_CONNECTION"], online_store="redis")

@@ -12,8 +12,8 @@ import zlib
 
 import pytest
 
-from convcg.kafka.broker import create_topics, free_port
 from convcg.contract import Topics
+from convcg.kafka.broker import create_topics, free_port
 from convcg.kafka.io import json_producer, read_topic
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from loop.live import LiveSender, ServedItems

@@ -10,8 +10,8 @@ from collections import namedtuple
 import orjson
 import pytest
 
-from convcg.kafka.broker import free_port
 from convcg.contract import Impression, Topics, replace_event
+from convcg.kafka.broker import free_port
 from convcg.kafka.io import json_producer, read_topic
 from convcg.kafka.settings import KafkaSettings
 from convcg.metrics_scrape import fetch_samples, metric_sum
@@ -19,8 +19,8 @@ from convcg.partitioning import partition_for
 from streams.aggregates.worker import AggregatesWorker
 from streams.replay.datasets import load_log
 from streams.settings import StreamSettings
-from tests.support.streams_harness import produce_events, start_component
 from tests.support.streaming_aggregator import StreamingAggregator
+from tests.support.streams_harness import produce_events, start_component
 
 PARTITIONS = 3
 Rec = namedtuple("Rec", "partition offset value timestamp")

@@ -160,10 +160,12 @@ def test_the_dedupe_horizon_is_set_to_cover_the_replayed_log(monkeypatch):
     from convcg.contract import Impression
     from streams.aggregates.settings import AggregateSettings
 
-    monkeypatch.delenv(HORIZON_ENV, raising=False)
+    # recorded first, so the value the function writes is undone after the test (a bare
+    # delenv of an unset variable records nothing, and the horizon leaked into later tests)
+    monkeypatch.setenv(HORIZON_ENV, "")
+    monkeypatch.delenv(HORIZON_ENV)
     events = [Impression(f"e{n}", f"i{n}", n * 86_400.0 * 10, "u", "a", "adv", "home", 1) for n in range(5)]
     line = cover_the_log_with_the_dedupe_horizon(events)  # 40 days of event time
     assert "41.0 d" in line and "40.0 d" in line
     # the reference aggregator (and every component started from here) reads the same setting
     assert AggregateSettings().dedupe_horizon_seconds == 41 * 86_400.0
-    monkeypatch.delenv(HORIZON_ENV)

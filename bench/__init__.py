@@ -1,6 +1,8 @@
-"""Benchmarks and experiments, each run from the repository root as ``python -m bench.NAME``
-(``--help`` lists its options); the rigs they share are in ``bench.rigs``. Each prints its
-figures beside a baseline measured in the same run."""
+"""Benchmarks and experiments, each run from the repository root as ``python -m bench.KIND.NAME``
+(``--help`` lists its options), by kind: ``perf`` (one component beside its baseline),
+``system`` (freshness and latency through the whole path), ``reliability`` (what survives kills
+and swaps) and ``experiments`` (quality questions on real data); the rigs they share are in
+``bench.rigs``. Each prints its figures beside a baseline measured in the same run."""
 
 from pathlib import Path
 

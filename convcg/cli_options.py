@@ -1,7 +1,7 @@
 """The options several ``convcg`` commands share, spelled and explained once: one name per
 concept across the CLI (``--bootstrap``, ``--topic-prefix``, ``--registry``, ``--online-store``,
 ``--redis``), each falling back the same way (a flag, else the component's own setting, else the
-deployment-wide one: see `convcg.kafka_settings`)."""
+deployment-wide one: see `convcg.kafka.settings`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from convcg.kafka_settings import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, KafkaSettings
+from convcg.kafka.settings import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, KafkaSettings
 
 
 def _component_env(prefix: str | None, name: str) -> str:

@@ -256,9 +256,9 @@ RECENT_SEQUENCE_FEATURES: tuple[str, ...] = ("last_engaged_items", "last_engaged
 #: how many engagements the streaming aggregates keep in those lists by default, and so the
 #: longest sequence the online trainer's model reads (``training.learn.recipes.online_model_config``):
 #: a model reading more than the store keeps would be trained on history it never gets served.
-#: 200, as the retriever was chosen with: the online trainer's replay (``bench.trainer_replay
+#: 200, as the retriever was chosen with: the online trainer's replay (``bench.experiments.trainer_replay
 #: --limit 0 --steps 1``) reached 0.664 with 200 against 0.634 with 50, for ~5-10% more CPU per
-#: event in the aggregates and the sink (``bench.pipeline_cpu``)
+#: event in the aggregates and the sink (``bench.perf.pipeline_cpu``)
 RECENT_SEQUENCE_LENGTH = 200
 STREAM_FEATURES: dict[str, list[str]] = {
     "user": count_feature_names() + ["ctr_7d", "cvr_7d", *RECENT_SEQUENCE_FEATURES],

@@ -41,7 +41,7 @@ def group_dead_letters(letters: list[DeadLetter]) -> list[ReasonGroup]:
               help="Stop reading after this many seconds without records.")
 def deadletters(bootstrap: str | None, topic_prefix: str | None, timeout: float) -> None:
     """Print the dead-letter topic grouped by component and reason, with an example each."""
-    from convcg.kafka_io import read_topic
+    from convcg.kafka.io import read_topic
     from convcg.validation import decode_dead_letter
 
     kafka = kafka_settings_for(bootstrap, topic_prefix)

@@ -172,7 +172,7 @@ def dead_letter(component: str, topic: str, partition: int, offset: int | None, 
     the original bytes (base64)."""
     # orjson writes a dataclass's fields in order, the bytes dumps(to_dict()) gives, without
     # dataclasses.asdict: 15.8 -> 2.3 µs a call here, which was ~30% of the label join's own
-    # py-spy samples under bench.pipeline_freshness's load (its engagements mostly dropped)
+    # py-spy samples under bench.system.pipeline_freshness's load (its engagements mostly dropped)
     return orjson.dumps(DeadLetter(component, topic, partition, -1 if offset is None else offset, reason,
                                    detail, base64.b64encode(raw or b"").decode(), now))
 

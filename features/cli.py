@@ -39,7 +39,7 @@ def features_command() -> None:
 @redis_option()
 def apply_cmd(online_store: str | None, redis: str | None) -> None:
     """Register entities, push sources and feature views (idempotent)."""
-    from features.store import apply_repo
+    from features.repo.store import apply_repo
 
     s = _settings(redis, online_store=online_store)
     apply_repo(s)
@@ -56,8 +56,8 @@ def apply_cmd(online_store: str | None, redis: str | None) -> None:
 def sink_cmd(bootstrap: str | None, topic_prefix: str | None, online_store: str | None, redis: str | None,
              metrics_port: int | None) -> None:
     """Consume feature updates and labels; write them to Feast (online + offline) and the label table."""
-    from convcg.runtime import run_until_signalled
-    from features.sink import FeatureSink
+    from convcg.process.runtime import run_until_signalled
+    from features.sink.worker import FeatureSink
 
     s = _settings(redis, online_store=online_store, metrics_port=metrics_port)
     s.kafka = s.kafka.with_overrides(bootstrap, topic_prefix)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from convcg.contract import ENTITIES, LABEL_FIELDS
 from features import pit
-from features.definitions import (
+from features.repo.definitions import (
     CATALOG_FEATURES,
     CATALOG_VIEW,
     CREATED_TIMESTAMP,
@@ -47,7 +47,7 @@ from features.definitions import (
 )
 from features.offline import read_parts
 from features.settings import FeaturesSettings
-from features.updates import LABEL_SCHEMA, stream_schema
+from features.sink.updates import LABEL_SCHEMA, stream_schema
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class ScratchRepo:
     """A throw-away Feast repo with the live definitions, sourced from slice files."""
 
     def __init__(self, settings: FeaturesSettings, with_catalog: bool):
-        from features.store import apply_repo
+        from features.repo.store import apply_repo
 
         self.dir = Path(tempfile.mkdtemp(prefix="convcg-dataset-"))
         self.with_catalog = with_catalog

@@ -1,13 +1,13 @@
 """HTTP lookups of online features for other services (``convcg features serve``).
 
 Why a thin FastAPI service and not Feast's feature server: measured side by side on the same
-Redis store in bench/features_online.py (1 entity x 11 features, quiet machine), Feast's
+Redis store in bench/perf/features_online.py (1 entity x 11 features, quiet machine), Feast's
 Python feature server answered p50 1.35 ms / p99 2.9 ms and ~700-800 lookups/s, this service
 p50 0.55 ms / p99 1.06 ms and ~3,200 lookups/s (2 workers). Feast's server runs
 ``get_online_features`` per request (feature-reference parsing, registry lookups, proto
 request/response, its own metrics); this service reads the same Feast online store (same keys
 and encoding, written by the sink) with the feature views resolved once
-(``features.online.OnlineReader``), and answers the hot ``GET`` single lookup in a small ASGI
+(``features.online.read.OnlineReader``), and answers the hot ``GET`` single lookup in a small ASGI
 fast path in front of FastAPI (``SingleLookupFastPath``).
 
 Endpoints:
@@ -42,7 +42,7 @@ from convcg.http_auth import (
 )
 from convcg.rate_limited_log import RateLimitedLog
 from features import metrics
-from features.online import OnlineReader, UnknownFeature, UnknownFeatureView
+from features.online.read import OnlineReader, UnknownFeature, UnknownFeatureView
 from features.settings import FeaturesSettings
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _json(obj, status: int = 200) -> Response:
 
 def create_app(settings: FeaturesSettings, reader: OnlineReader | None = None) -> FastAPI:
     if reader is None:
-        from features.store import open_store
+        from features.repo.store import open_store
 
         reader = OnlineReader(open_store(settings), settings.registry_cache_ttl_seconds)
     expected_auth = expected_header(settings.api_token)

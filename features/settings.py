@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.dedupe import DEFAULT_HORIZON_S
 from convcg.http_auth import DEFAULT_MAX_BODY_BYTES
-from convcg.kafka_settings import ConsumerTuning, KafkaSettings
+from convcg.kafka.settings import ConsumerTuning, KafkaSettings
 
 
 class FeaturesSettings(BaseSettings):
@@ -37,7 +37,7 @@ class FeaturesSettings(BaseSettings):
         "entity_id so one entity's updates stay ordered in one partition; saves a round of HMGETs")
     online_writer: Literal["fast", "feast"] = Field(
         "fast", description="fast: Feast's Redis / SQLite row format written with per-view keys "
-        "resolved once (features.online_rows); feast: Feast's own online_write_batch")
+        "resolved once (features.online.write); feast: Feast's own online_write_batch")
     offline_dir: Path | None = Field(None, description="default: <repo_dir>/offline")
     catalog_path: Path = Path("var/catalog/items.parquet")
     feature_ttl_days: float = Field(

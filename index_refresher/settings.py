@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.settings import KafkaSettings
 from convcg.validation import DEFAULT_MAX_FUTURE_S
 
 
@@ -32,7 +32,7 @@ class RefresherSettings(BaseSettings):
     exact_max_items: int = 200_000
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 256  # recall@100 ~0.97 on clustered 100k x 64 (bench.index_query)
+    hnsw_ef_search: int = 256  # recall@100 ~0.97 on clustered 100k x 64 (bench.perf.index_query)
     embed_batch_size: int = 4096
     #: queries sampled (from item vectors) to measure ANN recall@k against exact search
     recall_sample_queries: int = 200

@@ -23,7 +23,7 @@ for _var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
 
 #: component module -> names of the click commands it exports
 COMPONENT_COMMANDS: dict[str, tuple[str, ...]] = {
-    "convcg.broker_cli": ("broker",),
+    "convcg.kafka.broker_cli": ("broker",),
     "convcg.deadletters_cli": ("deadletters",),
     "streams.cli": ("replay", "worker", "aggregates", "labels"),
     "features.cli": ("features", "dataset"),

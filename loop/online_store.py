@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from convcg.redis_server import RedisServer, redis_server_binary, start_redis
+from convcg.process.redis_server import RedisServer, redis_server_binary, start_redis
 
 StoreChoice = Literal["auto", "redis", "sqlite"]
 

@@ -56,7 +56,7 @@ class LoopSettings:
     producer_linger_ms: int = 5          # the live replay's producer (probes included)
     #: where the retrieval service reads a query's user features: ``store``, the features
     #: component's Feast store opened in-process, queries answered on the event loop (the
-    #: fastest path in ``bench.retrieval_online``: one process hop less); ``http``, the features service
+    #: fastest path in ``bench.system.retrieval_online``: one process hop less); ``http``, the features service
     retrieval_features_source: Literal["store", "http"] = "store"
     online_store: StoreChoice = "auto"  # auto: private redis-server if on PATH, else SQLite
     redis: str | None = None          # HOST:PORT of an existing Redis to use instead
@@ -114,8 +114,8 @@ class VersionWatch:
 
 
 def run_loop(home: Path, settings: LoopSettings) -> dict:
-    from convcg.broker import create_topics, find_or_start_broker, free_port
     from convcg.contract import Topics
+    from convcg.kafka.broker import create_topics, find_or_start_broker, free_port
     from loop.online_store import start_online_store
     from streams.replay.datasets import load_log
 
@@ -305,7 +305,7 @@ def _live_phase(settings: LoopSettings, full, warm, live, bootstrap: str, topics
 
 def _report(home, settings: LoopSettings, full, events, n_live_end: int, bootstrap: str, topics, reg, watch,
             live_result: dict, worker, sink, retrieval, before, final, replayed: int) -> dict:
-    from convcg.kafka_io import read_topic
+    from convcg.kafka.io import read_topic
     from loop.freshness import exact_percentiles
     from loop.measures import label_and_model_freshness
     from loop.report import write_report

@@ -43,7 +43,7 @@ class RetrievalSettings(BaseSettings):
     #: where a query's user features come from: ``http``, the features service at
     #: ``features_url`` (empty: no online user features); ``store``, the Feast store at
     #: ``features_repo`` read in-process (the store the features sink writes; one process hop
-    #: less per query, see ``bench.retrieval_online``; ``import feast`` costs ~5 s on the first read)
+    #: less per query, see ``bench.system.retrieval_online``; ``import feast`` costs ~5 s on the first read)
     features_source: Literal["http", "store"] = "http"
     #: the features component's Feast repo dir (its ``CONVCG_FEATURES_REPO_DIR``)
     features_repo: Path = Path("var/feast")

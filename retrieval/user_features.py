@@ -61,7 +61,7 @@ class HttpUserFeatureSource:
 
     One keep-alive ``http.client`` connection per calling thread (the service answers queries
     from a thread pool). On this hot path httpx cost ~2 ms of client-side Python per lookup,
-    several times the features service's own answer (``bench.retrieval_online``); this costs
+    several times the features service's own answer (``bench.system.retrieval_online``); this costs
     ~0.1 ms. ``timeout_s`` bounds the connect and each socket read. A request that fails on a
     reused connection the server may have closed while idle is sent once more on a fresh one;
     a timeout is not retried (the query must not wait twice)."""

@@ -51,7 +51,7 @@ def aggregates_command(bootstrap, topic_prefix, metrics_port) -> None:
               help="Stop reading after this many seconds without records.")
 def labels_command(bootstrap, topic_prefix, timeout) -> None:
     """Print label counts by kind from the labels topic (deduplicated on label_id)."""
-    from convcg.kafka_io import read_topic
+    from convcg.kafka.io import read_topic
     from streams.label_join.labels import count_by_kind, dedupe
     from streams.settings import StreamSettings
 

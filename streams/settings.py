@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from convcg.kafka_settings import ConsumerTuning, KafkaSettings
+from convcg.kafka.settings import ConsumerTuning, KafkaSettings
 from convcg.validation import DEFAULT_MAX_FUTURE_S
 from streams.label_join.rules import LabelRules
 
@@ -26,7 +26,7 @@ class StreamSettings(BaseSettings):
                                   "(Faust fixes them at 1500 ms with 1 byte; streams.label_join.faust.fetch_tuning sets these)")
     output_linger_ms: int = Field(5, ge=0, description="linger of the worker's and the aggregates' librdkafka "
                                   "producer (labels, states, repartition records, feature updates). 5 vs 20 made no difference "
-                                  "beyond noise to the broker's CPU in bench.pipeline_freshness at 3,000 events/s: the worker "
+                                  "beyond noise to the broker's CPU in bench.system.pipeline_freshness at 3,000 events/s: the worker "
                                   "flushes every batch and the aggregates send in bursts, one per poll")
     session_timeout_s: float = Field(10.0, gt=0, description="a dead worker's partitions move after this")
     max_future_s: float = Field(DEFAULT_MAX_FUTURE_S, gt=0, description="reject events stamped further ahead of now")
@@ -36,12 +36,12 @@ class StreamSettings(BaseSettings):
     rules: LabelRules = Field(default_factory=LabelRules)
     gc_gen0_threshold: int = Field(50_000, ge=700, description="net allocations between collections of the youngest "
                                    "generation in the worker process (CPython's default 700 promotes a batch's short-lived "
-                                   "objects; see convcg.runtime.tune_garbage_collector)")
+                                   "objects; see convcg.process.runtime.tune_garbage_collector)")
 
     # --- the aggregates worker (convcg aggregates) -----------------------------------------
     feature_flush_interval_s: float = Field(0.1, ge=0, description="send coalesced feature updates at most this "
                                             "often: longer coalesces more updates per entity but adds up to that much to freshness "
-                                            "(bench/aggregates.py prints updates/s by interval)")
+                                            "(bench/perf/aggregates.py prints updates/s by interval)")
     aggregates_poll_max_records: int = Field(5000, ge=1, description="records per poll")
     aggregates_poll_timeout_ms: int = Field(50, ge=1, description="longest a poll waits when nothing is buffered")
     aggregates_fetch: ConsumerTuning = Field(default_factory=ConsumerTuning, description="the aggregates workers' fetches")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from convcg.broker import create_topics, find_or_start_broker
 from convcg.contract import Topics
-from tests.port_tripwire import PortTripwire
+from convcg.kafka.broker import create_topics, find_or_start_broker
+from tests.support.port_tripwire import PortTripwire
 
 for _noisy in ("kafka", "aiokafka", "faust", "mode"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -40,6 +40,15 @@ def pytest_sessionfinish(session, exitstatus):
 _session_broker: list = []
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that uses the session's broker (directly or through another fixture) carries the
+    ``broker`` marker, so ``pytest -m "not broker"`` runs the suite that needs no Kafka. Tests that
+    start a broker of their own are marked where they are written."""
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.broker)
+
+
 def pytest_terminal_summary(terminalreporter):
     """Which broker the suite ran on, and its start-to-ready time."""
     for b in _session_broker:
@@ -63,7 +72,7 @@ def private_redis(tmp_path_factory):
     """A private redis-server on a free loopback port for the whole session; every
     FeaturesSettings (and every process a test starts) finds it through
     ``CONVCG_FEATURES_REDIS_CONNECTION``."""
-    from convcg.redis_server import start_redis
+    from convcg.process.redis_server import start_redis
 
     home = Path(tmp_path_factory.mktemp("redis"))
     server = start_redis(home, log_path=home / "redis.log")

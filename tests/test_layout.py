@@ -7,6 +7,8 @@ module is longer than a reader can hold and no folder holds more modules than a 
 from __future__ import annotations
 
 import ast
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -26,12 +28,14 @@ ALLOWED = {
     **{c: {GROUND, MODEL, REGISTRY, c} for c in COMPONENTS},
     TOP: {GROUND, MODEL, REGISTRY, TOP, *COMPONENTS},
 }
-#: the packages whose size the checks below hold (more join as they are laid out)
-SIZED = (MODEL, REGISTRY, "training")
+#: the packages whose size the checks below hold: every production package, and the benches
+SIZED = (*sorted(ALLOWED), "bench")
 MAX_MODULE_LINES = 450
 MAX_MODULES_PER_FOLDER = 12
 #: modules that are gone and must not come back
 GONE = ("training/evaluation.py", "bench/eval_movielens.py")
+#: used only by tests and benches (the ``[test]`` extra) or not at all: never a runtime dependency
+NOT_RUNTIME = ("kafka-python", "psutil", "psycopg")
 
 
 def project_imports(path: Path) -> set[tuple[str, int]]:
@@ -128,3 +132,18 @@ def test_the_headline_metric_is_named_in_one_place():
     found = [f"{f.relative_to(ROOT)}" for package in sorted(PROJECT) for f in sorted((ROOT / package).rglob("*.py"))
              if f != home and (literal in f.read_text() or literal.replace('"', "'") in f.read_text())]
     assert not found, f"the headline metric's name written out (use HEADLINE) in:\n" + "\n".join(found)
+
+
+
+def runtime_dependencies() -> list[str]:
+    """The distribution names in ``[project] dependencies`` of pyproject.toml."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return [re.split(r"[\s\[<>=!~;]", d, maxsplit=1)[0].lower() for d in deps]
+
+
+@pytest.mark.parametrize("name", NOT_RUNTIME)
+def test_test_only_libraries_are_not_runtime_dependencies(name):
+    deps = runtime_dependencies()
+    assert "torch" in deps and "feast" in deps  # the check reads the real list
+    assert not [d for d in deps if d.startswith(name)], (
+        f"{name} is a runtime dependency in pyproject.toml (tests and benches only: the [test] extra)")

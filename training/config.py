@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.dedupe import DEFAULT_HORIZON_S
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.settings import KafkaSettings
 from model.config import ModelConfig
 from training.learn.recipes import online_model_config
 
@@ -84,7 +84,7 @@ class TrainingSettings(BaseSettings):
 
     # incremental fine-tuning
     #: older labels sampled per new label. 0.25: the trainer's 8 steps over the live labels
-    #: replayed offline (``bench.trainer_replay --limit 0 --steps 8``, 2026-12-03) ended at 0.6799
+    #: replayed offline (``bench.experiments.trainer_replay --limit 0 --steps 8``, 2026-12-03) ended at 0.6799
     #: against 0.6824 with 1.0 (within noise), each fine-tune taking 7-10 s instead of 12-17 s
     replay_ratio: float = Field(0.25, ge=0.0)
     #: a step trains a new model from scratch on every stored label (``optim``'s epochs; gated
@@ -131,7 +131,7 @@ class TrainingSettings(BaseSettings):
     #: trainings from scratch (the first model, retrains): ``convcg eval``'s recipe
     #: (``training.evaluation.convergence.ConvergenceConfig``: batch 256, 1e-2 with 100 warm-up steps, x0.8 per
     #: epoch, a quarter of the negatives) for the 3-4 epochs its early stopping picks on ML-100k.
-    #: Replaying the trainer's steps on the whole log (``bench.trainer_replay --limit 0``,
+    #: Replaying the trainer's steps on the whole log (``bench.experiments.trainer_replay --limit 0``,
     #: 2026-12-03) gave 0.6235 with it vs 0.6131 with 3 epochs of batch 512 at 3e-3 and every
     #: negative (0.6006 with only the negatives sampled), the retrain taking 198 vs 222 s
     optim: OptimConfig = OptimConfig(epochs=4, batch_size=256, learning_rate=1e-2, warmup_steps=100,

@@ -178,7 +178,7 @@ class RetrievalServeProcess(_Served):
     newest artifact at start, exactly as deployed."""
 
     def __init__(self, env: dict[str, str], log_path: Path | None = None, name: str = "retrieval"):
-        from convcg.broker import free_port
+        from convcg.kafka.broker import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -189,7 +189,7 @@ class RetrievalServeProcess(_Served):
 class ServerProcess(_Served):
     def __init__(self, index_root: Path, dim: int, clusters: int, seed: int, threads: int = 1,
                  model_version: str | None = None, index_version: str | None = None):
-        from convcg.broker import free_port
+        from convcg.kafka.broker import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

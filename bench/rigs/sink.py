@@ -9,12 +9,12 @@ import uuid
 from pathlib import Path
 
 from bench import ROOT
-from convcg.broker import create_topics, find_or_start_broker, free_port
 from convcg.contract import Topics
-from convcg.kafka_settings import KafkaSettings
-from features.online import OnlineReader
+from convcg.kafka.broker import create_topics, find_or_start_broker, free_port
+from convcg.kafka.settings import KafkaSettings
+from features.online.read import OnlineReader
+from features.repo.store import apply_repo, delete_redis_project_keys
 from features.settings import FeaturesSettings
-from features.store import apply_repo, delete_redis_project_keys
 from loop.supervisor import Component
 
 

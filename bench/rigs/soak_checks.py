@@ -1,4 +1,4 @@
-"""The soak's pure parts (`bench/soak.py`): the kill plan, the tally of retrieval queries, the
+"""The soak's pure parts (`bench/reliability/soak.py`): the kill plan, the tally of retrieval queries, the
 feature comparison with an undisturbed computation, and the verdict. No I/O."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The soak's pipeline (`bench/soak.py`): every component as its own process, started as
+"""The soak's pipeline (`bench/reliability/soak.py`): every component as its own process, started as
 `convcg up` starts them (`loop/up.py`), on a broker and a private online store; and the reads
 the soak judges it by: consumer-group lag (has everything been consumed?) and the online
 feature values the sink wrote."""
@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.rigs.soak_checks import Features
-from convcg.broker import free_port
 from convcg.contract import ENTITIES, Topics
-from convcg.kafka_io import read_topic
-from features.definitions import stream_view_name
-from features.online import OnlineReader
+from convcg.kafka.broker import free_port
+from convcg.kafka.io import read_topic
+from features.online.read import OnlineReader
+from features.repo.definitions import stream_view_name
+from features.repo.store import apply_repo
 from features.settings import FeaturesSettings
-from features.store import apply_repo
 from loop.supervisor import Component
 
 #: the consumer groups the soak waits on (set explicitly, not derived from the components' defaults)

@@ -1,3 +1,3 @@
-"""The embedded Apache Kafka broker: its pinned jars (`distribution`) and a local KRaft node run
-from them (`local`). The harness that chooses between an external broker, testcontainers and
-this one is `convcg.broker`."""
+"""Kafka for every component: the broker harness (`broker`: an external broker, testcontainers or
+the embedded Apache Kafka of `distribution` and `local`), `convcg broker` (`broker_cli`), the one
+Kafka settings block (`settings`) and plain producer, consumer and admin helpers (`io`)."""

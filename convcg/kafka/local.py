@@ -95,7 +95,7 @@ def server_properties(data_dir: Path, port: int, controller_port: int, s: LocalK
 
 def _ports(data_dir: Path, port: int | None) -> tuple[int, int, str]:
     """(port, controller port, cluster id): kept from an earlier start on this folder, else new."""
-    from convcg.broker import free_port
+    from convcg.kafka.broker import free_port
 
     saved_path = data_dir / PORTS_FILE
     saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
@@ -131,9 +131,9 @@ def format_storage(data_dir: Path, cluster_id: str, java: str, s: LocalKafkaSett
 def start_local_kafka(data_dir: Path, port: int | None = None, log_path: Path | None = None,
                       settings: LocalKafkaSettings | None = None):
     """Start a KRaft node on ``data_dir`` (created and formatted if new) and wait until it
-    answers; returns a `convcg.broker.Broker` (kind ``apache-kafka``)."""
-    from convcg.broker import Broker, wait_until_ready
-    from convcg.server_process import start_server_process
+    answers; returns a `convcg.kafka.broker.Broker` (kind ``apache-kafka``)."""
+    from convcg.kafka.broker import Broker, wait_until_ready
+    from convcg.process.server_process import start_server_process
 
     s = settings or LocalKafkaSettings()
     java = java_binary()

@@ -14,7 +14,7 @@ the group moves partitions to it; a worker that dies has its partitions moved to
 after ``session_timeout_s``.
 
 Why aiokafka and not a Faust agent with ``group_by`` and tables: every event crosses three
-stages, and Faust's per-record path (~60-70 µs per record here, `bench/bench_label_join.py`'s
+stages, and Faust's per-record path (~60-70 µs per record here, `bench/perf/label_join.py`'s
 no-op agent) would cost several times the counting itself at each of them; a batched consumer
 and librdkafka keep the per-record cost at the counting (the README's table has the figures).
 The group, the rebalance and changelogged state are what Faust would give, done explicitly.
@@ -305,8 +305,8 @@ class AggregatesWorker(AggregatesCounter):
 
 def run_aggregates(settings: StreamSettings) -> None:
     """Run `convcg aggregates` in the foreground until SIGINT/SIGTERM."""
-    from convcg.broker import create_topics, topic_partitions
-    from convcg.runtime import run_until_signalled
+    from convcg.kafka.broker import create_topics, topic_partitions
+    from convcg.process.runtime import run_until_signalled
 
     topics = Topics(settings.kafka.topic_prefix)
     create_topics(settings.kafka.bootstrap, topics.all(), settings.partitions)

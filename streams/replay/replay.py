@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.cli_options import bootstrap_option, topic_prefix_option
 from convcg.contract import Conversion, Engagement, Topics, event_to_dict
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def replay_command(source: str, speed: float, limit: int | None, bootstrap: str 
                    topic_prefix: str | None, partitions: int | None, catalog_out: Path | None,
                    seed: int | None, options: tuple[str, ...], close: bool, no_progress: bool) -> None:
     """Replay SOURCE (movielens-100k | open-bandit | synthetic | a JSONL file) into the topics."""
-    from convcg.broker import create_topics, wait_until_ready
+    from convcg.kafka.broker import create_topics, wait_until_ready
     from streams.replay.datasets import load_log
     from streams.replay.datasets.wheels import WheelFetchError
 

@@ -21,8 +21,8 @@ from registry.index_artifact import (
 )
 from registry.store import CURRENT, WEIGHTS, ModelRegistry, RegistryError
 from retrieval.service import build_service, create_app
-from tests.helpers_index import tiny_registry
-from tests.helpers_training import train_tiny_model_for_tests
+from tests.support.index_rigs import tiny_registry
+from tests.support.tiny_models import train_tiny_model_for_tests
 
 BAD_NAMES = ["../x", "..", ".", "/etc", "/", "", "a/b", "v1/../../x", ".hidden", "v\x00", "a\\..\\b", "~root",
              " v1", "v1\n", "x" * 200]

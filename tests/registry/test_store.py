@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from model.towers import TwoTowerModel
 from registry.store import MANIFEST, WEIGHTS, ModelRegistry, RegistryError
-from tests.helpers_training import tiny_config, train_tiny_model_for_tests
+from tests.support.tiny_models import tiny_config, train_tiny_model_for_tests
 from training.cli import registry_command
 from training.evaluation.protocol import HEADLINE
 from training.synthetic import synthetic_catalog

@@ -1,9 +1,9 @@
 """The streams' settings read from the environment: the consumers' fetch tuning is the one
-`ConsumerTuning` block (`convcg.kafka_settings`), nested under each worker's name."""
+`ConsumerTuning` block (`convcg.kafka.settings`), nested under each worker's name."""
 
 from __future__ import annotations
 
-from convcg.kafka_settings import ConsumerTuning
+from convcg.kafka.settings import ConsumerTuning
 from streams.settings import StreamSettings
 
 

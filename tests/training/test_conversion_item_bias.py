@@ -15,8 +15,8 @@ from registry.index_artifact import load_artifact
 from registry.store import ModelRegistry
 from retrieval.serving import ServingPair
 from streams.label_join.joiner import compute_labels
-from tests.helpers_index import IndexTestSettings
-from tests.helpers_training import tiny_config
+from tests.support.index_rigs import IndexTestSettings
+from tests.support.tiny_models import tiny_config
 from tests.training.evaluation.test_convergence import small_config
 from tests.training.evaluation.test_protocol import buy, click, tiny_log
 from training.history import interactions_from_log

@@ -33,16 +33,16 @@ import pytest
 import torch
 
 from convcg.contract import Engagement, Impression, event_to_dict
-from convcg.kafka_io import json_producer
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.io import json_producer
+from convcg.kafka.settings import KafkaSettings
 from convcg.partitioning import partition_for
 from features.dataset import build_training_set
-from features.definitions import EVENT_TIMESTAMP, stream_view_name
+from features.repo.definitions import EVENT_TIMESTAMP, stream_view_name
 from features.offline import read_parts
 from features.service import create_app as features_app
 from features.settings import FeaturesSettings
-from features.sink import BackgroundSink, FeatureSink
-from features.updates import stream_schema
+from features.sink.worker import BackgroundSink, FeatureSink
+from features.sink.updates import stream_schema
 from model.encoding import encode_queries, queries_frame
 from model.config import ModelConfig
 from retrieval.user_features import HttpUserFeatureSource
@@ -53,8 +53,8 @@ from streams.kafka.output import OutputProducer
 from streams.replay.datasets.event_log import EventLog, sort_events
 from streams.settings import StreamSettings
 from tests.conftest import TEST_PARTITIONS
-from tests.helpers_features import sample_label
-from tests.helpers_index import running_server
+from tests.support.feature_samples import sample_label
+from tests.support.index_rigs import running_server
 from training.learn.rows import joined_rows
 from training.history import interactions_from_log
 from training.learn.sequences import SequenceFeatures

@@ -117,7 +117,7 @@ class TrainerService:
     def _connect(self) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-        from convcg.kafka_io import json_producer
+        from convcg.kafka.io import json_producer
 
         s = self.settings
         conf = {"bootstrap.servers": s.kafka.bootstrap, "enable.auto.commit": False, "auto.offset.reset": "earliest",

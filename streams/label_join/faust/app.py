@@ -107,7 +107,7 @@ def run_worker(settings: StreamSettings, loglevel: str = "info") -> None:
     """Run the worker in the foreground until SIGINT/SIGTERM."""
     from faust.worker import Worker
 
-    from convcg.broker import create_topics, topic_partitions
+    from convcg.kafka.broker import create_topics, topic_partitions
 
     topics = Topics(settings.kafka.topic_prefix)
     create_topics(settings.kafka.bootstrap, topics.all(), settings.partitions)
@@ -117,7 +117,7 @@ def run_worker(settings: StreamSettings, loglevel: str = "info") -> None:
 
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     app = build_app(settings, partition_counts)
-    from convcg.runtime import tune_garbage_collector
+    from convcg.process.runtime import tune_garbage_collector
 
     tune_garbage_collector(settings.gc_gen0_threshold)
     log.info("streams worker %s on %s (topics prefix %r, %d partitions)", settings.app_id,

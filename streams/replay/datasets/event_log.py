@@ -78,11 +78,6 @@ class EventLog:
         """The first ``n`` events in event-time order (the catalog is kept whole)."""
         return EventLog(name=self.name, events=self.events[:n], catalog=self.catalog)
 
-    def time_range(self) -> tuple[float, float]:
-        if not self.events:
-            raise ValueError(f"event log {self.name!r} is empty")
-        return self.events[0].ts, self.events[-1].ts
-
 
 # --- JSONL --------------------------------------------------------------------------------------
 

@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.settings import KafkaSettings
 from streams.aggregates.stage import USER, StageAggregator
 from streams.aggregates.worker import AggregatesWorker
 from streams.settings import StreamSettings
 from tests.streams.aggregates.test_aggregates_worker import ListOutput, _log
-from tests.streams_harness import produce_events
+from tests.support.streams_harness import produce_events
 
 
 def _worker(broker, topics) -> AggregatesWorker:

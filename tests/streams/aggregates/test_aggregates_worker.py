@@ -10,17 +10,17 @@ from collections import namedtuple
 import orjson
 import pytest
 
-from convcg.broker import free_port
 from convcg.contract import Impression, Topics, replace_event
-from convcg.kafka_io import json_producer, read_topic
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.broker import free_port
+from convcg.kafka.io import json_producer, read_topic
+from convcg.kafka.settings import KafkaSettings
 from convcg.metrics_scrape import fetch_samples, metric_sum
 from convcg.partitioning import partition_for
 from streams.aggregates.worker import AggregatesWorker
 from streams.replay.datasets import load_log
 from streams.settings import StreamSettings
-from tests.streams_harness import produce_events, start_component
 from tests.support.streaming_aggregator import StreamingAggregator
+from tests.support.streams_harness import produce_events, start_component
 
 PARTITIONS = 3
 Rec = namedtuple("Rec", "partition offset value timestamp")

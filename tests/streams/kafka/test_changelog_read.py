@@ -33,7 +33,7 @@ def test_a_compacted_changelog_reads_to_its_end_with_the_last_value_of_every_key
     as their last value, and a tombstone as the newest record ends the read as a deletion."""
     import orjson
 
-    from convcg.broker import topic_configs
+    from convcg.kafka.broker import topic_configs
     from streams.kafka.changelog_read import read_partition
     from streams.kafka.output import OutputProducer
 

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from convcg.kafka_io import read_topic
+from convcg.kafka.io import read_topic
 from streams.kafka.output import DeliveryFailed, OutputProducer
 
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import orjson
 
 from convcg.contract import Impression, Topics, event_to_dict
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.settings import KafkaSettings
 from streams.label_join.processor import JoinProcessor
 from streams.label_join.rules import LabelRules
 from streams.label_join.state import WATERMARK_KEY, JoinStateChangelog

@@ -11,15 +11,15 @@ import orjson
 import pytest
 
 from convcg.contract import Topics
-from convcg.kafka_io import json_producer, read_topic
+from convcg.kafka.io import json_producer, read_topic
 from streams.label_join.joiner import compute_labels
 from streams.label_join.labels import dedupe
 from streams.label_join.rules import LabelRules
 from streams.replay.datasets import load_log
 from streams.replay.watermarks import closing_watermark, send_watermark
 from streams.settings import StreamSettings
-from tests.label_reference import counts, reference_label_ids
-from tests.streams_harness import produce_events, start_worker, wait_until_members_hold_partitions
+from tests.support.label_reference import counts, reference_label_ids
+from tests.support.streams_harness import produce_events, start_worker, wait_until_members_hold_partitions
 
 pytestmark = pytest.mark.broker
 RULES = LabelRules()
@@ -61,7 +61,7 @@ def test_replay_of_movielens_slice_gives_exactly_the_reference_labels(broker, to
 def test_two_workers_in_one_group_give_exactly_the_labels_of_one(broker, topics, tmp_path):
     """The way to scale the label join: a second worker in the same consumer group takes over
     partitions; the labels are the same decisions as one worker's (the reference's)."""
-    from convcg.broker import free_port
+    from convcg.kafka.broker import free_port
     from convcg.metrics_scrape import fetch_samples, metric_sum
 
     log = load_log("movielens-100k").head(6000)
@@ -169,7 +169,7 @@ def _fuzzed_bad(rng: random.Random, good: dict, topic_kind: str) -> tuple[bytes,
 
 def test_fuzzed_bad_events_land_in_dead_letters_and_good_ones_still_label(broker, topics, tmp_path):
     from convcg.contract import event_to_dict
-    from tests.streams_harness import TOPIC_OF
+    from tests.support.streams_harness import TOPIC_OF
 
     log = load_log("synthetic", n_users=300, n_items=300, n_advertisers=10, n_impressions=5_000, seed=5)
     rng = random.Random(11)

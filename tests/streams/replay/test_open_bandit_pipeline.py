@@ -21,12 +21,12 @@ import zipfile
 import pytest
 
 from convcg.contract import Topics
-from convcg.kafka_io import read_topic
+from convcg.kafka.io import read_topic
 from streams.label_join.labels import count_by_kind, dedupe
 from streams.replay.datasets import load_log
 from streams.replay.datasets.settings import DatasetSettings
 from streams.replay.datasets.wheels import cached_wheel
-from tests.streams_harness import produce_events, start_worker
+from tests.support.streams_harness import produce_events, start_worker
 
 pytestmark = pytest.mark.broker
 

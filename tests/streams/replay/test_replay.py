@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from convcg.contract import event_to_dict
-from convcg.kafka_io import read_topic
+from convcg.kafka.io import read_topic
 from streams.replay.datasets import EventLog, load_log, write_jsonl
 from streams.replay.datasets.settings import DatasetSettings
 from streams.replay.replay import replay, replay_command, seconds_until_due

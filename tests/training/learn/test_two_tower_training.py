@@ -14,7 +14,7 @@ from model.encoding import (
 )
 from model.config import TowerConfig
 from model.towers import CrossNetwork, TwoTowerModel
-from tests.helpers_training import tiny_config
+from tests.support.tiny_models import tiny_config
 from training.evaluation.baselines import popularity
 from training.evaluation.heldout import heldout_evaluation, model_metrics
 from training.evaluation.protocol import HEADLINE, HEADLINE_K, STATIC, metric_name

@@ -3,7 +3,7 @@
 import orjson
 
 from registry.store import ModelRegistry
-from tests.helpers_training import tiny_config
+from tests.support.tiny_models import tiny_config
 from training.config import OptimConfig, TrainingSettings
 from training.trainer.service import TrainerService
 from training.synthetic import synthetic_catalog, synthetic_labels

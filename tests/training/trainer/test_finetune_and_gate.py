@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from registry.store import ModelRegistry
-from tests.helpers_training import tiny_config
+from tests.support.tiny_models import tiny_config
 from training.cli import finetune_command, train_command
 from training.config import OptimConfig, TrainingSettings
 from training.evaluation.heldout import heldout_evaluation, model_metrics

@@ -8,11 +8,11 @@ import orjson
 import pandas as pd
 import pytest
 
-from convcg.kafka_io import json_producer, read_topic
-from convcg.kafka_settings import KafkaSettings
+from convcg.kafka.io import json_producer, read_topic
+from convcg.kafka.settings import KafkaSettings
 from convcg.validation import decode_label
 from registry.store import ModelRegistry
-from tests.helpers_training import tiny_config
+from tests.support.tiny_models import tiny_config
 from training.config import OptimConfig, TrainingSettings
 from training.trainer.label_store import LabelStore
 from training.trainer.service import TrainerService

@@ -3,7 +3,7 @@
 import pytest
 from faust.types import TP
 
-from convcg.kafka_io import json_producer
+from convcg.kafka.io import json_producer
 from streams.label_join.faust.hole_read import read_hole
 
 pytestmark = pytest.mark.broker

@@ -1,0 +1,1 @@
+"""The Feast repo in code (``definitions``) and opening and applying it (``store``)."""

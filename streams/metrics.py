@@ -14,6 +14,8 @@ DEAD_LETTERS = Counter("convcg_stream_dead_letters_total", "Records sent to the 
 DROPPED = Counter("convcg_stream_dropped_total", "Valid events dropped by the join with a reason (late / unattributable)", ["reason"])
 REDELIVERED = Counter("convcg_stream_redelivered_records_total", "Records Faust delivered a second time (skipped: the first copy carries the effect)", ["topic"])
 HOLES_READ = Counter("convcg_stream_hole_offsets_read_total", "Offsets the consumer skipped, read back from the broker by the worker", ["topic"])
+TRUSTED_CLOSES = Counter("convcg_stream_trusted_closes_total", "Producer watermarks honoured as a trusted close "
+                         "(header convcg-trusted-close, `convcg replay --close`) beyond the clock bound")
 FEATURE_UPDATES = Counter("convcg_stream_feature_updates_total", "Feature updates emitted, by entity", ["entity"])
 WATERMARK = Gauge("convcg_stream_watermark_seconds", "Event-time watermark per partition", ["partition"])
 WATERMARK_LAG = Gauge("convcg_stream_watermark_lag_seconds", "Newest event time seen minus watermark, per partition", ["partition"])

@@ -32,7 +32,7 @@ import orjson
 
 from convcg.contract import Conversion, Topics, encode_label
 from convcg.partitioning import PARTITIONER, PlacementCheck
-from convcg.validation import InvalidEvent, Watermark, dead_letter, parse_event
+from convcg.validation import InvalidEvent, Watermark, dead_letter, has_trusted_close_header, parse_event
 from streams import metrics
 from streams.kafka.checkpoint import Checkpoint, PendingCommits
 from streams.kafka.output import OutputProducer
@@ -84,7 +84,8 @@ class JoinProcessor:
             joiner = self.joiners[partition] = LabelJoiner(self.settings.rules)
             joiner.restore(states, wm)
             self.watermarks[partition] = PartitionWatermark(self.settings.rules.allowed_lateness_s,
-                                                            self.settings.idle_source_after_s, time.monotonic())
+                                                            self.settings.idle_source_after_s, time.monotonic(),
+                                                            max_skew_s=self.settings.max_future_s)
             self.watermarks[partition].value = wm
             log.info("partition %d: restored %d pending impressions, watermark %s", partition, len(states), wm)
 
@@ -181,9 +182,12 @@ class JoinProcessor:
         try:
             if etype is None:
                 raise InvalidEvent("unknown_event_type", f"topic {msg.topic}")
-            parsed = parse_event(etype, msg.value, now, self.settings.max_future_s)
+            trusted = self.settings.trusted_close and has_trusted_close_header(getattr(msg, "headers", None))
+            parsed = parse_event(etype, msg.value, now, self.settings.max_future_s, trusted)
             if not isinstance(parsed, Watermark):
                 self._check_placement(parsed.user_id, msg.topic, partition)
+            elif trusted:
+                metrics.TRUSTED_CLOSES.inc()
         except InvalidEvent as exc:
             metrics.DEAD_LETTERS.labels(exc.reason).inc()
             self.output.send(self.topics.dead_letters, dead_letter(DEAD_LETTER_COMPONENT, msg.topic, partition,
@@ -193,7 +197,8 @@ class JoinProcessor:
             return
         joiner = self.joiners[partition]
         touched.add(partition)
-        self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset, time.monotonic())
+        self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset, time.monotonic(), now,
+                                           trusted and isinstance(parsed, Watermark))
         if isinstance(parsed, Watermark):
             entry.done = True
             return

@@ -29,6 +29,9 @@ class StreamSettings(BaseSettings):
                                   "beyond noise to the broker's CPU in bench.pipeline_freshness at 3,000 events/s: the worker "
                                   "flushes every batch and the aggregates send in bursts, one per poll")
     session_timeout_s: float = Field(10.0, gt=0, description="a dead worker's partitions move after this")
+    restore_timeout_s: float = Field(120.0, gt=0, description="longest a partition's state read from its changelog "
+                                     "may take; a restore that fails stops the worker with an error (its supervisor "
+                                     "restarts it) instead of leaving the partition without state")
     max_future_s: float = Field(DEFAULT_MAX_CLOCK_SKEW_S, gt=0, description="the clock skew allowed between "
                                 "producers and the workers: an event or a producer watermark stamped further ahead of "
                                 "now is dead-lettered (reason timestamp_in_future / watermark_in_future), and a join "

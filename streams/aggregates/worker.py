@@ -60,6 +60,10 @@ from streams.settings import StreamSettings
 log = logging.getLogger("convcg.streams.aggregates")
 
 
+class RestoreFailed(RuntimeError):
+    """A stage partition's state could not be restored: the worker exits with an error."""
+
+
 class AggregatesWorker(AggregatesCounter):
     """The loop of `convcg aggregates` around its broker-free core (`AggregatesCounter`)."""
 
@@ -78,6 +82,7 @@ class AggregatesWorker(AggregatesCounter):
         self.pending_from: dict[tuple[str, int], int] = {}
         self.restore_seconds: float | None = None
         self.stop_requested = asyncio.Event()
+        self.failure: BaseException | None = None  # why the worker cannot go on (a failed restore)
         self._lock = asyncio.Lock()  # the loop's processing vs the rebalance callbacks
         self._assigned_at = time.monotonic()
 
@@ -87,7 +92,8 @@ class AggregatesWorker(AggregatesCounter):
         from streams.kafka.changelog_read import read_partition
 
         stage, partition = key
-        records = read_partition(self.settings.kafka.bootstrap, self.topics.aggregates_changelog(stage), partition)
+        records = read_partition(self.settings.kafka.bootstrap, self.topics.aggregates_changelog(stage), partition,
+                                 self.settings.restore_timeout_s)
         return restore_stage(stage, records, self.aggregate_settings)
 
     async def _read_positions(self, consumer, tps) -> None:
@@ -134,7 +140,19 @@ class AggregatesWorker(AggregatesCounter):
         await self.checkpoint.commit(write_state, lambda: offsets, commit)
 
     async def on_assigned(self, consumer, assigned) -> None:
-        """Restore the newly assigned stage partitions from their changelogs."""
+        """Restore the newly assigned stage partitions from their changelogs. A restore that
+        fails stops the worker with an error (`RestoreFailed`): aiokafka swallows what an
+        assignment callback raises, and the partition would be left without a stage, its
+        records read again forever."""
+        try:
+            await self._on_assigned(consumer, assigned)
+        except Exception as exc:  # noqa: BLE001 - anything: the worker cannot do its work
+            log.exception("aggregates: restoring the assigned partitions failed; stopping with an error "
+                          "so that the supervisor restarts the worker")
+            self.failure = exc
+            self.stop_requested.set()
+
+    async def _on_assigned(self, consumer, assigned) -> None:
         async with self._lock:
             self.generation += 1
             t0 = time.monotonic()
@@ -211,6 +229,8 @@ class AggregatesWorker(AggregatesCounter):
             consumer.subscribe(list(self.stage_of), listener=Rebalance())
             log.info("aggregates: group %s on %s", self.group_id, sorted(self.stage_of))
             await self._loop(consumer)
+            if self.failure is not None:  # no flush: what it holds may be incomplete
+                raise RestoreFailed(f"restoring the assigned partitions failed: {self.failure!r}") from self.failure
             async with self._lock:
                 await self._flush_state(consumer, list(self.stages))
         finally:
@@ -323,4 +343,7 @@ def run_aggregates(settings: StreamSettings) -> None:
     # collection every 700 allocations would keep re-scanning them
     gc.set_threshold(*settings.aggregates_gc_thresholds)
     worker = AggregatesWorker(settings)
-    run_until_signalled(worker.stop_requested, worker.run)
+    try:
+        run_until_signalled(worker.stop_requested, worker.run)
+    except RestoreFailed as exc:  # logged with its cause; a non-zero exit for the supervisor
+        raise SystemExit(f"convcg aggregates: {exc}") from None

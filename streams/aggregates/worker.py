@@ -81,6 +81,10 @@ class AggregatesWorker(AggregatesCounter):
         #: (the revocation's too) must not stamp or commit a position past it
         self.pending_from: dict[tuple[str, int], int] = {}
         self.restore_seconds: float | None = None
+        #: (topic, partition) -> monotonic time of the first record polled since its last commit,
+        #: and the offset after the newest polled (a commit at or past it clears the first)
+        self.uncommitted_since: dict[tuple[str, int], float] = {}
+        self.polled_upto: dict[tuple[str, int], int] = {}
         self.stop_requested = asyncio.Event()
         self.failure: BaseException | None = None  # why the worker cannot go on (a failed restore)
         self._lock = asyncio.Lock()  # the loop's processing vs the rebalance callbacks
@@ -135,6 +139,11 @@ class AggregatesWorker(AggregatesCounter):
                 await consumer.commit(dict(positions))
             except (CommitFailedError, IllegalStateError) as exc:  # rebalanced meanwhile: the next owner re-reads the tail
                 log.warning("aggregates: commit skipped (%s)", exc)
+                return
+            for tp, offset in positions.items():
+                key = (tp.topic, tp.partition)
+                if offset >= self.polled_upto.get(key, 0):
+                    self.uncommitted_since.pop(key, None)
 
         # a delivery error raises out of it: the worker stops and restarts from the last commit
         await self.checkpoint.commit(write_state, lambda: offsets, commit)
@@ -188,6 +197,9 @@ class AggregatesWorker(AggregatesCounter):
             for tp in revoked:
                 self.targets.pop((tp.topic, tp.partition), None)
                 self.positions.pop((tp.topic, tp.partition), None)
+                self.uncommitted_since.pop((tp.topic, tp.partition), None)
+                self.polled_upto.pop((tp.topic, tp.partition), None)
+            metrics.forget_partitions(metrics.AGG_OLDEST_UNCOMMITTED, revoked)
             metrics.AGG_STAGE_PARTITIONS.set(len(self.stages))
             log.warning("aggregates: revoked %s", sorted(keys))
 
@@ -246,6 +258,7 @@ class AggregatesWorker(AggregatesCounter):
             # no await between the poll and here: a rebalance callback sees these as pending
             generation = self.generation
             self.pending_from = {(tp.topic, tp.partition): records[0].offset for tp, records in polled.items() if records}
+            self._note_polled(polled)
             async with self._lock:
                 now = time.time()
                 self._count_polled(consumer, polled, generation, now)
@@ -267,6 +280,14 @@ class AggregatesWorker(AggregatesCounter):
                     evicted = sum(stage.evict_inactive() for stage in self.stages.values())
                     if evicted:
                         log.info("aggregates: evicted %d inactive entities", evicted)
+
+    def _note_polled(self, polled: dict) -> None:
+        mono = time.monotonic()
+        for tp, records in polled.items():
+            if records:
+                key = (tp.topic, tp.partition)
+                self.uncommitted_since.setdefault(key, mono)
+                self.polled_upto[key] = max(self.polled_upto.get(key, 0), records[-1].offset + 1)
 
     def _count_polled(self, consumer, polled: dict, generation: int, now: float) -> None:
         """Count one poll's records, unless a rebalance ran since the poll (``generation``):
@@ -316,6 +337,10 @@ class AggregatesWorker(AggregatesCounter):
                 refused[(stage, reason)] += st.stats[reason]
         for (stage, reason), n in refused.items():
             metrics.AGG_REFUSED.labels(stage, reason).set(n)
+        mono = time.monotonic()
+        metrics.export_oldest_uncommitted(metrics.AGG_OLDEST_UNCOMMITTED, {
+            (tp.topic, tp.partition): self.uncommitted_since.get((tp.topic, tp.partition)) for tp in consumer.assignment()},
+            mono)
         for tp in consumer.assignment():
             hw = consumer.highwater(tp)
             if hw is not None:

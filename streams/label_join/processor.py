@@ -106,6 +106,7 @@ class JoinProcessor:
         async with self._lock:
             self.acks.forget(revoked)
             self.commits.forget(revoked)
+            metrics.forget_partitions(metrics.OLDEST_UNCOMMITTED, revoked)
             for p in {tp.partition for tp in revoked if tp.topic in self.source_topics}:
                 if self.joiners.pop(p, None) is not None:
                     del self.watermarks[p]
@@ -132,10 +133,11 @@ class JoinProcessor:
         track = acks.track
         # fetched before a rebalance: skipped, redelivered from the committed offset
         current = [ev.message for ev in events if ev.message.generation_id == generation]
+        arrived = time.monotonic()
         starts = await self._start_offsets({m.tp for m in current if acks.expected(m.tp) is None})
         await self._restore({m.partition for m in current})
         for msg in current:
-            entry = track(msg.tp, msg.offset, starts.get(msg.tp))
+            entry = track(msg.tp, msg.offset, starts.get(msg.tp), arrived)
             if entry is REPEAT:
                 metrics.REDELIVERED.labels(msg.topic).inc()
                 continue
@@ -144,11 +146,11 @@ class JoinProcessor:
                     if hole_msg.offset is None:
                         continue
                     acks.skip_to(msg.tp, hole_msg.offset)  # offsets before it hold no record
-                    hole_entry = track(msg.tp, hole_msg.offset)
+                    hole_entry = track(msg.tp, hole_msg.offset, None, arrived)
                     if hole_entry is not REPEAT:
                         self._take(hole_msg, hole_entry, now, touched, events_in)
                 acks.skip_to(msg.tp, msg.offset)  # offsets left in the hole hold no record
-                entry = track(msg.tp, msg.offset)
+                entry = track(msg.tp, msg.offset, None, arrived)
             self._take(msg, entry, now, touched, events_in)
         released = []
         if not events:
@@ -167,6 +169,7 @@ class JoinProcessor:
 
         await self.checkpoint.commit(self._write_state, safe_offsets, self.consumer.commit)
         self.batches += 1
+        metrics.export_oldest_uncommitted(metrics.OLDEST_UNCOMMITTED, self.acks.oldest_held(), time.monotonic())
 
     def _write_state(self) -> None:
         """Queue the changed impression states and watermarks of the batch on the changelog."""

@@ -5,6 +5,14 @@ Every component that reads an event or label topic parses with these functions. 
 never crashes a reader: it goes to the dead-letter topic with the original bytes and the reason
 (see `dead_letter`). A record ``{"watermark": <ts>}`` on an event topic is a producer watermark
 (a promise that no earlier event follows on that partition).
+
+Clock bounds. An event or a producer watermark must be stamped after the Unix epoch and at
+most ``max_future_s`` (the allowed clock skew, `DEFAULT_MAX_CLOCK_SKEW_S`: minutes, not a day)
+ahead of the reader's clock: one record stamped hours ahead would otherwise move its
+partition's watermark there and decide every pending impression at once. The one exception is
+a *trusted close*: a watermark record carrying the header `TRUSTED_CLOSE_HEADER` (only
+`convcg replay --close` sets it), which may lie past every label window, and which a reader
+honours only when its settings say so (``trusted_close``).
 """
 
 from __future__ import annotations
@@ -33,8 +41,15 @@ from convcg.contract import (
 
 #: event time outside (MIN_TS, now + max_future_s] is rejected (MovieLens-100k is from 1997)
 MIN_TS = 0.0
-#: default of how far ahead of the reader's clock an event may be stamped
-DEFAULT_MAX_FUTURE_S = 86400.0
+#: how far ahead of the reader's clock an event or a producer watermark may be stamped: the
+#: clock skew allowed between producers and readers (one setting: the edge validation refuses
+#: beyond it, and the join clamps a source's newest time to it)
+DEFAULT_MAX_CLOCK_SKEW_S = 300.0
+DEFAULT_MAX_FUTURE_S = DEFAULT_MAX_CLOCK_SKEW_S
+#: the record header that marks a producer watermark as a trusted close (value b"1"): set only
+#: by `convcg replay --close` (`streams.replay.watermarks`); a watermark carrying it is exempt
+#: from the clock bound where the reader allows it
+TRUSTED_CLOSE_HEADER = "convcg-trusted-close"
 #: integer fields (position, dwell_ms) must fit a signed 64-bit integer (Kafka, Arrow, numpy)
 MAX_INT = 2**63 - 1
 
@@ -51,6 +66,20 @@ class InvalidEvent(ValueError):
 @dataclass(slots=True)
 class Watermark:
     ts: float
+
+
+def has_trusted_close_header(headers: Any) -> bool:
+    """Whether a record's headers (aiokafka / Faust: a sequence of (key, value) pairs or a
+    mapping; librdkafka: a list of pairs or None) mark it as a trusted close."""
+    if not headers:
+        return False
+    pairs = headers.items() if hasattr(headers, "items") else headers
+    for key, value in pairs:
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", "replace")
+        if key == TRUSTED_CLOSE_HEADER and value in (b"1", "1"):
+            return True
+    return False
 
 
 def _str(d: dict, name: str) -> str:
@@ -91,16 +120,31 @@ def _ts(d: dict, now: float, max_future_s: float) -> float:
     return ts
 
 
+def _watermark(d: dict, now: float, max_future_s: float, trusted_close: bool) -> Watermark:
+    """A producer watermark under the bounds of an event's time (finite, after the epoch, at
+    most ``max_future_s`` ahead of now) unless it is a trusted close."""
+    ts = _num(d, "watermark")
+    if ts <= MIN_TS:
+        raise InvalidEvent("watermark_out_of_range", f"watermark={ts} is not after the Unix epoch (seconds expected)")
+    if ts > now + max_future_s and not trusted_close:
+        raise InvalidEvent("watermark_in_future", f"watermark={ts} is more than {max_future_s:.0f}s ahead of now "
+                           f"(only a trusted close, header {TRUSTED_CLOSE_HEADER}, may be)")
+    return Watermark(ts)
+
+
 _DECODERS: dict[str, msgspec.json.Decoder] = {t: msgspec.json.Decoder(cls) for t, cls in EVENT_CLASSES.items()}
 
 
-def parse_event(event_type: str, raw: bytes | None, now: float, max_future_s: float) -> Event | Watermark:
+def parse_event(event_type: str, raw: bytes | None, now: float, max_future_s: float,
+                trusted_close: bool = False) -> Event | Watermark:
     """Parse and validate one record from the topic of ``event_type``.
 
     A well-formed event is decoded and checked in one pass by msgspec against the contract's
     Struct (its field types carry the checks); only the distance to the future is checked after.
     Anything msgspec does not accept (a bad record, a producer watermark, an integer beyond
-    int64) is examined field by field by `parse_event_fields`, which names the reason."""
+    int64) is examined field by field by `parse_event_fields`, which names the reason.
+    ``trusted_close``: the record is a trusted close (`TRUSTED_CLOSE_HEADER`, allowed by the
+    reader): a producer watermark in it may lie beyond the clock bound."""
     if not raw:
         raise InvalidEvent("empty_record")
     decoder = _DECODERS.get(event_type)
@@ -114,10 +158,11 @@ def parse_event(event_type: str, raw: bytes | None, now: float, max_future_s: fl
                 raise InvalidEvent("timestamp_in_future",
                                    f"ts={event.ts} is more than {max_future_s:.0f}s ahead of now")
             return event
-    return parse_event_fields(event_type, raw, now, max_future_s)
+    return parse_event_fields(event_type, raw, now, max_future_s, trusted_close)
 
 
-def parse_event_fields(event_type: str, raw: bytes, now: float, max_future_s: float) -> Event | Watermark:
+def parse_event_fields(event_type: str, raw: bytes, now: float, max_future_s: float,
+                       trusted_close: bool = False) -> Event | Watermark:
     """`parse_event` one check at a time, from the decoded JSON object: the first check that
     fails gives the reason tag. Accepts exactly what `parse_event`'s decoder accepts (and also
     producer watermarks and integers beyond int64), into equal events."""
@@ -132,7 +177,7 @@ def parse_event_fields(event_type: str, raw: bytes, now: float, max_future_s: fl
         raise InvalidEvent("unknown_event_type" if declared not in ("impression", "engagement", "conversion")
                            else "event_type_mismatch", f"{declared!r} on the {event_type} topic")
     if "watermark" in d and len(d) == 1:
-        return Watermark(_num(d, "watermark"))
+        return _watermark(d, now, max_future_s, trusted_close)
     if event_type == "impression":
         surface = _str(d, "surface")
         if surface not in SURFACES:

@@ -25,7 +25,7 @@ for _var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
 COMPONENT_COMMANDS: dict[str, tuple[str, ...]] = {
     "convcg.kafka.broker_cli": ("broker",),
     "convcg.deadletters_cli": ("deadletters",),
-    "streams.cli": ("replay", "worker", "aggregates", "labels"),
+    "streams.cli": ("replay", "worker", "aggregates", "labels", "watermarks"),
     "features.cli": ("features", "dataset"),
     "training.cli": ("train", "finetune", "trainer", "registry"),
     "index_refresher.cli": ("refresher", "index"),

@@ -1,5 +1,5 @@
 """Click commands of the streams component: `worker` (the label join), `aggregates` (the
-streaming feature aggregates), `labels` (and `replay`, from replay.py)."""
+streaming feature aggregates), `labels`, `watermarks` (and `replay`, from replay.py)."""
 
 from __future__ import annotations
 
@@ -61,3 +61,65 @@ def labels_command(bootstrap, topic_prefix, timeout) -> None:
     click.echo(f"{len(labels)} labels ({len(raw) - len(labels)} redelivered copies dropped)")
     for kind, n in count_by_kind(labels).items():
         click.echo(f"  {kind:<11} {n}")
+
+
+@click.group("watermarks")
+def watermarks_command() -> None:
+    """Show or reset the label join's per-partition watermarks (from its changelog)."""
+
+
+def _stream_settings(bootstrap, app_id):
+    from streams.settings import StreamSettings
+
+    settings = StreamSettings(**({} if app_id is None else {"app_id": app_id}))
+    settings.kafka = settings.kafka.with_overrides(bootstrap, None)
+    return settings
+
+
+@watermarks_command.command("show")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap (default: CONVCG_STREAMS_KAFKA__BOOTSTRAP, KAFKA_BOOTSTRAP)")
+@click.option("--app-id", default=None, help="The worker's app id (default: CONVCG_STREAMS_APP_ID)")
+def watermarks_show(bootstrap, app_id) -> None:
+    """Each partition's watermark and pending impressions, as a restore would see them."""
+    from streams.label_join.watermark_admin import describe, show
+
+    s = _stream_settings(bootstrap, app_id)
+    try:
+        views = show(s.kafka.bootstrap, s.app_id)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    for view in views:
+        click.echo(describe(view))
+
+
+@watermarks_command.command("reset")
+@click.option("--partition", type=click.IntRange(min=0), required=True)
+@click.option("--to", "ts", type=float, required=True, help="The new watermark (Unix seconds of event time).")
+@click.option("--force", is_flag=True, help="Also while the workers' group has members, or a time ahead of the clock.")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap (default: CONVCG_STREAMS_KAFKA__BOOTSTRAP, KAFKA_BOOTSTRAP)")
+@click.option("--app-id", default=None, help="The worker's app id (default: CONVCG_STREAMS_APP_ID)")
+def watermarks_reset(partition, ts, force, bootstrap, app_id) -> None:
+    """Reset one partition's watermark (stop the workers first: a running one overwrites it)."""
+    import time
+
+    from streams.label_join.watermark_admin import active_members, check_reset, describe, reset, show
+
+    s = _stream_settings(bootstrap, app_id)
+    try:
+        check_reset(ts, time.time(), s.max_future_s, force)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from None
+    try:
+        views = {v.partition: v for v in show(s.kafka.bootstrap, s.app_id)}
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    if partition not in views:
+        raise click.BadParameter(f"the join has partitions 0..{len(views) - 1}", param_hint="--partition")
+    members = active_members(s.kafka.bootstrap, s.app_id)
+    if members and not force:
+        raise click.ClickException(f"the group {s.app_id} has {members} member(s): stop the workers first "
+                                   "(a running worker overwrites the entry), or pass --force")
+    click.echo("before: " + describe(views[partition]))
+    reset(s.kafka.bootstrap, s.app_id, partition, ts)
+    after = {v.partition: v for v in show(s.kafka.bootstrap, s.app_id)}[partition]
+    click.echo("after:  " + describe(after))

@@ -14,10 +14,15 @@ DEAD_LETTERS = Counter("convcg_stream_dead_letters_total", "Records sent to the 
 DROPPED = Counter("convcg_stream_dropped_total", "Valid events dropped by the join with a reason (late / unattributable)", ["reason"])
 REDELIVERED = Counter("convcg_stream_redelivered_records_total", "Records Faust delivered a second time (skipped: the first copy carries the effect)", ["topic"])
 HOLES_READ = Counter("convcg_stream_hole_offsets_read_total", "Offsets the consumer skipped, read back from the broker by the worker", ["topic"])
+TRUSTED_CLOSES = Counter("convcg_stream_trusted_closes_total", "Producer watermarks honoured as a trusted close "
+                         "(header convcg-trusted-close, `convcg replay --close`) beyond the clock bound")
 FEATURE_UPDATES = Counter("convcg_stream_feature_updates_total", "Feature updates emitted, by entity", ["entity"])
 WATERMARK = Gauge("convcg_stream_watermark_seconds", "Event-time watermark per partition", ["partition"])
 WATERMARK_LAG = Gauge("convcg_stream_watermark_lag_seconds", "Newest event time seen minus watermark, per partition", ["partition"])
 CONSUMER_LAG = Gauge("convcg_stream_consumer_lag", "Highwater minus next offset, per source topic-partition", ["topic", "partition"])
+OLDEST_UNCOMMITTED = Gauge("convcg_stream_oldest_uncommitted_age_seconds", "Seconds since the oldest record not "
+                           "yet done (its offset not committable) was delivered, per source topic-partition; 0 = none held",
+                           ["topic", "partition"])
 BUFFERED = Gauge("convcg_stream_buffered_events", "Events held in the reorder buffer, per partition", ["partition"])
 PENDING = Gauge("convcg_stream_pending_impressions", "Impressions inside their attribution window, per partition", ["partition"])
 
@@ -45,6 +50,9 @@ AGG_REFUSED = Gauge("convcg_aggregates_stage_events_refused",
                     "Events a stage partition held by this process refused since it was restored, by stage and "
                     "reason (too_late: behind the dedupe horizon; duplicates: an id seen at another position)",
                     ["stage", "reason"])
+AGG_OLDEST_UNCOMMITTED = Gauge("convcg_aggregates_oldest_uncommitted_age_seconds", "Seconds since the oldest "
+                               "record polled but not yet committed was polled, per source topic-partition; 0 = none",
+                               ["topic", "partition"])
 AGG_LAG = Gauge("convcg_aggregates_consumer_lag", "Highwater minus next offset, per source topic-partition",
                 ["topic", "partition"])
 
@@ -57,3 +65,20 @@ def export_join_partition(partition: int, watermark: float, newest: float, buffe
     WATERMARK_LAG.labels(p).set(lag if math.isfinite(lag) else 0)
     BUFFERED.labels(p).set(buffered)
     PENDING.labels(p).set(pending)
+
+
+def export_oldest_uncommitted(gauge: Gauge, since: dict, now: float) -> None:
+    """``gauge`` per (topic, partition): ``now`` minus when its oldest uncommitted record came
+    (``since``: (topic, partition) or a TopicPartition -> monotonic time, None = nothing held)."""
+    for tp, t in since.items():
+        topic, partition = (tp.topic, tp.partition) if hasattr(tp, "topic") else tp
+        gauge.labels(topic, str(partition)).set(0.0 if t is None else max(0.0, now - t))
+
+
+def forget_partitions(gauge: Gauge, tps) -> None:
+    """Drop the series of partitions this process no longer holds (revoked)."""
+    for tp in tps:
+        try:
+            gauge.remove(tp.topic, str(tp.partition))
+        except KeyError:
+            pass

@@ -8,7 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from convcg.kafka.settings import ConsumerTuning, KafkaSettings
-from convcg.validation import DEFAULT_MAX_FUTURE_S
+from convcg.validation import DEFAULT_MAX_CLOCK_SKEW_S, TRUSTED_CLOSE_HEADER
 from streams.label_join.rules import LabelRules
 
 
@@ -29,7 +29,18 @@ class StreamSettings(BaseSettings):
                                   "beyond noise to the broker's CPU in bench.system.pipeline_freshness at 3,000 events/s: the worker "
                                   "flushes every batch and the aggregates send in bursts, one per poll")
     session_timeout_s: float = Field(10.0, gt=0, description="a dead worker's partitions move after this")
-    max_future_s: float = Field(DEFAULT_MAX_FUTURE_S, gt=0, description="reject events stamped further ahead of now")
+    restore_timeout_s: float = Field(120.0, gt=0, description="longest a partition's state read from its changelog "
+                                     "may take; a restore that fails stops the worker with an error (its supervisor "
+                                     "restarts it) instead of leaving the partition without state")
+    max_future_s: float = Field(DEFAULT_MAX_CLOCK_SKEW_S, gt=0, description="the clock skew allowed between "
+                                "producers and the workers: an event or a producer watermark stamped further ahead of "
+                                "now is dead-lettered (reason timestamp_in_future / watermark_in_future), and a join "
+                                "source's newest time is clamped to now + this (one setting for both)")
+    trusted_close: bool = Field(True, description=f"honour producer watermarks carrying the header "
+                                f"{TRUSTED_CLOSE_HEADER}: 1 (set only by `convcg replay --close`) beyond the clock "
+                                "bound. On for the embedded default (`convcg up`, replays); set false where producers "
+                                "you do not run write the event topics: then such a watermark is dead-lettered like "
+                                "any other one ahead of the clock")
     data_dir: Path = Field(Path("var/streams"), description="Faust's local data folder (one per app id)")
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 = off")
     metrics_host: str = Field("127.0.0.1", description="address /metrics binds (loopback unless set)")

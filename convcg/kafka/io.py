@@ -60,10 +60,13 @@ class JsonProducer:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
     def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-             partition: int | None = None, timestamp_ms: int | None = None) -> None:
+             partition: int | None = None, timestamp_ms: int | None = None,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
         kwargs = {} if partition is None else {"partition": partition}
         if timestamp_ms is not None:
             kwargs["timestamp"] = timestamp_ms
+        if headers:
+            kwargs["headers"] = headers
         while True:
             try:
                 self._producer.produce(topic, value, key, on_delivery=self._on_delivery, **kwargs)

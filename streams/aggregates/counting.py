@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from convcg.contract import Engagement, Impression, Topics
-from convcg.validation import InvalidEvent, Watermark, parse_event
+from convcg.validation import InvalidEvent, Watermark, has_trusted_close_header, parse_event
 from streams import metrics
 from streams.aggregates.settings import AggregateSettings
 from streams.aggregates.stage import ADVERTISER, ITEM, STAGES, USER, StageAggregator
@@ -86,6 +86,9 @@ class AggregatesCounter:
                 try:
                     event = parse_event(etype, rec.value, now, max_future)
                 except InvalidEvent as exc:
+                    if exc.reason == "watermark_in_future" and self.settings.trusted_close \
+                            and has_trusted_close_header(getattr(rec, "headers", None)):
+                        continue  # a trusted close (`convcg replay --close`): no count to keep
                     counts[f"skipped:{exc.reason}"] += 1
                     continue
                 if isinstance(event, Watermark):

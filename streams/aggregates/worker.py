@@ -60,6 +60,10 @@ from streams.settings import StreamSettings
 log = logging.getLogger(__name__)
 
 
+class RestoreFailed(RuntimeError):
+    """A stage partition's state could not be restored: the worker exits with an error."""
+
+
 class AggregatesWorker(AggregatesCounter):
     """The loop of `convcg aggregates` around its broker-free core (`AggregatesCounter`)."""
 
@@ -77,7 +81,12 @@ class AggregatesWorker(AggregatesCounter):
         #: (the revocation's too) must not stamp or commit a position past it
         self.pending_from: dict[tuple[str, int], int] = {}
         self.restore_seconds: float | None = None
+        #: (topic, partition) -> monotonic time of the first record polled since its last commit,
+        #: and the offset after the newest polled (a commit at or past it clears the first)
+        self.uncommitted_since: dict[tuple[str, int], float] = {}
+        self.polled_upto: dict[tuple[str, int], int] = {}
         self.stop_requested = asyncio.Event()
+        self.failure: BaseException | None = None  # why the worker cannot go on (a failed restore)
         self._lock = asyncio.Lock()  # the loop's processing vs the rebalance callbacks
         self._assigned_at = time.monotonic()
 
@@ -87,7 +96,8 @@ class AggregatesWorker(AggregatesCounter):
         from streams.kafka.changelog_read import read_partition
 
         stage, partition = key
-        records = read_partition(self.settings.kafka.bootstrap, self.topics.aggregates_changelog(stage), partition)
+        records = read_partition(self.settings.kafka.bootstrap, self.topics.aggregates_changelog(stage), partition,
+                                 self.settings.restore_timeout_s)
         return restore_stage(stage, records, self.aggregate_settings)
 
     async def _read_positions(self, consumer, tps) -> None:
@@ -129,12 +139,29 @@ class AggregatesWorker(AggregatesCounter):
                 await consumer.commit(dict(positions))
             except (CommitFailedError, IllegalStateError) as exc:  # rebalanced meanwhile: the next owner re-reads the tail
                 log.warning("aggregates: commit skipped (%s)", exc)
+                return
+            for tp, offset in positions.items():
+                key = (tp.topic, tp.partition)
+                if offset >= self.polled_upto.get(key, 0):
+                    self.uncommitted_since.pop(key, None)
 
         # a delivery error raises out of it: the worker stops and restarts from the last commit
         await self.checkpoint.commit(write_state, lambda: offsets, commit)
 
     async def on_assigned(self, consumer, assigned) -> None:
-        """Restore the newly assigned stage partitions from their changelogs."""
+        """Restore the newly assigned stage partitions from their changelogs. A restore that
+        fails stops the worker with an error (`RestoreFailed`): aiokafka swallows what an
+        assignment callback raises, and the partition would be left without a stage, its
+        records read again forever."""
+        try:
+            await self._on_assigned(consumer, assigned)
+        except Exception as exc:  # noqa: BLE001 - anything: the worker cannot do its work
+            log.exception("aggregates: restoring the assigned partitions failed; stopping with an error "
+                          "so that the supervisor restarts the worker")
+            self.failure = exc
+            self.stop_requested.set()
+
+    async def _on_assigned(self, consumer, assigned) -> None:
         async with self._lock:
             self.generation += 1
             t0 = time.monotonic()
@@ -170,6 +197,9 @@ class AggregatesWorker(AggregatesCounter):
             for tp in revoked:
                 self.targets.pop((tp.topic, tp.partition), None)
                 self.positions.pop((tp.topic, tp.partition), None)
+                self.uncommitted_since.pop((tp.topic, tp.partition), None)
+                self.polled_upto.pop((tp.topic, tp.partition), None)
+            metrics.forget_partitions(metrics.AGG_OLDEST_UNCOMMITTED, revoked)
             metrics.AGG_STAGE_PARTITIONS.set(len(self.stages))
             log.info("aggregates: revoked %s", sorted(keys))
 
@@ -211,6 +241,8 @@ class AggregatesWorker(AggregatesCounter):
             consumer.subscribe(list(self.stage_of), listener=Rebalance())
             log.info("aggregates: group %s on %s", self.group_id, sorted(self.stage_of))
             await self._loop(consumer)
+            if self.failure is not None:  # no flush: what it holds may be incomplete
+                raise RestoreFailed(f"restoring the assigned partitions failed: {self.failure!r}") from self.failure
             async with self._lock:
                 await self._flush_state(consumer, list(self.stages))
         finally:
@@ -226,6 +258,7 @@ class AggregatesWorker(AggregatesCounter):
             # no await between the poll and here: a rebalance callback sees these as pending
             generation = self.generation
             self.pending_from = {(tp.topic, tp.partition): records[0].offset for tp, records in polled.items() if records}
+            self._note_polled(polled)
             async with self._lock:
                 now = time.time()
                 self._count_polled(consumer, polled, generation, now)
@@ -247,6 +280,14 @@ class AggregatesWorker(AggregatesCounter):
                     evicted = sum(stage.evict_inactive() for stage in self.stages.values())
                     if evicted:
                         log.info("aggregates: evicted %d inactive entities", evicted)
+
+    def _note_polled(self, polled: dict) -> None:
+        mono = time.monotonic()
+        for tp, records in polled.items():
+            if records:
+                key = (tp.topic, tp.partition)
+                self.uncommitted_since.setdefault(key, mono)
+                self.polled_upto[key] = max(self.polled_upto.get(key, 0), records[-1].offset + 1)
 
     def _count_polled(self, consumer, polled: dict, generation: int, now: float) -> None:
         """Count one poll's records, unless a rebalance ran since the poll (``generation``):
@@ -296,6 +337,10 @@ class AggregatesWorker(AggregatesCounter):
                 refused[(stage, reason)] += st.stats[reason]
         for (stage, reason), n in refused.items():
             metrics.AGG_REFUSED.labels(stage, reason).set(n)
+        mono = time.monotonic()
+        metrics.export_oldest_uncommitted(metrics.AGG_OLDEST_UNCOMMITTED, {
+            (tp.topic, tp.partition): self.uncommitted_since.get((tp.topic, tp.partition)) for tp in consumer.assignment()},
+            mono)
         for tp in consumer.assignment():
             hw = consumer.highwater(tp)
             if hw is not None:
@@ -323,4 +368,7 @@ def run_aggregates(settings: StreamSettings) -> None:
     # collection every 700 allocations would keep re-scanning them
     gc.set_threshold(*settings.aggregates_gc_thresholds)
     worker = AggregatesWorker(settings)
-    run_until_signalled(worker.stop_requested, worker.run)
+    try:
+        run_until_signalled(worker.stop_requested, worker.run)
+    except RestoreFailed as exc:  # logged with its cause; a non-zero exit for the supervisor
+        raise SystemExit(f"convcg aggregates: {exc}") from None

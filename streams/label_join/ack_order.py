@@ -30,6 +30,7 @@ class Pending(msgspec.Struct, gc=False):
 
     offset: int
     done: bool = False
+    arrived: float = 0.0  # monotonic time it was delivered (the age of the oldest one held is exported)
 
 
 REPEAT = "repeat"  # a second delivery of a record already tracked: the first copy carries the effect
@@ -41,7 +42,7 @@ class InOrderAcks:
         self._queues: dict[Hashable, deque[Pending]] = {}
         self._next: dict[Hashable, int] = {}  # per partition: the next offset expected
 
-    def track(self, tp: Hashable, offset: int, start: int | None = None) -> Pending | str:
+    def track(self, tp: Hashable, offset: int, start: int | None = None, now: float = 0.0) -> Pending | str:
         """Track a delivered record. ``start`` is where the consumer was positioned for this
         partition (its committed offset; None: unknown, the first record starts it).
 
@@ -59,7 +60,7 @@ class InOrderAcks:
             self._next[tp] = expected
             return GAP
         self._next[tp] = offset + 1
-        entry = Pending(offset)
+        entry = Pending(offset, False, now)
         q = self._queues.get(tp)
         if q is None:
             q = self._queues[tp] = deque()
@@ -86,6 +87,11 @@ class InOrderAcks:
             if last is not None:
                 out[tp] = last + 1
         return out
+
+    def oldest_held(self) -> dict[Hashable, float]:
+        """For each partition tracked: when its oldest record not yet done was delivered (the
+        one holding its commit back), or None when every record tracked is done."""
+        return {tp: q[0].arrived if q else None for tp, q in self._queues.items()}
 
     def forget(self, tps: set) -> None:
         """Drop what is tracked for these partitions (revoked): never committed by us."""

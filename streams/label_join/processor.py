@@ -32,7 +32,7 @@ import orjson
 
 from convcg.contract import Conversion, Topics, encode_label
 from convcg.partitioning import PARTITIONER, PlacementCheck
-from convcg.validation import InvalidEvent, Watermark, dead_letter, parse_event
+from convcg.validation import InvalidEvent, Watermark, dead_letter, has_trusted_close_header, parse_event
 from streams import metrics
 from streams.kafka.checkpoint import Checkpoint, PendingCommits
 from streams.kafka.output import OutputProducer
@@ -84,7 +84,8 @@ class JoinProcessor:
             joiner = self.joiners[partition] = LabelJoiner(self.settings.rules)
             joiner.restore(states, wm)
             self.watermarks[partition] = PartitionWatermark(self.settings.rules.allowed_lateness_s,
-                                                            self.settings.idle_source_after_s, time.monotonic())
+                                                            self.settings.idle_source_after_s, time.monotonic(),
+                                                            max_skew_s=self.settings.max_future_s)
             self.watermarks[partition].value = wm
             log.info("partition %d: restored %d pending impressions, watermark %s", partition, len(states), wm)
 
@@ -105,6 +106,7 @@ class JoinProcessor:
         async with self._lock:
             self.acks.forget(revoked)
             self.commits.forget(revoked)
+            metrics.forget_partitions(metrics.OLDEST_UNCOMMITTED, revoked)
             for p in {tp.partition for tp in revoked if tp.topic in self.source_topics}:
                 if self.joiners.pop(p, None) is not None:
                     del self.watermarks[p]
@@ -131,10 +133,11 @@ class JoinProcessor:
         track = acks.track
         # fetched before a rebalance: skipped, redelivered from the committed offset
         current = [ev.message for ev in events if ev.message.generation_id == generation]
+        arrived = time.monotonic()
         starts = await self._start_offsets({m.tp for m in current if acks.expected(m.tp) is None})
         await self._restore({m.partition for m in current})
         for msg in current:
-            entry = track(msg.tp, msg.offset, starts.get(msg.tp))
+            entry = track(msg.tp, msg.offset, starts.get(msg.tp), arrived)
             if entry is REPEAT:
                 metrics.REDELIVERED.labels(msg.topic).inc()
                 continue
@@ -143,11 +146,11 @@ class JoinProcessor:
                     if hole_msg.offset is None:
                         continue
                     acks.skip_to(msg.tp, hole_msg.offset)  # offsets before it hold no record
-                    hole_entry = track(msg.tp, hole_msg.offset)
+                    hole_entry = track(msg.tp, hole_msg.offset, None, arrived)
                     if hole_entry is not REPEAT:
                         self._take(hole_msg, hole_entry, now, touched, events_in)
                 acks.skip_to(msg.tp, msg.offset)  # offsets left in the hole hold no record
-                entry = track(msg.tp, msg.offset)
+                entry = track(msg.tp, msg.offset, None, arrived)
             self._take(msg, entry, now, touched, events_in)
         released = []
         if not events:
@@ -166,6 +169,7 @@ class JoinProcessor:
 
         await self.checkpoint.commit(self._write_state, safe_offsets, self.consumer.commit)
         self.batches += 1
+        metrics.export_oldest_uncommitted(metrics.OLDEST_UNCOMMITTED, self.acks.oldest_held(), time.monotonic())
 
     def _write_state(self) -> None:
         """Queue the changed impression states and watermarks of the batch on the changelog."""
@@ -181,9 +185,12 @@ class JoinProcessor:
         try:
             if etype is None:
                 raise InvalidEvent("unknown_event_type", f"topic {msg.topic}")
-            parsed = parse_event(etype, msg.value, now, self.settings.max_future_s)
+            trusted = self.settings.trusted_close and has_trusted_close_header(getattr(msg, "headers", None))
+            parsed = parse_event(etype, msg.value, now, self.settings.max_future_s, trusted)
             if not isinstance(parsed, Watermark):
                 self._check_placement(parsed.user_id, msg.topic, partition)
+            elif trusted:
+                metrics.TRUSTED_CLOSES.inc()
         except InvalidEvent as exc:
             metrics.DEAD_LETTERS.labels(exc.reason).inc()
             self.output.send(self.topics.dead_letters, dead_letter(DEAD_LETTER_COMPONENT, msg.topic, partition,
@@ -193,7 +200,8 @@ class JoinProcessor:
             return
         joiner = self.joiners[partition]
         touched.add(partition)
-        self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset, time.monotonic())
+        self.watermarks[partition].observe(msg.topic, parsed.ts, msg.offset, time.monotonic(), now,
+                                           trusted and isinstance(parsed, Watermark))
         if isinstance(parsed, Watermark):
             entry.done = True
             return

@@ -20,8 +20,9 @@ WATERMARK_KEY = "__watermark__:%d"
 
 
 class JoinStateChangelog:
-    def __init__(self, bootstrap: str, table: Any, output: Any) -> None:
+    def __init__(self, bootstrap: str, table: Any, output: Any, restore_timeout_s: float = 120.0) -> None:
         self.bootstrap = bootstrap
+        self.restore_timeout_s = restore_timeout_s
         self.table = table
         self.output = output
         self._topic: str | None = None
@@ -36,7 +37,7 @@ class JoinStateChangelog:
         """The partition's changelog as it is on the broker now: the last bytes per key."""
         from streams.kafka.changelog_read import read_partition
 
-        return read_partition(self.bootstrap, self.topic, partition)
+        return read_partition(self.bootstrap, self.topic, partition, self.restore_timeout_s)
 
     def restore(self, partition: int) -> tuple[list[dict], float]:
         """The pending impression states and the watermark of one partition."""

@@ -6,6 +6,10 @@ The partition's watermark is the minimum over its *active* sources minus the all
 lateness, where a source that is fully caught up (nothing more to fetch) does not hold the
 others back (Flink-style idleness). So a fast topic cannot push decisions past events still
 waiting in a slower topic, and a quiet topic (few conversions) does not stall the join.
+
+A source's newest time is clamped to processing time plus the allowed clock skew
+(``max_skew_s``): a record stamped ahead of the clock cannot carry the watermark there when
+the sources go idle. Only a trusted close (`convcg replay --close`) is exempt.
 """
 
 from __future__ import annotations
@@ -28,12 +32,18 @@ class PartitionWatermark:
     started: float = 0.0
     sources: dict[str, SourceProgress] = field(default_factory=dict)
     value: float = -math.inf
+    max_skew_s: float = math.inf
 
-    def observe(self, topic: str, ts: float, offset: int, now: float = 0.0) -> None:
+    def observe(self, topic: str, ts: float, offset: int, now: float = 0.0, clock: float = math.inf,
+                trusted: bool = False) -> None:
+        """One record of ``topic`` at event time ``ts``; ``now``: monotonic time (liveness),
+        ``clock``: wall time (the clamp); ``trusted``: a trusted close, not clamped."""
         src = self.sources.get(topic)
         if src is None:
             src = self.sources[topic] = SourceProgress()
         src.last_arrival = now
+        if not trusted:
+            ts = min(ts, clock + self.max_skew_s)
         if ts > src.max_ts:
             src.max_ts = ts
         if offset + 1 > src.next_offset:

@@ -134,8 +134,9 @@ async def replay_async(log_, bootstrap: str, topics: Topics, speed: float = 0.0,
 
 async def _send_closing_watermark(producer, topics: Topics, last_event_ts: float) -> float:
     """A ``{"watermark": ts}`` record on every partition of the three event topics, with ts past
-    every label window after the last event (rules from the streams settings / env)."""
-    from streams.replay.watermarks import closing_watermark
+    every label window after the last event (rules from the streams settings / env), marked as
+    a trusted close (`streams.replay.watermarks.CLOSE_HEADERS`)."""
+    from streams.replay.watermarks import CLOSE_HEADERS, closing_watermark
     from streams.settings import StreamSettings
 
     ts = closing_watermark(last_event_ts, StreamSettings().rules)
@@ -143,7 +144,7 @@ async def _send_closing_watermark(producer, topics: Topics, last_event_ts: float
     sends = []
     for topic in topics.events:
         for partition in sorted(await producer.partitions_for(topic)):
-            sends.append(await producer.send(topic, value=body, partition=partition))
+            sends.append(await producer.send(topic, value=body, partition=partition, headers=CLOSE_HEADERS))
     await asyncio.gather(*sends)
     log.info("closed the replay with a producer watermark at %.0f on %d partitions", ts, len(sends))
     return ts

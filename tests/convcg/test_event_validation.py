@@ -107,3 +107,37 @@ def test_watermark_and_declared_type_are_accepted():
     assert parse_event("engagement", b'{"watermark": 12.5}', NOW, FUTURE) == Watermark(12.5)
     body = {**event_to_dict(GOOD[0]), "event_type": "impression"}
     assert parse_event("impression", orjson.dumps(body), NOW, FUTURE) == GOOD[0]
+
+
+@pytest.mark.parametrize("ts, reason", [(1e18, "watermark_in_future"), (NOW + FUTURE + 1, "watermark_in_future"),
+                                        (0, "watermark_out_of_range"), (-5, "watermark_out_of_range"),
+                                        (1e309, "malformed_json")])
+def test_a_producer_watermark_is_bounded_as_an_event(ts, reason):
+    """{"watermark": 1e18} once moved its partition's join watermark there for good."""
+    raw = b'{"watermark": 1e309}' if ts == 1e309 else orjson.dumps({"watermark": ts})
+    for parse in (parse_event, parse_event_fields):
+        with pytest.raises(InvalidEvent) as exc:
+            parse("impression", raw, NOW, FUTURE)
+        assert exc.value.reason == reason
+    assert parse_event("impression", orjson.dumps({"watermark": NOW + FUTURE}), NOW, FUTURE) == Watermark(NOW + FUTURE)
+
+
+def test_only_a_trusted_close_may_lie_ahead_of_the_clock():
+    far = orjson.dumps({"watermark": NOW + 40 * 86400})
+    assert parse_event("conversion", far, NOW, FUTURE, trusted_close=True) == Watermark(NOW + 40 * 86400)
+    with pytest.raises(InvalidEvent) as exc:  # never infinite or before the epoch, trusted or not
+        parse_event("conversion", b'{"watermark": -1}', NOW, FUTURE, trusted_close=True)
+    assert exc.value.reason == "watermark_out_of_range"
+    event = {**event_to_dict(GOOD[0]), "ts": NOW + 2 * FUTURE}  # the trust is for watermarks only
+    with pytest.raises(InvalidEvent):
+        parse_event("impression", orjson.dumps(event), NOW, FUTURE, trusted_close=True)
+    assert validation.has_trusted_close_header([(validation.TRUSTED_CLOSE_HEADER, b"1")])
+    assert validation.has_trusted_close_header({validation.TRUSTED_CLOSE_HEADER.encode(): b"1"})
+    assert not validation.has_trusted_close_header([(validation.TRUSTED_CLOSE_HEADER, b"0")])
+    assert not validation.has_trusted_close_header(None)
+
+
+def test_the_default_clock_skew_is_minutes_not_a_day():
+    from streams.settings import StreamSettings
+
+    assert 0 < StreamSettings().max_future_s <= 900

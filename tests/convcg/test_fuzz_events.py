@@ -35,7 +35,8 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database
 EVENT_TYPES = ("impression", "engagement", "conversion")
 REASONS = {"empty_record", "malformed_json", "not_an_object", "unknown_event_type", "event_type_mismatch",
            "missing_field", "wrong_type", "unknown_surface", "invalid_value", "unknown_engagement_type",
-           "unknown_conversion_type", "timestamp_out_of_range", "timestamp_in_future"}
+           "unknown_conversion_type", "timestamp_out_of_range", "timestamp_in_future", "watermark_out_of_range",
+           "watermark_in_future"}
 
 ids = st.text(min_size=1, max_size=24)
 timestamps = st.floats(min_value=1.0, max_value=NOW + MAX_FUTURE_S, allow_nan=False)
@@ -78,8 +79,8 @@ def check(event_type: str, raw: bytes | None, tally: FuzzTally) -> None:
         assert record["reason"] == exc.reason and base64.b64decode(record["original_b64"]) == (raw or b"")
         tally.add(exc.reason)
         return
-    if isinstance(parsed, Watermark):
-        assert math.isfinite(parsed.ts)
+    if isinstance(parsed, Watermark):  # bounded as an event's time (no trusted close here)
+        assert math.isfinite(parsed.ts) and 0 < parsed.ts <= NOW + MAX_FUTURE_S
         tally.add("watermark")
         return
     assert isinstance(parsed, EVENT_CLASSES[event_type])

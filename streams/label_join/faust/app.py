@@ -65,7 +65,8 @@ def build_app(settings: StreamSettings, partition_counts: dict[str, int] | None 
     output = OutputProducer(settings.kafka.bootstrap, linger_ms=settings.output_linger_ms)
     processor = JoinProcessor(settings, FaustConsumerPort(app, settings.kafka.bootstrap, settings.app_id,
                                                                     partition_counts),
-                              JoinStateChangelog(settings.kafka.bootstrap, table, output), output)
+                              JoinStateChangelog(settings.kafka.bootstrap, table, output,
+                                                 settings.restore_timeout_s), output)
 
     @app.agent(source, name="label-join")
     async def label_join(stream):

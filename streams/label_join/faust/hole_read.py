@@ -28,6 +28,7 @@ class HoleRecord:
     timestamp: float  # seconds, as Faust's
     tp: Any
     generation_id: int | None
+    headers: list | None = None
 
 
 def read_hole(bootstrap: str, tp: Any, start: int, end: int, generation_id: int | None,
@@ -58,7 +59,7 @@ def read_hole(bootstrap: str, tp: Any, start: int, end: int, generation_id: int 
                 break
             position = msg.offset() + 1
             out.append(HoleRecord(tp.topic, tp.partition, msg.offset(), msg.key(), msg.value(),
-                                  msg.timestamp()[1] / 1000.0, tp, generation_id))
+                                  msg.timestamp()[1] / 1000.0, tp, generation_id, msg.headers()))
     finally:
         consumer.close()
     return out

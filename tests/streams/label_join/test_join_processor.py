@@ -16,7 +16,7 @@ from convcg.kafka.settings import KafkaSettings
 from streams.label_join.processor import JoinProcessor
 from streams.label_join.rules import LabelRules
 from streams.label_join.state import WATERMARK_KEY, JoinStateChangelog
-from streams.replay.watermarks import closing_watermark
+from streams.replay.watermarks import CLOSE_HEADERS, closing_watermark
 from streams.settings import StreamSettings
 
 TOPICS = Topics("jp-")
@@ -30,9 +30,11 @@ class TP(NamedTuple):
 
 
 class Message:  # the fields of a Faust message the processor reads
-    def __init__(self, topic: str, partition: int, offset: int | None, value: bytes, generation_id=GENERATION):
+    def __init__(self, topic: str, partition: int, offset: int | None, value: bytes, generation_id=GENERATION,
+                 headers=None):
         self.topic, self.partition, self.offset, self.value, self.key = topic, partition, offset, value, b"u1"
         self.timestamp, self.tp, self.generation_id = NOW, TP(topic, partition), generation_id
+        self.headers = headers
 
 
 class Event:
@@ -124,7 +126,7 @@ def processor(consumer, restored: dict | None = None, read=None):
 
 def closing_batch(partition: int, offsets: dict[str, int]) -> list[Event]:
     """One producer watermark on each source topic: decides every impression before NOW."""
-    return [Event(Message(t, partition, offsets.get(t, 0), closing())) for t in TOPICS.events]
+    return [Event(Message(t, partition, offsets.get(t, 0), closing(), headers=CLOSE_HEADERS)) for t in TOPICS.events]
 
 
 def starts(partition: int, impressions_at: int) -> dict:

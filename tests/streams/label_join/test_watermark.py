@@ -50,3 +50,15 @@ def test_caught_up_source_holds_until_idle_long_enough():
     # engagements look caught up, but their highwater may be stale: they still hold it
     assert wm.compute(hw, TOPICS, now=11.0) == 100
     assert wm.compute(hw, TOPICS, now=12.5) == 1000  # quiet for 2.5 s: idle
+
+
+def test_a_source_newest_time_is_clamped_to_the_clock_plus_the_skew():
+    """A record stamped ahead of the clock cannot carry an idle partition's watermark there;
+    only a trusted close may."""
+    wm = PartitionWatermark(allowed_lateness_s=60.0, idle_after_s=0.0, max_skew_s=300.0)
+    clock = 1_700_000_000.0
+    wm.observe("imps", clock + 7 * 3600, 0, now=0.0, clock=clock)
+    assert wm.newest == clock + 300.0
+    assert wm.compute({"imps": 1}, ("imps",), now=10.0) == clock + 300.0 - 60.0
+    wm.observe("imps", clock + 40 * 86400, 1, now=0.0, clock=clock, trusted=True)
+    assert wm.compute({"imps": 2}, ("imps",), now=10.0) == clock + 40 * 86400 - 60.0

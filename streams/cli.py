@@ -93,7 +93,8 @@ def watermarks_show(bootstrap, app_id) -> None:
 
 
 @watermarks_command.command("reset")
-@click.option("--partition", type=click.IntRange(min=0), required=True)
+@click.option("--partition", type=click.IntRange(min=0), required=True,
+              help="The join partition whose watermark is reset (as `watermarks show` lists them).")
 @click.option("--to", "ts", type=float, required=True, help="The new watermark (Unix seconds of event time).")
 @click.option("--force", is_flag=True, help="Also while the workers' group has members, or a time ahead of the clock.")
 @click.option("--bootstrap", default=None, help="Kafka bootstrap (default: CONVCG_STREAMS_KAFKA__BOOTSTRAP, KAFKA_BOOTSTRAP)")

@@ -106,8 +106,11 @@ class TrainingSettings(BaseSettings):
     #: the cores to the streams and to the fine-tunes)
     retrain_niceness: int = Field(10, ge=0, le=19)
     #: share of the served-but-not-engaged rows a training from scratch keeps (seeded; every
-    #: positive is kept); fine-tunes keep them all
+    #: positive is kept)
     scratch_negative_share: float = Field(0.25, gt=0.0, le=1.0)
+    #: the same for fine-tunes (new and replayed rows): fewer examples per label lets a step keep
+    #: up with the stream on a shared CPU (``bench.experiments.trainer_replay --validation``)
+    finetune_negative_share: float = Field(1.0, gt=0.0, le=1.0)
     #: 1 epoch at 1e-3. 3 epochs at 3e-3 were tried (2026-12-02): on the first 60,000 MovieLens-100k
     #: events one replay of the trainer's steps gave 0.514 vs 0.469 (177 queries: ±0.04, a hint),
     #: but in the full `convcg up` the gate refused 14 of 27 such fine-tunes (candidates far

@@ -32,6 +32,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=60_000, help="first N events of the log (0 = all)")
     ap.add_argument("--steps", type=int, default=1, help="trainer steps over the live labels")
     ap.add_argument("--baselines", action="store_true", help="also grade popularity, item-kNN and EASE")
+    ap.add_argument("--validation", action="store_true",
+                    help="choose, don't report: train on the log to 80%% and grade on 80-90%% (the test tail unread)")
+    ap.add_argument("--finetune-negative-share", type=float, default=None,
+                    help="TrainingSettings.finetune_negative_share for this run (default: the setting's)")
     args = ap.parse_args()
 
     from streams.label_join.joiner import compute_labels
@@ -50,9 +54,10 @@ def main() -> None:
     full = load_log(args.dataset)
     events = full.events[:args.limit] if args.limit else full.events
     n = len(events)
-    n_warm, n_live_end = int(n * 0.4), int(n * 0.9)
+    n_warm, n_live_end = int(n * 0.4), int(n * (0.8 if args.validation else 0.9))
     labels = pd.DataFrame([lab.to_dict() for lab in compute_labels(events[:n_live_end])])
-    inter = interactions_from_log(EventLog("replay", list(events), full.catalog))
+    graded = events[:int(n * 0.9)] if args.validation else events  # the validation run never reads the tail
+    inter = interactions_from_log(EventLog("replay", list(graded), full.catalog))
     cut = events[n_live_end].ts
     evaluation, protocol = EvaluationSet.build(inter, cut), EvalSettings().protocol
     items = item_frame(inter, full.catalog)
@@ -68,6 +73,8 @@ def main() -> None:
                      protocol)[HEADLINE]
 
     settings = TrainingSettings()
+    if args.finetune_negative_share is not None:
+        settings = settings.model_copy(update={"finetune_negative_share": args.finetune_negative_share})
     catalog = full_catalog(full.catalog, labels)
     warm_ts = events[n_warm].ts
     older = labels[labels["label_ts"] < warm_ts]

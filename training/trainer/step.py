@@ -129,7 +129,8 @@ def finetune(serving: TwoTowerModel, new_labels: pd.DataFrame, older_labels: pd.
         candidate = TwoTowerModel(with_detected_features(settings.model, history))
     else:
         replay = replay_sample(older_labels, int(len(new_train) * settings.replay_ratio), seed=settings.optim.seed)
-        train = pd.concat([new_train, replay], ignore_index=True)
+        train = sample_negatives(pd.concat([new_train, replay], ignore_index=True), settings.finetune_negative_share,
+                                 settings.optim.seed)
         candidate = copy.deepcopy(serving)
         optim = settings.finetune_optim()
     examples = training_set(train, history, catalog, candidate.config, settings.query_time)

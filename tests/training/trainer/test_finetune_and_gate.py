@@ -205,6 +205,20 @@ def test_a_retrain_with_sampled_negatives_trains_on_fewer_rows_but_counts_every_
     assert reg.data_range("v000002")["kinds"]["negative"] < 0.5 * (older["kind"] == "negative").sum()
 
 
+def test_a_finetune_with_sampled_negatives_keeps_every_positive_and_a_share_of_the_negatives(tmp_path, data):
+    catalog, older, new = data
+    full = _settings(tmp_path / "all", gate_tolerance=1.0)
+    sampled = _settings(tmp_path / "quarter", gate_tolerance=1.0, finetune_negative_share=0.25)
+    rows = {}
+    for name, settings in (("all", full), ("quarter", sampled)):
+        full_training_step(settings, older, catalog, show_progress=False)
+        assert finetune_step(settings, new, older, catalog, show_progress=False).published == "v000002"
+        rows[name] = ModelRegistry(settings.registry_root).data_range("v000002")["kinds"]
+    assert rows["quarter"]["negative"] < 0.5 * rows["all"]["negative"]
+    assert {k: v for k, v in rows["quarter"].items() if k != "negative"} == \
+        {k: v for k, v in rows["all"].items() if k != "negative"}  # every positive kept
+
+
 def test_a_model_field_from_the_environment_changes_only_that_field_of_the_online_retriever(monkeypatch):
     from training.learn.recipes import online_model_config
 

@@ -42,6 +42,7 @@ from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import InvalidLabel, dead_letter, decode_dead_letter, parse_label
 from features import metrics
 from features.definitions import stream_view_name
+from features.compaction import compact_parts
 from features.offline import read_recent_parts, write_part
 from features.online_rows import row_writer
 from features.pending import PendingOffline
@@ -54,6 +55,7 @@ from features.updates import (
     latest_per_entity,
     new_labels,
     parse_feature_update,
+    stream_schema,
 )
 from features.write_errors import is_transient, split_on_data_errors
 
@@ -150,6 +152,13 @@ class FeastWriter:
             write_part(self.settings.offline_root / stream_view_name(entity), table)
             metrics.SINK_UPDATES.labels(entity).inc(table.num_rows)
 
+    def compact(self) -> int:
+        """Merge the small part files of every offline folder the sink appends to."""
+        s = self.settings
+        folders = [(s.offline_root / stream_view_name(e), stream_schema(e)) for e in ENTITIES]
+        return sum(compact_parts(d, schema, s.compact_max_parts, s.compact_part_bytes)
+                   for d, schema in folders + [(s.labels_dir, LABEL_SCHEMA)])
+
     def write_labels(self, pending: PendingOffline) -> None:
         fresh, too_old = new_labels(pending.labels, self.seen_label_ids)
         tables, failed = split_on_data_errors(fresh, lambda pairs: labels_table([lab for _, lab in pairs],
@@ -232,6 +241,12 @@ class FeatureSink:
             log.warning("commit after an offline flush refused (%s); the partitions' new owner "
                         "re-reads from the last committed offsets (labels dedupe by label_id)", exc)
         log.debug("flushed %d rows and %d labels offline; offsets committed", pending.rows, len(pending.labels))
+        try:  # after the commit: the parts it merges are written; a failure costs only disk
+            await asyncio.to_thread(self.writer.compact)
+        except Exception as exc:
+            metrics.SINK_WRITE_FAILURES.labels("compact").inc()
+            log.warning("compacting the offline part files failed (%s: %s); retried after the next flush",
+                        type(exc).__name__, exc)
 
     async def run(self) -> None:
         """Poll -> write online at once (freshness) -> keep as pending offline rows -> every

@@ -235,6 +235,12 @@ LABEL_FLOAT_FIELDS = ("impression_ts", "label_ts", "conversion_value", "engageme
 LABEL_INT_FIELDS = ("conversion", "engagement", "position")
 LABEL_REQUIRED = ("label_id", "impression_id", "user_id", "item_id", "advertiser_id", "surface",
                   "impression_ts", "label_ts", "kind")
+LABEL_TS_FIELDS = ("impression_ts", "label_ts")
+#: the latest event time a stored record (label, feature update) may carry: 2100-01-01. Far
+#: beyond any clock, well inside what ``datetime``, Arrow's timestamps and Feast's protobuf
+#: ``Timestamp`` hold (year 9999); a label stamped later would also move its partition's dedupe
+#: horizon past every label that follows
+MAX_STORED_TS = 4_102_444_800.0
 
 
 class InvalidLabel(ValueError):
@@ -261,6 +267,12 @@ def parse_label(d: Any) -> Label:
     for k in LABEL_INT_FIELDS:
         if k in d and (isinstance(d[k], bool) or not isinstance(d[k], int)):
             raise InvalidLabel(f"label field {k!r} must be an integer")
+        if k in d and not -MAX_INT - 1 <= d[k] <= MAX_INT:
+            raise InvalidLabel(f"label field {k!r} does not fit a 64-bit integer")
+    for k in LABEL_TS_FIELDS:
+        if not 0 <= d[k] <= MAX_STORED_TS:
+            raise InvalidLabel(f"label field {k!r} must be seconds since the epoch up to {MAX_STORED_TS:.0f}, "
+                               f"got {d[k]!r}")
     if not d["label_id"]:
         raise InvalidLabel("label_id must not be empty")
     if d["kind"] not in LABEL_KINDS:

@@ -41,13 +41,21 @@ def part_files(directory: Path) -> list[Path]:
 
 def read_parts(directory: Path, schema: pa.Schema, columns: list[str] | None = None,
                filter=None) -> pa.Table:
-    """All part files of ``directory`` as one table (empty table with ``schema`` if none)."""
-    files = part_files(directory)
-    if not files:
-        empty = schema.empty_table()
-        return empty.select(columns) if columns else empty
-    ds = pads.dataset([str(f) for f in files], schema=schema, format="parquet")
-    return ds.to_table(columns=columns, filter=filter)
+    """All part files of ``directory`` as one table (empty table with ``schema`` if none). A
+    part removed between listing and reading (merged by ``features.sink.compaction``, its rows now
+    in a part listed again) makes it list again."""
+    for attempt in range(3):
+        files = part_files(directory)
+        if not files:
+            empty = schema.empty_table()
+            return empty.select(columns) if columns else empty
+        try:
+            ds = pads.dataset([str(f) for f in files], schema=schema, format="parquet")
+            return ds.to_table(columns=columns, filter=filter)
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def column_max(path: Path, column: str) -> float | None:

@@ -53,6 +53,11 @@ class FeaturesSettings(BaseSettings):
     offline_flush_seconds: float = Field(
         5.0, description="append offline part files / labels (and commit) at least this often")
     offline_flush_rows: int = 50_000
+    compact_max_parts: int = Field(
+        64, ge=2, description="a folder of offline part files (per entity, labels) with more parts "
+        "than this has its runs of small parts merged (features.sink.compaction; every row kept)")
+    compact_part_bytes: int = Field(64 * 1024 * 1024, gt=0, description="parts smaller than this are "
+                                    "merged, into parts of about this size")
     retry_initial_seconds: float = 0.2
     retry_max_seconds: float = 10.0
     labels_dir: Path = Path("var/labels")

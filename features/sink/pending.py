@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 
 from convcg.contract import Label
 from features.repo.definitions import CREATED_TIMESTAMP
 from features.sink.updates import TIMESTAMP_TYPE, group_by_entity, updates_table
+from features.sink.write_errors import split_on_data_errors
 
 _PLACEHOLDER = datetime(1970, 1, 1)  # replaced by the flush time (see stamp_created)
 
@@ -40,21 +42,29 @@ class PendingOffline:
     since: float | None = None  # monotonic time of the first poll added
     created: datetime | None = None  # ingestion time stamped by the flush
     done: set[str] = field(default_factory=set)  # write stages finished (a retry repeats none)
+    sources: dict[int, Any] = field(default_factory=dict)  # id(label) -> its consumer record
+    dead_letters: list[bytes] = field(default_factory=list)  # labels the label table refused
 
-    def add(self, updates: list, labels: list[tuple[int, Label]], records: list, now: float) -> None:
+    def add(self, updates: list, labels: list[tuple[int, Label]], records: list,
+            now: float) -> list[tuple[Any, BaseException]]:
         """One poll: its valid updates and (partition, label) pairs, and every record's offset
-        (valid or not: a dead-lettered record is handled once it is on the dead-letter topic)."""
+        (valid or not: a dead-lettered record is handled once it is on the dead-letter topic).
+        Returns the updates no offline row can hold, each with its error (the rest are kept)."""
+        refused: list[tuple[Any, BaseException]] = []
         for entity, ups in group_by_entity(updates).items():
-            self.tables.setdefault(entity, []).append(updates_table(entity, ups, _PLACEHOLDER))
+            tables, failed = split_on_data_errors(ups, lambda part, e=entity: updates_table(e, part, _PLACEHOLDER))
+            self.tables.setdefault(entity, []).extend(tables)
+            refused += failed
         self.labels += labels
         offsets = self.offsets
         for r in records:
             tp = (r.topic, r.partition)
             if r.offset >= offsets.get(tp, 0):
                 offsets[tp] = r.offset + 1
-        self.rows += len(updates) + len(labels)
+        self.rows += len(updates) - len(refused) + len(labels)
         if self.since is None and records:
             self.since = now
+        return refused
 
     def updates_tables(self, created: datetime) -> dict[str, pa.Table]:
         """One table per entity with every pending update, ``created`` stamped."""

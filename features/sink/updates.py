@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from convcg.contract import ENTITIES, LABEL_FIELDS, FeatureUpdate, Label
 from convcg.dedupe import SeenWithinHorizon
-from convcg.validation import LABEL_FLOAT_FIELDS, LABEL_INT_FIELDS, LABEL_STR_FIELDS
+from convcg.validation import LABEL_FLOAT_FIELDS, LABEL_INT_FIELDS, LABEL_STR_FIELDS, MAX_INT, MAX_STORED_TS
 from features.repo.definitions import (
     CREATED_TIMESTAMP,
     EVENT_TIMESTAMP,
@@ -46,7 +46,7 @@ def _check_feature(entity: str, name: str, kind: str, value: Any) -> Any:
     if value is None:
         return None
     value_type = type(value)  # the common, valid cases first: one type check each
-    if kind == "int" and value_type is int:
+    if kind == "int" and value_type is int and -MAX_INT - 1 <= value <= MAX_INT:
         return value
     if kind == "float" and value_type is float and math.isfinite(value):
         return value
@@ -57,8 +57,10 @@ def _check_feature(entity: str, name: str, kind: str, value: Any) -> Any:
         if kind == "strings" or math.isfinite(sum(value)):
             return value
     if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if isinstance(value, bool) or not _is_number(value) or value != int(value):
             raise InvalidMessage(f"{entity} feature {name!r} must be an integer, got {value!r}")
+        if not -MAX_INT - 1 <= int(value) <= MAX_INT:
+            raise InvalidMessage(f"{entity} feature {name!r} does not fit a 64-bit integer")
         return int(value)
     if kind == "float":
         if not _is_number(value):
@@ -85,9 +87,10 @@ def parse_feature_update(d: Any) -> FeatureUpdate:
         raise InvalidMessage(f"unknown entity {entity!r}; expected one of {list(ENTITIES)}")
     if not isinstance(entity_id, str) or not entity_id:
         raise InvalidMessage("entity_id must be a non-empty string")
-    if not _is_number(d["event_ts"]) or d["event_ts"] < 0:
-        raise InvalidMessage(f"event_ts must be seconds since the epoch, got {d['event_ts']!r}")
-    if not _is_number(d["ingest_ms"]):
+    if not _is_number(d["event_ts"]) or not 0 <= d["event_ts"] <= MAX_STORED_TS:
+        raise InvalidMessage(f"event_ts must be seconds since the epoch up to {MAX_STORED_TS:.0f}, "
+                             f"got {d['event_ts']!r}")
+    if not _is_number(d["ingest_ms"]) or not -MAX_INT - 1 <= d["ingest_ms"] <= MAX_INT:
         raise InvalidMessage(f"ingest_ms must be milliseconds since the epoch, got {d['ingest_ms']!r}")
     features = d["features"]
     if not isinstance(features, dict):

@@ -16,6 +16,12 @@ time per partition (``convcg.dedupe``; the stored labels within that horizon of 
 loaded at start, older ones are not, so memory is bounded by the horizon, not the history);
 a redelivered feature row may be appended offline twice with the same values, which the
 point-in-time join resolves to the same value.
+
+Poison: a record the stores cannot hold is dead-lettered with its reason, never retried.
+``decode_records`` checks ranges at the door (event times up to ``MAX_STORED_TS``, integers
+within int64); a write that still fails on its data is bisected (``features.sink.write_errors``):
+the rest is written, each record that fails alone is dead-lettered, and the offsets move on.
+Only a store that is unavailable (``is_transient``) makes the sink retry the same batch.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 import orjson
+import pyarrow as pa
 
 from convcg.contract import ENTITIES, FeatureUpdate, Label, Topics
 from convcg.dedupe import SeenWithinHorizon
 from convcg.validation import InvalidLabel, dead_letter, decode_dead_letter, parse_label
 from features import metrics
+from features.sink.compaction import compact_parts
 from features.offline import read_recent_parts, write_part
 from features.online.write import row_writer
 from features.repo.definitions import stream_view_name
@@ -47,7 +55,9 @@ from features.sink.updates import (
     latest_per_entity,
     new_labels,
     parse_feature_update,
+    stream_schema,
 )
+from features.sink.write_errors import is_transient, split_on_data_errors
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +76,7 @@ class Batch:
     updates: list[FeatureUpdate] = field(default_factory=list)
     labels: list[tuple[int, Label]] = field(default_factory=list)  # (labels-topic partition, label)
     dead_letters: list[bytes] = field(default_factory=list)
+    sources: dict[int, Any] = field(default_factory=dict)  # id(update or label) -> its consumer record
     done: set[str] = field(default_factory=set)
     created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
@@ -83,9 +94,12 @@ def decode_records(records: list, topics: Topics) -> Batch:
         try:
             obj = orjson.loads(rec.value)
             if rec.topic == topics.feature_updates:
-                batch.updates.append(parse_feature_update(obj))
+                parsed = parse_feature_update(obj)
+                batch.updates.append(parsed)
             else:
-                batch.labels.append((rec.partition, parse_label(obj)))
+                parsed = parse_label(obj)
+                batch.labels.append((rec.partition, parsed))
+            batch.sources[id(parsed)] = rec
         except orjson.JSONDecodeError as exc:
             batch.dead_letters.append(dead_letter_for(rec, "malformed_json", f"not valid JSON: {exc}"))
         except InvalidLabel as exc:
@@ -113,10 +127,20 @@ class FeastWriter:
         log.info("sink writer ready: %d label ids of the last %.0f s of event time stored in %s",
                  len(self.seen_label_ids), settings.dedupe_horizon_s, settings.labels_dir)
 
-    def write_online(self, batch: Batch) -> None:
-        for entity, ups in group_by_entity(latest_per_entity(batch.updates)).items():
-            self.online.write(entity, ups, batch.created)
+    def _write_online_rows(self, updates: list[FeatureUpdate], created: datetime) -> None:
+        for entity, ups in group_by_entity(updates).items():
+            self.online.write(entity, ups, created)
             metrics.SINK_ONLINE_ROWS.labels(entity).inc(len(ups))
+
+    def write_online(self, batch: Batch) -> None:
+        """The newest update of each entity online; one the store refuses on its data is
+        dead-lettered (and dropped from the batch: not written offline either)."""
+        _, failed = split_on_data_errors(latest_per_entity(batch.updates),
+                                         lambda ups: self._write_online_rows(ups, batch.created))
+        if failed:
+            refused = {id(u) for u, _ in failed}
+            batch.updates = [u for u in batch.updates if id(u) not in refused]
+            batch.dead_letters += unwritable(failed, batch.sources, "unwritable_feature_update")
         now_ms = time.time() * 1000.0
         freshness = self._freshness
         for u in batch.updates:
@@ -128,17 +152,37 @@ class FeastWriter:
             write_part(self.settings.offline_root / stream_view_name(entity), table)
             metrics.SINK_UPDATES.labels(entity).inc(table.num_rows)
 
+    def compact(self) -> int:
+        """Merge the small part files of every offline folder the sink appends to."""
+        s = self.settings
+        folders = [(s.offline_root / stream_view_name(e), stream_schema(e)) for e in ENTITIES]
+        return sum(compact_parts(d, schema, s.compact_max_parts, s.compact_part_bytes)
+                   for d, schema in folders + [(s.labels_dir, LABEL_SCHEMA)])
+
     def write_labels(self, pending: PendingOffline) -> None:
         fresh, too_old = new_labels(pending.labels, self.seen_label_ids)
-        if fresh:
-            write_part(self.settings.labels_dir, labels_table([lab for _, lab in fresh], pending.created))
-            for partition, lab in fresh:
-                self.seen_label_ids.add(partition, lab.label_id, lab.label_ts)
+        tables, failed = split_on_data_errors(fresh, lambda pairs: labels_table([lab for _, lab in pairs],
+                                                                                pending.created))
+        if tables:
+            write_part(self.settings.labels_dir, pa.concat_tables(tables))
+        if failed:
+            refused = {id(lab) for (_, lab), _ in failed}
+            fresh = [(p, lab) for p, lab in fresh if id(lab) not in refused]
+            pending.dead_letters += unwritable([(lab, exc) for (_, lab), exc in failed], pending.sources,
+                                               "unwritable_label")
+        for partition, lab in fresh:
+            self.seen_label_ids.add(partition, lab.label_id, lab.label_ts)
         if too_old:
             log.warning("%d labels older than the dedupe horizon of their partition: not written", too_old)
         metrics.SINK_LABELS.labels("written").inc(len(fresh))
         metrics.SINK_LABELS.labels("too_old").inc(too_old)
-        metrics.SINK_LABELS.labels("duplicate").inc(len(pending.labels) - len(fresh) - too_old)
+        metrics.SINK_LABELS.labels("duplicate").inc(len(pending.labels) - len(fresh) - too_old - len(failed))
+
+
+def unwritable(failed: list[tuple[Any, BaseException]], sources: dict[int, Any], reason: str) -> list[bytes]:
+    """Dead letters of the records a store refused on their data, with the store's reason."""
+    return [dead_letter_for(sources[id(item)], reason, f"{type(exc).__name__}: {str(exc)[:300]}")
+            for item, exc in failed]
 
 
 class FeatureSink:
@@ -151,8 +195,10 @@ class FeatureSink:
         self.batches_written = 0
 
     async def _write_with_retry(self, stage: str, fn: Callable[[Any], None], work: Batch | PendingOffline) -> None:
-        """Run one write stage until it succeeds; a stop request while failing raises
-        ``SinkStopped`` (so the caller never commits past unwritten data)."""
+        """Run one write stage until it succeeds while its store is unavailable; a stop request
+        while failing raises ``SinkStopped`` (so the caller never commits past unwritten data).
+        The stages bisect a batch that fails on data themselves, so any other error is a fault
+        of the sink: raised (the component exits with it), never retried forever."""
         delay = self.settings.retry_initial_seconds
         while stage not in work.done:
             try:
@@ -160,6 +206,8 @@ class FeatureSink:
                 work.done.add(stage)
             except Exception as exc:  # store down, disk full...: keep the batch, retry
                 metrics.SINK_WRITE_FAILURES.labels(stage).inc()
+                if not is_transient(exc):
+                    raise
                 log.warning("%s write failed (%s: %s); retrying the same batch in %.1fs, "
                             "offsets not committed", stage, type(exc).__name__, exc, delay)
                 try:
@@ -174,7 +222,7 @@ class FeatureSink:
         return bool(pending) and (pending.rows >= self.settings.offline_flush_rows
                                   or time.monotonic() - pending.since >= self.settings.offline_flush_seconds)
 
-    async def _flush(self, consumer, pending: PendingOffline) -> None:
+    async def _flush(self, consumer, producer, pending: PendingOffline) -> None:
         """Append the pending rows offline and the new labels, then commit the offsets they
         cover (only those: polls made meanwhile belong to the next flush)."""
         from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -183,6 +231,7 @@ class FeatureSink:
         pending.created = datetime.now(timezone.utc)
         await self._write_with_retry("offline", self.writer.write_offline, pending)
         await self._write_with_retry("labels", self.writer.write_labels, pending)
+        await self._send_dead_letters(producer, pending.dead_letters)
         assigned = consumer.assignment()
         offsets = {tp: o for tp, o in ((TopicPartition(*k), o) for k, o in pending.offsets.items()) if tp in assigned}
         try:
@@ -192,6 +241,12 @@ class FeatureSink:
             log.warning("commit after an offline flush refused (%s); the partitions' new owner "
                         "re-reads from the last committed offsets (labels dedupe by label_id)", exc)
         log.debug("flushed %d rows and %d labels offline; offsets committed", pending.rows, len(pending.labels))
+        try:  # after the commit: the parts it merges are written; a failure costs only disk
+            await asyncio.to_thread(self.writer.compact)
+        except Exception as exc:
+            metrics.SINK_WRITE_FAILURES.labels("compact").inc()
+            log.warning("compacting the offline part files failed (%s: %s); retried after the next flush",
+                        type(exc).__name__, exc)
 
     async def run(self) -> None:
         """Poll -> write online at once (freshness) -> keep as pending offline rows -> every
@@ -226,12 +281,12 @@ class FeatureSink:
                     continue
                 await self._poll_once(consumer, producer, pending)
                 if flushing is None and self._flush_due(pending):
-                    flushing = asyncio.create_task(self._flush(consumer, pending))
+                    flushing = asyncio.create_task(self._flush(consumer, producer, pending))
                     pending = PendingOffline()
             if flushing is not None:
                 await flushing
             if pending:
-                await self._flush(consumer, pending)
+                await self._flush(consumer, producer, pending)
         except SinkStopped as exc:
             log.warning("%s; uncommitted records will be redelivered on restart", exc)
         finally:
@@ -250,16 +305,22 @@ class FeatureSink:
         t0 = time.perf_counter()
         batch = decode_records(records, self.topics)
         await self._write_with_retry("online", self.writer.write_online, batch)
-        for raw in batch.dead_letters:
+        refused = pending.add(batch.updates, batch.labels, records, time.monotonic())
+        batch.dead_letters += unwritable(refused, batch.sources, "unwritable_feature_update")
+        pending.sources.update((id(lab), batch.sources[id(lab)]) for _, lab in batch.labels)
+        await self._send_dead_letters(producer, batch.dead_letters)
+        self.batches_written += 1
+        metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - t0)
+
+    async def _send_dead_letters(self, producer, raws: list[bytes]) -> None:
+        """Send and acknowledge the dead letters before the offsets covering them can be committed."""
+        for raw in raws:
             producer.send(self.topics.dead_letters, raw)
             dl = decode_dead_letter(raw)
             metrics.SINK_DEAD_LETTERS.labels(dl.topic).inc()
             log.warning("dead-lettered %s[%s]@%s: %s (%s)", dl.topic, dl.partition, dl.offset, dl.reason, dl.detail)
-        if batch.dead_letters:  # acknowledged before the offsets covering them can be committed
+        if raws:
             await asyncio.to_thread(producer.flush)
-        pending.add(batch.updates, batch.labels, records, time.monotonic())
-        self.batches_written += 1
-        metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - t0)
 
 
 class BackgroundSink:

@@ -12,8 +12,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
+#: the labels-topic partition each label was read from: stored beside it so a restarted reader
+#: restores each partition's dedupe horizon; not part of the labels ``load`` returns
+PARTITION_COLUMN = "topic_partition"
 
 
 class LabelStore:
@@ -28,17 +32,24 @@ class LabelStore:
         if not parts:
             return pd.DataFrame()
         frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        frame = frame.drop(columns=[PARTITION_COLUMN], errors="ignore")
         return frame.drop_duplicates("label_id", keep="first").reset_index(drop=True)
 
-    def recent_label_ids(self, horizon_s: float) -> list[tuple[str, float]]:
-        """(label_id, label_ts) of the stored labels within ``horizon_s`` of event time of the
-        newest one: the ids a restarted reader must still recognise as redeliveries."""
-        frames = [pd.read_parquet(p, columns=["label_id", "label_ts"]) for p in self.parts()]
+    def recent_label_ids(self, horizon_s: float) -> list[tuple[int | None, str, float]]:
+        """(partition, label_id, label_ts) of the stored labels within ``horizon_s`` of event
+        time of the newest one: the ids a restarted reader must still recognise as
+        redeliveries, and where each was read (None: a part stored without it)."""
+        frames = []
+        for p in self.parts():
+            names = set(pq.read_schema(p).names)
+            frame = pd.read_parquet(p, columns=["label_id", "label_ts", *([PARTITION_COLUMN] if PARTITION_COLUMN in names else [])])
+            frames.append(frame if PARTITION_COLUMN in frame else frame.assign(**{PARTITION_COLUMN: None}))
         if not frames:
             return []
         frame = pd.concat(frames, ignore_index=True)
         recent = frame[frame["label_ts"] >= frame["label_ts"].max() - horizon_s]
-        return list(zip(recent["label_id"].tolist(), recent["label_ts"].astype(float).tolist()))
+        partitions = [None if pd.isna(x) else int(x) for x in recent[PARTITION_COLUMN].tolist()]
+        return list(zip(partitions, recent["label_id"].tolist(), recent["label_ts"].astype(float).tolist()))
 
     def append(self, labels: pd.DataFrame) -> Path | None:
         """Write one part atomically (temp file + rename)."""

@@ -45,7 +45,7 @@ from training.trainer.background_retrain import (
     FinishedRetrain,
     catch_up_labels,
 )
-from training.trainer.label_store import LabelStore
+from training.trainer.label_store import PARTITION_COLUMN, LabelStore
 from training.trainer.plots import plot_versions
 from training.trainer.publish import (
     StepOutcome,
@@ -92,8 +92,8 @@ class TrainerService:
         self.metrics = TrainerMetrics()
         self.show_progress = show_progress
         self.seen = SeenWithinHorizon(settings.dedupe_horizon_s)
-        for label_id, label_ts in self.store.recent_label_ids(settings.dedupe_horizon_s):
-            self.seen.add(None, label_id, label_ts)
+        for partition, label_id, label_ts in self.store.recent_label_ids(settings.dedupe_horizon_s):
+            self.seen.add(partition, label_id, label_ts)
         self.pending: list[dict] = []
         #: held-out rows of the last step, trained on in the next one (already stored)
         self.carried: pd.DataFrame = pd.DataFrame()
@@ -173,6 +173,7 @@ class TrainerService:
             else:
                 self.metrics.duplicates.inc()
             return False
+        label[PARTITION_COLUMN] = partition
         self.pending.append(label)
         self.metrics.consumed.inc()
         return True
@@ -233,7 +234,9 @@ class TrainerService:
         started_wall = self.step_started_wall or time.time()
         self.step_started_wall = None
         new = pd.DataFrame(self.pending, columns=list(LABEL_FIELDS))
-        self.store.append(new)
+        self.store.append(pd.DataFrame(self.pending, columns=[*LABEL_FIELDS, PARTITION_COLUMN]))
+        if self._producer is not None:
+            self._producer.flush()  # dead letters acknowledged before the offsets covering them commit
         if self.settings.consumer_group and self._consumer is not None:
             self._commit()
         self.pending = []

@@ -12,7 +12,10 @@ from training.evaluation.protocol import HEADLINE
 
 @pytest.mark.slow
 @pytest.mark.broker  # `convcg up` starts its own broker
-def test_up_runs_the_whole_loop_and_reports(tmp_path):
+def test_up_runs_the_whole_loop_and_reports(tmp_path, monkeypatch):
+    # a deployment's registry retention (here: keep 1) does not reach into the run, whose report
+    # grades and times every version (a run with more versions than the default 10 lost them)
+    monkeypatch.setenv("CONVCG_REGISTRY_KEEP_VERSIONS", "1")
     settings = LoopSettings(limit=30_000, trigger_labels=5_000, trigger_seconds=15.0, rate=800.0, timeout_s=600)
     summary = run_loop(tmp_path, settings)
     assert summary["events_processed"] == summary["events_replayed"] == 27_000
@@ -20,6 +23,7 @@ def test_up_runs_the_whole_loop_and_reports(tmp_path):
     assert kinds["engagement"] > 0 and kinds["negative"] > 0 and kinds["conversion"] > 0
     assert summary["dead_letters"] == 0 and summary["labels_redelivered"] == 0
     assert len(summary["model_versions"]) >= 2 and summary["model_after"] != summary["model_before"]
+    assert sorted(p.name for p in (tmp_path / "registry" / "versions").iterdir()) == summary["model_versions"]
     assert summary["index_swaps"] >= 2
     assert summary["retriever_queries"] > 0 and summary["retriever_query_failures"] == 0
     # the retrieval service read every query's user row from the Feast store in-process

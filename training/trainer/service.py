@@ -260,13 +260,16 @@ class TrainerService:
         fresh = pd.concat([self.carried, new], ignore_index=True) if len(self.carried) else new
         older = everything[~everything["label_id"].isin(fresh["label_id"])]
         finished = self.retrainer.poll() if self.retrainer is not None else None
+        collected = None
         if finished is not None:
             self.metrics.retraining.set(0)
             collected = self._collect_retrain(finished, everything, catalog, started_wall)
             if collected is not None:
                 self.carried = collected.heldout if collected.heldout is not None else pd.DataFrame()
-                return self._record(collected, started)
-        # one retrain at a time: while one runs, a due one waits for a later step
+                fresh = pd.concat([self.carried, new], ignore_index=True) if len(new) else self.carried
+                older = everything[~everything["label_id"].isin(fresh["label_id"])]
+        # one retrain at a time: while one runs, a due one waits for a later step (the step that
+        # collects one may start the next: the stream may have ended, with no later step)
         running = self.retrainer is not None and self.retrainer.running
         scratch = not running and retrain_due(self.settings, self.stored_count, self.at_last_scratch)
         if scratch:
@@ -279,6 +282,8 @@ class TrainerService:
                 self.retrainer.start(serving.model, serving.version, fresh, older, catalog)
                 self.metrics.retraining.set(1)
                 scratch = False  # this step fine-tunes as usual
+        if collected is not None:
+            return self._record(collected, started)
         outcome = finetune_step(self.settings, fresh, older, catalog, self.show_progress, from_scratch=scratch,
                                 step_started_at=started_wall, plot=False)
         self.carried = outcome.heldout if outcome.heldout is not None else pd.DataFrame()

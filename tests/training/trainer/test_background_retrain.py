@@ -46,6 +46,8 @@ def test_a_due_retrain_runs_beside_the_fine_tunes_then_is_published_and_caught_u
         _accept(service, labels[1300:1600])
         assert service.retrainer.wait(timeout=180), "the background retrain did not finish"
         assert service.due()
+        # the labels have grown enough again: the step that collects this retrain starts the next
+        service.settings = service.settings.model_copy(update={"retrain_growth": 1.1})
         service.step()
         published = [o.published for o in service.outcomes]
         assert published == ["v000001", "v000002", "v000003"], [o.reason for o in service.outcomes]
@@ -59,7 +61,8 @@ def test_a_due_retrain_runs_beside_the_fine_tunes_then_is_published_and_caught_u
         # the collecting step fine-tunes it on its held-out slice and everything stored after it
         assert retrain["new_labels"] + retrain["heldout"]["labels"] == len(snapshot_heldout) + 300
         assert retrain["step_started_at"] > 0
-        assert not service.retrainer.running and service.metrics.retraining._value.get() == 0
+        assert service.retrainer.running and service.metrics.retraining._value.get() == 1
+        assert len(service.retrainer.job.snapshot_label_ids) == 1600 and service.retrainer.job.base_version == "v000003"
         assert not service.due()
     finally:
         service.close()

@@ -146,8 +146,10 @@ def iter_topic(bootstrap: str, topic: str, timeout: float = 10.0, decode: bool =
             for tp in consumer.position([TopicPartition(topic, p) for p in parts]):
                 positions[tp.partition] = max(positions[tp.partition], tp.offset)  # past markers too
             at_end = all(positions[p] >= ends[p] for p in parts)
-            if at_end and n >= min_count and now - last_data >= idle:
-                return
+            if at_end and ((n >= min_count and now - last_data >= idle) or now > deadline):
+                return  # everything read: enough of it, or no more came within the timeout
+            if not at_end and now - last_data > timeout:
+                return  # records said to be there never came: give up rather than hang
             if now > deadline:
                 return
     finally:

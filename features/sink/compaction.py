@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from features.offline import PART_SUFFIX, part_files
 
-log = logging.getLogger("convcg.features.sink.compaction")
+log = logging.getLogger(__name__)
 
 #: the suffix of a merged part's stem: ``part-<first>-c.parquet`` sorts just before ``part-<first>.parquet``
 MERGED_MARK = "-c"

@@ -178,7 +178,5 @@ def catch_up_labels(finished: FinishedRetrain, everything: pd.DataFrame) -> tupl
     """(fresh, older) of the fine-tune that collects a retrain: fresh = every stored label its
     caught-up model was not trained on (its last held-out slice, and what arrived since);
     older = the rest."""
-    trained = finished.trained_label_ids or (finished.job.snapshot_label_ids
-                                             - frozenset(finished.result.heldout["label_id"]))
-    fresh = everything[~everything["label_id"].isin(trained)]
-    return fresh, everything[everything["label_id"].isin(trained)]
+    trained = everything["label_id"].isin(finished.trained_label_ids)
+    return everything[~trained], everything[trained]
